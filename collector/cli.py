@@ -1,0 +1,243 @@
+"""The ``collector`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from collector import config as config_mod
+from collector.errors import CollectorError, ConfigError
+from collector.trace import TraceFilter
+
+log = logging.getLogger("collector")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # verification found a problem, or a command failed at run time
+EXIT_CONFIG = 2  # invalid configuration or usage
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # paho and urllib3 are chatty at INFO about things we already log once, in our words
+    for noisy in ("urllib3", "influxdb_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(path: str, *sections: str) -> config_mod.Config:
+    cfg = config_mod.load(path)
+    cfg.require(*sections)
+    return cfg
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.file)
+    sections = [s for s in ("gateway", "mqtt", "influxdb", "recorder") if getattr(cfg, s) is not None]
+    print(
+        f"{args.file}: valid ({', '.join(sections)}; {len(cfg.stations)} station(s), "
+        f"{sum(len(s.devices) for s in cfg.stations)} device(s), {len(cfg.plans)} plan(s), "
+        f"{len(cfg.gauges)} gauge(s))"
+    )
+    return EXIT_OK
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from collector.gateway import Gateway
+
+    cfg = _load(args.config, "gateway")
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        _wait_for_signal()
+    finally:
+        gw.stop()
+    return EXIT_OK
+
+
+def cmd_recorder(args: argparse.Namespace) -> int:
+    from collector.recorder import Recorder
+    from collector.store.factory import open_store
+
+    cfg = _load(args.config, "recorder", "influxdb")
+    assert cfg.influxdb is not None
+    rec = Recorder(cfg, open_store(cfg.influxdb))
+    rec.start()
+    try:
+        _wait_for_signal()
+    finally:
+        rec.stop()
+    return EXIT_OK
+
+
+def _filter(args: argparse.Namespace) -> TraceFilter:
+    return TraceFilter(
+        serial=args.serial,
+        lot=args.lot,
+        work_order=args.work_order,
+        part_number=args.part_number,
+        station=args.station,
+        characteristic=getattr(args, "characteristic", None),
+        gauge=getattr(args, "gauge", None),
+        start=args.start,
+        end=args.end,
+    )
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from collector.store.factory import open_store
+    from collector.trace import trace, write_csv, write_json
+
+    cfg = _load(args.config, "influxdb")
+    assert cfg.influxdb is not None
+    flt = _filter(args)
+    if flt.empty():
+        raise ConfigError(
+            "command line",
+            [
+                (
+                    "filter",
+                    "give at least one of --serial, --lot, --work-order, "
+                    "--part-number, --station, --characteristic, --gauge, --from, --to",
+                )
+            ],
+        )
+    store = open_store(cfg.influxdb)
+    try:
+        records = trace(store, flt)
+    finally:
+        store.close()
+    (write_csv if args.format == "csv" else write_json)(records, sys.stdout)
+    print(f"{len(records)} record(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from collector.store.factory import open_store
+    from collector.verify import format_report, verify
+
+    cfg = _load(args.config, "influxdb")
+    assert cfg.influxdb is not None
+    key = None
+    if cfg.gateway is not None and cfg.gateway.signing_key is not None:
+        key = cfg.gateway.signing_key.get_secret_value().encode()
+    store = open_store(cfg.influxdb)
+    try:
+        report = verify(store, _filter(args), key=key, only=args.gateway or None)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import run_demo
+
+    return run_demo(config_path=args.config, duration=args.duration, workdir=args.workdir)
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from collector.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return EXIT_OK
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--serial")
+    p.add_argument("--lot")
+    p.add_argument("--work-order")
+    p.add_argument("--part-number")
+    p.add_argument("--station")
+    p.add_argument("--from", dest="start", metavar="TIME", help="RFC 3339 time or date, inclusive")
+    p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collector", description="Shop-floor inspection data collector.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a configuration file (exit 2 if invalid)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    for name, func, text in (
+        ("gateway", cmd_gateway, "read devices, judge readings, journal and publish records"),
+        ("recorder", cmd_recorder, "write records from MQTT into InfluxDB"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("trace", help="print the history of a serial, lot, part number, station")
+    p.add_argument("--config", required=True)
+    _filters(p)
+    p.add_argument("--characteristic")
+    p.add_argument("--gauge")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("verify", help="check every gateway's chain for gaps and alterations (exit 1 if any)")
+    p.add_argument("--config", required=True)
+    _filters(p)
+    p.add_argument("--gateway", action="append", help="only this gateway (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="run the whole local stack with simulated devices")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--config", default=None, help="demo configuration (default: config/demo.yaml)")
+    p.add_argument("--workdir", default=None, help="where services keep their data (default: ./var/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("schemas", help="write the JSON Schemas of the payloads and configuration")
+    p.add_argument("--out", default="config/schemas")
+    p.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return EXIT_CONFIG
+    except CollectorError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Loading and validating the YAML configuration.
+
+One file describes a site's piece of the system: the gateway (its stations, devices,
+gauge register and inspection plans), the MQTT broker, the recorder and the store.
+Each command uses the sections it needs and refuses to start without them.
+
+Every error names the file, the field path (``stations[0].devices[1].baudrate``), the
+line in the file where that can be found, and the reason. Secrets (MQTT password,
+InfluxDB token, the gateway's signing key) may be given inline, as ``{env: NAME}`` or as
+``{file: PATH}``; they are held as :class:`pydantic.SecretStr` and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from collector.errors import ConfigError
+from collector.models import Gauge, InspectionPlan
+from drivers import registry
+from drivers.base import DriverConfig
+
+
+def _resolve_secret(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {"env"}:
+            name = str(value["env"])
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if set(value) == {"file"}:
+            path = Path(str(value["file"]))
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+        raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip host name verification (self-signed test brokers only)
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: Identifier = "qc"
+    client_id: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    tls: TlsSettings | None = None
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    #: unacknowledged record messages allowed on the wire at once
+    max_inflight: int = Field(default=32, ge=1, le=65535)
+    #: several records share a message when there is a backlog
+    max_records_per_message: int = Field(default=500, ge=1, le=100_000)
+    max_message_bytes: int = Field(default=256 * 1024, ge=4096, le=64 * 1024 * 1024)
+    reconnect_min_delay: float = Field(default=0.5, gt=0)
+    reconnect_max_delay: float = Field(default=30.0, gt=0)
+
+
+class InfluxV1Settings(_Section):
+    kind: Literal["v1"] = "v1"
+    url: str = "http://127.0.0.1:8086"
+    database: Identifier = "quality"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class InfluxV2Settings(_Section):
+    kind: Literal["v2"]
+    url: str
+    token: Secret
+    org: str
+    bucket: str
+    #: the database name of the DBRP mapping that InfluxQL queries use (default: the bucket)
+    database: str | None = None
+    retention_policy: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+InfluxSettings = Annotated[InfluxV1Settings | InfluxV2Settings, Field(discriminator="kind")]
+
+
+class GatewaySettings(_Section):
+    id: Identifier
+    site: Identifier
+    line: Identifier
+    journal: Path = Path("var/journal.sqlite")
+    #: key for the per-record HMAC signature; no key, no signature
+    signing_key: Secret | None = None
+    #: seconds between status heartbeats (retained) on the status topics
+    status_interval: float = Field(default=10.0, gt=0)
+    #: delivered records older than this are removed from the journal (0: keep all)
+    keep_delivered_days: float = Field(default=30.0, ge=0)
+
+
+class RecorderSettings(_Section):
+    group: Identifier = "recorders"
+    client_id: str | None = None
+    #: records per InfluxDB write when messages are waiting
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    #: the longest a received record waits for its batch to fill, in seconds
+    batch_interval: float = Field(default=0.1, gt=0, le=10)
+    #: messages the broker may have in flight to this recorder (MQTT 5 receive maximum)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    dead_letter_file: Path = Path("var/dead-letter.jsonl")
+    retry_min_delay: float = Field(default=0.5, gt=0)
+    retry_max_delay: float = Field(default=30.0, gt=0)
+
+
+class PartContext(_Section):
+    """The part under inspection when nothing has been scanned.
+
+    ``serial`` may contain ``{n}`` (with a format, e.g. ``SN-{n:05d}``): the station then
+    numbers parts itself, starting at ``first_number`` and counting up each time the plan
+    is complete, and carries on after a restart from the last serial it journaled.
+    """
+
+    part_number: str
+    serial: str | None = None
+    lot: str | None = None
+    work_order: str | None = None
+    operator: str | None = None
+    first_number: int = Field(default=1, ge=0)
+
+    @field_validator("serial")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None and "{" in v:
+            try:
+                v.format(n=1)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"serial template {v!r} is not valid: {exc}") from None
+        return v
+
+
+class DeviceSettings(_Section):
+    """A device at a station: the collector's part (which gauge it is) and the driver's part.
+
+    Every key other than ``gauge`` belongs to the driver and is validated by the driver's
+    own model; see the driver's documentation for them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    gauge: str | None = None
+    driver_config: DriverConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or "driver_config" in data:
+            return data
+        data = dict(data)
+        gauge = data.pop("gauge", None)
+        if "driver" not in data:
+            raise ValueError("a device needs a driver (one of: " + ", ".join(registry.names()) + ")")
+        try:
+            cfg = registry.parse_config(data)
+        except registry.UnknownDriver as exc:
+            raise ValueError(str(exc)) from None
+        return {"gauge": gauge, "driver_config": cfg}
+
+    @property
+    def id(self) -> str:
+        return self.driver_config.id
+
+
+class StationSettings(_Section):
+    id: Identifier
+    plan: str  # the part number whose plan is measured here
+    part: PartContext | None = None
+    #: regular expression with named groups (part_number, serial, lot, work_order, operator)
+    scan_pattern: str | None = None
+    devices: list[DeviceSettings] = Field(default_factory=list)
+
+    @field_validator("scan_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class Config(_Section):
+    gateway: GatewaySettings | None = None
+    mqtt: MqttSettings = MqttSettings()
+    influxdb: InfluxSettings | None = None
+    recorder: RecorderSettings | None = None
+    gauges: list[Gauge] = Field(default_factory=list)
+    plans: list[InspectionPlan] = Field(default_factory=list)
+    stations: list[StationSettings] = Field(default_factory=list)
+    _source: str = PrivateAttr(default="<config>")
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        plans = [p.part_number for p in self.plans]
+        gauges = {g.id for g in self.gauges}
+        if len(set(plans)) != len(plans):
+            raise ValueError("plans: a part number has more than one plan")
+        if len(gauges) != len(self.gauges):
+            raise ValueError("gauges: a gauge id appears twice")
+        seen_stations: set[str] = set()
+        seen_devices: set[str] = set()
+        for st in self.stations:
+            if st.id in seen_stations:
+                raise ValueError(f"station id {st.id!r} appears twice")
+            seen_stations.add(st.id)
+            if st.plan not in plans:
+                raise ValueError(f"station {st.id!r}: no plan for part number {st.plan!r}")
+            for dev in st.devices:
+                if dev.id in seen_devices:
+                    raise ValueError(f"device id {dev.id!r} appears twice")
+                seen_devices.add(dev.id)
+                if dev.gauge is not None and dev.gauge not in gauges:
+                    raise ValueError(f"device {dev.id!r}: gauge {dev.gauge!r} is not in the gauge register")
+        return self
+
+    def plan_for(self, part_number: str) -> InspectionPlan | None:
+        for p in self.plans:
+            if p.part_number == part_number:
+                return p
+        return None
+
+    def gauge(self, gauge_id: str) -> Gauge | None:
+        for g in self.gauges:
+            if g.id == gauge_id:
+                return g
+        return None
+
+    def require(self, *sections: str) -> None:
+        """Raise ConfigError unless every named section is present (a command's needs)."""
+        missing = [s for s in sections if getattr(self, s) in (None, [])]
+        if missing:
+            raise ConfigError(self._source, [(s, "section is required") for s in missing])
+
+
+def _loc_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
+    """Drop pydantic's internal steps (union tags, our driver_config wrapper, validators)."""
+    out: list[int | str] = []
+    for part in loc:
+        if part in ("driver_config", "v1", "v2") or (isinstance(part, str) and part.startswith("function-")):
+            continue
+        out.append(part)
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line in the YAML file where the field at ``loc`` (or its nearest parent) is."""
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _clean_loc(err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (misspelt, or not valid here)"
+        where = _loc_path(loc)
+        line = _line_of(root, loc)
+        if line is not None:
+            where = f"line {line}: {where}"
+        problems.append((where, msg))
+    return problems
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [(where, f"not valid YAML: {reason}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(top level)", "expected a mapping of sections")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc, root)) from None
+    cfg._source = source
+    return cfg
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [("(file)", exc.strerror or str(exc))]) from None
+    return parse(text, str(p))

@@ -1,0 +1,255 @@
+"""``collector demo``: the whole local stack, with simulated devices, on one machine.
+
+Starts Mosquitto and InfluxDB as child processes on free loopback ports (data under
+``./var/demo``), a simulator for every device of ``config/demo.yaml``, a gateway and a
+recorder, and prints records and alerts as they arrive at the broker. On Ctrl-C or after
+``--duration`` seconds it stops the devices, waits until every journaled record is in
+InfluxDB, verifies every chain there, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector import config as config_mod
+from collector.gateway import Gateway
+from collector.models import Characteristic
+from collector.recorder import Recorder
+from collector.services import InfluxD, Mosquitto
+from collector.store.factory import open_store
+from collector.trace import TraceFilter, trace
+from collector.verify import format_report, verify
+from simulators.mitutoyo import MitutoyoSimulator, Scenario
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+class PlanFeeder:
+    """Plays an inspector measuring parts: one value per characteristic, in plan order.
+
+    Values scatter around each nominal (a sixth of the tolerance band as standard
+    deviation); now and then one is out of tolerance, and now and then the cable garbles a
+    frame, which the driver must reject without losing its place.
+    """
+
+    def __init__(
+        self,
+        sim: MitutoyoSimulator,
+        characteristics: tuple[Characteristic, ...],
+        *,
+        interval: float,
+        oot_rate: float = 0.06,
+        bad_rate: float = 0.03,
+        seed: int = 4711,
+    ) -> None:
+        self.sim = sim
+        self.characteristics = characteristics
+        self.interval = interval
+        self.oot_rate = oot_rate
+        self.bad_rate = bad_rate
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-feeder", daemon=True)
+        self.sent = 0
+
+    def value_for(self, c: Characteristic) -> Decimal:
+        low, high = c.lower_limit, c.upper_limit
+        nominal = c.nominal if c.nominal is not None else (low if low is not None else high)
+        assert nominal is not None
+        band = (high - low) if (low is not None and high is not None) else Decimal("0.1")
+        x = self._rng.gauss(0.0, float(band) / 8)
+        if self._rng.random() < self.oot_rate:
+            x += float(band) * (0.7 if self._rng.random() < 0.5 else -0.7)
+        return (nominal + Decimal(repr(x))).quantize(Decimal(1).scaleb(-self.sim.scenario.decimals))
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.interval):
+            if self._rng.random() < self.bad_rate:
+                self.sim.send_garbage(b"01A+00?2.3\r")
+                continue
+            self.sim.send_value(self.value_for(self.characteristics[i % len(self.characteristics)]))
+            self.sent += 1
+            i += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Watcher:
+    """Prints what a supervisor would see: every record and alert as the broker delivers it."""
+
+    def __init__(self, host: str, port: int, prefix: str, out: Any = sys.stdout) -> None:
+        self.out = out
+        self.color = hasattr(out, "isatty") and out.isatty()
+        self.records = 0
+        self.alerts = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-watcher-{os.getpid()}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [(f"{prefix}/+/+/+/record", 1), (f"{prefix}/+/+/+/alert", 1), (f"{prefix}/gateways/+/status", 1)]
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        if kind == "record":
+            for line in msg.payload.decode().split("\n"):
+                r = json.loads(line)
+                self.records += 1
+                verdict = self._paint("PASS", "32") if r["verdict"] == "pass" else self._paint("FAIL", "31;1")
+                print(
+                    f"record #{r['seq']:<5} {r['station']} {r['serial']} {r['characteristic']:<3} "
+                    f"{r['judged_value']:>9} {r['unit']}  [{r['lsl']} .. {r['usl']}]  {verdict}  "
+                    f"gauge {r['gauge']} op {r['operator']}",
+                    file=self.out,
+                    flush=True,
+                )
+        elif kind == "alert":
+            a = json.loads(msg.payload)
+            self.alerts += 1
+            text = (
+                f"ALERT {a['severity']}: {a['station']} {a['serial']} {a['characteristic']} = "
+                f"{a['judged_value']} {a['unit']} beyond the {a['limit']} limit"
+            )
+            print(self._paint(text, "41;37;1"), file=self.out, flush=True)
+        elif kind == "status":
+            s = json.loads(msg.payload)
+            print(f"status: gateway {s['gateway']} is {s['state']}", file=self.out, flush=True)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _demo_config(path: Path, workdir: Path, mqtt_port: int, influx_url: str) -> config_mod.Config:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data.setdefault("mqtt", {})["port"] = mqtt_port
+    data.setdefault("influxdb", {"kind": "v1"})["url"] = influx_url
+    data["gateway"]["journal"] = str(workdir / "journal.sqlite")
+    data["recorder"]["dead_letter_file"] = str(workdir / "dead-letter.jsonl")
+    for station in data.get("stations", []):
+        for dev in station.get("devices", []):
+            if "port" in dev:
+                dev["port"] = str(workdir / "dev" / Path(dev["port"]).name)
+    return config_mod.parse(yaml.safe_dump(data), str(path))
+
+
+def run_demo(config_path: str | None = None, duration: float | None = None, workdir: str | None = None) -> int:
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    config_mod.load(path)  # fail early, with the file's own line numbers
+    work = Path(workdir or "var/demo").resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "dev").mkdir(parents=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    started: list[Any] = []
+    try:
+        broker = Mosquitto(work / "mosquitto").start()
+        started.append(broker)
+        influx = InfluxD(work / "influxdb").start(timeout=30)
+        started.append(influx)
+        log.info("broker on 127.0.0.1:%d, InfluxDB on %s, data under %s", broker.port, influx.url, work)
+        cfg = _demo_config(path, work, broker.port, influx.url)
+        assert cfg.influxdb is not None and cfg.gateway is not None
+
+        feeders = []
+        for st in cfg.stations:
+            plan = cfg.plan_for(st.plan)
+            assert plan is not None
+            for dev in st.devices:
+                port = getattr(dev.driver_config, "port", None)
+                if dev.driver_config.driver != "mitutoyo" or port is None:
+                    continue
+                sim = MitutoyoSimulator(port, Scenario(decimals=3, seed=7))
+                started.append(sim)
+                feeders.append(PlanFeeder(sim, plan.characteristics, interval=0.4))
+
+        recorder = Recorder(cfg, open_store(cfg.influxdb))
+        recorder.start()
+        started.append(recorder)
+        gateway = Gateway(cfg)
+        gateway.start()
+        started.append(gateway)
+        watcher = Watcher(broker.host, broker.port, cfg.mqtt.topic_prefix)
+        started.append(watcher)
+        for f in feeders:
+            f.start()
+        print(
+            f"demo running{f' for {duration:g} s' if duration else ''}; Ctrl-C stops it. "
+            f"Records are journaled in {cfg.gateway.journal}",
+            flush=True,
+        )
+        stop.wait(duration)
+        for f in feeders:
+            f.stop()
+        gateway.stop()
+        started.remove(gateway)
+        head, _ = gateway.journal.head
+        store = open_store(cfg.influxdb)
+        deadline = time.monotonic() + 30
+        stored = 0
+        while time.monotonic() < deadline:
+            rows = store.query('SELECT count("seq") FROM "inspection"')
+            stored = int(rows[0]["count"]) if rows else 0
+            if stored >= head:
+                break
+            time.sleep(0.2)
+        report = verify(store)
+        serial = None
+        if head:
+            serial = trace(store, TraceFilter(station=cfg.stations[0].id))[-1].get("serial")
+        store.close()
+        print(
+            f"\n{head} record(s) journaled by the gateway, {stored} in InfluxDB, "
+            f"{watcher.records} seen on the broker, {watcher.alerts} alert(s), "
+            f"{gateway.stats.device_events.total()} device event(s) (bad frames are counted, never values)."
+        )
+        print(format_report(report))
+        if serial:
+            print(f"try: collector trace --config {path} --serial {serial}  (while a stack is running)")
+        return 0 if report.ok and stored >= head else 1
+    finally:
+        for thing in reversed(started):
+            try:
+                if isinstance(thing, MitutoyoSimulator):
+                    thing.close()
+                else:
+                    thing.stop()
+            except Exception as exc:  # keep stopping the rest: leave no process behind
+                log.warning("while stopping %s: %s", type(thing).__name__, exc)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)

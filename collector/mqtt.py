@@ -1,0 +1,128 @@
+"""MQTT plumbing shared by the gateway, the recorder, the dashboard and the demo.
+
+Topics (``<prefix>/<site>/<line>/<station>/<kind>``):
+
+- ``record``: inspection records, newline-delimited JSON, one or more per message, QoS 1
+- ``alert``: out-of-tolerance alerts, QoS 1
+- ``status``: retained station status (online/offline, which gateway serves it)
+
+and ``<prefix>/gateways/<gateway id>/status``: the gateway's own retained status, which
+the broker's last will sets to offline when the gateway vanishes (MQTT allows one will
+per connection, and one gateway may serve several stations).
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from collector.config import MqttSettings
+
+#: how long the broker keeps a disconnected client's session (and queues its messages)
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def station_topic(prefix: str, site: str, line: str, station: str, kind: str) -> str:
+    return f"{prefix}/{site}/{line}/{station}/{kind}"
+
+
+def gateway_status_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/gateways/{gateway_id}/status"
+
+
+def records_filter(prefix: str) -> str:
+    return f"{prefix}/+/+/+/record"
+
+
+def dead_letter_topic(prefix: str) -> str:
+    return f"{prefix}/dead-letter"
+
+
+class JitterClient(mqtt.Client):
+    """paho's client with jittered reconnect back-off.
+
+    paho doubles its reconnect delay but adds no jitter, so after a broker restart every
+    gateway of a plant reconnects in the same instant. We keep paho's doubling and wait a
+    random 50-100 % of it.
+    """
+
+    def _reconnect_wait(self) -> None:
+        with self._reconnect_delay_mutex:
+            if self._reconnect_delay is None:
+                self._reconnect_delay = self._reconnect_min_delay
+            else:
+                self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
+            delay = self._reconnect_delay * random.uniform(0.5, 1.0)
+        target = time.monotonic() + delay
+        while (
+            self._state not in (_ConnectionState.MQTT_CS_DISCONNECTING, _ConnectionState.MQTT_CS_DISCONNECTED)
+            and not self._thread_terminate
+            and (remaining := target - time.monotonic()) > 0
+        ):
+            time.sleep(min(remaining, 0.2))
+
+
+def make_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    manual_ack: bool = False,
+    receive_maximum: int | None = None,
+) -> tuple[mqtt.Client, Properties]:
+    """A configured MQTT 5 client with a persistent session; returns it with its CONNECT properties."""
+    client = JitterClient(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password is not None else None
+        client.username_pw_set(settings.username, password)
+    if settings.tls is not None:
+        tls = settings.tls
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(tls.insecure)
+    client.reconnect_delay_set(settings.reconnect_min_delay, settings.reconnect_max_delay)  # type: ignore[arg-type]
+    client.max_inflight_messages_set(settings.max_inflight)
+    client.max_queued_messages_set(0)  # our own window bounds what we hand paho
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    return client, props
+
+
+def connect_async(client: mqtt.Client, settings: MqttSettings, props: Properties) -> None:
+    """Start connecting in paho's network thread; it retries with back-off until stopped."""
+    client.connect_async(
+        settings.host,
+        settings.port,
+        keepalive=settings.keepalive,
+        clean_start=False,
+        properties=props,
+    )
+    client.loop_start()
+
+
+def reason_failed(reason_code: Any) -> bool:
+    """True for an MQTT 5 reason code that reports a failure (0x80 and above)."""
+    is_failure = getattr(reason_code, "is_failure", None)
+    if isinstance(is_failure, bool):
+        return is_failure
+    try:
+        return int(reason_code) >= 0x80
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,156 @@
+"""Inspection records as evidence: identity, canonical form, hash chain, signature.
+
+A record is a flat JSON object whose values are only strings, integers, booleans and
+nulls (decimals travel as strings). That makes the canonical form unambiguous:
+
+    canonical_bytes(record) = UTF-8 of compact JSON, keys sorted, without "hash" and
+                              "signature", non-ASCII characters unescaped
+    hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record)).hexdigest()
+    signature = HMAC-SHA256(gateway key, bytes.fromhex(hash)).hexdigest()   (optional)
+
+The first record of a gateway has ``prev_hash`` of 64 zeros. Anyone holding the payloads
+can recompute the chain with nothing but a JSON parser and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+from decimal import Decimal
+from typing import Any
+
+from collector.models import SCHEMA_VERSION, Characteristic
+from collector.tolerance import Judgement
+from drivers.base import Reading
+
+GENESIS_HASH = "0" * 64
+Record = dict[str, Any]
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical_bytes(record: Record) -> bytes:
+    body = {k: v for k, v in record.items() if k != "hash" and k != "signature"}
+    return _dumps(body).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def sign(key: bytes, record_hash: str) -> str:
+    return hmac.new(key, bytes.fromhex(record_hash), hashlib.sha256).hexdigest()
+
+
+def seal(record: Record, prev_hash: str, key: bytes | None = None) -> str:
+    """Set ``prev_hash``, ``hash`` (and ``signature``) on ``record``; return its payload text.
+
+    The payload is the canonical JSON with ``hash``/``signature`` appended, so the bytes
+    stored in the journal and in InfluxDB are exactly the bytes that were hashed plus the
+    seal.
+    """
+    record["prev_hash"] = prev_hash
+    record.pop("hash", None)
+    record.pop("signature", None)
+    text = _dumps(record)
+    digest = hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("utf-8")).hexdigest()
+    record["hash"] = digest
+    tail = f',"hash":"{digest}"'
+    if key is not None:
+        record["signature"] = sig = sign(key, digest)
+        tail += f',"signature":"{sig}"'
+    return text[:-1] + tail + "}"
+
+
+def recompute_hash(record: Record) -> str:
+    return chain_hash(str(record["prev_hash"]), canonical_bytes(record))
+
+
+def uuid7(unix_ms: int | None = None) -> str:
+    """A time-ordered UUID (RFC 9562 version 7)."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0x0FFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def format_utc_us(epoch_us: int) -> str:
+    """Microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the canonical shape)."""
+    secs, us = divmod(epoch_us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{us:06d}Z"
+
+
+def parse_utc_us(text: str) -> int:
+    """Inverse of :func:`format_utc_us`."""
+    import calendar
+
+    base = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return base * 1_000_000 + int(text[20:26])
+
+
+def dec(v: Decimal | None) -> str | None:
+    """A decimal in plain notation (never ``1E-7``), as the payload pattern requires."""
+    return None if v is None else format(v, "f")
+
+
+def measurement_record(
+    *,
+    site: str,
+    line: str,
+    station: str,
+    context: dict[str, str | None],
+    plan_revision: str,
+    characteristic: Characteristic,
+    judgement: Judgement,
+    reading: Reading,
+    gauge: str | None,
+    gauge_calibration_due: str | None,
+    supersedes: str | None = None,
+    reason: str | None = None,
+) -> Record:
+    """A draft measurement record. The journal adds gateway, seq, recorded_at and the seal."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "measurement",
+        "id": uuid7(reading.timestamp_ns // 1_000_000),
+        "site": site,
+        "line": line,
+        "station": station,
+        "operator": context.get("operator"),
+        "part_number": context["part_number"],
+        "plan_revision": plan_revision,
+        "serial": context.get("serial"),
+        "lot": context.get("lot"),
+        "work_order": context.get("work_order"),
+        "characteristic": characteristic.id,
+        "characteristic_name": characteristic.name,
+        "nominal": dec(characteristic.nominal),
+        "lsl": dec(characteristic.lower_limit),
+        "usl": dec(characteristic.upper_limit),
+        "unit": characteristic.unit,
+        "decimals": characteristic.decimals,
+        "criticality": characteristic.criticality.value,
+        "gauge": gauge,
+        "gauge_calibration_due": gauge_calibration_due,
+        "device": reading.device,
+        "channel": reading.channel,
+        "measured_at": format_utc_us(reading.timestamp_ns // 1000),
+        "raw": reading.raw.decode("latin-1"),
+        "reading_value": dec(reading.value),
+        "reading_unit": reading.unit,
+        "value": dec(judgement.value),
+        "judged_value": dec(judgement.judged_value),
+        "deviation": dec(judgement.deviation),
+        "verdict": judgement.verdict.value,
+        "limit": judgement.limit,
+        "supersedes": supersedes,
+        "reason": reason,
+    }

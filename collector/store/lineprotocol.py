@@ -1,0 +1,236 @@
+"""Inspection records as InfluxDB line protocol: the storage schema.
+
+One record is one point, timestamped with its ``recorded_at`` in microseconds
+(``precision=u`` on the write).
+
+Measurement
+    ``inspection`` for ``kind == "measurement"``. :data:`MEASUREMENTS` maps each record
+    kind to its measurement, so later kinds (invalidations, overrides, ...) get their own
+    without touching the writer.
+
+Tags (indexed; every distinct combination is a series)
+    ``gateway``, ``site``, ``line``, ``station``, ``part_number``, ``characteristic``,
+    ``verdict``: what reports filter and group by, each with a bounded number of values
+    (the configuration and the inspection plans name them all). A tag whose value is
+    empty or missing is left out, since line protocol has no empty tag values.
+
+Fields (not indexed)
+    ``seq`` (integer), ``id``, ``hash``, ``prev_hash``, ``serial``, ``lot``,
+    ``work_order``, ``operator``, ``gauge``, ``device``, ``plan_revision``, ``unit``,
+    ``supersedes`` (strings), ``value``, ``judged_value``, ``deviation``, ``nominal``,
+    ``lsl``, ``usl`` (floats, converted from the record's decimal strings; the exact
+    decimals stay in the payload), and ``payload``: the record's JSON text exactly as
+    journaled and hashed. The payload is the evidence copy: verification re-hashes it,
+    and :func:`expected_fields` / :func:`mismatches` tell whether the other fields of a
+    stored point still agree with it (a field edited in InfluxDB shows up there).
+    A field whose value is None is left out: InfluxDB has no null.
+
+Why the serial number is a field, not a tag
+    Every part has a new serial. As a tag it would start a new series for every part and
+    the series index (held in memory by the default index) would grow without bound until
+    ``max-series-per-database`` refuses writes. As a field it costs one string per point;
+    tracing a serial is ``WHERE serial = '...'`` over a time range, which scans that
+    range's ``serial`` column only.
+
+Idempotency
+    A redelivered record produces the same line: same series and timestamp, so InfluxDB
+    overwrites the point with identical values instead of adding one. The flip side: two
+    *different* records on the same series with the same ``recorded_at`` would collapse
+    into one point. Since ``gateway`` is a tag, the journal must give each gateway's
+    records strictly increasing ``recorded_at`` values (a gap in ``seq`` would expose a
+    violation).
+
+Escaping follows the line protocol reference: measurement names escape commas and
+spaces; tag keys, tag values and field keys escape commas, equals signs and spaces;
+string field values escape backslashes and double quotes. InfluxDB 1.x keeps other
+backslashes in tags literally but cannot represent a tag value that ends in a backslash
+or has one directly before a comma, equals sign or space; such a value (and any line
+break, which would end the line) is refused with a :class:`ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from collector.records import parse_utc_us
+
+#: record kind -> measurement name
+MEASUREMENTS: dict[str, str] = {"measurement": "inspection"}
+
+#: in sorted order: InfluxDB sorts tags by key anyway, and pre-sorted lines skip that work
+TAG_KEYS: tuple[str, ...] = ("characteristic", "gateway", "line", "part_number", "site", "station", "verdict")
+INTEGER_FIELDS: tuple[str, ...] = ("seq",)
+STRING_FIELDS: tuple[str, ...] = (
+    "id",
+    "hash",
+    "prev_hash",
+    "serial",
+    "lot",
+    "work_order",
+    "operator",
+    "gauge",
+    "device",
+    "plan_revision",
+    "unit",
+    "supersedes",
+)
+FLOAT_FIELDS: tuple[str, ...] = ("value", "judged_value", "deviation", "nominal", "lsl", "usl")
+PAYLOAD_FIELD = "payload"
+#: every field a record line may carry, in the order it is written
+FIELD_COLUMNS: tuple[str, ...] = (*INTEGER_FIELDS, *STRING_FIELDS, *FLOAT_FIELDS, PAYLOAD_FIELD)
+
+_KEY_SPECIAL = re.compile(r"[,= \\\n\r]")
+_MEASUREMENT_SPECIAL = re.compile(r"[, \n\r]")
+# A backslash that InfluxDB would read as escaping the next character (or the separator).
+_TAG_BAD_BACKSLASH = re.compile(r"\\(?:[,= ]|$)")
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+
+
+def _no_line_break(name: str, text: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{name!r} contains a line break, which line protocol cannot carry: {text!r}")
+
+
+def escape_measurement(name: str) -> str:
+    if not _MEASUREMENT_SPECIAL.search(name):
+        return name
+    _no_line_break("measurement", name)
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_tag(name: str, value: str) -> str:
+    """A tag key or tag value (or a field key); ``name`` is used in error messages."""
+    if not _KEY_SPECIAL.search(value):
+        return value
+    _no_line_break(name, value)
+    if _TAG_BAD_BACKSLASH.search(value):
+        raise ValueError(
+            f"{name!r} has a backslash at its end or before a comma, '=' or space, which "
+            f"InfluxDB line protocol cannot represent in a tag: {value!r}"
+        )
+    return value.translate(_TAG_ESCAPES)
+
+
+def escape_string_field(name: str, value: str) -> str:
+    """A string field value, with its surrounding double quotes."""
+    _no_line_break(name, value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{name!r} must be a decimal string, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{name!r} is not a finite number: {value!r}")
+    return f
+
+
+def _seq(record: Mapping[str, Any]) -> int:
+    seq = record["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise ValueError(f"'seq' must be an integer, got {seq!r}")
+    return seq
+
+
+def measurement_of(record: Mapping[str, Any]) -> str:
+    kind = record.get("kind")
+    try:
+        return MEASUREMENTS[str(kind)]
+    except KeyError:
+        raise ValueError(f"no measurement is defined for record kind {kind!r}") from None
+
+
+def timestamp_us(record: Mapping[str, Any]) -> int:
+    return parse_utc_us(str(record["recorded_at"]))
+
+
+def expected_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """The tags :func:`record_line` writes for ``record`` (empty and None left out)."""
+    return {k: str(v) for k in TAG_KEYS if (v := record.get(k)) is not None and v != ""}
+
+
+def expected_fields(record: Mapping[str, Any], payload: str | None = None) -> dict[str, object]:
+    """The fields :func:`record_line` writes, typed as InfluxDB's JSON returns them.
+
+    ``seq`` is an int, the decimal columns floats, the rest strings; fields whose value is
+    None are absent. ``payload`` is included only when given (a verifier normally parses
+    the stored payload into ``record`` and checks its hash separately). Note that InfluxDB
+    prints a float with an integral value without a fraction (``12``), which JSON parsers
+    read as an int: compare with :func:`mismatches`, not with ``==`` on the types.
+    """
+    fields: dict[str, object] = {"seq": _seq(record)}
+    for k in STRING_FIELDS:
+        v = record.get(k)
+        if v is not None:
+            fields[k] = str(v)
+    for k in FLOAT_FIELDS:
+        v = record.get(k)
+        if v is not None:
+            fields[k] = _float(k, v)
+    if payload is not None:
+        fields[PAYLOAD_FIELD] = payload
+    return fields
+
+
+def record_line(record: Mapping[str, Any], payload: str) -> str:
+    """One sealed inspection record (and its journaled JSON text) as one line."""
+    parts = [escape_measurement(measurement_of(record))]
+    for k in TAG_KEYS:
+        v = record.get(k)
+        if v is None or v == "":
+            continue
+        parts.append(f",{k}={escape_tag(k, str(v))}")
+    parts.append(f" seq={_seq(record)}i")
+    for k in STRING_FIELDS:
+        v = record.get(k)
+        if v is not None:
+            parts.append(f",{k}={escape_string_field(k, str(v))}")
+    for k in FLOAT_FIELDS:
+        v = record.get(k)
+        if v is not None:
+            parts.append(f",{k}={_float(k, v)!r}")
+    parts.append(f",{PAYLOAD_FIELD}={escape_string_field(PAYLOAD_FIELD, payload)}")
+    parts.append(f" {timestamp_us(record)}")
+    return "".join(parts)
+
+
+def _same(expected: object, stored: object) -> bool:
+    if isinstance(expected, float):
+        # An integral float comes back from InfluxDB as a JSON integer.
+        return isinstance(stored, int | float) and not isinstance(stored, bool) and float(stored) == expected
+    if isinstance(expected, int):
+        return isinstance(stored, int) and not isinstance(stored, bool) and stored == expected
+    return stored == expected
+
+
+def mismatches(record: Mapping[str, Any], row: Mapping[str, Any], payload: str | None = None) -> list[str]:
+    """Names of the tags and fields in a stored ``row`` that disagree with ``record``.
+
+    ``row`` is what :meth:`Store.iter_query` yields for ``SELECT * FROM inspection``:
+    columns the point lacks are None there. A column the record does not write must be
+    None in the row too; otherwise it was added after the fact.
+    """
+    bad: list[str] = []
+    tags = expected_tags(record)
+    for k in TAG_KEYS:
+        if row.get(k) != tags.get(k):
+            bad.append(k)
+    fields = expected_fields(record, payload)
+    for k in FIELD_COLUMNS:
+        if k == PAYLOAD_FIELD and payload is None:
+            continue
+        expected = fields.get(k)
+        stored = row.get(k)
+        if expected is None:
+            if stored is not None:
+                bad.append(k)
+        elif not _same(expected, stored):
+            bad.append(k)
+    if row.get("time") is not None and row.get("time") != timestamp_us(record):
+        bad.append("time")
+    return bad

@@ -1,0 +1,59 @@
+"""Judging a value against its characteristic's specification.
+
+The rule, in the order applied:
+
+1. The value is converted exactly to the characteristic's unit (``collector.units``).
+2. The converted value is rounded to the characteristic's ``decimals`` with the
+   characteristic's rounding rule (ISO 80000-1 half-even by default, or half-up). This
+   is the *judged value*; the unrounded value is kept beside it in the record.
+3. Limits are inclusive: ``lower <= judged <= upper`` passes. A missing limit (one-sided
+   specification) does not constrain.
+
+The value is never clamped or otherwise altered: a reading far outside the limits is
+recorded exactly as measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Literal
+
+from collector import units
+from collector.models import Characteristic, Rounding, Verdict
+
+_ROUNDING = {Rounding.HALF_EVEN: ROUND_HALF_EVEN, Rounding.HALF_UP: ROUND_HALF_UP}
+_QUANTUM = [Decimal(1).scaleb(-n) for n in range(10)]
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    value: Decimal  # converted to the characteristic's unit, not rounded
+    judged_value: Decimal  # rounded to the declared decimals
+    deviation: Decimal | None  # judged_value - nominal
+    verdict: Verdict
+    limit: Literal["lower", "upper"] | None  # which limit was violated, if any
+
+
+def round_to(value: Decimal, decimals: int, rounding: Rounding) -> Decimal:
+    return value.quantize(_QUANTUM[decimals], rounding=_ROUNDING[rounding])
+
+
+def judge(characteristic: Characteristic, value: Decimal, unit: str) -> Judgement:
+    converted = units.convert(value, unit, characteristic.unit)
+    judged = round_to(converted, characteristic.decimals, characteristic.rounding)
+    low, high = characteristic.lower_limit, characteristic.upper_limit
+    limit: Literal["lower", "upper"] | None = None
+    if low is not None and judged < low:
+        limit = "lower"
+    elif high is not None and judged > high:
+        limit = "upper"
+    nominal = characteristic.nominal
+    deviation = None if nominal is None else judged - nominal
+    return Judgement(
+        value=converted,
+        judged_value=judged,
+        deviation=deviation,
+        verdict=Verdict.PASS if limit is None else Verdict.FAIL,
+        limit=limit,
+    )

@@ -1,0 +1,23 @@
+"""Device drivers: one module per protocol. Bytes in, readings out; no tolerance logic, no MQTT."""
+
+from drivers.base import (
+    DeviceEvent,
+    Driver,
+    DriverConfig,
+    DriverError,
+    EventKind,
+    FrameError,
+    Reading,
+    ReadingStatus,
+)
+
+__all__ = [
+    "DeviceEvent",
+    "Driver",
+    "DriverConfig",
+    "DriverError",
+    "EventKind",
+    "FrameError",
+    "Reading",
+    "ReadingStatus",
+]

@@ -1,0 +1,126 @@
+"""The driver contract: bytes in, readings out.
+
+Drivers know nothing of tolerances, records or MQTT. A driver is built from its own
+pydantic config model (validated once, at start-up), started with a sink that receives
+every :class:`Reading` and every :class:`DeviceEvent`, and stopped. Anything that runs
+in the background (a serial reader, a poll loop) is a thread owned by the driver and
+joined by :meth:`Driver.stop`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ReadingStatus(enum.StrEnum):
+    """What the device said about the value it sent."""
+
+    OK = "ok"  # a stable, valid value
+    UNSTABLE = "unstable"  # a value the device itself marked as not settled (dynamic weight)
+    ERROR = "error"  # the device answered with an error state; there is no value
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value (or one error state) as a device reported it.
+
+    ``value`` is a :class:`~decimal.Decimal` parsed from the device's own digits, so that no
+    binary floating point rounding happens between the gauge and the tolerance check.
+    ``raw`` is the complete frame as received, kept as evidence. ``timestamp_ns`` is UTC
+    nanoseconds since the epoch taken when the frame was complete.
+    """
+
+    device: str
+    channel: str
+    value: Decimal | None
+    unit: str | None
+    raw: bytes
+    timestamp_ns: int
+    status: ReadingStatus = ReadingStatus.OK
+    error: str | None = None
+    text: str | None = None  # scanners: the decoded code; other drivers leave it empty
+
+
+class EventKind(enum.StrEnum):
+    BAD_FRAME = "bad_frame"  # bytes that do not parse: counted and logged, never a value
+    DISCONNECTED = "disconnected"
+    CONNECTED = "connected"
+    TIMEOUT = "timeout"  # a request got no answer in time
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    device: str
+    kind: EventKind
+    detail: str
+    raw: bytes = b""
+    timestamp_ns: int = field(default_factory=time.time_ns)
+
+
+Sink = Callable[[Reading | DeviceEvent], None]
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises."""
+
+
+class FrameError(DriverError):
+    """A frame that does not parse. Carries the offending bytes."""
+
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(f"{reason}: {raw!r}")
+        self.reason = reason
+        self.raw = raw
+
+
+class DriverConfig(BaseModel):
+    """Fields every device has. Each driver extends this with its own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    driver: str
+
+
+class Driver(ABC):
+    """Base class of all drivers (Telegraf's shape: validate on init, start, stop)."""
+
+    #: the name used in configuration files (``driver: mitutoyo``)
+    name: ClassVar[str]
+    #: the pydantic model that validates this driver's configuration
+    config_model: ClassVar[type[DriverConfig]]
+
+    def __init__(self, config: DriverConfig) -> None:
+        self.config = config
+        self._sink: Sink | None = None
+        self._stop = threading.Event()
+
+    @property
+    def device_id(self) -> str:
+        return self.config.id
+
+    @abstractmethod
+    def start(self, sink: Sink) -> None:
+        """Begin delivering readings and events to ``sink``. Returns at once."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop and join every thread the driver started. Idempotent."""
+
+    def request(self, command: str, **kwargs: Any) -> None:  # pragma: no cover - optional
+        """Ask the device for something (a reading, a zero); drivers that cannot raise."""
+        raise DriverError(f"driver {self.name!r} does not support request {command!r}")
+
+    def emit(self, item: Reading | DeviceEvent) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink(item)

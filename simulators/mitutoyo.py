@@ -1,0 +1,287 @@
+"""A Mitutoyo Digimatic interface adapter with a gauge attached, on a pty.
+
+Push mode behaves like an operator pressing DATA every ``interval`` seconds; request mode
+answers every request string it receives with one frame. Values follow a :class:`Scenario`
+(nominal, noise, drift, out-of-tolerance and bad-frame rates) and are reproducible with a
+seed. Everything sent is recorded so tests can compare what the driver delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from simulators.pty import PortUnplugged, PtyPort
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["push", "request"]
+#: called after every write with the bytes and their kind: "value", "bad" or "garbage"
+SendListener = Callable[[bytes, str], None]
+
+VALUE_WIDTH = 8  # characters of value, decimal point included
+
+
+def format_frame(channel: str, value: Decimal, decimals: int) -> bytes:
+    """The adapter's frame for ``value``: ``01A+0012.340\\r``.
+
+    Raises ValueError if the value has more decimals than the gauge shows, or does not fit
+    in eight characters with its decimal point.
+    """
+    if len(channel) != 2 or not channel.isascii() or not channel.isdigit():
+        raise ValueError(f"channel must be two digits, got {channel!r}")
+    if not 0 <= decimals <= 6:
+        raise ValueError(f"decimals must be 0..6, got {decimals}")
+    if not value.is_finite():
+        raise ValueError(f"value {value} is not finite")
+    shown = value.quantize(Decimal(1).scaleb(-decimals))
+    if shown != value:
+        raise ValueError(f"value {value} has more than {decimals} decimals")
+    digits = format(abs(shown), f"0{VALUE_WIDTH}.{decimals}f")
+    if len(digits) != VALUE_WIDTH:
+        raise ValueError(f"value {value} does not fit in {VALUE_WIDTH} characters with {decimals} decimals")
+    # is_signed keeps -0.000 as the gauge showed it, so a frame round-trips exactly
+    sign = "-" if shown.is_signed() else "+"
+    return f"{channel}A{sign}{digits}\r".encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What the simulated gauge measures. Floats are fine here: values are quantised to
+    ``decimals`` before they become digits, exactly like a gauge's display."""
+
+    nominal: Decimal = Decimal("12.000")
+    noise: float = 0.004  # standard deviation
+    drift: float = 0.0  # added per reading (tool wear)
+    oot_rate: float = 0.0  # probability of an out-of-tolerance value
+    oot_offset: float = 0.1  # added or subtracted for an out-of-tolerance value
+    bad_rate: float = 0.0  # probability that a frame is corrupted instead
+    decimals: int = 3
+    channel: str = "01"
+    interval: float = 0.5  # push mode: seconds between DATA presses
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("oot_rate", "bad_rate"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {rate}")
+        if self.noise < 0:
+            raise ValueError("noise must not be negative")
+        if self.interval <= 0:
+            raise ValueError("interval must be positive")
+        # a scenario the frame cannot express fails here, not in the middle of a run
+        format_frame(self.channel, self.nominal.quantize(Decimal(1).scaleb(-self.decimals)), self.decimals)
+
+
+@dataclass
+class SentLog:
+    frames: list[bytes] = field(default_factory=list)  # every write, good or bad, in order
+    values: list[Decimal] = field(default_factory=list)  # values of the good frames, in order
+    bad_frames: list[bytes] = field(default_factory=list)  # corrupted frames and garbage
+    requests: int = 0  # request strings received
+
+
+class MitutoyoSimulator:
+    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+
+    def __init__(
+        self,
+        link: str | os.PathLike[str],
+        scenario: Scenario | None = None,
+        *,
+        mode: Mode = "push",
+        request: bytes = b"1\r",
+        on_send: SendListener | None = None,
+    ) -> None:
+        if mode == "request" and not request:
+            raise ValueError("request mode needs a request string")
+        self.scenario = scenario if scenario is not None else Scenario()
+        self.mode: Mode = mode
+        self.request = request
+        self.port = PtyPort(link)
+        self._on_send = on_send
+        self._rng = random.Random(self.scenario.seed)
+        self._count = 0  # readings generated, for drift
+        self._log = SentLog()
+        self._lock = threading.Lock()  # guards _log, _rng, _count and frame order on the wire
+        self._silent = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def link(self) -> str:
+        return str(self.port.link)
+
+    # -- what was sent ----------------------------------------------------------------------
+
+    @property
+    def sent_values(self) -> list[Decimal]:
+        with self._lock:
+            return list(self._log.values)
+
+    @property
+    def sent_frames(self) -> list[bytes]:
+        with self._lock:
+            return list(self._log.frames)
+
+    @property
+    def bad_frames(self) -> list[bytes]:
+        with self._lock:
+            return list(self._log.bad_frames)
+
+    @property
+    def requests_received(self) -> int:
+        with self._lock:
+            return self._log.requests
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("simulator already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"mitutoyo-sim:{self.link}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (within about 0.1 s). The port stays plugged; see :meth:`close`."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(2.0)
+
+    def close(self) -> None:
+        self.stop()
+        self.port.close()
+
+    def __enter__(self) -> MitutoyoSimulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- on demand --------------------------------------------------------------------------
+
+    def next_value(self) -> Decimal:
+        """Draw the scenario's next value (advances drift and the random sequence)."""
+        s = self.scenario
+        with self._lock:
+            n = self._count
+            self._count += 1
+            offset = self._rng.gauss(0.0, s.noise) if s.noise else 0.0
+            offset += s.drift * n
+            if s.oot_rate and self._rng.random() < s.oot_rate:
+                offset += s.oot_offset if self._rng.random() < 0.5 else -s.oot_offset
+        quantum = Decimal(1).scaleb(-s.decimals)
+        return (s.nominal + Decimal(repr(offset))).quantize(quantum)
+
+    def send_value(self, value: Decimal) -> bytes:
+        """Send one reading now; returns the frame. ValueError if the frame cannot hold it."""
+        frame = format_frame(self.scenario.channel, value, self.scenario.decimals)
+        self._send(frame, "value", value)
+        return frame
+
+    def send_garbage(self, data: bytes) -> None:
+        """Send arbitrary bytes; they are recorded as one bad frame."""
+        self._send(data, "garbage", None)
+
+    def send_truncated(self) -> bytes:
+        """Send a frame that lost characters in transit (its CR still arrives)."""
+        frame = format_frame(self.scenario.channel, self.next_value(), self.scenario.decimals)
+        with self._lock:
+            cut = self._rng.randrange(1, len(frame) - 1)
+        bad = frame[:cut] + b"\r"
+        self._send(bad, "bad", None)
+        return bad
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Stop pushing and answering (requests are still read and counted)."""
+        if silent:
+            self._silent.set()
+        else:
+            self._silent.clear()
+
+    def unplug(self) -> None:
+        self.port.unplug()
+
+    def replug(self) -> None:
+        self.port.replug()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _send(self, data: bytes, kind: str, value: Decimal | None) -> None:
+        with self._lock:
+            self.port.write(data)
+            self._log.frames.append(data)
+            if value is None:
+                self._log.bad_frames.append(data)
+            else:
+                self._log.values.append(value)
+        if self._on_send is not None:
+            self._on_send(data, kind)
+
+    def _corrupt(self, frame: bytes) -> bytes:
+        with self._lock:
+            kind = self._rng.randrange(4)
+            pos = self._rng.randrange(0, len(frame) - 1)
+        if kind == 0:
+            return b"#E01\r"  # adapter error line
+        if kind == 1:
+            return frame[:pos] + frame[pos + 1 :]  # a character lost
+        if kind == 2:
+            return frame[:pos] + b"?" + frame[pos + 1 :]  # a character garbled
+        return frame[:pos] + b"\xff" + frame[pos:]  # line noise inserted
+
+    def _emit_one(self) -> None:
+        """Send the scenario's next frame: usually a value, sometimes a corrupted one."""
+        value = self.next_value()
+        try:
+            frame = format_frame(self.scenario.channel, value, self.scenario.decimals)
+        except ValueError as exc:
+            # drift walked the value off the display; a real gauge would show an overflow
+            log.warning("mitutoyo simulator: nothing sent: %s", exc)
+            return
+        with self._lock:
+            corrupt = bool(self.scenario.bad_rate) and self._rng.random() < self.scenario.bad_rate
+        if corrupt:
+            self._send(self._corrupt(frame), "bad", None)
+        else:
+            self._send(frame, "value", value)
+
+    def _run(self) -> None:
+        pending = b""
+        interval = self.scenario.interval
+        while not self._stop.is_set():
+            if self.mode == "push":
+                if self._stop.wait(interval):
+                    return
+                if self._silent.is_set() or not self.port.plugged:
+                    continue
+                try:
+                    self._emit_one()
+                except (PortUnplugged, TimeoutError):
+                    continue  # unplugged meanwhile, or nobody reading: that press is lost
+            else:
+                if not self.port.plugged:
+                    pending = b""
+                    self._stop.wait(0.05)
+                    continue
+                pending += self.port.read_available(0.05)
+                while (at := pending.find(self.request)) >= 0:
+                    pending = pending[at + len(self.request) :]
+                    with self._lock:
+                        self._log.requests += 1
+                    if not self._silent.is_set():
+                        try:
+                            self._emit_one()
+                        except (PortUnplugged, TimeoutError):
+                            break
+                # keep only what could still be the start of a request
+                pending = pending[-(len(self.request) - 1) :] if len(self.request) > 1 else b""
