@@ -121,8 +121,11 @@ class GatewaySettings(_Section):
     signing_key: Secret | None = None
     #: seconds between status heartbeats (retained) on the status topics
     status_interval: float = Field(default=10.0, gt=0)
-    #: delivered records older than this are removed from the journal (0: keep all)
+    #: settled records (confirmed in InfluxDB) older than this leave the journal (0: keep all)
     keep_delivered_days: float = Field(default=30.0, ge=0)
+    #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
+    #: later records are confirmed, before it is sent again (the broker lost it)
+    confirm_timeout: float = Field(default=30.0, gt=0)
 
 
 class RecorderSettings(_Section):

@@ -80,11 +80,13 @@ class Gateway:
             line=gw.line,
             stations=list(self.stations),
             status_extra=self._status_extra,
+            confirm_timeout=gw.confirm_timeout,
         )
         self._queue: queue.SimpleQueue[Reading | DeviceEvent | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._clock = clock.SyncStatus()
+        self._clock_was_synced: bool | None = None
         self._last_full_alarm = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -260,8 +262,13 @@ class Gateway:
         self.publisher.publish_status()
 
     def _heartbeat(self) -> None:
-        if not self._clock.synchronised():
-            log.warning("system clock is not synchronised: records are marked clock_synced=false")
+        synced = self._clock.synchronised()
+        if synced != self._clock_was_synced:  # one line per change, not one per heartbeat
+            if synced:
+                log.info("system clock is synchronised again")
+            else:
+                log.warning("system clock is not synchronised: records are marked clock_synced=false")
+            self._clock_was_synced = synced
         self.publisher.publish_status()
 
     def _prune(self) -> None:
@@ -276,6 +283,7 @@ class Gateway:
     def _status_extra(self) -> dict[str, Any]:
         return {
             "backlog": self.journal.backlog(),
+            "unconfirmed": self.journal.unconfirmed(),
             "readings": self.stats.readings,
             "records": self.stats.records,
             "refused": self.stats.refused,

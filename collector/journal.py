@@ -6,6 +6,13 @@ so the chain on disk never has a gap or a fork, whatever kills the process. A re
 is marked delivered only when the broker acknowledged the message that carried it;
 everything not marked is replayed, in order, after a restart.
 
+Delivered is not the end of it: a broker can acknowledge a message and still lose it
+(Mosquitto 2.0.11 forgets shared subscriptions when it restarts, and a broker killed
+hard loses what it acknowledged since its last snapshot). So a record is *settled* only
+when a recorder confirms that InfluxDB holds it; a delivered record that stays
+unconfirmed while later records are confirmed is sent again (see
+:meth:`Journal.requeue_unconfirmed`). Only settled records are ever pruned.
+
 The journal streams: the publisher asks for the next few hundred undelivered records
 after a cursor, never for "all of them", so a backlog of millions does not grow memory.
 """
@@ -38,9 +45,11 @@ CREATE TABLE IF NOT EXISTS records (
     recorded_us INTEGER NOT NULL,
     hash TEXT NOT NULL,
     payload TEXT NOT NULL,
-    delivered_us INTEGER
+    delivered_us INTEGER,
+    stored_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE delivered_us IS NULL;
+CREATE INDEX IF NOT EXISTS records_unsettled ON records(seq) WHERE stored_us IS NULL;
 CREATE INDEX IF NOT EXISTS records_station ON records(station, seq);
 """
 JOURNAL_FORMAT = "1"
@@ -189,11 +198,72 @@ class Journal:
                 # not fatal: the records stay pending and are sent again (the recorder is idempotent)
                 raise JournalError(f"journal {self.path}: cannot mark delivered: {exc}") from None
 
+    def mark_stored(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Mark records settled (a recorder confirmed InfluxDB holds them); returns how many changed."""
+        ranges = list(ranges)
+        if not ranges:
+            return 0
+        now = _now_us()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                changed = 0
+                for a, b in ranges:
+                    cur = self._db.execute(
+                        "UPDATE records SET stored_us = ?, delivered_us = coalesce(delivered_us, ?) "
+                        "WHERE seq BETWEEN ? AND ? AND stored_us IS NULL",
+                        (now, now, a, b),
+                    )
+                    changed += cur.rowcount
+                self._db.execute("COMMIT")
+                return changed
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise JournalError(f"journal {self.path}: cannot mark stored: {exc}") from None
+
+    def requeue_unconfirmed(self, delivered_before_us: int) -> tuple[int, int]:
+        """Send again what the broker acknowledged but no recorder confirmed; returns (resent, probes).
+
+        A hole below the highest confirmed sequence number, older than the grace period,
+        means the broker lost those messages: they are all sent again. Records beyond the
+        highest confirmed one may simply be queued in the broker for recorders that are
+        away, so only the newest of them is sent again, as a probe: once a recorder
+        confirms it, everything below it is a hole and follows. That finds a lost tail (an
+        idle station after a broker restart) at the cost of one message per grace period.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT max(seq) FROM records WHERE stored_us IS NOT NULL").fetchone()
+            top = row[0] if row and row[0] is not None else 0
+            cur = self._db.execute(
+                "UPDATE records SET delivered_us = NULL WHERE stored_us IS NULL AND delivered_us IS NOT NULL "
+                "AND delivered_us < ? AND seq < ?",
+                (delivered_before_us, top),
+            )
+            if cur.rowcount:
+                return cur.rowcount, 0
+            row = self._db.execute(
+                "SELECT max(seq) FROM records WHERE stored_us IS NULL AND seq > ? "
+                "AND delivered_us IS NOT NULL AND delivered_us < ?",
+                (top, delivered_before_us),
+            ).fetchone()
+            if not row or row[0] is None:
+                return 0, 0
+            self._db.execute("UPDATE records SET delivered_us = NULL WHERE seq = ?", (row[0],))
+            return 0, 1
+
+    def unconfirmed(self) -> int:
+        """Records delivered to the broker but not yet confirmed in InfluxDB."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM records WHERE stored_us IS NULL AND delivered_us IS NOT NULL"
+            ).fetchone()
+            return int(row[0])
+
     def prune(self, older_than_us: int) -> int:
-        """Delete delivered records older than the cutoff (the chain head lives in meta)."""
+        """Delete settled records older than the cutoff (the chain head lives in meta)."""
         with self._lock:
             cur = self._db.execute(
-                "DELETE FROM records WHERE delivered_us IS NOT NULL AND recorded_us < ? AND seq < ?",
+                "DELETE FROM records WHERE stored_us IS NOT NULL AND recorded_us < ? AND seq < ?",
                 (older_than_us, self._seq),
             )
             return cur.rowcount

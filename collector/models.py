@@ -87,6 +87,13 @@ class Characteristic(_Frozen):
 
     @model_validator(mode="after")
     def _limits(self) -> Characteristic:
+        # YAML reads 12.000 as the float 12.0: restore the drawing's decimals where exact,
+        # so records show 11.980 rather than 11.98 (a value with more decimals is kept as is)
+        quantum = Decimal(1).scaleb(-self.decimals)
+        for name in ("nominal", "lsl", "usl", "lower_tol", "upper_tol"):
+            v = getattr(self, name)
+            if v is not None and v.quantize(quantum) == v:
+                object.__setattr__(self, name, v.quantize(quantum))
         if (self.lower_tol is not None or self.upper_tol is not None) and self.nominal is None:
             raise ValueError("tolerances need a nominal")
         if self.lsl is not None and self.lower_tol is not None:

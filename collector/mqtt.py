@@ -8,7 +8,9 @@ Topics (``<prefix>/<site>/<line>/<station>/<kind>``):
 
 and ``<prefix>/gateways/<gateway id>/status``: the gateway's own retained status, which
 the broker's last will sets to offline when the gateway vanishes (MQTT allows one will
-per connection, and one gateway may serve several stations).
+per connection, and one gateway may serve several stations); and
+``<prefix>/gateways/<gateway id>/stored``: recorders' end-to-end confirmations, JSON
+``{"recorder": id, "stored": [[first, last], ...], "dead_lettered": [[first, last], ...]}``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def station_topic(prefix: str, site: str, line: str, station: str, kind: str) ->
 
 def gateway_status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/gateways/{gateway_id}/status"
+
+
+def stored_topic(prefix: str, gateway_id: str) -> str:
+    """Recorders confirm here which of a gateway's records InfluxDB holds."""
+    return f"{prefix}/gateways/{gateway_id}/stored"
 
 
 def records_filter(prefix: str) -> str:

@@ -10,6 +10,12 @@ reason code >= 0x80) leaves them pending and they are sent again after a pause.
 Within one process paho re-sends unacknowledged messages after a reconnect; across a
 restart the journal replays whatever was never acknowledged. Either way a record may
 reach the broker twice, never zero times, and the recorder's writes are idempotent.
+
+End to end, recorders confirm on ``<prefix>/gateways/<id>/stored`` what InfluxDB holds.
+The publisher subscribes there (a plain subscription in its persistent session, which the
+broker keeps across its own restarts), marks those records settled, and sends again any
+record the broker acknowledged but that stayed unconfirmed while later ones were
+confirmed: the broker lost it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ class PublisherStats:
     records_sent: int = 0
     records_acked: int = 0
     refused: int = 0
+    records_confirmed: int = 0
+    records_dead_lettered: int = 0
+    records_resent: int = 0
+    probes: int = 0
     connects: int = 0
     disconnects: int = 0
     last_ack_latency_ms: float = 0.0
@@ -60,6 +70,7 @@ class Publisher:
         line: str,
         stations: list[str],
         status_extra: Callable[[], dict[str, Any]] | None = None,
+        confirm_timeout: float = 30.0,
     ) -> None:
         self.journal = journal
         self.settings = settings
@@ -73,12 +84,17 @@ class Publisher:
         self._record_topic = {s: topics.station_topic(prefix, site, line, s, "record") for s in stations}
         self._status_topic = {s: topics.station_topic(prefix, site, line, s, "status") for s in stations}
         self._gateway_topic = topics.gateway_status_topic(prefix, gateway_id)
+        self._stored_topic = topics.stored_topic(prefix, gateway_id)
+        self.confirm_timeout = confirm_timeout
+        self._stored: list[tuple[int, int]] = []
+        self._next_requeue = time.monotonic() + confirm_timeout
         self._cond = threading.Condition()
         self._inflight: dict[int, tuple[int, int, float]] = {}  # mid -> (first seq, last seq, sent at)
         self._acked: list[tuple[int, int]] = []
         self._early: dict[int, Any] = {}  # PUBACKs that arrived before their mid was registered
         self._status_mids: set[int] = set()
         self._cursor = 0
+        self._rewound = False
         self._connected = False
         self._stopping = False
         self._retry_at = 0.0
@@ -89,6 +105,7 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_stored
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -140,6 +157,7 @@ class Publisher:
             self.settings.port,
             bool(getattr(flags, "session_present", False)),
         )
+        client.subscribe(self._stored_topic, qos=1)
         with self._cond:
             self._connected = True
             self._cond.notify_all()
@@ -171,7 +189,7 @@ class Publisher:
                 self.stats.refused += last - first + 1
                 # back off, then walk the journal again from the oldest undelivered record
                 self._retry_at = time.monotonic() + 5.0
-                self._cursor = 0
+                self._rewind()
                 log.error("broker refused records %d..%d: %s; will retry", first, last, reason)
             else:
                 self._acked.append((first, last))
@@ -179,10 +197,31 @@ class Publisher:
                 self.stats.last_ack_latency_ms = (time.monotonic() - sent) * 1000
             self._cond.notify_all()
 
+    def _on_stored(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(message.payload)
+            stored = [(int(a), int(b)) for a, b in body.get("stored", [])]
+            dead = [(int(a), int(b)) for a, b in body.get("dead_lettered", [])]
+        except (ValueError, TypeError, AttributeError):
+            log.warning("ignored a malformed confirmation on %s: %r", message.topic, message.payload[:200])
+            return
+        if dead:
+            n = sum(b - a + 1 for a, b in dead)
+            self.stats.records_dead_lettered += n
+            log.error(
+                "recorder %s dead-lettered %d record(s) of this gateway (%s): see its dead-letter file",
+                body.get("recorder"),
+                n,
+                ", ".join(f"{a}..{b}" for a, b in dead[:5]),
+            )
+        with self._cond:
+            self._stored.extend(stored + dead)
+            self._cond.notify_all()
+
     # -- the publishing thread -------------------------------------------------------------
     def _run(self) -> None:
         last_flush = time.monotonic()
-        backlog: list[tuple[int, str, str]] = []
+        backlog: list[tuple[int, str, str]] = []  # read ahead from the journal, after the cursor
         while True:
             with self._cond:
                 while not self._stopping and not (
@@ -191,33 +230,45 @@ class Publisher:
                     and time.monotonic() >= self._retry_at
                 ):
                     self._cond.wait(0.2)
-                    if self._acked and time.monotonic() - last_flush > 0.05:
+                    if self._flush_due(last_flush):
                         break
                 if self._stopping:
                     return
+                if self._rewound:
+                    self._rewound = False
+                    backlog = []
                 cursor = self._cursor
                 can_send = self._connected and len(self._inflight) < self.settings.max_inflight
-            if time.monotonic() - last_flush > 0.05 or len(self._acked) > 64:
+            if self._flush_due(last_flush) or len(self._acked) > 64:
                 self._flush_acks()
                 last_flush = time.monotonic()
+                continue  # the flush may have rewound the cursor
             if not can_send:
                 continue
-            if not backlog or backlog[0][0] <= cursor:
-                backlog = [row for row in backlog if row[0] > cursor]
-                if not backlog:
-                    try:
-                        backlog = self.journal.pending(cursor, _FETCH)
-                    except JournalError as exc:
-                        log.error("%s", exc)
-                        time.sleep(1)
-                        continue
+            backlog = [row for row in backlog if row[0] > cursor]
+            if not backlog:
+                try:
+                    backlog = self.journal.pending(cursor, _FETCH)
+                except JournalError as exc:
+                    log.error("%s", exc)
+                    time.sleep(1)
+                    continue
             if not backlog:
                 with self._cond:
-                    if self._cursor == cursor and not self._stopping:
-                        self._cond.wait(0.5 if not self._acked else 0.05)
+                    if self._cursor == cursor and not self._stopping and not self._rewound:
+                        self._cond.wait(0.05 if (self._acked or self._stored) else 0.5)
                 continue
             batch, backlog = self._take_batch(backlog)
             self._send(batch)
+
+    def _flush_due(self, last_flush: float) -> bool:
+        now = time.monotonic()
+        return now - last_flush > 0.05 and bool(self._acked or self._stored or now >= self._next_requeue)
+
+    def _rewind(self) -> None:
+        """Walk the journal again from its oldest undelivered record (call holding the lock)."""
+        self._cursor = 0
+        self._rewound = True
 
     def _take_batch(
         self, rows: list[tuple[int, str, str]]
@@ -256,13 +307,37 @@ class Publisher:
     def _flush_acks(self) -> None:
         with self._cond:
             acked, self._acked = self._acked, []
-        if not acked:
-            return
+            stored, self._stored = self._stored, []
         try:
-            self.journal.mark_delivered(acked)
+            if acked:
+                self.journal.mark_delivered(acked)
+            if stored:
+                self.stats.records_confirmed += self.journal.mark_stored(stored)
         except JournalError as exc:
             # the records are sent again later; the recorder overwrites the identical points
             log.error("%s", exc)
+        now = time.monotonic()
+        if now >= self._next_requeue:
+            self._next_requeue = now + max(0.2, self.confirm_timeout / 4)
+            cutoff = time.time_ns() // 1000 - int(self.confirm_timeout * 1e6)
+            try:
+                resend, probes = self.journal.requeue_unconfirmed(cutoff)
+            except JournalError as exc:
+                log.error("%s", exc)
+                return
+            if resend:
+                self.stats.records_resent += resend
+                log.warning(
+                    "%d record(s) acknowledged by the broker were never confirmed in the store "
+                    "while later ones were (lost by the broker); sending them again",
+                    resend,
+                )
+            if probes:
+                self.stats.probes += probes
+                log.debug("no confirmation for the newest records yet; probing with the last one")
+            if resend or probes:
+                with self._cond:
+                    self._rewind()
 
     # -- status ------------------------------------------------------------------------------
     def _status_payload(self, state: str, *, lost: bool = False) -> bytes:

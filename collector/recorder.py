@@ -7,7 +7,10 @@ messages over them and a dead one's share goes to the others. Each recorder:
 2. validates every record in a message (JSON, schema, its own hash); a bad one goes to the
    dead-letter file (fsynced) and topic and is counted, and never blocks the good ones;
 3. writes the good ones to InfluxDB in batches;
-4. only then acknowledges the messages. A crash before that, and the broker sends them
+4. confirms to each gateway which of its records InfluxDB now holds (or were
+   dead-lettered), on ``<prefix>/gateways/<id>/stored``, so the gateway can settle them and
+   send again what the broker lost;
+5. only then acknowledges the messages. A crash before that, and the broker sends them
    again; since a record always lands on the same series and timestamp, the second write
    overwrites the first point with identical values.
 
@@ -59,6 +62,18 @@ class _Pending:
     mid: int
     qos: int
     lines: list[str]
+    seqs: list[tuple[str, int]]  # (gateway, seq) of the records in ``lines``
+
+
+def seq_ranges(seqs: list[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]"""
+    out: list[list[int]] = []
+    for n in sorted(set(seqs)):
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
 
 
 class DeadLetters:
@@ -112,14 +127,17 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._subscription = f"$share/{self.settings.group}/{topics.records_filter(self.mqtt.topic_prefix)}"
         self._dead_topic = topics.dead_letter_topic(self.mqtt.topic_prefix)
-        client_id = self.settings.client_id or f"recorder-{self.settings.group}-{os.uname().nodename}"
+        self._client_id = self.settings.client_id or f"recorder-{self.settings.group}-{os.uname().nodename}"
         self.client, self._props = topics.make_client(
-            self.mqtt, client_id, manual_ack=True, receive_maximum=self.settings.receive_maximum
+            self.mqtt, self._client_id, manual_ack=True, receive_maximum=self.settings.receive_maximum
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.connected = threading.Event()
+        #: set once the broker confirmed the subscription: from then on it queues for us
+        self.subscribed = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,6 +170,12 @@ class Recorder:
         log.info("connected to broker %s:%s", self.mqtt.host, self.mqtt.port)
         client.subscribe(self._subscription, qos=1)
         self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if any(topics.reason_failed(r) for r in reasons):
+            log.error("broker refused the subscription to %s: %s", self._subscription, reasons)
+            return
+        self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self.connected.is_set() and not self._stop.is_set():
@@ -196,11 +220,12 @@ class Recorder:
         for msg in messages:
             self.stats.messages += 1
             good: list[str] = []
+            seqs: list[tuple[str, int]] = []
             try:
                 text = msg.payload.decode("utf-8")
             except UnicodeDecodeError as exc:
                 rejects.append(self._reject(msg.topic, msg.payload.decode("latin-1"), f"not UTF-8: {exc}"))
-                pending.append(_Pending(msg.mid, msg.qos, []))
+                pending.append(_Pending(msg.mid, msg.qos, [], []))
                 continue
             for line in text.split("\n"):
                 if not line.strip():
@@ -211,20 +236,48 @@ class Recorder:
                     continue
                 try:
                     good.append(record_line(record, line))
+                    seqs.append((record["gateway"], record["seq"]))
                 except ValueError as exc:
-                    rejects.append(self._reject(msg.topic, line, str(exc)))
-            pending.append(_Pending(msg.mid, msg.qos, good))
+                    rejects.append(self._reject(msg.topic, line, str(exc), record))
+            pending.append(_Pending(msg.mid, msg.qos, good, seqs))
         if not self._write(pending, rejects):
             return  # shutting down with the store away: unacknowledged, the broker keeps them
         if rejects:
             self._dead_letter(rejects)
+        self._confirm(pending, rejects)
         for p in pending:
             self.client.ack(p.mid, p.qos)
         self.stats.batches += 1
 
-    def _reject(self, topic: str, payload: str, reason: str) -> dict[str, Any]:
+    def _confirm(self, pending: list[_Pending], rejects: list[dict[str, Any]]) -> None:
+        stored: dict[str, list[int]] = {}
+        for p in pending:
+            for gw, seq in p.seqs:
+                stored.setdefault(gw, []).append(seq)
+        dead: dict[str, list[int]] = {}
+        for entry in rejects:
+            if entry.get("gateway") is not None and entry.get("seq") is not None:
+                dead.setdefault(str(entry["gateway"]), []).append(int(entry["seq"]))
+                if entry["seq"] in stored.get(str(entry["gateway"]), ()):
+                    stored[str(entry["gateway"])].remove(entry["seq"])
+        for gw in sorted(set(stored) | set(dead)):
+            body = {
+                "recorder": self._client_id,
+                "stored": seq_ranges(stored.get(gw, [])),
+                "dead_lettered": seq_ranges(dead.get(gw, [])),
+            }
+            self.client.publish(topics.stored_topic(self.mqtt.topic_prefix, gw), json.dumps(body).encode(), qos=1)
+
+    def _reject(self, topic: str, payload: str, reason: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
         log.warning("rejected a record from %s: %s", topic, reason)
-        return {"at_us": time.time_ns() // 1000, "topic": topic, "reason": reason, "payload": payload}
+        entry: dict[str, Any] = {"at_us": time.time_ns() // 1000, "topic": topic, "reason": reason}
+        if record is not None:
+            # a genuine record (its hash checked out) that cannot be stored is confirmed as
+            # dead-lettered, so its gateway stops sending it and raises the alarm on its side;
+            # a record that fails the checks names no gateway: anyone could have sent it
+            entry["gateway"], entry["seq"] = record.get("gateway"), record.get("seq")
+        entry["payload"] = payload
+        return entry
 
     def _write(self, pending: list[_Pending], rejects: list[dict[str, Any]]) -> bool:
         """Write until the store accepts (True), or until stopping with the store away (False)."""
@@ -253,7 +306,9 @@ class Recorder:
                 raise
             if len(lines) == 1:
                 payload = _payload_of(lines[0])
-                rejects.append(self._reject("(store)", payload, f"store refused the record: {exc}"))
+                rejects.append(
+                    self._reject("(store)", payload, f"store refused the record: {exc}", _identity(payload))
+                )
                 lines.clear()
                 return
             mid = len(lines) // 2
@@ -267,6 +322,17 @@ class Recorder:
         self.stats.dead_letters += len(rejects)
         for entry in rejects:
             self.client.publish(self._dead_topic, json.dumps(entry, ensure_ascii=False).encode(), qos=1)
+
+
+def _identity(payload: str) -> dict[str, Any] | None:
+    """Gateway and sequence number of a rejected record, if its JSON says so plainly."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("gateway"), str) and type(data.get("seq")) is int:
+        return {"gateway": data["gateway"], "seq": data["seq"]}
+    return None
 
 
 def _payload_of(line: str) -> str:

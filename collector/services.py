@@ -39,7 +39,7 @@ from collector.errors import CollectorError
 EXTRA_BINARY_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/bin")
 
 #: the Debian package that provides each binary, for the error message
-DEBIAN_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb"}
+DEBIAN_PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "influxd": "influxdb"}
 
 LOOPBACK = "127.0.0.1"
 
@@ -50,6 +50,10 @@ class ServiceUnavailable(CollectorError):
 
 class ServiceError(CollectorError):
     """A service was found but failed to start, or died (the message carries its log tail)."""
+
+
+class PortInUse(ServiceError):
+    """The port a service was to listen on is taken by another process."""
 
 
 def free_port() -> int:
@@ -190,7 +194,7 @@ class _Service:
             self._pick_ports(fresh=attempt > 1)
             try:
                 self._launch(binary, timeout)
-            except ServiceError:
+            except PortInUse:
                 if attempt == attempts:
                     raise
                 continue
@@ -198,7 +202,15 @@ class _Service:
             return self
         raise AssertionError("unreachable")
 
+    def _ports(self) -> list[int]:
+        return [self.port]
+
     def _launch(self, binary: str, timeout: float) -> None:
+        # Readiness is judged by connecting to the port; if something else already listens
+        # there, that check would pass for a service that is about to die on "address in use".
+        for port in self._ports():
+            if _port_accepts(port):
+                raise PortInUse(f"{self.binary_name}: port {port} on {LOOPBACK} is already in use")
         self._write_config()
         with open(self.output_path, "ab") as out:
             out.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
@@ -220,10 +232,10 @@ class _Service:
             code = proc.poll()
             if code is not None:
                 self._reap()
-                raise ServiceError(
-                    f"{self.binary_name} exited with status {code} while starting on port "
-                    f"{self._port}\n{self._log_tail()}"
-                )
+                tail = self._log_tail()
+                # Another process may have bound the port between our check and the bind.
+                error = PortInUse if "already in use" in tail.lower() else ServiceError
+                raise error(f"{self.binary_name} exited with status {code} while starting on port {self._port}\n{tail}")
             if self._ready() and proc.poll() is None:
                 return
             if time.monotonic() > deadline:
@@ -315,6 +327,7 @@ class Mosquitto(_Service):
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
         super().__init__(workdir, port)
         self.extra_conf = extra_conf
+        self._log_offset = 0
 
     @property
     def config_path(self) -> Path:
@@ -386,12 +399,25 @@ set_tcp_nodelay true
     def _write_config(self) -> None:
         self.persistence_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text(), encoding="utf-8")
+        try:
+            self._log_offset = self.log_path.stat().st_size
+        except FileNotFoundError:
+            self._log_offset = 0
 
     def _command(self) -> list[str]:
         return ["-c", str(self.config_path)]
 
     def _ready(self) -> bool:
-        return _port_accepts(self.port)
+        # Mosquitto logs "running" once its persistence file is loaded and its listeners
+        # are open; only this run's part of the (appended) log counts.
+        if not _port_accepts(self.port):
+            return False
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                return b" running" in log.read()
+        except FileNotFoundError:
+            return False
 
 
 class InfluxD(_Service):
@@ -433,6 +459,9 @@ class InfluxD(_Service):
             while rpc == self._port:
                 rpc = free_port()
             self._rpc_port = rpc
+
+    def _ports(self) -> list[int]:
+        return [self.port, self.rpc_port]
 
     def _environment(self) -> dict[str, str]:
         # influxd lets INFLUXDB_* variables override its configuration file; an operator's

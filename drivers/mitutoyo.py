@@ -131,6 +131,7 @@ class MitutoyoDriver(Driver):
         # monotonic deadline of the oldest unanswered request, None when nothing is pending
         self._pending_lock = threading.Condition()
         self._answer_deadline: float | None = None
+        self._timeouts_in_row = 0
         self._requester: threading.Thread | None = None
 
     # -- Driver -----------------------------------------------------------------------------
@@ -189,6 +190,9 @@ class MitutoyoDriver(Driver):
         with self._pending_lock:
             # any answer, even a bad one, shows the adapter heard the request
             self._answer_deadline = None
+            silent_for, self._timeouts_in_row = self._timeouts_in_row, 0
+        if silent_for:
+            log.info("%s: answering again after %d timeouts", self.device_id, silent_for)
         try:
             channel, value = parse_frame(frame)
         except FrameError as exc:
@@ -220,11 +224,19 @@ class MitutoyoDriver(Driver):
 
     def _send_request(self) -> None:
         assert self._request_bytes is not None
-        self.link.write(self._request_bytes)
+        # armed before writing: the answer can be parsed before write() even returns
         with self._pending_lock:
-            if self._answer_deadline is None:
+            armed = self._answer_deadline is None
+            if armed:
                 self._answer_deadline = time.monotonic() + self.cfg.response_timeout
             self._pending_lock.notify_all()
+        try:
+            self.link.write(self._request_bytes)
+        except LinkDown:
+            if armed:
+                with self._pending_lock:
+                    self._answer_deadline = None
+            raise
 
     def _request_loop(self) -> None:
         """Sends polls on a fixed schedule and reports requests nobody answered."""
@@ -234,7 +246,7 @@ class MitutoyoDriver(Driver):
             now = time.monotonic()
             if next_poll is not None and interval is not None and now >= next_poll:
                 # skip missed slots instead of bursting after a stall
-                next_poll += max(1, int((now - next_poll) // interval) + 1) * interval
+                next_poll += (int((now - next_poll) // interval) + 1) * interval
                 if self.link.connected:
                     try:
                         self._send_request()
@@ -252,5 +264,9 @@ class MitutoyoDriver(Driver):
                     self._pending_lock.wait(min(wake) - now if wake else None)
             if timed_out:
                 detail = f"no answer within {self.cfg.response_timeout:g} s"
-                log.warning("%s: timeout: %s", self.device_id, detail)
+                with self._pending_lock:
+                    self._timeouts_in_row += 1
+                    first = self._timeouts_in_row == 1
+                # every timeout is an event; only the first of a silence is worth a warning line
+                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.device_id, detail)
                 self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, detail))

@@ -84,9 +84,7 @@ def _run_mitutoyo(args: argparse.Namespace, out: Callable[[str], None], stop: th
             interval=args.interval,
             seed=args.seed,
         )
-        sim = MitutoyoSimulator(
-            args.link, scenario, mode=args.mode, request=args.request, on_send=_printer(out)
-        )
+        sim = MitutoyoSimulator(args.link, scenario, mode=args.mode, request=args.request, on_send=_printer(out))
     except (ValueError, OSError) as exc:
         print(f"simulators mitutoyo: {exc}", file=sys.stderr)
         return 2

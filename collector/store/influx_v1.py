@@ -325,14 +325,11 @@ class InfluxV1Store(Store):
             headers["Content-Encoding"] = "gzip"
         params = self._params()
         params["precision"] = "u"
-        status, data = self._http.call(
-            "POST", "/write", params, body, headers, what=f"{self.description}: write"
-        )
+        status, data = self._http.call("POST", "/write", params, body, headers, what=f"{self.description}: write")
         if 200 <= status < 300:
             return
         raise StoreError(
-            f"{self.description}: write of {len(lines)} lines refused (HTTP {status}): "
-            f"{server_message(data)}",
+            f"{self.description}: write of {len(lines)} lines refused (HTTP {status}): {server_message(data)}",
             retryable=retryable_status(status),
             status=status,
         )

@@ -62,9 +62,7 @@ class InfluxV2Store(Store):
         self._http = InfluxHttp(url, timeout=timeout, authorization=f"Token {token}")
         # retries=False: the recorder owns the retry policy (and counts what it retries);
         # hidden retries inside the client would only delay its alarm.
-        self._client: Any = InfluxDBClient(
-            url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
-        )
+        self._client: Any = InfluxDBClient(url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False)
         self._write_api: Any = self._client.write_api(write_options=SYNCHRONOUS)
         self.org = org
         self.bucket = bucket
@@ -131,5 +129,18 @@ class InfluxV2Store(Store):
 
     def close(self) -> None:
         self._http.close()
+        api_client = getattr(self._client, "api_client", None)
+        pool_manager = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+        pools = getattr(pool_manager, "pools", None)
+        # urllib3 2.x closes a pool's keep-alive connections only when the pool is garbage
+        # collected, and the client keeps its last response (which references the pool)
+        # alive: without this the sockets stay open until the process ends.
+        if pools is not None:
+            for key in pools.keys():  # noqa: SIM118 - the container refuses iteration
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+        if api_client is not None:
+            api_client.last_response = None
         self._write_api.close()
         self._client.close()

@@ -1,0 +1,136 @@
+"""Shared helpers for driver tests: a sink that can be waited on, drivers and simulators on ptys.
+
+Test modules get these through fixtures; they import names from here only under
+TYPE_CHECKING, because several conftest.py files share the module name at run time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers import registry
+from drivers.base import DeviceEvent, Driver, EventKind, Reading
+from simulators.mitutoyo import MitutoyoSimulator, Scenario
+
+WAIT = 5.0  # generous: a loaded CI box is slow, and a passing wait returns at once
+
+
+class Collector:
+    """A driver sink that records everything and lets a test wait for a condition."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.items: list[Reading | DeviceEvent] = []
+
+    def __call__(self, item: Reading | DeviceEvent) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def snapshot(self) -> list[Reading | DeviceEvent]:
+        with self._cond:
+            return list(self.items)
+
+    def readings(self) -> list[Reading]:
+        return [i for i in self.snapshot() if isinstance(i, Reading)]
+
+    def events(self, kind: EventKind | None = None) -> list[DeviceEvent]:
+        return [i for i in self.snapshot() if isinstance(i, DeviceEvent) and (kind is None or i.kind is kind)]
+
+    def wait_for(self, condition: Callable[[Collector], bool], timeout: float = WAIT, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                # the condition calls back into this object; Condition's RLock allows that
+                if condition(self):
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout} s waiting for {what or condition}; got {self.items!r}"
+                    )
+                self._cond.wait(left)
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+        """Poll a condition that has no notification of its own (a thread ending)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+            time.sleep(0.005)
+
+    def wait_readings(self, n: int, timeout: float = WAIT) -> list[Reading]:
+        self.wait_for(lambda c: len(c.readings()) >= n, timeout, f"{n} readings")
+        return self.readings()
+
+    def wait_events(self, kind: EventKind, n: int = 1, timeout: float = WAIT) -> list[DeviceEvent]:
+        self.wait_for(lambda c: len(c.events(kind)) >= n, timeout, f"{n} {kind} events")
+        return self.events(kind)
+
+
+@pytest.fixture
+def collector() -> Collector:
+    return Collector()
+
+
+@pytest.fixture
+def link_path(tmp_path: Path) -> Path:
+    return tmp_path / "dev" / "caliper-1"
+
+
+@pytest.fixture
+def no_thread_leaks() -> Iterator[None]:
+    """Fails the test if threads it started are still alive after its teardown code ran."""
+    before = set(threading.enumerate())
+    yield
+    Collector.wait_until(lambda: not (set(threading.enumerate()) - before), 2.0, "threads to end")
+
+
+MakeSimulator = Callable[..., MitutoyoSimulator]
+MakeDriver = Callable[..., Driver]
+
+
+@pytest.fixture
+def make_simulator(link_path: Path) -> Iterator[MakeSimulator]:
+    sims: list[MitutoyoSimulator] = []
+
+    def make(scenario: Scenario | None = None, **kwargs: Any) -> MitutoyoSimulator:
+        sim = MitutoyoSimulator(link_path, scenario or Scenario(interval=0.01, seed=7), **kwargs)
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.close()
+
+
+@pytest.fixture
+def make_driver(link_path: Path, collector: Collector) -> Iterator[MakeDriver]:
+    """Builds a driver through the registry (as the gateway does) and starts it on ``collector``."""
+    started: list[Driver] = []
+
+    def make(driver: str = "mitutoyo", start: bool = True, **settings: Any) -> Driver:
+        raw = {
+            "id": "caliper-1",
+            "driver": driver,
+            "port": str(link_path),
+            "reconnect_min": 0.02,
+            "reconnect_max": 0.2,
+            **settings,
+        }
+        drv = registry.create(registry.parse_config(raw))
+        if start:
+            drv.start(collector)
+            started.append(drv)
+        return drv
+
+    yield make
+    for drv in started:
+        drv.stop()

@@ -1,0 +1,177 @@
+"""Simulator -> gateway -> real Mosquitto -> recorder -> real InfluxDB, then trace and verify."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from collector import cli
+from collector.gateway import Gateway
+from collector.recorder import Recorder
+from collector.store.factory import open_store
+from collector.store.influx_v1 import InfluxV1Store
+from simulators.mitutoyo import MitutoyoSimulator
+from tests.helpers import wait_for
+from tests.pipeline.conftest import count_points
+
+TRACE_FIELDS = (
+    "id",
+    "gateway",
+    "seq",
+    "prev_hash",
+    "hash",
+    "recorded_at",
+    "clock_synced",
+    "site",
+    "line",
+    "station",
+    "operator",
+    "part_number",
+    "plan_revision",
+    "serial",
+    "lot",
+    "work_order",
+    "characteristic",
+    "characteristic_name",
+    "nominal",
+    "lsl",
+    "usl",
+    "unit",
+    "decimals",
+    "criticality",
+    "gauge",
+    "gauge_calibration_due",
+    "device",
+    "channel",
+    "measured_at",
+    "raw",
+    "reading_value",
+    "reading_unit",
+    "value",
+    "judged_value",
+    "deviation",
+    "verdict",
+    "schema_version",
+)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_readings_become_traceable_verified_records(
+    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, cfg = stack_config()
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    gateway = Gateway(cfg)
+    gateway.start()
+    try:
+        wait_for(lambda: gateway.publisher.connected and recorder.subscribed.is_set(), what="both connected")
+        wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
+        values = [
+            Decimal("12.003"),
+            Decimal("12.00"),
+            Decimal("11.950"),
+            Decimal("12.07"),  # part 1 D1, L1; part 2
+            Decimal("12.020"),
+            Decimal("11.95"),
+        ]
+        for i, v in enumerate(values):
+            caliper.send_value(v.quantize(Decimal("0.001")))
+            if i == 2:  # a garbled frame mid-stream is rejected and costs nothing else
+                caliper.send_garbage(b"01A+0?12.000\r")
+        wait_for(lambda: count_points(v1_store) == len(values), timeout=15, what="all records in InfluxDB")
+    finally:
+        gateway.stop()
+        recorder.stop()
+
+    assert gateway.stats.device_events["caliper-1:bad_frame"] == 1
+    assert gateway.stats.records == len(values)
+    assert gateway.stats.alerts == 2  # 11.950 on D1 (below 11.980) and 12.07 on L1 (above 12.05)
+
+    code, out, err = run_cli(capsys, "trace", "--config", str(path), "--serial", "HX000001")
+    assert code == 0, err
+    part1 = json.loads(out)
+    assert [r["characteristic"] for r in part1] == ["D1", "L1"]
+    for r in part1:
+        missing = [f for f in TRACE_FIELDS if f not in r]
+        assert not missing, missing
+        assert r["serial"] == "HX000001" and r["lot"] == "L-1" and r["work_order"] == "WO-1"
+        assert r["operator"] == "op-117" and r["gauge"] == "CAL-0042" and r["gauge_calibration_due"] == "2027-06-30"
+        assert r["plan_revision"] == "C" and r["device"] == "caliper-1" and r["raw"].endswith("\r")
+    assert part1[0]["judged_value"] == "12.003" and part1[0]["verdict"] == "pass"
+    assert part1[0]["lsl"] == "11.980" and part1[0]["usl"] == "12.020"
+    assert part1[1]["judged_value"] == "12.00" and part1[1]["value"] == "12.000"
+
+    code, out, _ = run_cli(capsys, "trace", "--config", str(path), "--serial", "HX000002", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["characteristic"], r["judged_value"], r["verdict"], r["limit"]) for r in rows] == [
+        ("D1", "11.950", "fail", "lower"),
+        ("L1", "12.07", "fail", "upper"),
+    ]
+
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    assert code == 0, out
+    assert "RESULT: intact" in out and "6 record(s), seq 1..6" in out
+
+    # delete one point: verify names the gap
+    seq3 = v1_store.query('SELECT "seq", "id" FROM "inspection" WHERE "seq" = 3')[0]
+    v1_store.query(f'DELETE FROM "inspection" WHERE time = {seq3["time"]}u')
+    assert count_points(v1_store) == 5
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    assert code == 1
+    assert "GAP: gateway gw-test-1 seq 3: records 3..3 missing" in out
+
+
+def test_verify_names_an_edited_point(
+    stack_config,
+    caliper: MitutoyoSimulator,
+    v1_store: InfluxV1Store,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    path, cfg = stack_config()
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    wait_for(recorder.subscribed.is_set, what="recorder subscribed")
+    gateway = Gateway(cfg)
+    gateway.start()
+    try:
+        wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
+        for v in ("12.001", "12.010", "11.999"):
+            caliper.send_value(Decimal(v))
+        wait_for(lambda: count_points(v1_store) == 3, timeout=15, what="3 records in InfluxDB")
+    finally:
+        gateway.stop()
+        recorder.stop()
+    assert run_cli(capsys, "verify", "--config", str(path))[0] == 0
+
+    # overwrite the value of seq 2 in place (same series and time): a quiet "correction"
+    row = v1_store.query('SELECT * FROM "inspection" WHERE "seq" = 2')[0]
+    tags = ",".join(
+        f"{k}={row[k]}" for k in ("characteristic", "gateway", "line", "part_number", "site", "station", "verdict")
+    )
+    v1_store.write_lines([f"inspection,{tags} value=12.0 {row['time']}"])
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    assert code == 1
+    assert "ALTERED: gateway gw-test-1 seq 2" in out and "value stored 12" in out
+
+    # and a payload rewritten to match: the hash no longer does
+    record = json.loads(row["payload"])
+    record["reading_value"] = record["value"] = record["judged_value"] = "12.000"
+    forged = json.dumps(record, separators=(",", ":")).replace("\\", "\\\\").replace('"', '\\"')
+    v1_store.write_lines([f'inspection,{tags} value=12.0,judged_value=12.0,payload="{forged}" {row["time"]}'])
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert any(f["kind"] == "altered" and f["seq"] == 2 and "hash" in f["detail"] for f in report["findings"])
