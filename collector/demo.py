@@ -201,6 +201,7 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         recorder = Recorder(cfg, open_store(cfg.influxdb))
         recorder.start()
         started.append(recorder)
+        recorder.subscribed.wait(10)  # from here on the broker keeps records for the recorders
         gateway = Gateway(cfg)
         gateway.start()
         started.append(gateway)
@@ -229,18 +230,26 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
                 break
             time.sleep(0.2)
         report = verify(store)
-        serial = None
-        if head:
-            serial = trace(store, TraceFilter(station=cfg.stations[0].id))[-1].get("serial")
+        first = trace(store, TraceFilter(station=cfg.stations[0].id))[:1]
+        history = trace(store, TraceFilter(serial=first[0]["serial"])) if first and first[0]["serial"] else []
         store.close()
+        bad_frames = sum(n for key, n in gateway.stats.device_events.items() if key.endswith(":bad_frame"))
         print(
             f"\n{head} record(s) journaled by the gateway, {stored} in InfluxDB, "
             f"{watcher.records} seen on the broker, {watcher.alerts} alert(s), "
-            f"{gateway.stats.device_events.total()} device event(s) (bad frames are counted, never values)."
+            f"{bad_frames} garbled frame(s) rejected (counted, never values)."
         )
+        if history:
+            print(f"\ncollector trace --serial {history[0]['serial']} (read back from InfluxDB):")
+            for r in history:
+                print(
+                    f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
+                    f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "
+                    f"gauge {r['gauge']} (cal. due {r['gauge_calibration_due']})  op {r['operator']}  "
+                    f"lot {r['lot']}  seq {r['seq']}"
+                )
+        print("\ncollector verify:")
         print(format_report(report))
-        if serial:
-            print(f"try: collector trace --config {path} --serial {serial}  (while a stack is running)")
         return 0 if report.ok and stored >= head else 1
     finally:
         for thing in reversed(started):
