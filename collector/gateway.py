@@ -26,7 +26,7 @@ from collector.config import Config
 from collector.errors import ConfigError, JournalError, JournalFull
 from collector.journal import Journal, Sealed
 from collector.publisher import Publisher
-from collector.session import Refusal, Station
+from collector.session import Refusal, ScanError, Station
 from drivers import registry
 from drivers.base import DeviceEvent, Driver, EventKind, Reading
 
@@ -59,6 +59,7 @@ class Gateway:
         self.stations: dict[str, Station] = {}
         self._station_of_device: dict[str, Station] = {}
         self.drivers: list[Driver] = []
+        self._driver_of: dict[str, Driver] = {}
         for st in config.stations:
             plan = config.plan_for(st.plan)
             assert plan is not None  # checked when the configuration was validated
@@ -69,7 +70,9 @@ class Gateway:
             for dev in st.devices:
                 self._station_of_device[dev.id] = station
                 if start_drivers:
-                    self.drivers.append(registry.create(dev.driver_config))
+                    driver = registry.create(dev.driver_config)
+                    self.drivers.append(driver)
+                    self._driver_of[dev.id] = driver
         prefix = config.mqtt.topic_prefix
         self._alert_topic = {s: topics.station_topic(prefix, gw.site, gw.line, s, "alert") for s in self.stations}
         self.publisher = Publisher(
@@ -137,7 +140,7 @@ class Gateway:
                 result["error"] = exc
             done.set()
 
-        self._queue.put(_Call(apply))  # type: ignore[arg-type]
+        self._queue.put(_Call(apply, station_id))  # type: ignore[arg-type]
         done.wait(5)
         if "error" in result:
             raise result["error"]
@@ -176,6 +179,7 @@ class Gateway:
         for item in items:
             if isinstance(item, _Call):
                 item.fn()
+                touched[item.station] = self.stations[item.station]
             elif isinstance(item, Reading):
                 self.stats.readings += 1
                 station = self._station_of_device.get(item.device)
@@ -185,6 +189,10 @@ class Gateway:
                     continue
                 if station.id not in before:
                     before[station.id] = station.state()
+                if item.text is not None and item.value is None:
+                    self._label(station, item)
+                    touched[station.id] = station
+                    continue
                 result = station.accept(item)
                 if isinstance(result, Refusal):
                     self.stats.refused += 1
@@ -196,7 +204,7 @@ class Gateway:
                 touched[station.id] = station
             elif isinstance(item, DeviceEvent):
                 self._device_event(item)
-        if not drafts:
+        if not touched:
             return
         state = {f"station:{sid}": st.state() for sid, st in touched.items()}
         try:
@@ -208,9 +216,23 @@ class Gateway:
             self.stats.lost += len(drafts)
             self._alarm(exc, len(drafts))
             return
-        self.stats.records += len(sealed)
-        self._alerts(sealed)
-        self.publisher.notify()
+        if sealed:
+            self.stats.records += len(sealed)
+            self._alerts(sealed)
+            self.publisher.notify()
+
+    def _label(self, station: Station, reading: Reading) -> None:
+        """A scanned code: the part context changes; the code itself is not a measurement."""
+        text = reading.text or ""
+        driver = self._driver_of.get(reading.device)
+        try:
+            fields = driver.label_fields(reading) if driver is not None else None
+            found = station.apply_label(fields) if fields is not None else station.scan(text)
+        except ScanError as exc:
+            self.stats.refused += 1
+            log.warning("%s (scanned on %s)", exc, reading.device)
+            return
+        log.info("station %s: %s", station.id, ", ".join(f"{k} {v}" for k, v in sorted(found.items())))
 
     def _alerts(self, sealed: list[Sealed]) -> None:
         for rec in sealed:
@@ -297,5 +319,8 @@ class Gateway:
 
 @dataclass(frozen=True)
 class _Call:
+    """Work for the processing thread, which alone touches the stations' state."""
+
     fn: Any
+    station: str
 

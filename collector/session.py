@@ -88,7 +88,13 @@ class Station:
         m = self._scan.fullmatch(code.strip())
         if m is None:
             raise ScanError(f"station {self.id}: {code!r} does not match the label format")
-        found = {k: v for k, v in m.groupdict().items() if k in CONTEXT_KEYS and v is not None}
+        return self.apply_label({k: v for k, v in m.groupdict().items() if v is not None})
+
+    def apply_label(self, fields: dict[str, str]) -> dict[str, str]:
+        """Set the part context from a decoded label (scanner driver or scan pattern)."""
+        found = {k: v for k, v in fields.items() if k in CONTEXT_KEYS and v}
+        if not found:
+            raise ScanError(f"station {self.id}: the label carries none of {', '.join(CONTEXT_KEYS)}")
         if "part_number" in found and found["part_number"] != self.plan.part_number:
             raise ScanError(
                 f"station {self.id}: part number {found['part_number']!r} has no plan here "

@@ -120,6 +120,14 @@ class Driver(ABC):
         """Ask the device for something (a reading, a zero); drivers that cannot raise."""
         raise DriverError(f"driver {self.name!r} does not support request {command!r}")
 
+    def label_fields(self, reading: Reading) -> dict[str, str] | None:
+        """Fields a scanned label carries (serial, lot, part number ...), for drivers of scanners.
+
+        The default is None: the reading is a measurement, or a code the station decodes
+        with its own label pattern.
+        """
+        return None
+
     def emit(self, item: Reading | DeviceEvent) -> None:
         sink = self._sink
         if sink is not None:

@@ -7,6 +7,7 @@ by :func:`get` so that a gateway only imports the protocol modules it uses.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,12 @@ from drivers.base import Driver, DriverConfig
 #: driver name -> module that defines it (imported on first use)
 BUILTIN: dict[str, str] = {
     "mitutoyo": "drivers.mitutoyo",
+    "mitutoyo-idh": "drivers.mitutoyo_idh",
+    "mt-sics": "drivers.mt_sics",
+    "sartorius-sbi": "drivers.sartorius",
+    "ascii": "drivers.ascii_line",
+    "scanner": "drivers.scanner",
+    "modbus": "drivers.modbus",
 }
 
 _registry: dict[str, type[Driver]] = {}
@@ -26,7 +33,7 @@ class UnknownDriver(KeyError):
         self.name = name
 
     def __str__(self) -> str:
-        known = ", ".join(sorted(set(BUILTIN) | set(_registry)))
+        known = ", ".join(names())
         return f"unknown driver {self.name!r} (known: {known})"
 
 
@@ -46,7 +53,12 @@ def get(name: str) -> type[Driver]:
 
 
 def names() -> list[str]:
-    return sorted(set(BUILTIN) | set(_registry))
+    """Every driver that can be used: registered ones and built-ins whose module is present."""
+    found = set(_registry)
+    for name, module in BUILTIN.items():
+        if importlib.util.find_spec(module) is not None:
+            found.add(name)
+    return sorted(found)
 
 
 def parse_config(raw: Mapping[str, Any]) -> DriverConfig:
