@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
+import io
 import json
 import logging
 import os
 import platform
+import pstats
 import random
 import resource
 import shutil
@@ -301,6 +304,50 @@ def wait_delivered(gateway: Gateway, n: int, deadline: float, poll: float) -> bo
     return False
 
 
+class ThreadProfiles:
+    """cProfile for the gateway's own threads (cProfile sees only the thread it runs in).
+
+    Each thread's entry point is wrapped on the instance before the thread starts; the
+    statistics are written after the threads ended. Profiling slows everything down
+    several times: use it to see where the time goes, never for the figures.
+    """
+
+    def __init__(self, prefix: Path, clock: str = "cpu") -> None:
+        self.prefix = prefix
+        # cpu: each thread's own CPU time, so a call that gives up the GIL (os.urandom,
+        # SQLite, sockets) is not charged for the time other threads held it; wall: time
+        # spent in the call, waits included (shows where a thread stalls)
+        self.timer = time.thread_time if clock == "cpu" else time.perf_counter
+        self.profiles: dict[str, cProfile.Profile] = {}
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        def profiled(*a: Any, **kw: Any) -> Any:
+            prof = cProfile.Profile(self.timer)
+            self.profiles[name] = prof
+            prof.enable()
+            try:
+                return fn(*a, **kw)
+            finally:
+                prof.disable()
+
+        return profiled
+
+    def install(self, gateway: Gateway) -> None:
+        gateway._run = self.wrap("gateway", gateway._run)  # type: ignore[method-assign]
+        pub = gateway.publisher
+        pub._run = self.wrap("publisher", pub._run)  # type: ignore[method-assign]
+        pub.client._thread_main = self.wrap("paho", pub.client._thread_main)  # type: ignore[method-assign]
+
+    def dump(self, top: int = 30) -> None:
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        for name, prof in self.profiles.items():
+            path = Path(f"{self.prefix}.{name}.pstats")
+            prof.dump_stats(path)
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+            log.info("profile of the %s thread (%s), top %d by own time:\n%s", name, path, top, out.getvalue())
+
+
 def run(args: argparse.Namespace) -> int:
     n = args.records
     timeout = args.timeout if args.timeout is not None else 60.0 + n / 500
@@ -308,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("working directory %s", base)
     broker = Mosquitto(base / "broker")
     gateway: Gateway | None = None
+    profiles = ThreadProfiles(Path(args.profile).resolve(), args.profile_clock) if args.profile else None
     result: dict[str, Any] = {"benchmark": "gateway_throughput", "records": n}
     try:
         try:
@@ -325,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("%d readings pre-built (%d expected out of tolerance)", n, failures)
 
         gateway = Gateway(config, start_drivers=False)
+        if profiles is not None:
+            profiles.install(gateway)
         gateway.start()
         wait_connected(gateway, 10.0)
         time.sleep(0.2)  # let the 'online' status messages go out and be acknowledged
@@ -385,6 +435,8 @@ def run(args: argparse.Namespace) -> int:
             max_records_per_message=config.mqtt.max_records_per_message,
             max_inflight=config.mqtt.max_inflight,
         )
+        if profiles is not None:
+            result["profiled"] = True  # the figures are not comparable with unprofiled runs
         if not ok:
             result["error"] = (
                 f"not every record was journaled and acknowledged within {timeout:g} s "
@@ -404,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
                 gateway.stop()
             except Exception as exc:  # the broker must still be stopped
                 log.error("gateway did not stop cleanly: %s", exc)
+            if profiles is not None:
+                profiles.dump()
         try:
             broker.stop()
         except Exception as exc:
@@ -435,6 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-rate", type=float, default=0.02, help="share of out-of-tolerance readings")
     p.add_argument("--seed", type=int, default=4711)
     p.add_argument("--poll", type=float, default=0.01, help="seconds between completion checks")
+    p.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        default=None,
+        help="cProfile the gateway, publisher and paho threads; write PREFIX.<thread>.pstats (slows the run)",
+    )
+    p.add_argument(
+        "--profile-clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="what --profile measures: each thread's CPU time (default) or wall time including GIL and I/O waits",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log the gateway's info messages too")
     args = p.parse_args(argv)
     if args.records < 1:

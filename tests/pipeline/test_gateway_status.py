@@ -39,7 +39,7 @@ def test_status_is_retained_and_the_last_will_marks_a_killed_gateway_offline(
     daemons: Callable[[str, Path], Daemon],
     topic_prefix: str,
 ) -> None:
-    path, cfg = stack_config()
+    path, _ = stack_config()
     gw = daemons("gateway", path).start()
     gw_topic = topics.gateway_status_topic(topic_prefix, "gw-test-1")
     st_topic = topics.station_topic(topic_prefix, "plant-1", "line-a", "st-10", "status")
