@@ -39,6 +39,10 @@ def gateway_status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/gateways/{gateway_id}/status"
 
 
+def recorder_status_topic(prefix: str, recorder_id: str) -> str:
+    return f"{prefix}/recorders/{recorder_id}/status"
+
+
 def stored_topic(prefix: str, gateway_id: str) -> str:
     """Recorders confirm here which of a gateway's records InfluxDB holds."""
     return f"{prefix}/gateways/{gateway_id}/stored"

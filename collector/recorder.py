@@ -22,6 +22,7 @@ found; those are dead-lettered, the rest written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,6 +132,8 @@ class Recorder:
         self.client, self._props = topics.make_client(
             self.mqtt, self._client_id, manual_ack=True, receive_maximum=self.settings.receive_maximum
         )
+        self._status_topic = topics.recorder_status_topic(self.mqtt.topic_prefix, self._client_id)
+        self.client.will_set(self._status_topic, self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
@@ -157,6 +160,12 @@ class Recorder:
         self._inbox.put(None)
         if self._thread is not None:
             self._thread.join(15)
+        if self.connected.is_set():
+            body = json.loads(self._status("online"))
+            body.update(state="offline", reason="stopped")
+            with contextlib.suppress(RuntimeError, ValueError):
+                info = self.client.publish(self._status_topic, json.dumps(body).encode(), qos=1, retain=True)
+                info.wait_for_publish(1.0)
         self.client.disconnect()
         self.client.loop_stop()
         self.dead.close()
@@ -169,7 +178,18 @@ class Recorder:
             return
         log.info("connected to broker %s:%s", self.mqtt.host, self.mqtt.port)
         client.subscribe(self._subscription, qos=1)
+        client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
         self.connected.set()
+
+    def _status(self, state: str) -> bytes:
+        """Retained recorder status; the broker's last will says offline if the recorder vanishes."""
+        body: dict[str, Any] = {"state": state, "recorder": self._client_id, "group": self.settings.group}
+        if state == "online":
+            body.update(vars(self.stats))
+            body["store"] = self.store.description
+        else:
+            body["reason"] = "connection lost (last will)"
+        return json.dumps(body).encode()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(topics.reason_failed(r) for r in reasons):

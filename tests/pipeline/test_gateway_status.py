@@ -117,3 +117,24 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
     assert [(r["serial"], r["characteristic"]) for r in rows] == [
         (f"HX{i // 2 + 1:06d}", ("D1", "L1")[i % 2]) for i in range(stored + 1)
     ]
+
+
+def test_recorder_status_is_retained_online_then_offline(stack_config, broker: Mosquitto, topic_prefix: str) -> None:
+    from collector.recorder import Recorder
+    from collector.store.factory import open_store
+
+    _, cfg = stack_config()
+    topic = topics.recorder_status_topic(topic_prefix, cfg.recorder.client_id)
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    client, seen = watch(broker, topic)
+    try:
+        wait_for(lambda: any(m["state"] == "online" for _, m in seen), what="recorder online")
+        online = next(m for _, m in seen if m["state"] == "online")
+        assert online["group"] == "rec" and "records_written" in online
+        recorder.stop()
+        wait_for(lambda: any(m["state"] == "offline" for _, m in seen), what="recorder offline")
+        assert [m for _, m in seen if m["state"] == "offline"][-1]["reason"] == "stopped"
+    finally:
+        client.disconnect()
+        client.loop_stop()
