@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
@@ -178,7 +179,7 @@ class DeviceSettings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     gauge: str | None = None
-    driver_config: DriverConfig
+    driver_config: SerializeAsAny[DriverConfig]
 
     @model_validator(mode="before")
     @classmethod
@@ -229,30 +230,6 @@ class Config(_Section):
     stations: list[StationSettings] = Field(default_factory=list)
     _source: str = PrivateAttr(default="<config>")
 
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        plans = [p.part_number for p in self.plans]
-        gauges = {g.id for g in self.gauges}
-        if len(set(plans)) != len(plans):
-            raise ValueError("plans: a part number has more than one plan")
-        if len(gauges) != len(self.gauges):
-            raise ValueError("gauges: a gauge id appears twice")
-        seen_stations: set[str] = set()
-        seen_devices: set[str] = set()
-        for st in self.stations:
-            if st.id in seen_stations:
-                raise ValueError(f"station id {st.id!r} appears twice")
-            seen_stations.add(st.id)
-            if st.plan not in plans:
-                raise ValueError(f"station {st.id!r}: no plan for part number {st.plan!r}")
-            for dev in st.devices:
-                if dev.id in seen_devices:
-                    raise ValueError(f"device id {dev.id!r} appears twice")
-                seen_devices.add(dev.id)
-                if dev.gauge is not None and dev.gauge not in gauges:
-                    raise ValueError(f"device {dev.id!r}: gauge {dev.gauge!r} is not in the gauge register")
-        return self
-
     def plan_for(self, part_number: str) -> InspectionPlan | None:
         for p in self.plans:
             if p.part_number == part_number:
@@ -270,6 +247,47 @@ class Config(_Section):
         missing = [s for s in sections if getattr(self, s) in (None, [])]
         if missing:
             raise ConfigError(self._source, [(s, "section is required") for s in missing])
+
+
+Loc = list[int | str]
+
+
+def reference_problems(cfg: Config) -> list[tuple[Loc, str]]:
+    """Cross-references the models cannot check alone: unique ids, plans and gauges that exist."""
+    problems: list[tuple[Loc, str]] = []
+    plans: set[str] = set()
+    for i, plan in enumerate(cfg.plans):
+        if plan.part_number in plans:
+            problems.append((["plans", i, "part_number"], f"part number {plan.part_number!r} has a plan already"))
+        plans.add(plan.part_number)
+    gauges: set[str] = set()
+    for i, gauge in enumerate(cfg.gauges):
+        if gauge.id in gauges:
+            problems.append((["gauges", i, "id"], f"gauge id {gauge.id!r} appears twice"))
+        gauges.add(gauge.id)
+    stations: set[str] = set()
+    devices: set[str] = set()
+    for i, st in enumerate(cfg.stations):
+        if st.id in stations:
+            problems.append((["stations", i, "id"], f"station id {st.id!r} appears twice"))
+        stations.add(st.id)
+        if st.plan not in plans:
+            problems.append((["stations", i, "plan"], f"no plan for part number {st.plan!r}"))
+        for j, dev in enumerate(st.devices):
+            if dev.id in devices:
+                problems.append((["stations", i, "devices", j, "id"], f"device id {dev.id!r} appears twice"))
+            devices.add(dev.id)
+            if dev.gauge is not None and dev.gauge not in gauges:
+                problems.append(
+                    (["stations", i, "devices", j, "gauge"], f"gauge {dev.gauge!r} is not in the gauge register")
+                )
+    return problems
+
+
+def _where(root: yaml.Node | None, loc: Sequence[int | str]) -> str:
+    where = _loc_path(loc)
+    line = _line_of(root, loc)
+    return f"line {line}: {where}" if line is not None else where
 
 
 def _loc_path(loc: Sequence[int | str]) -> str:
@@ -316,11 +334,7 @@ def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[tuple[s
         msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (misspelt, or not valid here)"
-        where = _loc_path(loc)
-        line = _line_of(root, loc)
-        if line is not None:
-            where = f"line {line}: {where}"
-        problems.append((where, msg))
+        problems.append((_where(root, loc), msg))
     return problems
 
 
@@ -342,6 +356,9 @@ def parse(text: str, source: str = "<config>") -> Config:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _format_errors(exc, root)) from None
+    refs = reference_problems(cfg)
+    if refs:
+        raise ConfigError(source, [(_where(root, loc), msg) for loc, msg in refs])
     cfg._source = source
     return cfg
 

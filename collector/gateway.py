@@ -161,7 +161,12 @@ class Gateway:
                 except queue.Empty:
                     break
             stop = any(item is None for item in items)
-            self._process([i for i in items if i is not None])
+            try:
+                self._process([i for i in items if i is not None])
+            except Exception:
+                # a bug, not an expected fault: say so loudly, count what was in hand, keep going
+                self.stats.lost += sum(isinstance(i, Reading) for i in items)
+                log.exception("internal error while processing %d item(s); they are counted as lost", len(items))
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + self.settings.status_interval

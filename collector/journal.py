@@ -241,12 +241,13 @@ class Journal:
             )
             if cur.rowcount:
                 return cur.rowcount, 0
+            # the newest unconfirmed record is the probe; while it waits to go out again
+            # (undelivered), or went out only lately, there is nothing more to do
             row = self._db.execute(
-                "SELECT max(seq) FROM records WHERE stored_us IS NULL AND seq > ? "
-                "AND delivered_us IS NOT NULL AND delivered_us < ?",
-                (top, delivered_before_us),
+                "SELECT seq, delivered_us FROM records WHERE stored_us IS NULL AND seq > ? ORDER BY seq DESC LIMIT 1",
+                (top,),
             ).fetchone()
-            if not row or row[0] is None:
+            if not row or row[1] is None or row[1] >= delivered_before_us:
                 return 0, 0
             self._db.execute("UPDATE records SET delivered_us = NULL WHERE seq = ?", (row[0],))
             return 0, 1

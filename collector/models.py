@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -92,8 +92,14 @@ class Characteristic(_Frozen):
         quantum = Decimal(1).scaleb(-self.decimals)
         for name in ("nominal", "lsl", "usl", "lower_tol", "upper_tol"):
             v = getattr(self, name)
-            if v is not None and v.quantize(quantum) == v:
-                object.__setattr__(self, name, v.quantize(quantum))
+            if v is None:
+                continue
+            if not v.is_finite():
+                raise ValueError(f"{name} must be a finite number, not {v}")
+            with localcontext(Context(prec=60)):
+                shown = v.quantize(quantum)
+            if shown == v:
+                object.__setattr__(self, name, shown)
         if (self.lower_tol is not None or self.upper_tol is not None) and self.nominal is None:
             raise ValueError("tolerances need a nominal")
         if self.lsl is not None and self.lower_tol is not None:

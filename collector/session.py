@@ -59,6 +59,12 @@ class Station:
         self._scan = re.compile(settings.scan_pattern) if settings.scan_pattern else None
         part = settings.part or PartContext(part_number=plan.part_number)
         self._serial_template = part.serial if part.serial and "{" in part.serial else None
+        #: the station numbers parts itself (until a scanned label names the serial)
+        self.templated = self._serial_template is not None
+        #: the last part's serial came from a label and that part is complete: the next part
+        #: needs its own label before any reading counts (two parts never share a serial)
+        self.awaiting_label = False
+        self.labelled = False  # the current serial came from a scanned label
         self.number = part.first_number
         self.next_index = 0
         self.context: dict[str, str | None] = {k: getattr(part, k) for k in CONTEXT_KEYS}
@@ -68,16 +74,28 @@ class Station:
 
     # -- state that survives a restart -------------------------------------------------------
     def state(self) -> str:
-        return json.dumps({"number": self.number, "next": self.next_index, "context": self.context})
+        return json.dumps(
+            {
+                "number": self.number,
+                "next": self.next_index,
+                "context": self.context,
+                "templated": self.templated,
+                "awaiting_label": self.awaiting_label,
+                "labelled": self.labelled,
+            }
+        )
 
     def _restore(self, text: str) -> None:
         saved = json.loads(text)
         self.number = int(saved["number"])
         self.next_index = int(saved["next"]) % len(self.plan.characteristics)
         self.context.update({k: saved["context"].get(k) for k in CONTEXT_KEYS})
+        self.templated = bool(saved.get("templated", self._serial_template is not None))
+        self.awaiting_label = bool(saved.get("awaiting_label", False))
+        self.labelled = bool(saved.get("labelled", False))
 
     def _apply_template(self) -> None:
-        if self._serial_template is not None:
+        if self.templated and self._serial_template is not None:
             self.context["serial"] = self._serial_template.format(n=self.number)
 
     # -- part context ------------------------------------------------------------------------
@@ -102,7 +120,9 @@ class Station:
             )
         self.context.update(found)
         if "serial" in found:
-            self._serial_template = None
+            self.templated = False
+            self.awaiting_label = False
+            self.labelled = True
         self.next_index = 0
         return found
 
@@ -120,6 +140,8 @@ class Station:
             return Refusal(self.id, reading.device, f"reading is {reading.status.value}: {reading.error or ''}")
         if reading.unit is None:
             return Refusal(self.id, reading.device, "reading has no unit")
+        if self.awaiting_label:
+            return Refusal(self.id, reading.device, "the last part is complete: scan the next part's label first")
         characteristic = self.plan.characteristics[self.next_index]
         try:
             judgement = judge(characteristic, reading.value, reading.unit)
@@ -146,4 +168,8 @@ class Station:
         if self.next_index >= len(self.plan.characteristics):
             self.next_index = 0
             self.number += 1
-            self._apply_template()
+            if self.templated:
+                self._apply_template()
+            elif self.labelled and self.context.get("serial"):
+                self.context["serial"] = None
+                self.awaiting_label = True

@@ -16,10 +16,11 @@ recorded exactly as measured.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Literal
 
 from collector import units
+from collector.errors import SpecificationError
 from collector.models import Characteristic, Rounding, Verdict
 
 _ROUNDING = {Rounding.HALF_EVEN: ROUND_HALF_EVEN, Rounding.HALF_UP: ROUND_HALF_UP}
@@ -35,12 +36,21 @@ class Judgement:
     limit: Literal["lower", "upper"] | None  # which limit was violated, if any
 
 
+#: enough digits for any value a device can send (a float64 has 309 integer digits at most),
+#: so converting and rounding never fails and never loses a digit
+_EXACT = Context(prec=400, Emax=999_999, Emin=-999_999)
+
+
 def round_to(value: Decimal, decimals: int, rounding: Rounding) -> Decimal:
-    return value.quantize(_QUANTUM[decimals], rounding=_ROUNDING[rounding])
+    with localcontext(_EXACT):
+        return value.quantize(_QUANTUM[decimals], rounding=_ROUNDING[rounding])
 
 
 def judge(characteristic: Characteristic, value: Decimal, unit: str) -> Judgement:
-    converted = units.convert(value, unit, characteristic.unit)
+    if not value.is_finite():
+        raise SpecificationError(f"value {value} is not a finite number")
+    with localcontext(_EXACT):
+        converted = units.convert(value, unit, characteristic.unit)
     judged = round_to(converted, characteristic.decimals, characteristic.rounding)
     low, high = characteristic.lower_limit, characteristic.upper_limit
     limit: Literal["lower", "upper"] | None = None
@@ -49,7 +59,8 @@ def judge(characteristic: Characteristic, value: Decimal, unit: str) -> Judgemen
     elif high is not None and judged > high:
         limit = "upper"
     nominal = characteristic.nominal
-    deviation = None if nominal is None else judged - nominal
+    with localcontext(_EXACT):
+        deviation = None if nominal is None else judged - nominal
     return Judgement(
         value=converted,
         judged_value=judged,

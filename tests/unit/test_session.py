@@ -1,0 +1,345 @@
+"""The station session: plan order, part numbering, scanned labels, refusals, the draft record."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector import config as config_mod
+from collector.config import Config
+from collector.journal import Journal
+from collector.models import RECORD_ADAPTER
+from collector.records import format_utc_us
+from collector.session import Refusal, ScanError, Station
+from drivers.base import Reading, ReadingStatus
+
+D = Decimal
+AT_NS = 1_795_000_000_123_456_789
+
+CONFIG = r"""
+gauges:
+  - {id: CAL-0042, type: caliper, calibration_due: 2027-06-30}
+  - {id: MIC-0007, type: micrometer, calibration_due: 2026-12-31}
+plans:
+  - part_number: HX-4711
+    revision: C
+    characteristics:
+      - {id: D1, name: Bore, nominal: 12.000, lower_tol: -0.020, upper_tol: 0.020, unit: mm, decimals: 3}
+      - {id: L1, name: Length, nominal: 45.00, lower_tol: -0.05, upper_tol: 0.05, unit: mm, decimals: 2}
+      - {id: T1, name: Flange, nominal: 6.350, lower_tol: -0.010, upper_tol: 0.030, unit: mm, decimals: 3}
+stations:
+  - id: st-10
+    plan: HX-4711
+    part:
+      part_number: HX-4711
+      serial: "SN-{n:05d}"
+      lot: L2026-1121
+      work_order: WO-88123
+      operator: op-117
+      first_number: FIRST
+    scan_pattern: '(?P<part_number>[A-Z]{2}-\d{4})\|(?P<serial>SN-\d{5})\|(?P<lot>L[\w-]+)'
+    devices:
+      - {id: caliper-1, driver: mitutoyo, gauge: CAL-0042, port: /dev/null}
+      - {id: mic-1, driver: mitutoyo, gauge: MIC-0007, port: /dev/null}
+      - {id: loose-1, driver: mitutoyo, port: /dev/null}
+  - id: st-20
+    plan: HX-4711
+    devices:
+      - {id: ind-1, driver: mitutoyo, port: /dev/null}
+"""
+
+
+def load(first_number: int = 1) -> Config:
+    return config_mod.parse(CONFIG.replace("FIRST", str(first_number)), "session.yaml")
+
+
+def station(cfg: Config | None = None, index: int = 0, saved_state: str | None = None) -> Station:
+    cfg = cfg or load()
+    st = cfg.stations[index]
+    plan = cfg.plan_for(st.plan)
+    assert plan is not None
+    return Station(st, plan, {g.id: g for g in cfg.gauges}, site="plant-1", line="line-a", saved_state=saved_state)
+
+
+def reading(
+    value: str | None = "12.001",
+    device: str = "caliper-1",
+    unit: str | None = "mm",
+    status: ReadingStatus = ReadingStatus.OK,
+    error: str | None = None,
+    n: int = 0,
+) -> Reading:
+    raw = b"01A+" + (value or "").encode() + b"\r"
+    return Reading(
+        device=device,
+        channel="01",
+        value=None if value is None else D(value),
+        unit=unit,
+        raw=raw,
+        timestamp_ns=AT_NS + n * 1_000_000,
+        status=status,
+        error=error,
+    )
+
+
+def record(result: dict[str, Any] | Refusal) -> dict[str, Any]:
+    assert isinstance(result, dict), result
+    return result
+
+
+# one value per characteristic of a part, in plan order
+PART = ["12.001", "45.01", "6.360"]
+
+
+def measure_part(s: Station, values: list[str] = PART) -> list[dict[str, Any]]:
+    return [record(s.accept(reading(v, n=i))) for i, v in enumerate(values)]
+
+
+# -- plan order and part numbering ---------------------------------------------------------
+def test_readings_fill_the_plan_in_order_and_wrap_to_the_next_part() -> None:
+    s = station()
+    assert (s.next_characteristic, s.context["serial"]) == ("D1", "SN-00001")
+    recs = measure_part(s)
+    assert [r["characteristic"] for r in recs] == ["D1", "L1", "T1"]
+    assert [r["serial"] for r in recs] == ["SN-00001"] * 3
+    assert [r["judged_value"] for r in recs] == ["12.001", "45.01", "6.360"]
+    assert [r["verdict"] for r in recs] == ["pass"] * 3
+    assert (s.next_characteristic, s.context["serial"], s.number) == ("D1", "SN-00002", 2)
+    nxt = record(s.accept(reading("12.030")))
+    assert (nxt["characteristic"], nxt["serial"], nxt["verdict"], nxt["limit"]) == ("D1", "SN-00002", "fail", "upper")
+    assert s.next_characteristic == "L1"
+
+
+def test_a_failed_characteristic_still_advances() -> None:
+    # the record is the evidence; re-measuring is a new record, not a retry of the slot
+    s = station()
+    r = record(s.accept(reading("99.999")))
+    assert r["verdict"] == "fail"
+    assert s.next_characteristic == "L1"
+
+
+def test_serial_numbering_starts_at_first_number_and_advances_per_part() -> None:
+    s = station(load(first_number=100))
+    serials = [r["serial"] for _ in range(3) for r in measure_part(s)]
+    assert serials == ["SN-00100"] * 3 + ["SN-00101"] * 3 + ["SN-00102"] * 3
+    assert s.context["serial"] == "SN-00103"
+
+
+def test_context_fields_on_every_record() -> None:
+    s = station()
+    r = record(s.accept(reading()))
+    assert {k: r[k] for k in ("part_number", "serial", "lot", "work_order", "operator")} == {
+        "part_number": "HX-4711",
+        "serial": "SN-00001",
+        "lot": "L2026-1121",
+        "work_order": "WO-88123",
+        "operator": "op-117",
+    }
+
+
+def test_station_without_part_settings() -> None:
+    s = station(index=1)
+    r = record(s.accept(reading(device="ind-1")))
+    assert (r["part_number"], r["serial"], r["lot"], r["station"]) == ("HX-4711", None, None, "st-20")
+
+
+# -- state that survives a restart ---------------------------------------------------------
+def test_state_restores_numbering_and_position() -> None:
+    cfg = load()
+    s = station(cfg)
+    measure_part(s)
+    s.accept(reading("12.002"))
+    saved = s.state()
+    assert json.loads(saved)["number"] == 2 and json.loads(saved)["next"] == 1
+
+    again = station(cfg, saved_state=saved)
+    assert (again.number, again.next_characteristic, again.context["serial"]) == (2, "L1", "SN-00002")
+    recs = [record(again.accept(reading(v))) for v in ("45.00", "6.350", "12.000")]
+    assert [(r["characteristic"], r["serial"]) for r in recs] == [
+        ("L1", "SN-00002"),
+        ("T1", "SN-00002"),
+        ("D1", "SN-00003"),
+    ]
+
+
+def test_state_restores_scanned_lot_and_operator() -> None:
+    cfg = load()
+    s = station(cfg)
+    s.scan("HX-4711|SN-00500|L-77")
+    s.context["operator"] = "op-200"
+    again = station(cfg, saved_state=s.state())
+    assert (again.context["lot"], again.context["operator"]) == ("L-77", "op-200")
+
+
+def test_saved_position_beyond_a_shorter_plan_wraps() -> None:
+    saved = json.dumps({"number": 7, "next": 4, "context": {"part_number": "HX-4711"}})
+    s = station(saved_state=saved)
+    assert (s.number, s.next_characteristic, s.context["serial"]) == (7, "L1", "SN-00007")
+
+
+def test_restart_mid_part_keeps_the_scanned_serial() -> None:
+    cfg = load()
+    s = station(cfg)
+    s.scan("HX-4711|SN-12345|L-9")
+    first = record(s.accept(reading("12.001")))
+    assert first["serial"] == "SN-12345"
+    again = station(cfg, saved_state=s.state())
+    second = record(again.accept(reading("45.00")))
+    assert (second["characteristic"], second["serial"]) == ("L1", "SN-12345")
+
+
+# -- scanned labels -----------------------------------------------------------------------
+def test_scan_sets_serial_and_lot_and_restarts_the_plan() -> None:
+    s = station()
+    s.accept(reading("12.001"))
+    assert s.next_characteristic == "L1"
+    found = s.scan("HX-4711|SN-12345|L2026-9\r\n")  # scanners send a terminator
+    assert found == {"part_number": "HX-4711", "serial": "SN-12345", "lot": "L2026-9"}
+    assert s.next_characteristic == "D1"
+    r = record(s.accept(reading("12.002")))
+    assert (r["characteristic"], r["serial"], r["lot"]) == ("D1", "SN-12345", "L2026-9")
+    assert (r["work_order"], r["operator"]) == ("WO-88123", "op-117")  # not on the label: kept
+
+
+def test_scanned_serial_is_not_overwritten_by_the_template() -> None:
+    s = station()
+    s.scan("HX-4711|SN-12345|L1")
+    recs = measure_part(s)
+    assert {r["serial"] for r in recs} == {"SN-12345"}
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("HX-9999|SN-12345|L1", "part number 'HX-9999' has no plan here"),
+        ("HX-4711|12345|L1", "does not match the label format"),
+        ("HX-4711|SN-12345|L1 trailing", "does not match the label format"),
+        ("", "does not match the label format"),
+    ],
+)
+def test_bad_scan_raises_and_changes_nothing(code: str, message: str) -> None:
+    s = station()
+    s.accept(reading("12.001"))
+    before = (dict(s.context), s.next_index, s.number)
+    with pytest.raises(ScanError, match=message):
+        s.scan(code)
+    assert (dict(s.context), s.next_index, s.number) == before
+
+
+def test_apply_label_keeps_only_context_fields() -> None:
+    s = station()
+    s.accept(reading("12.001"))
+    found = s.apply_label({"serial": "SN-77777", "colour": "red", "lot": ""})
+    assert found == {"serial": "SN-77777"}
+    assert (s.context["serial"], s.context["lot"], s.next_characteristic) == ("SN-77777", "L2026-1121", "D1")
+    assert "colour" not in s.context
+
+
+def test_label_without_context_fields_raises() -> None:
+    s = station()
+    with pytest.raises(ScanError, match="carries none of"):
+        s.apply_label({"colour": "red", "serial": ""})
+    assert s.context["serial"] == "SN-00001"
+
+
+def test_scan_without_pattern_raises() -> None:
+    s = station(index=1)
+    with pytest.raises(ScanError, match="no scan pattern"):
+        s.scan("HX-4711|SN-12345|L1")
+
+
+# -- refusals -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("rdg", "reason"),
+    [
+        (reading("12.001", status=ReadingStatus.UNSTABLE), "reading is unstable"),
+        (reading(None, status=ReadingStatus.ERROR, error="overflow"), "reading is error: overflow"),
+        (reading("12.001", status=ReadingStatus.ERROR, error="E01"), "reading is error: E01"),
+        (reading(None), "reading is ok"),  # OK without a value is no reading either
+        (reading("12.001", device="ind-1"), "not bound to this station"),
+        (reading("12.001", device="ghost"), "not bound to this station"),
+        (reading("12.001", unit=None), "has no unit"),
+        (reading("12.001", unit="g"), "cannot convert"),
+    ],
+    ids=["unstable", "error", "error-with-value", "ok-without-value", "other-station", "unknown", "no-unit", "grams"],
+)
+def test_refusals_never_become_records(rdg: Reading, reason: str) -> None:
+    s = station()
+    result = s.accept(rdg)
+    assert isinstance(result, Refusal)
+    assert (result.station, result.device) == ("st-10", rdg.device)
+    assert reason in result.reason
+    # the slot is not used up
+    assert (s.next_characteristic, s.number) == ("D1", 1)
+    assert record(s.accept(reading("12.001")))["characteristic"] == "D1"
+
+
+def test_absurd_value_is_a_refusal_or_a_record_never_an_exception() -> None:
+    s = station()
+    result = s.accept(reading("1E+30"))
+    assert isinstance(result, (dict, Refusal))
+
+
+# -- the draft record ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("device", "gauge", "due"),
+    [("caliper-1", "CAL-0042", "2027-06-30"), ("mic-1", "MIC-0007", "2026-12-31"), ("loose-1", None, None)],
+)
+def test_draft_carries_gauge_and_its_calibration_due_date(device: str, gauge: str | None, due: str | None) -> None:
+    r = record(station().accept(reading("12.001", device=device)))
+    assert (r["device"], r["gauge"], r["gauge_calibration_due"]) == (device, gauge, due)
+
+
+def test_draft_snapshot_of_the_specification_and_reading() -> None:
+    r = record(station().accept(reading("0.4733", unit="in")))
+    expected = {
+        "site": "plant-1",
+        "line": "line-a",
+        "station": "st-10",
+        "plan_revision": "C",
+        "characteristic": "D1",
+        "characteristic_name": "Bore",
+        "nominal": "12.000",
+        "lsl": "11.980",
+        "usl": "12.020",
+        "unit": "mm",
+        "decimals": 3,
+        "criticality": "major",
+        "channel": "01",
+        "raw": "01A+0.4733\r",
+        "reading_value": "0.4733",
+        "reading_unit": "in",
+        "value": "12.02182",
+        "judged_value": "12.022",
+        "deviation": "0.022",
+        "verdict": "fail",
+        "limit": "upper",
+        "measured_at": format_utc_us(AT_NS // 1000),
+        "supersedes": None,
+        "reason": None,
+    }
+    assert {k: r[k] for k in expected} == expected
+
+
+def test_drafts_become_valid_records_through_the_journal(tmp_path: Path) -> None:
+    s = station()
+    drafts = [record(s.accept(reading(v, n=i))) for i, v in enumerate([*PART, "11.970"])]
+    j = Journal(tmp_path / "j.sqlite", "gw-1", clock_us=lambda: AT_NS // 1000)
+    try:
+        sealed = j.append(drafts, {"station:st-10": s.state()})
+        models = [RECORD_ADAPTER.validate_json(x.payload) for x in sealed]
+        assert [(m.seq, m.characteristic, m.serial, m.verdict) for m in models] == [
+            (1, "D1", "SN-00001", "pass"),
+            (2, "L1", "SN-00001", "pass"),
+            (3, "T1", "SN-00001", "pass"),
+            (4, "D1", "SN-00002", "fail"),
+        ]
+        assert len({m.id for m in models}) == 4
+        restored = station(saved_state=j.state("station:st-10"))
+        assert (restored.next_characteristic, restored.context["serial"]) == ("L1", "SN-00002")
+    finally:
+        j.close()
