@@ -343,3 +343,16 @@ def test_drafts_become_valid_records_through_the_journal(tmp_path: Path) -> None
         assert (restored.next_characteristic, restored.context["serial"]) == ("L1", "SN-00002")
     finally:
         j.close()
+
+
+def test_a_labelled_part_is_not_followed_by_readings_without_a_new_label() -> None:
+    """Two parts never share a serial: after a scanned part is complete, the next needs its label."""
+    s = station()
+    s.scan("HX-4711|SN-12345|L-9")
+    assert [r["serial"] for r in measure_part(s)] == ["SN-12345"] * 3
+    refused = s.accept(reading())
+    assert isinstance(refused, Refusal) and "scan the next part" in refused.reason
+    restarted = station(saved_state=s.state())  # the wait survives a restart too
+    assert isinstance(restarted.accept(reading()), Refusal)
+    restarted.scan("HX-4711|SN-12346|L-9")
+    assert record(restarted.accept(reading()))["serial"] == "SN-12346"
