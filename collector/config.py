@@ -113,6 +113,23 @@ class InfluxV2Settings(_Section):
 InfluxSettings = Annotated[InfluxV1Settings | InfluxV2Settings, Field(discriminator="kind")]
 
 
+class CalibrationPolicy(_Section):
+    """What happens to a reading from a gauge whose calibration is due or overdue.
+
+    ``block`` (the default, ISO 9001 7.1.5.2): a reading from an overdue, locked or
+    unregistered gauge is refused, and the refusal is recorded and alerted. ``warn``:
+    the reading is accepted, flagged ``calibration_status: overdue`` in its record and
+    alerted. ``grace_days`` accepts (flagged) for that many days past the due date even
+    under ``block``.
+    """
+
+    policy: Literal["block", "warn"] = "block"
+    grace_days: int = Field(default=0, ge=0)
+    warn_days: int = Field(default=14, ge=0)
+    #: readings from a device with no gauge in the register are refused under ``block``
+    require_registered_gauge: bool = True
+
+
 class GatewaySettings(_Section):
     id: Identifier
     site: Identifier
@@ -124,6 +141,7 @@ class GatewaySettings(_Section):
     status_interval: float = Field(default=10.0, gt=0)
     #: settled records (confirmed in InfluxDB) older than this leave the journal (0: keep all)
     keep_delivered_days: float = Field(default=30.0, ge=0)
+    calibration: CalibrationPolicy = CalibrationPolicy()
     #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
     #: later records are confirmed, before it is sent again (the broker lost it)
     confirm_timeout: float = Field(default=30.0, gt=0)
@@ -169,16 +187,31 @@ class PartContext(_Section):
         return v
 
 
-class DeviceSettings(_Section):
-    """A device at a station: the collector's part (which gauge it is) and the driver's part.
+#: the keys of a device entry that belong to the collector, not to the driver
+DEVICE_KEYS = ("gauge", "characteristics", "channels", "serial_channel")
 
-    Every key other than ``gauge`` belongs to the driver and is validated by the driver's
-    own model; see the driver's documentation for them.
+
+class DeviceSettings(_Section):
+    """A device at a station: the collector's part (which gauge it is, what it may measure)
+    and the driver's part.
+
+    - ``gauge``: its entry in the gauge register (calibration gate, traceability);
+    - ``characteristics``: the only characteristics it may measure (a reading for another
+      one is refused as from the wrong gauge); empty: any;
+    - ``channels``: for automatic stations, channel -> characteristic: a reading on a bound
+      channel fills that characteristic directly instead of the next one in the plan;
+    - ``serial_channel``: a text reading on this channel (a serial number read from PLC
+      registers) starts a new part with that serial.
+
+    Every other key belongs to the driver and is validated by the driver's own model.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     gauge: str | None = None
+    characteristics: tuple[str, ...] = ()
+    channels: dict[str, str] = Field(default_factory=dict)
+    serial_channel: str | None = None
     driver_config: SerializeAsAny[DriverConfig]
 
     @model_validator(mode="before")
@@ -187,24 +220,42 @@ class DeviceSettings(_Section):
         if not isinstance(data, Mapping) or "driver_config" in data:
             return data
         data = dict(data)
-        gauge = data.pop("gauge", None)
+        ours = {k: data.pop(k) for k in DEVICE_KEYS if k in data}
         if "driver" not in data:
             raise ValueError("a device needs a driver (one of: " + ", ".join(registry.names()) + ")")
         try:
             cfg = registry.parse_config(data)
         except registry.UnknownDriver as exc:
             raise ValueError(str(exc)) from None
-        return {"gauge": gauge, "driver_config": cfg}
+        return {**ours, "driver_config": cfg}
 
     @property
     def id(self) -> str:
         return self.driver_config.id
 
 
+class AndonSettings(_Section):
+    """A light, horn or line stop driven through a device (a PLC coil or register)."""
+
+    device: str
+    point: str
+    on: int = 1
+    off: int = 0
+    #: "on_pass": the next passing value switches it off; "manual": only a command does
+    clear: Literal["on_pass", "manual"] = "on_pass"
+
+
 class StationSettings(_Section):
     id: Identifier
-    plan: str  # the part number whose plan is measured here
+    plan: str  # the part number measured here until a label names another one
     part: PartContext | None = None
+    #: the first part after start-up or a change of lot / work order is a first-piece inspection
+    first_piece: bool = False
+    #: an operator signed in by badge is signed out after this many idle seconds
+    operator_idle_timeout: float | None = Field(default=None, gt=0)
+    #: refuse readings while no operator is signed in
+    require_operator: bool = False
+    andon: AndonSettings | None = None
     #: regular expression with named groups (part_number, serial, lot, work_order, operator)
     scan_pattern: str | None = None
     devices: list[DeviceSettings] = Field(default_factory=list)
@@ -281,6 +332,18 @@ def reference_problems(cfg: Config) -> list[tuple[Loc, str]]:
                 problems.append(
                     (["stations", i, "devices", j, "gauge"], f"gauge {dev.gauge!r} is not in the gauge register")
                 )
+            st_plan = cfg.plan_for(st.plan)
+            known = {c.id for c in st_plan.characteristics} if st_plan else set()
+            for k, cid in enumerate(dev.characteristics):
+                if st_plan and cid not in known:
+                    problems.append(
+                        (["stations", i, "devices", j, "characteristics", k], f"{cid!r} is not in the plan")
+                    )
+            for channel, cid in dev.channels.items():
+                if st_plan and cid not in known:
+                    problems.append((["stations", i, "devices", j, "channels", channel], f"{cid!r} is not in the plan"))
+        if st.andon is not None and st.andon.device not in {d.id for d in st.devices}:
+            problems.append((["stations", i, "andon", "device"], f"device {st.andon.device!r} is not at this station"))
     return problems
 
 

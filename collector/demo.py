@@ -123,25 +123,38 @@ class Watcher:
             for line in msg.payload.decode().split("\n"):
                 r = json.loads(line)
                 self.records += 1
-                verdict = self._paint("PASS", "32") if r["verdict"] == "pass" else self._paint("FAIL", "31;1")
-                print(
-                    f"record #{r['seq']:<5} {r['station']} {r['serial']} {r['characteristic']:<3} "
-                    f"{r['judged_value']:>9} {r['unit']}  [{r['lsl']} .. {r['usl']}]  {verdict}  "
-                    f"gauge {r['gauge']} op {r['operator']}",
-                    file=self.out,
-                    flush=True,
-                )
+                print(self._describe(r), file=self.out, flush=True)
         elif kind == "alert":
             a = json.loads(msg.payload)
             self.alerts += 1
-            text = (
-                f"ALERT {a['severity']}: {a['station']} {a['serial']} {a['characteristic']} = "
-                f"{a['judged_value']} {a['unit']} beyond the {a['limit']} limit"
-            )
+            text = f"ALERT {a['kind']} ({a['severity']}): {a['station']} {a['serial'] or ''} {a['message']}"
             print(self._paint(text, "41;37;1"), file=self.out, flush=True)
         elif kind == "status":
             s = json.loads(msg.payload)
             print(f"status: gateway {s['gateway']} is {s['state']}", file=self.out, flush=True)
+
+    def _describe(self, r: dict[str, Any]) -> str:
+        head = f"record #{r['seq']:<5} {r['station']} "
+        kind = r["kind"]
+        if kind == "measurement":
+            verdict = self._paint("PASS", "32") if r["verdict"] == "pass" else self._paint("FAIL", "31;1")
+            return (
+                f"{head}{r['serial']} {r['characteristic']:<3} {r['judged_value']:>9} {r['unit']}  "
+                f"[{r['lsl']} .. {r['usl']}]  {verdict}  gauge {r['gauge']} op {r['operator']}"
+            )
+        if kind == "part":
+            verdict = {"accept": self._paint("ACCEPT", "32;1"), "reject": self._paint("REJECT", "31;1")}.get(
+                r["verdict"], r["verdict"].upper()
+            )
+            by = f" released by {r['released_by']}" if r["released_by"] else ""
+            return f"{head}{r['serial']} part {verdict}{by} ({len(r['records'])} values)"
+        if kind == "nonconformance":
+            return f"{head}{r['serial']} nonconformance opened for {r['characteristic']} = {r['judged_value']}"
+        if kind == "refusal":
+            return f"{head}reading refused: {r['reason']}"
+        if kind == "audit":
+            return f"{head}audit {r['event']} by {r['by']}"
+        return f"{head}{kind}"
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -202,11 +215,11 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         recorder.start()
         started.append(recorder)
         recorder.subscribed.wait(10)  # from here on the broker keeps records for the recorders
+        watcher = Watcher(broker.host, broker.port, cfg.mqtt.topic_prefix)
+        started.append(watcher)
         gateway = Gateway(cfg)
         gateway.start()
         started.append(gateway)
-        watcher = Watcher(broker.host, broker.port, cfg.mqtt.topic_prefix)
-        started.append(watcher)
         for f in feeders:
             f.start()
         print(
@@ -224,14 +237,14 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         deadline = time.monotonic() + 30
         stored = 0
         while time.monotonic() < deadline:
-            rows = store.query('SELECT count("seq") FROM "inspection"')
-            stored = int(rows[0]["count"]) if rows else 0
+            rows = store.query('SELECT count("seq") FROM "event", "inspection", "part"')
+            stored = sum(int(r["count"]) for r in rows)
             if stored >= head:
                 break
             time.sleep(0.2)
         report = verify(store)
-        first = trace(store, TraceFilter(station=cfg.stations[0].id))[:1]
-        history = trace(store, TraceFilter(serial=first[0]["serial"])) if first and first[0]["serial"] else []
+        first = [r for r in trace(store, TraceFilter(station=cfg.stations[0].id)) if r.get("serial")][:1]
+        history = trace(store, TraceFilter(serial=first[0]["serial"])) if first else []
         store.close()
         bad_frames = sum(n for key, n in gateway.stats.device_events.items() if key.endswith(":bad_frame"))
         print(
@@ -242,12 +255,15 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         if history:
             print(f"\ncollector trace --serial {history[0]['serial']} (read back from InfluxDB):")
             for r in history:
-                print(
-                    f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
-                    f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "
-                    f"gauge {r['gauge']} (cal. due {r['gauge_calibration_due']})  op {r['operator']}  "
-                    f"lot {r['lot']}  seq {r['seq']}"
-                )
+                if r["kind"] == "measurement":
+                    print(
+                        f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
+                        f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "
+                        f"gauge {r['gauge']} (cal. due {r['gauge_calibration_due']})  op {r['operator']}  "
+                        f"lot {r['lot']}  seq {r['seq']}"
+                    )
+                else:
+                    print(f"  {r['recorded_at']}  {watcher._describe(r)}")
         print("\ncollector verify:")
         print(format_report(report))
         return 0 if report.ok and stored >= head else 1

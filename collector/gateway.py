@@ -11,24 +11,27 @@ handled the moment it arrives.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from collector import clock
 from collector import mqtt as topics
 from collector.config import Config
-from collector.errors import ConfigError, JournalError, JournalFull
+from collector.errors import CollectorError, ConfigError, JournalError, JournalFull
 from collector.journal import Journal, Sealed
 from collector.publisher import Publisher
-from collector.session import Refusal, ScanError, Station
+from collector.session import CommandError, Outcome, Station
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, EventKind, Reading
+from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Reading
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,14 @@ class GatewayStats:
     records: int = 0
     alerts: int = 0
     refused: int = 0
+    unstable: int = 0  # readings the device marked unsettled (or repeated errors): not records
     lost: int = 0  # readings that could not be journaled (disk full): counted and alarmed
     device_events: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)  # records journaled, by kind
+
+    @property
+    def measurements(self) -> int:
+        return self.by_kind["measurement"]
 
 
 class Gateway:
@@ -60,11 +69,16 @@ class Gateway:
         self._station_of_device: dict[str, Station] = {}
         self.drivers: list[Driver] = []
         self._driver_of: dict[str, Driver] = {}
+        plans = {p.part_number: p for p in config.plans}
         for st in config.stations:
-            plan = config.plan_for(st.plan)
-            assert plan is not None  # checked when the configuration was validated
             station = Station(
-                st, plan, gauges, site=gw.site, line=gw.line, saved_state=self.journal.state(f"station:{st.id}")
+                st,
+                plans,
+                gauges,
+                site=gw.site,
+                line=gw.line,
+                saved_state=self.journal.state(f"station:{st.id}"),
+                calibration=gw.calibration,
             )
             self.stations[st.id] = station
             for dev in st.devices:
@@ -84,6 +98,7 @@ class Gateway:
             stations=list(self.stations),
             status_extra=self._status_extra,
             confirm_timeout=gw.confirm_timeout,
+            on_command=self._mqtt_command,
         )
         self._queue: queue.SimpleQueue[Reading | DeviceEvent | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -104,6 +119,7 @@ class Gateway:
             seq,
             self.journal.backlog(),
         )
+        self._config_in_force()
         self.publisher.start()
         self._thread = threading.Thread(target=self._run, name=f"gateway-{self.settings.id}", daemon=True)
         self._thread.start()
@@ -128,30 +144,95 @@ class Gateway:
         """The drivers' sink: thread-safe, never blocks a driver."""
         self._queue.put(item)
 
-    def scan(self, station_id: str, code: str) -> dict[str, str]:
-        """A scanned label for a station (the scanner driver and the operator view call this)."""
-        done = threading.Event()
-        result: dict[str, Any] = {}
+    # -- commands (operator view, MQTT command topic, tests) ----------------------------------
+    COMMANDS = ("scan", "sign_in", "sign_out", "remeasure", "invalidate", "dispose", "abandon", "patrol", "andon_off")
 
-        def apply() -> None:
-            try:
-                result["ok"] = self.stations[station_id].scan(code)
-            except Exception as exc:
-                result["error"] = exc
-            done.set()
+    def command(self, station_id: str, name: str, timeout: float = 10.0, **args: Any) -> Outcome:
+        """Run an operator command on a station; returns once its records are journaled.
 
-        self._queue.put(_Call(apply, station_id))  # type: ignore[arg-type]
-        done.wait(5)
-        if "error" in result:
-            raise result["error"]
-        return dict(result.get("ok", {}))
+        Raises :class:`CommandError` (or :class:`ScanError`) when the command cannot be done,
+        and :class:`JournalError` when its records could not be stored.
+        """
+        call = self.command_async(station_id, name, **args)
+        if not call.done.wait(timeout):
+            raise CommandError(f"station {station_id}: {name} timed out")
+        if call.error is not None:
+            raise call.error
+        assert call.outcome is not None
+        return call.outcome
+
+    def command_async(
+        self, station_id: str, name: str, on_done: Callable[[_Call], None] | None = None, **args: Any
+    ) -> _Call:
+        if station_id not in self.stations:
+            raise CommandError(f"no station {station_id!r} on gateway {self.settings.id}")
+        if name not in self.COMMANDS:
+            raise CommandError(f"unknown command {name!r} (known: {', '.join(self.COMMANDS)})")
+        call = _Call(station_id, name, dict(args), on_done)
+        self._queue.put(call)  # type: ignore[arg-type]
+        return call
+
+    def _config_in_force(self) -> None:
+        """An audit record per station whenever the configuration it runs under changes."""
+        source = Path(self.config._source)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else "(not from a file)"
+        drafts = []
+        for sid, station in self.stations.items():
+            plans = {p.part_number: p.revision for p in station.plans.values()}
+            gauges = {
+                d.gauge: str(g.calibration_due)
+                for d in station.settings.devices
+                if d.gauge and (g := self.config.gauge(d.gauge)) is not None
+            }
+            summary = json.dumps({"config_sha256": digest, "plans": plans, "gauges": gauges}, sort_keys=True)
+            if self.journal.state(f"config:{sid}") == summary:
+                continue
+            drafts.append(station._audit("config_loaded", "system", str(source), summary))
+            self.journal.append([drafts[-1]], {f"config:{sid}": summary}, synced=self._clock.synchronised())
+        if drafts:
+            self.stats.records += len(drafts)
+            self.stats.by_kind["audit"] += len(drafts)
+            log.info("configuration %s (sha256 %s…) recorded as in force", source, digest[:12])
+
+    def _mqtt_command(self, station: str, topic: str, payload: bytes) -> None:
+        """``{"command": "remeasure", "args": {...}, "request_id": "..."}`` on a station's command topic."""
+        reply_topic = topic + "/reply"
+        try:
+            body = json.loads(payload)
+            name = str(body["command"])
+            args = dict(body.get("args") or {})
+            request_id = body.get("request_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.publisher.publish(reply_topic, json.dumps({"ok": False, "error": "malformed command"}).encode())
+            return
+
+        def reply(call: _Call) -> None:
+            body: dict[str, Any] = {"request_id": request_id, "command": name, "ok": call.error is None}
+            if call.error is not None:
+                body["error"] = str(call.error)
+            elif call.outcome is not None:
+                body["message"] = call.outcome.message
+                body["records"] = [d["id"] for d in call.outcome.drafts]
+            self.publisher.publish(reply_topic, json.dumps(body).encode())
+
+        try:
+            self.command_async(station, name, on_done=reply, **args)
+        except CollectorError as exc:
+            self.publisher.publish(
+                reply_topic, json.dumps({"request_id": request_id, "ok": False, "error": str(exc)}).encode()
+            )
+
+    def scan(self, station_id: str, code: str) -> Outcome:
+        """A scanned label for a station (keyboard-wedge scanners type into the operator view)."""
+        return self.command(station_id, "scan", code=code)
 
     # -- processing ----------------------------------------------------------------------
     def _run(self) -> None:
         next_status = time.monotonic() + self.settings.status_interval
+        next_tick = time.monotonic() + 1.0
         next_prune = time.monotonic() + 60
         while True:
-            timeout = max(0.0, next_status - time.monotonic())
+            timeout = max(0.0, min(next_status, next_tick) - time.monotonic())
             items: list[Any] = []
             with contextlib.suppress(queue.Empty):
                 items.append(self._queue.get(timeout=timeout))
@@ -161,13 +242,19 @@ class Gateway:
                 except queue.Empty:
                     break
             stop = any(item is None for item in items)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                items.extend(_Call(sid, "check_idle", {}, None) for sid in self.stations)
             try:
                 self._process([i for i in items if i is not None])
             except Exception:
                 # a bug, not an expected fault: say so loudly, count what was in hand, keep going
                 self.stats.lost += sum(isinstance(i, Reading) for i in items)
                 log.exception("internal error while processing %d item(s); they are counted as lost", len(items))
-            now = time.monotonic()
+                for call in items:
+                    if isinstance(call, _Call) and not call.done.is_set():
+                        call.finish(error=CommandError("internal error, see the gateway's log"))
             if now >= next_status:
                 next_status = now + self.settings.status_interval
                 self._heartbeat()
@@ -179,93 +266,195 @@ class Gateway:
 
     def _process(self, items: list[Any]) -> None:
         drafts: list[dict[str, Any]] = []
-        touched: dict[str, Station] = {}
+        outcomes: list[tuple[Station, Outcome]] = []
+        calls: list[_Call] = []
         before: dict[str, str] = {}
+        readings = 0
         for item in items:
+            if isinstance(item, DeviceEvent):
+                self._device_event(item)
+                continue
             if isinstance(item, _Call):
-                item.fn()
-                touched[item.station] = self.stations[item.station]
+                station = self.stations[item.station]
+                before.setdefault(station.id, station.state())
+                try:
+                    out = self._run_command(station, item)
+                except CollectorError as exc:
+                    item.finish(error=exc)
+                    continue
+                item.outcome = out
+                calls.append(item)
             elif isinstance(item, Reading):
                 self.stats.readings += 1
-                station = self._station_of_device.get(item.device)
-                if station is None:
+                found = self._station_of_device.get(item.device)
+                if found is None:
                     self.stats.refused += 1
                     log.warning("reading from unknown device %s ignored", item.device)
                     continue
-                if station.id not in before:
-                    before[station.id] = station.state()
-                if item.text is not None and item.value is None:
-                    self._label(station, item)
-                    touched[station.id] = station
-                    continue
-                result = station.accept(item)
-                if isinstance(result, Refusal):
-                    self.stats.refused += 1
-                    log.warning(
-                        "station %s refused a reading from %s: %s", result.station, result.device, result.reason
-                    )
-                    continue
-                drafts.append(result)
-                touched[station.id] = station
-            elif isinstance(item, DeviceEvent):
-                self._device_event(item)
-        if not touched:
+                station = found
+                before.setdefault(station.id, station.state())
+                out = self._reading(station, item)
+                if out.drafts:
+                    readings += 1
+            else:
+                continue
+            drafts.extend(out.drafts)
+            outcomes.append((station, out))
+        if not before:
             return
-        state = {f"station:{sid}": st.state() for sid, st in touched.items()}
+        state = {f"station:{sid}": self.stations[sid].state() for sid in before}
         try:
             sealed = self.journal.append(drafts, state, synced=self._clock.synchronised())
         except JournalError as exc:
             # the stations go back to where they were: the lost readings' slots are not skipped
             for sid, saved in before.items():
                 self.stations[sid]._restore(saved)
-            self.stats.lost += len(drafts)
-            self._alarm(exc, len(drafts))
+            self.stats.lost += readings
+            self._alarm(exc)
+            for call in calls:
+                call.finish(error=exc)
             return
+        for call in calls:
+            call.finish()
         if sealed:
             self.stats.records += len(sealed)
-            self._alerts(sealed)
+            self.stats.by_kind.update(item.record["kind"] for item in sealed)
+            self._after(sealed, outcomes)
             self.publisher.notify()
 
-    def _label(self, station: Station, reading: Reading) -> None:
-        """A scanned code: the part context changes; the code itself is not a measurement."""
-        text = reading.text or ""
+    def _run_command(self, station: Station, call: _Call) -> Outcome:
+        a = call.args
+        if call.name == "check_idle":
+            return station.check_idle()
+        if call.name == "scan":
+            return station.scan(str(a["code"]))
+        if call.name == "sign_in":
+            return station.sign_in(str(a["operator"]))
+        if call.name == "sign_out":
+            return station.sign_out(a.get("by"))
+        if call.name == "remeasure":
+            return station.remeasure(a.get("characteristic"), str(a.get("reason") or ""), a.get("by"))
+        if call.name == "invalidate":
+            return station.invalidate(str(a["record_id"]), str(a.get("reason") or ""), str(a["by"]))
+        if call.name == "dispose":
+            return station.dispose(
+                str(a["nonconformance_id"]), str(a["decision"]), str(a["by"]), a.get("concession"), a.get("comment")
+            )
+        if call.name == "abandon":
+            return station.abandon(a.get("by"), str(a.get("reason") or "abandoned"))
+        if call.name == "patrol":
+            return station.patrol(a.get("by"))
+        if call.name == "andon_off":
+            return station.andon_off(a.get("by"))
+        raise CommandError(f"unknown command {call.name!r}")
+
+    def _reading(self, station: Station, reading: Reading) -> Outcome:
+        if reading.text is not None and reading.value is None:
+            device = station.settings.devices
+            serial_channel = next((d.serial_channel for d in device if d.id == reading.device), None)
+            if reading.channel != serial_channel:
+                return self._label(station, reading)
+        out = station.handle(reading)
+        if out.refusal is not None:
+            r = out.refusal
+            if r.reason_code in ("unstable", "repeated"):
+                self.stats.unstable += 1
+            else:
+                self.stats.refused += 1
+                log.warning("station %s refused a reading from %s: %s", r.station, r.device, r.reason)
+        return out
+
+    def _label(self, station: Station, reading: Reading) -> Outcome:
+        """A scanned code: the part context (or the operator) changes; the code is not a value."""
         driver = self._driver_of.get(reading.device)
         try:
             fields = driver.label_fields(reading) if driver is not None else None
-            found = station.apply_label(fields) if fields is not None else station.scan(text)
-        except ScanError as exc:
+            out = station.apply_label(fields) if fields is not None else station.scan(reading.text or "")
+        except CollectorError as exc:
             self.stats.refused += 1
             log.warning("%s (scanned on %s)", exc, reading.device)
-            return
-        log.info("station %s: %s", station.id, ", ".join(f"{k} {v}" for k, v in sorted(found.items())))
+            return Outcome()
+        log.info("station %s: %s", station.id, out.message)
+        return out
 
-    def _alerts(self, sealed: list[Sealed]) -> None:
-        for rec in sealed:
-            r = rec.record
-            if r["verdict"] != "fail":
-                continue
-            self.stats.alerts += 1
-            alert = {
-                "schema_version": 1,
-                "kind": "out_of_tolerance",
-                "severity": "critical" if r["criticality"] == "critical" else "warning",
-                "record_id": r["id"],
-                "gateway": r["gateway"],
-                "seq": r["seq"],
-                "site": r["site"],
-                "line": r["line"],
-                "station": r["station"],
-                "part_number": r["part_number"],
-                "serial": r["serial"],
-                "characteristic": r["characteristic"],
-                "judged_value": r["judged_value"],
-                "lsl": r["lsl"],
-                "usl": r["usl"],
-                "unit": r["unit"],
-                "limit": r["limit"],
-                "at": r["recorded_at"],
-            }
-            self.publisher.publish(self._alert_topic[rec.station], json.dumps(alert).encode())
+    def _after(self, sealed: list[Sealed], outcomes: list[tuple[Station, Outcome]]) -> None:
+        """Alerts and the andon, once the records they are about are durable."""
+        trends: dict[str, list[int]] = {}
+        for _, out in outcomes:
+            trends.update(out.trends)
+        for item in sealed:
+            r = item.record
+            kind = r["kind"]
+            if kind == "measurement":
+                if r["verdict"] == "fail":
+                    limit = r["limit"]
+                    self._alert(
+                        r,
+                        "out_of_tolerance",
+                        "critical" if r["criticality"] == "critical" else "warning",
+                        f"{r['characteristic']} = {r['judged_value']} {r['unit']} beyond the {limit} limit",
+                    )
+                if r.get("calibration_status") == "overdue":
+                    self._alert(
+                        r,
+                        "calibration",
+                        "warning",
+                        f"gauge {r['gauge']} is overdue for calibration (due {r['gauge_calibration_due']})",
+                    )
+                rules = trends.get(r["id"])
+                if rules:
+                    self._alert(
+                        r,
+                        "trend",
+                        "warning",
+                        f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped",
+                        rules,
+                    )
+            elif kind == "refusal":
+                self._alert(r, "refused", "warning", f"reading refused: {r['reason']}")
+        for station, out in outcomes:
+            if out.andon is not None and station.settings.andon is not None:
+                self._andon(station, out.andon)
+
+    def _alert(self, r: dict[str, Any], kind: str, severity: str, message: str, rules: list[int] | None = None) -> None:
+        self.stats.alerts += 1
+        alert = {
+            "schema_version": 1,
+            "kind": kind,
+            "severity": severity,
+            "record_id": r["id"],
+            "gateway": r["gateway"],
+            "seq": r["seq"],
+            "site": r["site"],
+            "line": r["line"],
+            "station": r["station"],
+            "part_number": r.get("part_number"),
+            "serial": r.get("serial"),
+            "characteristic": r.get("characteristic"),
+            "judged_value": r.get("judged_value"),
+            "lsl": r.get("lsl"),
+            "usl": r.get("usl"),
+            "unit": r.get("unit"),
+            "limit": r.get("limit"),
+            "rules": rules or [],
+            "message": message,
+            "at": r["recorded_at"],
+        }
+        # retained: a supervisor's screen that connects later still sees each station's latest alert
+        self.publisher.publish(self._alert_topic[r["station"]], json.dumps(alert).encode(), retain=True)
+
+    def _andon(self, station: Station, on: bool) -> None:
+        andon = station.settings.andon
+        assert andon is not None
+        driver = self._driver_of.get(andon.device)
+        if driver is None:
+            return
+        try:
+            driver.request("write", point=andon.point, value=andon.on if on else andon.off)
+        except (DriverError, OSError, ValueError) as exc:
+            log.error("station %s: could not switch the andon %s: %s", station.id, "on" if on else "off", exc)
+            return
+        log.info("station %s: andon %s", station.id, "on" if on else "off")
 
     def _device_event(self, event: DeviceEvent) -> None:
         self.stats.device_events[f"{event.device}:{event.kind.value}"] += 1
@@ -278,7 +467,7 @@ class Gateway:
         else:
             log.warning("device %s: %s %s", event.device, event.kind.value, event.detail)
 
-    def _alarm(self, exc: JournalError, n: int) -> None:
+    def _alarm(self, exc: JournalError) -> None:
         now = time.monotonic()
         if isinstance(exc, JournalFull):
             if now - self._last_full_alarm > 10:  # one line per burst, the count says the rest
@@ -322,10 +511,23 @@ class Gateway:
         self._stopped.wait()
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Call:
-    """Work for the processing thread, which alone touches the stations' state."""
+    """A command for the processing thread, which alone touches the stations' state."""
 
-    fn: Any
     station: str
+    name: str
+    args: dict[str, Any]
+    on_done: Callable[[_Call], None] | None
+    outcome: Outcome | None = None
+    error: Exception | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
+    def finish(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception as exc:  # a reply that cannot be sent must not stop the gateway
+                log.error("command %s on %s: could not report the result: %s", self.name, self.station, exc)

@@ -77,6 +77,7 @@ class Characteristic(_Frozen):
     criticality: Criticality = Criticality.MAJOR
     rounding: Rounding = Rounding.HALF_EVEN
     gauge_types: tuple[str, ...] = ()  # empty: any gauge may measure it
+    spc: SpcSettings | None = None
 
     @field_validator("unit")
     @classmethod
@@ -130,6 +131,30 @@ class Characteristic(_Frozen):
         return None
 
 
+class SpcSettings(_Frozen):
+    """Statistical process control for a characteristic: control limits and the rules to watch.
+
+    Control limits are not the tolerance limits: they describe what the process does when
+    stable. Give ``centre`` and ``sigma`` from a capability study, or let the station take
+    them from the first ``baseline`` values it judges.
+    """
+
+    rules: str | list[int] = "western_electric"  # or "nelson", or a list of rule numbers 1..8
+    run_length: Literal[8, 9] | None = None
+    centre: Decimal | None = None
+    sigma: Decimal | None = Field(default=None, gt=0)
+    baseline: int = Field(default=25, ge=5, le=1000)
+
+    @model_validator(mode="after")
+    def _both(self) -> SpcSettings:
+        if (self.centre is None) != (self.sigma is None):
+            raise ValueError("give centre and sigma together, or neither (then the baseline sets them)")
+        from collector.spc import RuleSet
+
+        RuleSet.parse(self.rules, run_length=self.run_length)  # fail at load time, not at the first value
+        return self
+
+
 class InspectionPlan(_Frozen):
     """What to measure on a part number, at one revision, in order."""
 
@@ -172,19 +197,37 @@ class Verdict(enum.StrEnum):
 
 
 class RecordKind(enum.StrEnum):
-    MEASUREMENT = "measurement"
+    MEASUREMENT = "measurement"  # one judged value
+    PART = "part"  # the part's verdict when its plan is complete (or abandoned)
+    REFUSAL = "refusal"  # a reading that was not accepted, and why
+    INVALIDATION = "invalidation"  # a value declared void (it stays; this record points at it)
+    NONCONFORMANCE = "nonconformance"  # opened for an out-of-tolerance value
+    DISPOSITION = "disposition"  # the decision on a nonconformance
+    AUDIT = "audit"  # sign-in/out, configuration in force, acknowledgements, overrides
 
 
-class InspectionRecord(_Frozen):
-    """One judged measurement: everything an auditor needs, frozen at the time it was taken.
+class ReasonForTest(enum.StrEnum):
+    """Why a part was measured (Q-DAS K0015)."""
 
-    ``hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record))`` where the
-    canonical bytes are the record without ``hash`` and ``signature`` as compact JSON with
-    sorted keys (see :func:`collector.records.canonical_bytes`).
-    """
+    ONGOING = "ongoing"  # K0015 = 0
+    SPECIAL = "special"  # 10
+    AUDIT = "audit"  # 20
+    FIRST_PIECE = "first_piece"  # 30
+    RAW_MATERIAL = "raw_material"  # 40
+    PRE_RUN = "pre_run"  # 50
+    PATROL = "patrol"  # shop practice: a patrol inspection between first pieces
+
+
+class CalibrationStatus(enum.StrEnum):
+    VALID = "valid"
+    DUE_SOON = "due_soon"  # within the warning period before the due date
+    OVERDUE = "overdue"  # past due: accepted only under a warn/grace policy, and flagged
+
+
+class _Sealed(_Frozen):
+    """What every record carries: identity, place in its gateway's chain, time, place."""
 
     schema_version: Literal[1]
-    kind: Literal[RecordKind.MEASUREMENT]
     id: Annotated[str, Field(min_length=26, max_length=36)]
     gateway: Name
     seq: int = Field(ge=1)
@@ -196,12 +239,28 @@ class InspectionRecord(_Frozen):
     site: Name
     line: Name
     station: Name
+
+
+class _PartContext(_Sealed):
     operator: str | None
-    part_number: Name
-    plan_revision: Name
+    part_number: str | None
     serial: str | None
     lot: str | None
     work_order: str | None
+
+
+class InspectionRecord(_PartContext):
+    """One judged measurement: everything an auditor needs, frozen at the time it was taken.
+
+    ``hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record))`` where the
+    canonical bytes are the record without ``hash`` and ``signature`` as compact JSON with
+    sorted keys (see :func:`collector.records.canonical_bytes`). A re-measure is a new
+    record whose ``supersedes`` names the earlier one, with the ``reason``.
+    """
+
+    kind: Literal[RecordKind.MEASUREMENT]
+    part_number: Name
+    plan_revision: Name
     characteristic: Name
     characteristic_name: Name
     nominal: DecimalStr | None
@@ -212,6 +271,7 @@ class InspectionRecord(_Frozen):
     criticality: Criticality
     gauge: str | None
     gauge_calibration_due: str | None
+    calibration_status: CalibrationStatus | None = None
     device: Name
     channel: str
     measured_at: UtcTimestamp
@@ -223,8 +283,90 @@ class InspectionRecord(_Frozen):
     deviation: DecimalStr | None  # judged_value - nominal
     verdict: Verdict
     limit: Literal["lower", "upper"] | None  # the limit that was violated
+    reason_for_test: ReasonForTest = ReasonForTest.ONGOING
     supersedes: str | None = None
     reason: str | None = None
+
+
+class PartRecord(_PartContext):
+    """The part's verdict: accept only when every characteristic's latest value passed."""
+
+    kind: Literal[RecordKind.PART]
+    part_number: Name
+    plan_revision: Name
+    verdict: Literal["accept", "reject", "incomplete"]
+    records: list[str]  # ids of the measurement records the verdict rests on (latest per characteristic)
+    failed: list[str]  # characteristics whose latest value failed
+    missing: list[str]  # characteristics never measured (incomplete parts)
+    released_by: str | None  # the operator who released it; "auto" for an automatic station
+    reason: str | None = None  # why incomplete (abandoned, timed out, signed out ...)
+    reason_for_test: ReasonForTest = ReasonForTest.ONGOING
+    supersedes: str | None = None  # an earlier verdict for the same part, before a re-measure
+
+
+class RefusalRecord(_PartContext):
+    """A reading that did not become a measurement: kept, because an auditor asks about them."""
+
+    kind: Literal[RecordKind.REFUSAL]
+    reason_code: Name  # gauge_overdue, gauge_locked, gauge_unknown, wrong_gauge, no_part, no_operator ...
+    reason: str
+    device: Name
+    channel: str
+    gauge: str | None
+    gauge_calibration_due: str | None
+    characteristic: str | None
+    measured_at: UtcTimestamp
+    raw: str
+    reading_value: DecimalStr | None
+    reading_unit: str | None
+
+
+class InvalidationRecord(_PartContext):
+    kind: Literal[RecordKind.INVALIDATION]
+    target: str  # id of the record declared void; it is never changed or deleted
+    characteristic: str | None
+    by: Name
+    reason: Name
+
+
+class NonconformanceRecord(_PartContext):
+    kind: Literal[RecordKind.NONCONFORMANCE]
+    measurement_id: str  # id of the out-of-tolerance measurement
+    characteristic: Name
+    judged_value: DecimalStr
+    lsl: DecimalStr | None
+    usl: DecimalStr | None
+    unit: str
+    limit: Literal["lower", "upper"] | None
+
+
+class DispositionRecord(_PartContext):
+    kind: Literal[RecordKind.DISPOSITION]
+    nonconformance_id: str  # id of the nonconformance record decided on
+    decision: Literal["scrap", "rework", "use_as_is", "return_to_supplier", "regrade"]
+    concession: str | None  # the concession / deviation permit for use-as-is
+    by: Name
+    comment: str | None
+
+
+class AuditRecord(_Sealed):
+    kind: Literal[RecordKind.AUDIT]
+    event: Name  # sign_in, sign_out, idle_timeout, config_loaded, alert_ack, remeasure, scan ...
+    by: str | None
+    subject: str | None  # the id or name the event is about
+    detail: str
+
+
+AnyRecord = Annotated[
+    InspectionRecord
+    | PartRecord
+    | RefusalRecord
+    | InvalidationRecord
+    | NonconformanceRecord
+    | DispositionRecord
+    | AuditRecord,
+    Field(discriminator="kind"),
+]
 
 
 class AlertSeverity(enum.StrEnum):
@@ -237,7 +379,7 @@ class Alert(_Frozen):
     """A live notice for supervisors (published at once on the station's alert topic)."""
 
     schema_version: Literal[1]
-    kind: Literal["out_of_tolerance"]
+    kind: Literal["out_of_tolerance", "trend", "refused", "calibration"]
     severity: AlertSeverity
     record_id: str
     gateway: Name
@@ -245,16 +387,18 @@ class Alert(_Frozen):
     site: Name
     line: Name
     station: Name
-    part_number: Name
+    part_number: str | None
     serial: str | None
-    characteristic: Name
-    judged_value: DecimalStr
-    lsl: DecimalStr | None
-    usl: DecimalStr | None
-    unit: str
-    limit: Literal["lower", "upper"] | None
+    characteristic: str | None
+    judged_value: DecimalStr | None = None
+    lsl: DecimalStr | None = None
+    usl: DecimalStr | None = None
+    unit: str | None = None
+    limit: Literal["lower", "upper"] | None = None
+    rules: list[int] = Field(default_factory=list)  # trend: the SPC rules that fired
+    message: str
     at: UtcTimestamp
 
 
-RECORD_ADAPTER: TypeAdapter[InspectionRecord] = TypeAdapter(InspectionRecord)
+RECORD_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(AnyRecord)
 READING_ADAPTER: TypeAdapter[Reading] = TypeAdapter(Reading)

@@ -71,6 +71,7 @@ class Publisher:
         stations: list[str],
         status_extra: Callable[[], dict[str, Any]] | None = None,
         confirm_timeout: float = 30.0,
+        on_command: Callable[[str, str, bytes], None] | None = None,
     ) -> None:
         self.journal = journal
         self.settings = settings
@@ -85,6 +86,8 @@ class Publisher:
         self._status_topic = {s: topics.station_topic(prefix, site, line, s, "status") for s in stations}
         self._gateway_topic = topics.gateway_status_topic(prefix, gateway_id)
         self._stored_topic = topics.stored_topic(prefix, gateway_id)
+        self._on_command = on_command
+        self._command_topic = {topics.station_topic(prefix, site, line, s, "command"): s for s in stations}
         self.confirm_timeout = confirm_timeout
         self._stored: list[tuple[int, int]] = []
         self._next_requeue = time.monotonic() + confirm_timeout
@@ -157,7 +160,7 @@ class Publisher:
             self.settings.port,
             bool(getattr(flags, "session_present", False)),
         )
-        client.subscribe(self._stored_topic, qos=1)
+        client.subscribe([(self._stored_topic, 1), *((t, 1) for t in self._command_topic)])
         with self._cond:
             self._connected = True
             self._cond.notify_all()
@@ -198,6 +201,11 @@ class Publisher:
             self._cond.notify_all()
 
     def _on_stored(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        station = self._command_topic.get(message.topic)
+        if station is not None:
+            if self._on_command is not None:
+                self._on_command(station, message.topic, bytes(message.payload))
+            return
         try:
             body = json.loads(message.payload)
             stored = [(int(a), int(b)) for a, b in body.get("stored", [])]

@@ -107,7 +107,10 @@ def check_record(text: str) -> tuple[dict[str, Any] | None, str | None]:
         RECORD_ADAPTER.validate_python(record)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(record)"
+        loc = list(first["loc"])
+        if loc and loc[0] == record.get("kind"):
+            loc = loc[1:]  # the union's tag: the record's kind, not a field
+        where = ".".join(str(p) for p in loc) or "(record)"
         return None, f"{where}: {first['msg']} ({exc.error_count()} problem(s))"
     if recompute_hash(record) != record["hash"]:
         return None, "hash does not match the record's content (altered in transit?)"
@@ -326,9 +329,7 @@ class Recorder:
                 raise
             if len(lines) == 1:
                 payload = _payload_of(lines[0])
-                rejects.append(
-                    self._reject("(store)", payload, f"store refused the record: {exc}", _identity(payload))
-                )
+                rejects.append(self._reject("(store)", payload, f"store refused the record: {exc}", _identity(payload)))
                 lines.clear()
                 return
             mid = len(lines) // 2

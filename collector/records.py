@@ -113,6 +113,8 @@ def measurement_record(
     reading: Reading,
     gauge: str | None,
     gauge_calibration_due: str | None,
+    calibration_status: str | None = None,
+    reason_for_test: str = "ongoing",
     supersedes: str | None = None,
     reason: str | None = None,
 ) -> Record:
@@ -140,6 +142,7 @@ def measurement_record(
         "criticality": characteristic.criticality.value,
         "gauge": gauge,
         "gauge_calibration_due": gauge_calibration_due,
+        "calibration_status": calibration_status,
         "device": reading.device,
         "channel": reading.channel,
         "measured_at": format_utc_us(reading.timestamp_ns // 1000),
@@ -151,6 +154,141 @@ def measurement_record(
         "deviation": dec(judgement.deviation),
         "verdict": judgement.verdict.value,
         "limit": judgement.limit,
+        "reason_for_test": reason_for_test,
         "supersedes": supersedes,
         "reason": reason,
     }
+
+
+Context = dict[str, str | None]
+_CONTEXT_KEYS = ("operator", "part_number", "serial", "lot", "work_order")
+
+
+def _draft(kind: str, site: str, line: str, station: str, context: Context | None = None) -> Record:
+    record: Record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "id": uuid7(),
+        "site": site,
+        "line": line,
+        "station": station,
+    }
+    if context is not None:
+        record.update({k: context.get(k) for k in _CONTEXT_KEYS})
+    return record
+
+
+def part_record(
+    *,
+    site: str,
+    line: str,
+    station: str,
+    context: Context,
+    plan_revision: str,
+    verdict: str,
+    records: list[str],
+    failed: list[str],
+    missing: list[str],
+    released_by: str | None,
+    reason: str | None = None,
+    reason_for_test: str = "ongoing",
+) -> Record:
+    r = _draft("part", site, line, station, context)
+    r.update(
+        plan_revision=plan_revision,
+        verdict=verdict,
+        records=records,
+        failed=failed,
+        missing=missing,
+        released_by=released_by,
+        reason=reason,
+        reason_for_test=reason_for_test,
+    )
+    return r
+
+
+def refusal_record(
+    *,
+    site: str,
+    line: str,
+    station: str,
+    context: Context,
+    reason_code: str,
+    reason: str,
+    reading: Reading,
+    gauge: str | None,
+    gauge_calibration_due: str | None,
+    characteristic: str | None,
+) -> Record:
+    r = _draft("refusal", site, line, station, context)
+    r.update(
+        reason_code=reason_code,
+        reason=reason,
+        device=reading.device,
+        channel=reading.channel,
+        gauge=gauge,
+        gauge_calibration_due=gauge_calibration_due,
+        characteristic=characteristic,
+        measured_at=format_utc_us(reading.timestamp_ns // 1000),
+        raw=reading.raw.decode("latin-1"),
+        reading_value=dec(reading.value),
+        reading_unit=reading.unit,
+    )
+    return r
+
+
+def invalidation_record(
+    *,
+    site: str,
+    line: str,
+    station: str,
+    context: Context,
+    target: str,
+    characteristic: str | None,
+    by: str,
+    reason: str,
+) -> Record:
+    r = _draft("invalidation", site, line, station, context)
+    r.update(target=target, characteristic=characteristic, by=by, reason=reason)
+    return r
+
+
+def nonconformance_record(measurement: Record) -> Record:
+    """Opened for an out-of-tolerance measurement (sealed or draft: only its content is used)."""
+    context = {k: measurement.get(k) for k in _CONTEXT_KEYS}
+    r = _draft("nonconformance", measurement["site"], measurement["line"], measurement["station"], context)
+    r.update(
+        measurement_id=measurement["id"],
+        characteristic=measurement["characteristic"],
+        judged_value=measurement["judged_value"],
+        lsl=measurement["lsl"],
+        usl=measurement["usl"],
+        unit=measurement["unit"],
+        limit=measurement["limit"],
+    )
+    return r
+
+
+def disposition_record(
+    *,
+    site: str,
+    line: str,
+    station: str,
+    context: Context,
+    nonconformance_id: str,
+    decision: str,
+    concession: str | None,
+    by: str,
+    comment: str | None,
+) -> Record:
+    r = _draft("disposition", site, line, station, context)
+    r.update(nonconformance_id=nonconformance_id, decision=decision, concession=concession, by=by, comment=comment)
+    return r
+
+
+def audit_record(
+    *, site: str, line: str, station: str, event: str, by: str | None, subject: str | None, detail: str
+) -> Record:
+    r = _draft("audit", site, line, station)
+    r.update(event=event, by=by, subject=subject, detail=detail)
+    return r

@@ -1,73 +1,168 @@
-"""The station session: which part is being inspected, and which characteristic is next.
+"""The station session: who measures which part, against which plan, with which gauge.
 
-A reading becomes an inspection record only here: the session binds it to the part in
-front of the station (part number, serial, lot, work order, operator), to the next
-characteristic of the plan in force and to the gauge it came from, and judges it.
+A reading becomes an inspection record only here. The session binds it to the part in
+front of the station (part number, serial, lot, work order, operator), to the right
+characteristic of the plan in force and to the gauge it came from, checks the gauge's
+calibration, and judges it. Around that it keeps the inspection workflow:
 
-This is the minimal form of the workflow: readings fill the plan's characteristics in
-order; when the plan is complete the next reading starts the next part. A serial template
-(``SN-{n:05d}``) numbers parts; a scanned label sets the context instead.
+- **part context**: set by a scanned label (a GS1 code or the shop's own format), or by
+  the configuration (a fixed part number, a serial template ``SN-{n:05d}`` that numbers
+  parts), or by a PLC (a serial read from registers starts a new part);
+- **operator**: signed in by scanning a badge, signed out by command or after an idle
+  timeout; every record carries the operator;
+- **guided sequence**: readings fill the plan's characteristics in order, unless a device
+  is bound to characteristics by channel (automatic stations) or limited to some of them
+  (a reading for another characteristic is refused as coming from the wrong gauge);
+- **re-measure and invalidation**: the original is never overwritten; the new record
+  points at it (``supersedes``) with a reason and the operator;
+- **part verdict**: when every characteristic has a value, one part record with accept or
+  reject, the records it rests on, and who released it; an abandoned part is recorded as
+  incomplete;
+- **quality rules**: the calibration gate, a nonconformance opened for every value out of
+  tolerance, and SPC rules on each characteristic's judged values.
+
+Every method returns an :class:`Outcome`: the draft records to journal (in order), and
+what the gateway should do besides (alerts from SPC, the andon). The session itself does
+no I/O; its state is saved with the records, in the same journal transaction.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
-from collector.config import DeviceSettings, PartContext, StationSettings
+from collector import records as rec
+from collector.config import CalibrationPolicy, DeviceSettings, PartContext, StationSettings
 from collector.errors import CollectorError, SpecificationError
-from collector.models import Gauge, InspectionPlan
-from collector.records import Record, measurement_record
+from collector.models import Characteristic, Gauge, GaugeStatus, InspectionPlan, ReasonForTest, Verdict
+from collector.records import Record
+from collector.spc import ControlLimits, RuleChecker, RuleSet
 from collector.tolerance import judge
 from drivers.base import Reading, ReadingStatus
 
 CONTEXT_KEYS = ("part_number", "serial", "lot", "work_order", "operator")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ScanError(CollectorError):
-    """A scanned code that does not match the station's label format."""
+    """A scanned code that cannot be used (format, unknown part number)."""
+
+
+class CommandError(CollectorError):
+    """An operator command that cannot be carried out (unknown record, nothing to re-measure)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A reading that did not become a record, and why (logged and counted by the gateway)."""
+    """A reading that did not become a measurement, and why."""
 
     station: str
     device: str
     reason: str
+    reason_code: str = "refused"
+
+
+@dataclass
+class Outcome:
+    drafts: list[Record] = field(default_factory=list)
+    refusal: Refusal | None = None
+    #: draft id of a measurement -> the SPC rules its value tripped
+    trends: dict[str, list[int]] = field(default_factory=dict)
+    #: the andon should go on (True), off (False), or stay as it is (None)
+    andon: bool | None = None
+    #: what an operator screen shows about what just happened
+    message: str = ""
+
+    def extend(self, other: Outcome) -> Outcome:
+        self.drafts.extend(other.drafts)
+        self.trends.update(other.trends)
+        if other.andon is not None:
+            self.andon = other.andon
+        self.refusal = other.refusal or self.refusal
+        self.message = other.message or self.message
+        return self
+
+
+@dataclass
+class _Part:
+    """The part being inspected (or the one just completed, until the next one starts)."""
+
+    context: dict[str, str | None]
+    plan: InspectionPlan
+    reason_for_test: str
+    results: dict[str, tuple[str, str]] = field(default_factory=dict)  # characteristic -> (record id, verdict)
+    record_id: str | None = None  # the part record, once written
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "context": self.context,
+            "part_number": self.plan.part_number,
+            "reason_for_test": self.reason_for_test,
+            "results": self.results,
+            "record_id": self.record_id,
+        }
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
 class Station:
     def __init__(
         self,
         settings: StationSettings,
-        plan: InspectionPlan,
+        plan: InspectionPlan | dict[str, InspectionPlan],
         gauges: dict[str, Gauge],
         *,
         site: str,
         line: str,
         saved_state: str | None = None,
+        calibration: CalibrationPolicy | None = None,
+        today: Callable[[], dt.date] = _utc_today,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.id = settings.id
-        self.plan = plan
+        self.plans = plan if isinstance(plan, dict) else {plan.part_number: plan}
+        self.plan = self.plans[settings.plan]
         self.site = site
         self.line = line
+        self.calibration = calibration or CalibrationPolicy()
+        self._today = today
+        self._monotonic = monotonic
         self._gauges = gauges
         self._devices: dict[str, DeviceSettings] = {d.id: d for d in settings.devices}
         self._scan = re.compile(settings.scan_pattern) if settings.scan_pattern else None
-        part = settings.part or PartContext(part_number=plan.part_number)
+        has_scanner = any(d.driver_config.driver == "scanner" for d in settings.devices)
+        part = settings.part or PartContext(part_number=self.plan.part_number)
         self._serial_template = part.serial if part.serial and "{" in part.serial else None
         #: the station numbers parts itself (until a scanned label names the serial)
         self.templated = self._serial_template is not None
-        #: the last part's serial came from a label and that part is complete: the next part
-        #: needs its own label before any reading counts (two parts never share a serial)
-        self.awaiting_label = False
+        #: no part context yet, or the last part's serial came from a label and that part
+        #: is complete: the next part needs its own label (two parts never share a serial)
+        self.awaiting_label = settings.part is None and (self._scan is not None or has_scanner)
         self.labelled = False  # the current serial came from a scanned label
         self.number = part.first_number
         self.next_index = 0
         self.context: dict[str, str | None] = {k: getattr(part, k) for k in CONTEXT_KEYS}
+        self.badge_operator = False  # the operator signed in with a badge (idle timeout applies)
+        self.reason_for_test = ReasonForTest.FIRST_PIECE.value if settings.first_piece else "ongoing"
+        self._patrol_next = False
+        self._current: _Part | None = None
+        self._last: _Part | None = None
+        self._pending: dict[str, Any] | None = None  # a requested re-measure
+        self._open_nc: dict[str, dict[str, Any]] = {}  # nonconformance id -> its part context
+        self._andon_on = False
+        self._last_activity = monotonic()
+        self._checkers: dict[str, RuleChecker] = {}
+        self._device_error: dict[str, str | None] = {}
+        self._baselines: dict[str, list[float]] = {}
         if saved_state:
             self._restore(saved_state)
         self._apply_template()
@@ -79,28 +174,108 @@ class Station:
                 "number": self.number,
                 "next": self.next_index,
                 "context": self.context,
+                "plan": self.plan.part_number,
                 "templated": self.templated,
                 "awaiting_label": self.awaiting_label,
                 "labelled": self.labelled,
+                "badge_operator": self.badge_operator,
+                "reason_for_test": self.reason_for_test,
+                "current": self._current.to_json() if self._current else None,
+                "last": self._last.to_json() if self._last else None,
+                "pending": self._pending,
+                "open_nc": self._open_nc,
+                "andon": self._andon_on,
+                "baselines": self._baselines,
             }
         )
 
     def _restore(self, text: str) -> None:
         saved = json.loads(text)
+        if saved.get("plan") in self.plans:
+            self.plan = self.plans[saved["plan"]]
         self.number = int(saved["number"])
         self.next_index = int(saved["next"]) % len(self.plan.characteristics)
         self.context.update({k: saved["context"].get(k) for k in CONTEXT_KEYS})
         self.templated = bool(saved.get("templated", self._serial_template is not None))
         self.awaiting_label = bool(saved.get("awaiting_label", False))
         self.labelled = bool(saved.get("labelled", False))
+        self.badge_operator = bool(saved.get("badge_operator", False))
+        self.reason_for_test = str(saved.get("reason_for_test", self.reason_for_test))
+        self._current = self._part_from(saved.get("current"))
+        self._last = self._part_from(saved.get("last"))
+        self._pending = saved.get("pending")
+        self._open_nc = dict(saved.get("open_nc") or {})
+        self._andon_on = bool(saved.get("andon", False))
+        self._baselines = {k: list(v) for k, v in (saved.get("baselines") or {}).items()}
+
+    def _part_from(self, data: dict[str, Any] | None) -> _Part | None:
+        if not data or data.get("part_number") not in self.plans:
+            return None
+        return _Part(
+            context=dict(data["context"]),
+            plan=self.plans[data["part_number"]],
+            reason_for_test=str(data.get("reason_for_test", "ongoing")),
+            results={k: (v[0], v[1]) for k, v in data.get("results", {}).items()},
+            record_id=data.get("record_id"),
+        )
 
     def _apply_template(self) -> None:
         if self.templated and self._serial_template is not None:
             self.context["serial"] = self._serial_template.format(n=self.number)
 
-    # -- part context ------------------------------------------------------------------------
-    def scan(self, code: str) -> dict[str, str]:
-        """Apply a scanned label: its named groups replace the part context; a new part starts."""
+    # -- what the operator screen shows -------------------------------------------------------
+    @property
+    def next_characteristic(self) -> str:
+        return self._next_characteristic().id
+
+    def _next_characteristic(self) -> Characteristic:
+        if self._pending is not None:
+            return self._characteristic(str(self._pending["characteristic"]))
+        return self.plan.characteristics[self.next_index]
+
+    def _characteristic(self, cid: str) -> Characteristic:
+        for c in self.plan.characteristics:
+            if c.id == cid:
+                return c
+        raise CommandError(f"station {self.id}: characteristic {cid!r} is not in plan {self.plan.part_number}")
+
+    def view(self) -> dict[str, Any]:
+        """The station's state as an operator screen shows it."""
+        nxt = self._next_characteristic()
+        part = self._current or self._last
+        return {
+            "station": self.id,
+            "operator": self.context.get("operator"),
+            "part_number": self.plan.part_number,
+            "plan_revision": self.plan.revision,
+            "serial": self.context.get("serial"),
+            "lot": self.context.get("lot"),
+            "work_order": self.context.get("work_order"),
+            "awaiting_label": self.awaiting_label,
+            "reason_for_test": self.reason_for_test,
+            "next": {
+                "characteristic": nxt.id,
+                "name": nxt.name,
+                "nominal": rec.dec(nxt.nominal),
+                "lsl": rec.dec(nxt.lower_limit),
+                "usl": rec.dec(nxt.upper_limit),
+                "unit": nxt.unit,
+                "remeasure": self._pending is not None,
+            },
+            "plan": [
+                {
+                    "characteristic": c.id,
+                    "name": c.name,
+                    "verdict": (part.results.get(c.id, (None, None))[1] if part else None),
+                }
+                for c in self.plan.characteristics
+            ],
+            "open_nonconformances": len(self._open_nc),
+        }
+
+    # -- labels: parts and badges --------------------------------------------------------------
+    def scan(self, code: str) -> Outcome:
+        """A scanned code: a part label or an operator badge, by the station's label pattern."""
         if self._scan is None:
             raise ScanError(f"station {self.id}: no scan pattern configured")
         m = self._scan.fullmatch(code.strip())
@@ -108,68 +283,421 @@ class Station:
             raise ScanError(f"station {self.id}: {code!r} does not match the label format")
         return self.apply_label({k: v for k, v in m.groupdict().items() if v is not None})
 
-    def apply_label(self, fields: dict[str, str]) -> dict[str, str]:
-        """Set the part context from a decoded label (scanner driver or scan pattern)."""
-        found = {k: v for k, v in fields.items() if k in CONTEXT_KEYS and v}
+    def apply_label(self, fields: dict[str, str]) -> Outcome:
+        """Set the part context (or sign an operator in) from a decoded label."""
+        found = {k: v.strip() for k, v in fields.items() if k in CONTEXT_KEYS and v and v.strip()}
         if not found:
             raise ScanError(f"station {self.id}: the label carries none of {', '.join(CONTEXT_KEYS)}")
-        if "part_number" in found and found["part_number"] != self.plan.part_number:
-            raise ScanError(
-                f"station {self.id}: part number {found['part_number']!r} has no plan here "
-                f"(this station inspects {self.plan.part_number!r})"
-            )
+        bad = [k for k, v in found.items() if _CONTROL.search(v)]
+        if bad:
+            raise ScanError(f"station {self.id}: control characters in the label's {', '.join(bad)}")
+        part_number = found.get("part_number")
+        if part_number is not None and part_number not in self.plans:
+            raise ScanError(f"station {self.id}: no inspection plan for part number {part_number!r}: not inspected")
+        out = Outcome()
+        operator = found.pop("operator", None)
+        if operator is not None and operator != self.context.get("operator"):
+            out.extend(self.sign_in(operator))
+        if not found:
+            return out
+        out.extend(self._close_part("abandoned: another part's label was scanned"))
+        if part_number is not None and part_number != self.plan.part_number:
+            self.plan = self.plans[part_number]
+            self._checkers.clear()
+        changes_lot = any(k in found and found[k] != self.context.get(k) for k in ("lot", "work_order"))
         self.context.update(found)
         if "serial" in found:
             self.templated = False
-            self.awaiting_label = False
             self.labelled = True
+        self.awaiting_label = False
         self.next_index = 0
-        return found
+        self._pending = None
+        if changes_lot and self.settings.first_piece:
+            self.reason_for_test = ReasonForTest.FIRST_PIECE.value
+        out.message = ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
+        return out
 
-    @property
-    def next_characteristic(self) -> str:
-        return self.plan.characteristics[self.next_index].id
+    def sign_in(self, operator: str) -> Outcome:
+        out = Outcome()
+        if self.context.get("operator") and self.badge_operator:
+            out.extend(self.sign_out(by=self.context["operator"], event="sign_out", reason="another badge scanned"))
+        self.context["operator"] = operator
+        self.badge_operator = True
+        self._last_activity = self._monotonic()
+        out.drafts.append(self._audit("sign_in", operator, operator, f"operator {operator} signed in"))
+        out.message = f"operator {operator} signed in"
+        return out
+
+    def sign_out(self, by: str | None = None, *, event: str = "sign_out", reason: str = "signed out") -> Outcome:
+        out = Outcome()
+        operator = self.context.get("operator")
+        if operator is None:
+            raise CommandError(f"station {self.id}: nobody is signed in")
+        out.extend(self._close_part(f"incomplete: operator {reason}"))
+        out.drafts.append(self._audit(event, by or operator, operator, f"operator {operator} {reason}"))
+        self.context["operator"] = None
+        self.badge_operator = False
+        out.message = f"operator {operator} {reason}"
+        return out
+
+    def check_idle(self) -> Outcome:
+        """Sign out a badge operator who has been idle too long (the gateway calls this)."""
+        limit = self.settings.operator_idle_timeout
+        if limit is None or not self.badge_operator or not self.context.get("operator"):
+            return Outcome()
+        if self._monotonic() - self._last_activity < limit:
+            return Outcome()
+        return self.sign_out(by="system", event="idle_timeout", reason=f"idle for more than {limit:g} s")
 
     # -- readings ----------------------------------------------------------------------------
+    def handle(self, reading: Reading) -> Outcome:
+        """A reading from one of this station's devices: a label, a measurement or a refusal."""
+        self._last_activity = self._monotonic()
+        device = self._devices.get(reading.device)
+        serial_channel = device.serial_channel if device is not None else None
+        if reading.text is not None and reading.value is None and reading.channel == serial_channel:
+            return self.apply_label({"serial": reading.text})
+        if reading.status is ReadingStatus.UNSTABLE:
+            # a balance streams values while it settles: not a measurement, not worth a record
+            return Outcome(message="unstable", refusal=Refusal(self.id, reading.device, "unstable", "unstable"))
+        if reading.status is ReadingStatus.ERROR:
+            if self._device_error.get(reading.device) == reading.error:
+                return Outcome(refusal=Refusal(self.id, reading.device, "repeated device error", "repeated"))
+            self._device_error[reading.device] = reading.error
+        else:
+            self._device_error.pop(reading.device, None)
+        result = self.accept(reading)
+        if isinstance(result, Refusal):
+            return Outcome(drafts=[self._refusal_record(result, reading)], refusal=result, message=result.reason)
+        out = Outcome(
+            drafts=[result], message=f"{result['characteristic']} {result['judged_value']} {result['verdict']}"
+        )
+        if result["verdict"] == Verdict.FAIL:
+            nc = rec.nonconformance_record(result)
+            self._open_nc[nc["id"]] = {k: result.get(k) for k in CONTEXT_KEYS}
+            out.drafts.append(nc)
+            out.andon = True
+            self._andon_on = True
+        elif self._andon_on and self.settings.andon is not None and self.settings.andon.clear == "on_pass":
+            out.andon = False
+            self._andon_on = False
+        rules = self._spc(result)
+        if rules:
+            out.trends[result["id"]] = rules
+        out.extend(self._after_measurement(result, automatic=bool(device and device.channels)))
+        return out
+
     def accept(self, reading: Reading) -> Record | Refusal:
-        """Judge a reading against the next characteristic; return the draft record or a refusal."""
+        """Judge a reading against the characteristic it is for; the draft record or a refusal."""
         device = self._devices.get(reading.device)
         if device is None:
-            return Refusal(self.id, reading.device, "device is not bound to this station")
+            return Refusal(self.id, reading.device, "device is not bound to this station", "unknown_device")
         if reading.status is not ReadingStatus.OK or reading.value is None:
-            return Refusal(self.id, reading.device, f"reading is {reading.status.value}: {reading.error or ''}")
+            return Refusal(
+                self.id, reading.device, f"reading is {reading.status.value}: {reading.error or ''}".strip(), "not_ok"
+            )
         if reading.unit is None:
-            return Refusal(self.id, reading.device, "reading has no unit")
+            return Refusal(self.id, reading.device, "reading has no unit", "no_unit")
         if self.awaiting_label:
-            return Refusal(self.id, reading.device, "the last part is complete: scan the next part's label first")
-        characteristic = self.plan.characteristics[self.next_index]
+            return Refusal(self.id, reading.device, "no part: scan the part's label first", "no_part")
+        if self.settings.require_operator and not self.context.get("operator"):
+            return Refusal(self.id, reading.device, "no operator signed in: scan a badge first", "no_operator")
+        try:
+            characteristic = self._target(device, reading)
+        except CommandError as exc:
+            return Refusal(self.id, reading.device, str(exc), "unbound_channel")
+        if device.characteristics and characteristic.id not in device.characteristics:
+            return Refusal(
+                self.id,
+                reading.device,
+                f"wrong gauge: {reading.device} may not measure {characteristic.id} (next is {characteristic.name})",
+                "wrong_gauge",
+            )
+        gauge = self._gauges.get(device.gauge) if device.gauge else None
+        if characteristic.gauge_types and (gauge is None or gauge.type not in characteristic.gauge_types):
+            return Refusal(
+                self.id,
+                reading.device,
+                f"wrong gauge: {characteristic.id} needs a {' or '.join(characteristic.gauge_types)}",
+                "wrong_gauge",
+            )
+        calibration = self._calibration(device, gauge)
+        if isinstance(calibration, Refusal):
+            return calibration
         try:
             judgement = judge(characteristic, reading.value, reading.unit)
         except SpecificationError as exc:
-            return Refusal(self.id, reading.device, str(exc))
-        gauge = self._gauges.get(device.gauge) if device.gauge else None
-        draft = measurement_record(
+            return Refusal(self.id, reading.device, str(exc), "specification")
+        pending = self._pending if self._pending and self._pending["characteristic"] == characteristic.id else None
+        context, revision = self.context, self.plan.revision
+        if pending is not None and self._last is not None and self._last_has(str(pending["supersedes"])):
+            context, revision = self._last.context, self._last.plan.revision  # the part just completed
+        draft = rec.measurement_record(
             site=self.site,
             line=self.line,
             station=self.id,
-            context=self.context,
-            plan_revision=self.plan.revision,
+            context=context,
+            plan_revision=revision,
             characteristic=characteristic,
             judgement=judgement,
             reading=reading,
             gauge=device.gauge,
             gauge_calibration_due=gauge.calibration_due.isoformat() if gauge else None,
+            calibration_status=calibration,
+            reason_for_test=self.reason_for_test,
+            supersedes=pending["supersedes"] if pending else None,
+            reason=pending["reason"] if pending else None,
         )
-        self._advance()
+        if pending is not None:
+            if pending.get("by"):
+                draft["operator"] = pending["by"]
+            self._pending = None
+        elif not device.channels:
+            self.next_index = (self.next_index + 1) % len(self.plan.characteristics)
         return draft
 
-    def _advance(self) -> None:
-        self.next_index += 1
-        if self.next_index >= len(self.plan.characteristics):
-            self.next_index = 0
-            self.number += 1
-            if self.templated:
-                self._apply_template()
-            elif self.labelled and self.context.get("serial"):
-                self.context["serial"] = None
-                self.awaiting_label = True
+    def _target(self, device: DeviceSettings, reading: Reading) -> Characteristic:
+        if device.channels:
+            cid = device.channels.get(reading.channel)
+            if cid is None:
+                raise CommandError(f"channel {reading.channel!r} of {reading.device} is bound to no characteristic")
+            return self._characteristic(cid)
+        return self._next_characteristic()
+
+    def _calibration(self, device: DeviceSettings, gauge: Gauge | None) -> str | Refusal | None:
+        policy = self.calibration
+        if gauge is None:
+            if device.gauge is None and policy.require_registered_gauge and policy.policy == "block":
+                return Refusal(self.id, device.id, f"{device.id} is not a registered gauge", "gauge_unknown")
+            return None
+        if gauge.status is not GaugeStatus.ACTIVE:
+            return Refusal(self.id, device.id, f"gauge {gauge.id} is {gauge.status.value}", "gauge_locked")
+        today = self._today()
+        overdue_days = (today - gauge.calibration_due).days
+        if overdue_days > 0:
+            if policy.policy == "block" and overdue_days > policy.grace_days:
+                return Refusal(
+                    self.id,
+                    device.id,
+                    f"gauge {gauge.id} calibration was due {gauge.calibration_due.isoformat()}",
+                    "gauge_overdue",
+                )
+            return "overdue"
+        if -overdue_days <= policy.warn_days:
+            return "due_soon"
+        return "valid"
+
+    def _refusal_record(self, refusal: Refusal, reading: Reading) -> Record:
+        device = self._devices.get(reading.device)
+        gauge = self._gauges.get(device.gauge) if device and device.gauge else None
+        try:
+            characteristic: str | None = self._next_characteristic().id
+        except CommandError:
+            characteristic = None
+        return rec.refusal_record(
+            site=self.site,
+            line=self.line,
+            station=self.id,
+            context=self.context,
+            reason_code=refusal.reason_code,
+            reason=refusal.reason,
+            reading=reading,
+            gauge=device.gauge if device else None,
+            gauge_calibration_due=gauge.calibration_due.isoformat() if gauge else None,
+            characteristic=characteristic,
+        )
+
+    # -- parts ---------------------------------------------------------------------------------
+    def _after_measurement(self, record: Record, *, automatic: bool) -> Outcome:
+        cid = str(record["characteristic"])
+        superseding = record.get("supersedes")
+        part = self._current
+        if superseding and self._last is not None and self._last_has(str(superseding)):
+            part = self._last  # a re-measure of the part just completed
+        elif part is None:
+            part = self._current = _Part(dict(self.context), self.plan, self.reason_for_test)
+        part.results[cid] = (str(record["id"]), str(record["verdict"]))
+        if part is self._last:
+            return self._verdict(part, released_by=record.get("operator"), supersedes=part.record_id)
+        if all(c.id in part.results for c in self.plan.characteristics):
+            out = self._verdict(part, released_by="auto" if automatic else record.get("operator"))
+            self._complete()
+            return out
+        return Outcome()
+
+    def _last_has(self, record_id: str) -> bool:
+        return self._last is not None and any(rid == record_id for rid, _ in self._last.results.values())
+
+    def _verdict(
+        self, part: _Part, *, released_by: str | None, reason: str | None = None, supersedes: str | None = None
+    ) -> Outcome:
+        ids = [part.results[c.id][0] for c in part.plan.characteristics if c.id in part.results]
+        failed = [c.id for c in part.plan.characteristics if c.id in part.results and part.results[c.id][1] == "fail"]
+        missing = [c.id for c in part.plan.characteristics if c.id not in part.results]
+        verdict = "incomplete" if missing else ("reject" if failed else "accept")
+        draft = rec.part_record(
+            site=self.site,
+            line=self.line,
+            station=self.id,
+            context=part.context,
+            plan_revision=part.plan.revision,
+            verdict=verdict,
+            records=ids,
+            failed=failed,
+            missing=missing,
+            released_by=released_by if not missing else None,
+            reason=reason,
+            reason_for_test=part.reason_for_test,
+        )
+        draft["supersedes"] = supersedes
+        part.record_id = draft["id"]
+        return Outcome(drafts=[draft], message=f"part {part.context.get('serial') or ''} {verdict}".strip())
+
+    def _complete(self) -> None:
+        """The part in front of the station is done; get ready for the next."""
+        self._last, self._current = self._current, None
+        self.next_index = 0
+        self.number += 1
+        if self._patrol_next:
+            self.reason_for_test, self._patrol_next = ReasonForTest.PATROL.value, False
+        else:
+            self.reason_for_test = ReasonForTest.ONGOING.value
+        if self.templated:
+            self._apply_template()
+        elif self.labelled and self.context.get("serial"):
+            self.context["serial"] = None
+            self.awaiting_label = True
+
+    def _close_part(self, reason: str) -> Outcome:
+        """Record the part in progress as incomplete (abandoned, signed out, timed out)."""
+        part = self._current
+        if part is None or not part.results:
+            self._current = None
+            return Outcome()
+        out = self._verdict(part, released_by=None, reason=reason)
+        self._last, self._current = part, None
+        self.number += 1
+        self.next_index = 0
+        self._pending = None
+        self._apply_template()
+        return out
+
+    def abandon(self, by: str | None, reason: str = "abandoned") -> Outcome:
+        if self._current is None or not self._current.results:
+            raise CommandError(f"station {self.id}: no part in progress")
+        out = self._close_part(f"incomplete: {reason}")
+        out.drafts.append(self._audit("abandon", by, self._current_serial(out), reason))
+        return out
+
+    def _current_serial(self, out: Outcome) -> str | None:
+        return next((str(d.get("serial")) for d in out.drafts if d.get("serial")), None)
+
+    # -- operator commands -------------------------------------------------------------------
+    def remeasure(self, characteristic: str | None, reason: str, by: str | None) -> Outcome:
+        """The next reading re-measures ``characteristic`` (default: the last one measured)."""
+        part = self._current if self._current and self._current.results else self._last
+        if part is None or not part.results:
+            raise CommandError(f"station {self.id}: nothing measured yet to re-measure")
+        cid = characteristic or list(part.results)[-1]
+        if cid not in part.results:
+            raise CommandError(f"station {self.id}: {cid} has no value yet on this part")
+        if not reason:
+            raise CommandError("a re-measure needs a reason")
+        self._pending = {"characteristic": cid, "supersedes": part.results[cid][0], "reason": reason, "by": by}
+        return Outcome(message=f"re-measure {cid}: {reason}")
+
+    def invalidate(self, record_id: str, reason: str, by: str) -> Outcome:
+        """Declare a value void. It stays; an invalidation record points at it; it is re-measured."""
+        if not reason:
+            raise CommandError("an invalidation needs a reason")
+        cid = None
+        for part in (self._current, self._last):
+            if part is None:
+                continue
+            for c, (rid, _) in part.results.items():
+                if rid == record_id:
+                    cid = c
+        draft = rec.invalidation_record(
+            site=self.site,
+            line=self.line,
+            station=self.id,
+            context=self.context,
+            target=record_id,
+            characteristic=cid,
+            by=by,
+            reason=reason,
+        )
+        if cid is not None:
+            self._pending = {
+                "characteristic": cid,
+                "supersedes": record_id,
+                "reason": f"invalidated: {reason}",
+                "by": by,
+            }
+        return Outcome(drafts=[draft], message=f"record {record_id} invalidated")
+
+    def dispose(
+        self, nonconformance_id: str, decision: str, by: str, concession: str | None, comment: str | None
+    ) -> Outcome:
+        """The decision on a nonconformance (scrap, rework, use as is under a concession ...)."""
+        if decision == "use_as_is" and not concession:
+            raise CommandError("use as is needs a concession (deviation permit) reference")
+        context = self._open_nc.get(nonconformance_id) or {k: None for k in CONTEXT_KEYS}
+        draft = rec.disposition_record(
+            site=self.site,
+            line=self.line,
+            station=self.id,
+            context=context,
+            nonconformance_id=nonconformance_id,
+            decision=decision,
+            concession=concession,
+            by=by,
+            comment=comment,
+        )
+        self._open_nc.pop(nonconformance_id, None)
+        draft["operator"] = by
+        return Outcome(drafts=[draft], message=f"nonconformance {nonconformance_id}: {decision}")
+
+    def patrol(self, by: str | None) -> Outcome:
+        """The next part is a patrol inspection (recorded as the reason for test)."""
+        if self._current is None or not self._current.results:
+            self.reason_for_test = ReasonForTest.PATROL.value
+        else:
+            self._patrol_next = True
+        return Outcome(drafts=[self._audit("patrol", by, None, "patrol inspection requested")])
+
+    def andon_off(self, by: str | None) -> Outcome:
+        self._andon_on = False
+        return Outcome(drafts=[self._audit("andon_off", by, None, "andon switched off")], andon=False)
+
+    def _audit(self, event: str, by: str | None, subject: str | None, detail: str) -> Record:
+        return rec.audit_record(
+            site=self.site, line=self.line, station=self.id, event=event, by=by, subject=subject, detail=detail
+        )
+
+    # -- SPC ---------------------------------------------------------------------------------
+    def _spc(self, record: Record) -> list[int]:
+        cid = str(record["characteristic"])
+        characteristic = self._characteristic(cid)
+        spc = characteristic.spc
+        if spc is None or record.get("supersedes"):
+            return []
+        value = float(Decimal(str(record["judged_value"])))
+        checker = self._checkers.get(cid)
+        if checker is None:
+            if spc.centre is not None and spc.sigma is not None:
+                limits = ControlLimits(float(spc.centre), float(spc.sigma))
+            else:
+                baseline = self._baselines.setdefault(cid, [])
+                baseline.append(value)
+                if len(baseline) < spc.baseline:
+                    return []
+                try:
+                    limits = ControlLimits.from_baseline(baseline)
+                except ValueError:
+                    baseline.pop(0)  # no spread yet: keep collecting
+                    return []
+            checker = self._checkers[cid] = RuleChecker(limits, RuleSet.parse(spc.rules, run_length=spc.run_length))
+            if spc.centre is None:
+                return []  # the baseline's last value set the limits; watch from the next one
+        return sorted({v.rule for v in checker.update(value)})

@@ -7,6 +7,7 @@ field, exactly as the gateway sealed it), not from the indexed columns.
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from collector.store.lineprotocol import MEASUREMENTS, TAG_KEYS
 #: record fields in the order the CSV export shows them
 CSV_COLUMNS = (
     "recorded_at",
+    "kind",
     "serial",
     "part_number",
     "plan_revision",
@@ -52,6 +54,23 @@ CSV_COLUMNS = (
     "id",
     "supersedes",
     "reason",
+    "reason_for_test",
+    "calibration_status",
+    "released_by",
+    "records",
+    "failed",
+    "missing",
+    "reason_code",
+    "target",
+    "measurement_id",
+    "nonconformance_id",
+    "decision",
+    "concession",
+    "by",
+    "event",
+    "subject",
+    "detail",
+    "comment",
     "measured_at",
     "clock_synced",
     "raw",
@@ -132,15 +151,24 @@ def write_csv(records: Iterable[dict[str, Any]], out: IO[str]) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
     text = str(value)
     # a raw device frame keeps its control characters visible rather than breaking the row
     return text.encode("unicode_escape").decode("ascii") if any(ord(ch) < 32 for ch in text) else text
 
 
 def iter_gateway_rows(store: Store, gateway: str, flt: TraceFilter) -> Iterator[dict[str, Any]]:
-    conds = [f'"gateway" = {quote_literal(gateway)}', *flt.conditions()]
-    measurements = ", ".join(quote_ident(m) for m in sorted(set(MEASUREMENTS.values())))
-    yield from store.iter_query(f"SELECT * FROM {measurements} WHERE " + " AND ".join(conds))
+    """Every point of one gateway, of every record kind, in time order (which is chain order).
+
+    InfluxQL answers a query over several measurements one series after another, so each
+    measurement is streamed by its own query and the streams are merged by time.
+    """
+    conds = " AND ".join([f'"gateway" = {quote_literal(gateway)}', *flt.conditions()])
+    streams = [
+        store.iter_query(f"SELECT * FROM {quote_ident(m)} WHERE {conds}") for m in sorted(set(MEASUREMENTS.values()))
+    ]
+    yield from heapq.merge(*streams, key=lambda row: int(row["time"]))
 
 
 def gateways(store: Store) -> list[str]:

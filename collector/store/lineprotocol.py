@@ -57,12 +57,32 @@ from typing import Any
 
 from collector.records import parse_utc_us
 
-#: record kind -> measurement name
-MEASUREMENTS: dict[str, str] = {"measurement": "inspection"}
+#: record kind -> measurement name: values, part verdicts, and everything else that
+#: happened (refusals, invalidations, nonconformances, dispositions, audit events)
+MEASUREMENTS: dict[str, str] = {
+    "measurement": "inspection",
+    "part": "part",
+    "refusal": "event",
+    "invalidation": "event",
+    "nonconformance": "event",
+    "disposition": "event",
+    "audit": "event",
+}
 
 #: in sorted order: InfluxDB sorts tags by key anyway, and pre-sorted lines skip that work
-TAG_KEYS: tuple[str, ...] = ("characteristic", "gateway", "line", "part_number", "site", "station", "verdict")
+TAG_KEYS: tuple[str, ...] = (
+    "characteristic",
+    "gateway",
+    "kind",
+    "line",
+    "part_number",
+    "site",
+    "station",
+    "verdict",
+)
 INTEGER_FIELDS: tuple[str, ...] = ("seq",)
+#: identifiers and codes only; free text (reasons, comments, details) lives in the payload,
+#: so an operator's line break never makes a record unwritable
 STRING_FIELDS: tuple[str, ...] = (
     "id",
     "hash",
@@ -76,6 +96,20 @@ STRING_FIELDS: tuple[str, ...] = (
     "plan_revision",
     "unit",
     "supersedes",
+    "reason_for_test",
+    "calibration_status",
+    "reason_code",
+    "released_by",
+    "target",
+    "by",
+    "event",
+    "subject",
+    "decision",
+    "measurement_id",
+    "nonconformance_id",
+    "records",
+    "failed",
+    "missing",
 )
 FLOAT_FIELDS: tuple[str, ...] = ("value", "judged_value", "deviation", "nominal", "lsl", "usl")
 PAYLOAD_FIELD = "payload"
@@ -129,6 +163,13 @@ def _float(name: str, value: object) -> float:
     if f - f != 0.0:  # inf and nan (inf - inf is nan); cheaper than math.isfinite's call
         raise ValueError(f"{name!r} is not a finite number: {value!r}")
     return f
+
+
+def _text(value: object) -> str:
+    """A string field's text: lists (a part's record ids) as comma-separated values."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _seq(record: Mapping[str, Any]) -> int:
@@ -191,7 +232,7 @@ def expected_fields(record: Mapping[str, Any], payload: str | None = None) -> di
     for k in STRING_FIELDS:
         v = record.get(k)
         if v is not None:
-            fields[k] = str(v)
+            fields[k] = _text(v)
     for k in FLOAT_FIELDS:
         v = record.get(k)
         if v is not None:
@@ -217,7 +258,7 @@ def record_line(record: Mapping[str, Any], payload: str) -> str:
     for k in STRING_FIELDS:
         v = get(k)
         if v is not None:
-            v = str(v)
+            v = v if type(v) is str else _text(v)
             parts.append(f',{k}="{v}"' if _STRING_SPECIAL.search(v) is None else f",{k}={escape_string_field(k, v)}")
     for k in FLOAT_FIELDS:
         v = get(k)

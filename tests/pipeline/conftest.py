@@ -153,7 +153,18 @@ def count_points(store: InfluxV1Store) -> int:
 
 
 def stored_seqs(store: InfluxV1Store) -> list[int]:
+    """Sequence numbers of the measurement records (the ``inspection`` measurement)."""
     return [int(r["seq"]) for r in store.query('SELECT "seq" FROM "inspection"')]
+
+
+def all_records(store: InfluxV1Store) -> list[tuple[int, int]]:
+    """(time, seq) of every record of every kind, in time order."""
+    rows = store.query('SELECT "seq" FROM "event", "inspection", "part"')
+    return sorted((int(r["time"]), int(r["seq"])) for r in rows)
+
+
+def count_all(store: InfluxV1Store) -> int:
+    return len(all_records(store))
 
 
 class Daemon:

@@ -95,13 +95,18 @@ def test_readings_become_traceable_verified_records(
         recorder.stop()
 
     assert gateway.stats.device_events["caliper-1:bad_frame"] == 1
-    assert gateway.stats.records == len(values)
+    assert gateway.stats.measurements == len(values)
+    assert gateway.stats.by_kind["part"] == 3 and gateway.stats.by_kind["nonconformance"] == 2
     assert gateway.stats.alerts == 2  # 11.950 on D1 (below 11.980) and 12.07 on L1 (above 12.05)
 
     code, out, err = run_cli(capsys, "trace", "--config", str(path), "--serial", "HX000001")
     assert code == 0, err
-    part1 = json.loads(out)
+    history = json.loads(out)
+    part1 = [r for r in history if r["kind"] == "measurement"]
     assert [r["characteristic"] for r in part1] == ["D1", "L1"]
+    verdicts = [r for r in history if r["kind"] == "part"]
+    assert len(verdicts) == 1 and verdicts[0]["verdict"] == "accept"
+    assert verdicts[0]["records"] == [r["id"] for r in part1] and verdicts[0]["released_by"] == "op-117"
     for r in part1:
         missing = [f for f in TRACE_FIELDS if f not in r]
         assert not missing, missing
@@ -114,23 +119,25 @@ def test_readings_become_traceable_verified_records(
 
     code, out, _ = run_cli(capsys, "trace", "--config", str(path), "--serial", "HX000002", "--format", "csv")
     assert code == 0
-    rows = list(csv.DictReader(io.StringIO(out)))
+    rows = [r for r in csv.DictReader(io.StringIO(out)) if r["kind"] == "measurement"]
     assert [(r["characteristic"], r["judged_value"], r["verdict"], r["limit"]) for r in rows] == [
         ("D1", "11.950", "fail", "lower"),
         ("L1", "12.07", "fail", "upper"),
     ]
 
+    head = gateway.journal.head[0]
     code, out, _ = run_cli(capsys, "verify", "--config", str(path))
     assert code == 0, out
-    assert "RESULT: intact" in out and "6 record(s), seq 1..6" in out
+    assert "RESULT: intact" in out and f"{head} record(s), seq 1..{head}" in out
 
     # delete one point: verify names the gap
-    seq3 = v1_store.query('SELECT "seq", "id" FROM "inspection" WHERE "seq" = 3')[0]
-    v1_store.query(f'DELETE FROM "inspection" WHERE time = {seq3["time"]}u')
+    third = sorted(v1_store.query('SELECT "seq" FROM "inspection"'), key=lambda r: r["seq"])[2]
+    v1_store.query(f'DELETE FROM "inspection" WHERE time = {third["time"]}u')
     assert count_points(v1_store) == 5
     code, out, _ = run_cli(capsys, "verify", "--config", str(path))
     assert code == 1
-    assert "GAP: gateway gw-test-1 seq 3: records 3..3 missing" in out
+    n = third["seq"]
+    assert f"GAP: gateway gw-test-1 seq {n}: records {n}..{n} missing" in out
 
 
 def test_verify_names_an_edited_point(
@@ -156,15 +163,17 @@ def test_verify_names_an_edited_point(
         recorder.stop()
     assert run_cli(capsys, "verify", "--config", str(path))[0] == 0
 
-    # overwrite the value of seq 2 in place (same series and time): a quiet "correction"
-    row = v1_store.query('SELECT * FROM "inspection" WHERE "seq" = 2')[0]
+    # overwrite the value of the second measurement in place (same series and time): a quiet "correction"
+    row = sorted(v1_store.query('SELECT * FROM "inspection"'), key=lambda r: r["seq"])[1]
+    n = row["seq"]
     tags = ",".join(
-        f"{k}={row[k]}" for k in ("characteristic", "gateway", "line", "part_number", "site", "station", "verdict")
+        f"{k}={row[k]}"
+        for k in ("characteristic", "gateway", "kind", "line", "part_number", "site", "station", "verdict")
     )
     v1_store.write_lines([f"inspection,{tags} value=12.0 {row['time']}"])
     code, out, _ = run_cli(capsys, "verify", "--config", str(path))
     assert code == 1
-    assert "ALTERED: gateway gw-test-1 seq 2" in out and "value stored 12" in out
+    assert f"ALTERED: gateway gw-test-1 seq {n}" in out and "value stored 12" in out
 
     # and a payload rewritten to match: the hash no longer does
     record = json.loads(row["payload"])
@@ -174,4 +183,4 @@ def test_verify_names_an_edited_point(
     code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--json")
     assert code == 1
     report = json.loads(out)
-    assert any(f["kind"] == "altered" and f["seq"] == 2 and "hash" in f["detail"] for f in report["findings"])
+    assert any(f["kind"] == "altered" and f["seq"] == n and "hash" in f["detail"] for f in report["findings"])

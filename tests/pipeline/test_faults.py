@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import Daemon, count_points, stored_seqs
+from tests.pipeline.conftest import Daemon, all_records, count_all, count_points, stored_seqs
 
 
 def journaled(path: Path) -> int:
@@ -37,7 +36,7 @@ def journal_values(path: Path) -> list[str]:
         rows = db.execute("SELECT payload FROM records ORDER BY seq").fetchall()
     import json
 
-    return [json.loads(p)["reading_value"] for (p,) in rows]
+    return [r["reading_value"] for r in (json.loads(p) for (p,) in rows) if r["kind"] == "measurement"]
 
 
 def burst(sim: MitutoyoSimulator, n: int, start: int = 0) -> list[Decimal]:
@@ -61,11 +60,22 @@ def prime_session(cfg: Config) -> None:
     recorder.stop()
 
 
-def assert_exactly_once(store: InfluxV1Store, n: int) -> None:
+def connected_count(daemon: Daemon) -> int:
+    """How often the daemon's log says the caliper's port was opened (pyserial flushes on open)."""
+    return daemon.log.read_text().count("device caliper-1 connected") if daemon.log.exists() else 0
+
+
+def journal_head(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
+
+
+def assert_exactly_once(store: InfluxV1Store, measurements: int, head: int) -> None:
+    """Every record the gateway journaled (of every kind) is stored once, in chain order."""
     seqs = stored_seqs(store)
-    assert len(seqs) == n, f"{len(seqs)} points for {n} records"
-    assert sorted(seqs) == list(range(1, n + 1))
-    assert seqs == sorted(seqs), "points in time order must be in sequence order"
+    assert len(seqs) == measurements, f"{len(seqs)} measurement points for {measurements} readings"
+    everything = all_records(store)
+    assert [seq for _, seq in everything] == list(range(1, head + 1)), "a gap, a duplicate or out of order"
 
 
 def test_gateway_killed_mid_stream_loses_nothing(
@@ -78,24 +88,22 @@ def test_gateway_killed_mid_stream_loses_nothing(
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     try:
         gw = daemons("gateway", path).start()
-        wait_for(
-            lambda: caliper.port.plugged and journaled(journal) == 0 and journal.exists(),
-            timeout=20,
-            what="gateway journal created",
-        )
-        time.sleep(0.5)  # let the driver open the port
+        wait_for(lambda: connected_count(gw) == 1, timeout=20, what="the gateway's driver opened the port")
         sent = burst(caliper, 400)
-        wait_for(lambda: journaled(journal) == 400, timeout=20, what="400 records journaled")
+        wait_for(lambda: len(journal_values(journal)) == 400, timeout=20, what="400 measurements journaled")
         gw.kill()  # mid-stream: the recorder has not had all of them yet
         at_kill = count_points(v1_store)
         gw.start()
-        time.sleep(0.5)
+        wait_for(lambda: connected_count(gw) == 2, timeout=20, what="the restarted gateway opened the port")
         sent += burst(caliper, 300, start=400)
-        wait_for(lambda: count_points(v1_store) == 700, timeout=30, what="all 700 records in InfluxDB")
+        wait_for(lambda: count_points(v1_store) == 700, timeout=30, what="all 700 measurements in InfluxDB")
+        gw.stop()
+        head = journal_head(journal)
+        wait_for(lambda: count_all(v1_store) == head, timeout=30, what="every record in InfluxDB")
     finally:
         recorder.stop()
     assert at_kill < 700
-    assert_exactly_once(v1_store, 700)
+    assert_exactly_once(v1_store, 700, head)
     assert journal_values(journal) == [str(v) for v in sent]
 
 
@@ -116,11 +124,13 @@ def test_recorder_killed_mid_stream_loses_nothing(
         at_kill = count_points(v1_store)
         feeder.join()
         rec.start()
-        wait_for(lambda: count_points(v1_store) == 1500, timeout=60, what="all 1500 records in InfluxDB")
+        wait_for(lambda: count_points(v1_store) == 1500, timeout=60, what="all 1500 measurements in InfluxDB")
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=30, what="every record in InfluxDB")
     finally:
         gateway.stop()
     assert at_kill < 1500
-    assert_exactly_once(v1_store, 1500)
+    assert_exactly_once(v1_store, 1500, head)
 
 
 def test_broker_outage_under_load_loses_nothing_and_keeps_order(
@@ -137,15 +147,17 @@ def test_broker_outage_under_load_loses_nothing_and_keeps_order(
         burst(caliper, 300)
         broker.stop()
         burst(caliper, 600, start=300)  # journaled while the broker is away
-        wait_for(lambda: gateway.stats.records == 900, timeout=20, what="900 records journaled")
+        wait_for(lambda: gateway.stats.measurements == 900, timeout=20, what="900 measurements journaled")
         assert gateway.journal.backlog() > 0
         broker.start()
         burst(caliper, 300, start=900)
-        wait_for(lambda: count_points(v1_store) == 1200, timeout=60, what="all 1200 records in InfluxDB")
+        wait_for(lambda: count_points(v1_store) == 1200, timeout=60, what="all 1200 measurements in InfluxDB")
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=30, what="every record in InfluxDB")
     finally:
         gateway.stop()
         recorder.stop()
-    assert_exactly_once(v1_store, 1200)
+    assert_exactly_once(v1_store, 1200, head)
 
 
 def test_recorder_away_while_thousands_of_messages_queue(
@@ -161,7 +173,7 @@ def test_recorder_away_while_thousands_of_messages_queue(
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
         burst(caliper, n)
         wait_for(
-            lambda: gateway.journal.backlog() == 0 and gateway.stats.records == n,
+            lambda: gateway.journal.backlog() == 0 and gateway.stats.measurements == n,
             timeout=60,
             what=f"{n} single-record messages acknowledged by the broker",
         )
@@ -169,11 +181,12 @@ def test_recorder_away_while_thousands_of_messages_queue(
         assert count_points(v1_store) == 0
         recorder = Recorder(cfg, open_store(cfg.influxdb))
         recorder.start()
-        wait_for(lambda: count_points(v1_store) == n, timeout=60, what=f"all {n} queued records written")
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=60, what=f"all {head} queued records written")
         recorder.stop()
     finally:
         gateway.stop()
-    assert_exactly_once(v1_store, n)
+    assert_exactly_once(v1_store, n, head)
 
 
 def test_records_the_broker_acknowledged_but_lost_are_sent_again(
@@ -191,12 +204,16 @@ def test_records_the_broker_acknowledged_but_lost_are_sent_again(
         recorder = Recorder(cfg, open_store(cfg.influxdb))
         recorder.start()
         burst(caliper, 100)
-        wait_for(lambda: gateway.publisher.stats.records_confirmed == 100, timeout=20, what="100 confirmed")
+        wait_for(
+            lambda: count_points(v1_store) == 100 and gateway.journal.unconfirmed() == 0,
+            timeout=20,
+            what="100 measurements stored and every record confirmed",
+        )
         recorder.stop()
         broker.restart()
         burst(caliper, 200, start=100)
         wait_for(
-            lambda: gateway.stats.records == 300 and gateway.journal.backlog() == 0,
+            lambda: gateway.stats.measurements == 300 and gateway.journal.backlog() == 0,
             timeout=20,
             what="300 records acknowledged by the broker",
         )
@@ -205,8 +222,9 @@ def test_records_the_broker_acknowledged_but_lost_are_sent_again(
         recorder.start()
         wait_for(lambda: count_points(v1_store) == 300, timeout=30, what="the lost 200 sent again and stored")
         wait_for(lambda: gateway.journal.unconfirmed() == 0, timeout=10, what="every record settled")
+        head = gateway.journal.head[0]
         recorder.stop()
     finally:
         gateway.stop()
     assert gateway.publisher.stats.probes >= 1
-    assert_exactly_once(v1_store, 300)
+    assert_exactly_once(v1_store, 300, head)

@@ -85,7 +85,7 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
     try:
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
         caliper.send_value(Decimal("12.001"))  # D1 of part 1
-        wait_for(lambda: gateway.stats.records == 1, what="first record")
+        wait_for(lambda: gateway.stats.measurements == 1, what="first measurement")
         db = gateway.journal._db
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
@@ -96,13 +96,13 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
             wait_for(lambda: gateway.stats.readings == 121, timeout=20, what="121 readings processed")
         # a few may still fit in the journal's last free page; the rest are lost, and counted
         assert gateway.stats.lost >= 100
-        assert gateway.stats.lost + gateway.stats.records == 121
+        assert gateway.stats.lost + gateway.stats.measurements == 121
         assert any("disk full" in r.getMessage() for r in caplog.records)
         assert sum("disk full" in r.getMessage() for r in caplog.records) < 10  # one line per burst
-        stored = gateway.stats.records
+        stored = gateway.stats.measurements
         db.execute("PRAGMA max_page_count = 1073741823")
         caliper.send_value(Decimal("12.04"))
-        wait_for(lambda: gateway.stats.records == stored + 1, what="recording resumes")
+        wait_for(lambda: gateway.stats.measurements == stored + 1, what="recording resumes")
     finally:
         gateway.stop()
     from collector.journal import Journal
@@ -112,9 +112,10 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
         rows = [json.loads(p) for _, p, _ in journal.iter_payloads()]
     finally:
         journal.close()
-    assert [r["seq"] for r in rows] == list(range(1, stored + 2))  # no gap where readings were lost
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))  # no gap where readings were lost
     # the station did not skip the characteristics whose readings were lost: D1, L1, D1, L1 ...
-    assert [(r["serial"], r["characteristic"]) for r in rows] == [
+    measured = [r for r in rows if r["kind"] == "measurement"]
+    assert [(r["serial"], r["characteristic"]) for r in measured] == [
         (f"HX{i // 2 + 1:06d}", ("D1", "L1")[i % 2]) for i in range(stored + 1)
     ]
 

@@ -73,7 +73,7 @@ def test_shape_of_a_record_line() -> None:
     line = record_line(record, payload)
     head, fields, ts = split_line(line)
     assert head == (
-        "inspection,characteristic=len,gateway=gw-1,line=line-1,part_number=P-1,site=plant-a,station=st-1,verdict=pass"
+        "inspection,characteristic=len,gateway=gw-1,kind=measurement,line=line-1,part_number=P-1,site=plant-a,station=st-1,verdict=pass"
     )
     assert fields.startswith("seq=7i,")
     assert ',serial="SN-1",' in fields  # a field, not a tag
@@ -89,7 +89,7 @@ def test_tags_are_escaped_and_empty_ones_left_out() -> None:
     record, payload = sealed(site="Werk 1, Halle=3", line="", station="St\\10 ü")
     head, _, _ = split_line(record_line(record, payload))
     assert head == (
-        "inspection,characteristic=len,gateway=gw-1,part_number=P-1,"
+        "inspection,characteristic=len,gateway=gw-1,kind=measurement,part_number=P-1,"
         "site=Werk\\ 1\\,\\ Halle\\=3,station=St\\10\\ ü,verdict=pass"
     )
     assert "line" not in expected_tags(record)
@@ -119,7 +119,7 @@ def test_none_fields_are_left_out() -> None:
         assert f",{name}=" not in split_line(line)[1].split(",payload=")[0]
         assert name not in expected_fields(record)
     assert set(expected_fields(record)) == {
-        "seq", "id", "hash", "prev_hash", "device", "plan_revision", "unit",
+        "seq", "id", "hash", "prev_hash", "device", "plan_revision", "unit", "reason_for_test",
         "value", "judged_value", "nominal", "lsl", "usl",
     }  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -10,11 +11,11 @@ from typing import Any
 import pytest
 
 from collector import config as config_mod
-from collector.config import Config
+from collector.config import CalibrationPolicy, Config
 from collector.journal import Journal
 from collector.models import RECORD_ADAPTER
 from collector.records import format_utc_us
-from collector.session import Refusal, ScanError, Station
+from collector.session import Outcome, Refusal, ScanError, Station
 from drivers.base import Reading, ReadingStatus
 
 D = Decimal
@@ -57,12 +58,29 @@ def load(first_number: int = 1) -> Config:
     return config_mod.parse(CONFIG.replace("FIRST", str(first_number)), "session.yaml")
 
 
-def station(cfg: Config | None = None, index: int = 0, saved_state: str | None = None) -> Station:
+TODAY = dt.date(2026, 11, 21)  # the clock is the one thing tests fake
+LENIENT = CalibrationPolicy(require_registered_gauge=False)
+
+
+def station(
+    cfg: Config | None = None,
+    index: int = 0,
+    saved_state: str | None = None,
+    calibration: CalibrationPolicy = LENIENT,
+    today: dt.date = TODAY,
+) -> Station:
     cfg = cfg or load()
     st = cfg.stations[index]
-    plan = cfg.plan_for(st.plan)
-    assert plan is not None
-    return Station(st, plan, {g.id: g for g in cfg.gauges}, site="plant-1", line="line-a", saved_state=saved_state)
+    return Station(
+        st,
+        {p.part_number: p for p in cfg.plans},
+        {g.id: g for g in cfg.gauges},
+        site="plant-1",
+        line="line-a",
+        saved_state=saved_state,
+        calibration=calibration,
+        today=lambda: today,
+    )
 
 
 def reading(
@@ -86,9 +104,19 @@ def reading(
     )
 
 
-def record(result: dict[str, Any] | Refusal) -> dict[str, Any]:
+def record(result: dict[str, Any] | Refusal | Outcome) -> dict[str, Any]:
+    """The measurement record a reading produced (failing the test on a refusal)."""
+    if isinstance(result, Outcome):
+        assert result.refusal is None, result.refusal
+        (measurement,) = [d for d in result.drafts if d["kind"] == "measurement"]
+        return measurement
     assert isinstance(result, dict), result
     return result
+
+
+def refusal(result: Outcome) -> Refusal:
+    assert result.refusal is not None, result
+    return result.refusal
 
 
 # one value per characteristic of a part, in plan order
@@ -96,7 +124,7 @@ PART = ["12.001", "45.01", "6.360"]
 
 
 def measure_part(s: Station, values: list[str] = PART) -> list[dict[str, Any]]:
-    return [record(s.accept(reading(v, n=i))) for i, v in enumerate(values)]
+    return [record(s.handle(reading(v, n=i))) for i, v in enumerate(values)]
 
 
 # -- plan order and part numbering ---------------------------------------------------------
@@ -109,7 +137,7 @@ def test_readings_fill_the_plan_in_order_and_wrap_to_the_next_part() -> None:
     assert [r["judged_value"] for r in recs] == ["12.001", "45.01", "6.360"]
     assert [r["verdict"] for r in recs] == ["pass"] * 3
     assert (s.next_characteristic, s.context["serial"], s.number) == ("D1", "SN-00002", 2)
-    nxt = record(s.accept(reading("12.030")))
+    nxt = record(s.handle(reading("12.030")))
     assert (nxt["characteristic"], nxt["serial"], nxt["verdict"], nxt["limit"]) == ("D1", "SN-00002", "fail", "upper")
     assert s.next_characteristic == "L1"
 
@@ -117,7 +145,7 @@ def test_readings_fill_the_plan_in_order_and_wrap_to_the_next_part() -> None:
 def test_a_failed_characteristic_still_advances() -> None:
     # the record is the evidence; re-measuring is a new record, not a retry of the slot
     s = station()
-    r = record(s.accept(reading("99.999")))
+    r = record(s.handle(reading("99.999")))
     assert r["verdict"] == "fail"
     assert s.next_characteristic == "L1"
 
@@ -131,7 +159,7 @@ def test_serial_numbering_starts_at_first_number_and_advances_per_part() -> None
 
 def test_context_fields_on_every_record() -> None:
     s = station()
-    r = record(s.accept(reading()))
+    r = record(s.handle(reading()))
     assert {k: r[k] for k in ("part_number", "serial", "lot", "work_order", "operator")} == {
         "part_number": "HX-4711",
         "serial": "SN-00001",
@@ -143,7 +171,7 @@ def test_context_fields_on_every_record() -> None:
 
 def test_station_without_part_settings() -> None:
     s = station(index=1)
-    r = record(s.accept(reading(device="ind-1")))
+    r = record(s.handle(reading(device="ind-1")))
     assert (r["part_number"], r["serial"], r["lot"], r["station"]) == ("HX-4711", None, None, "st-20")
 
 
@@ -152,13 +180,13 @@ def test_state_restores_numbering_and_position() -> None:
     cfg = load()
     s = station(cfg)
     measure_part(s)
-    s.accept(reading("12.002"))
+    s.handle(reading("12.002"))
     saved = s.state()
     assert json.loads(saved)["number"] == 2 and json.loads(saved)["next"] == 1
 
     again = station(cfg, saved_state=saved)
     assert (again.number, again.next_characteristic, again.context["serial"]) == (2, "L1", "SN-00002")
-    recs = [record(again.accept(reading(v))) for v in ("45.00", "6.350", "12.000")]
+    recs = [record(again.handle(reading(v))) for v in ("45.00", "6.350", "12.000")]
     assert [(r["characteristic"], r["serial"]) for r in recs] == [
         ("L1", "SN-00002"),
         ("T1", "SN-00002"),
@@ -185,22 +213,26 @@ def test_restart_mid_part_keeps_the_scanned_serial() -> None:
     cfg = load()
     s = station(cfg)
     s.scan("HX-4711|SN-12345|L-9")
-    first = record(s.accept(reading("12.001")))
+    first = record(s.handle(reading("12.001")))
     assert first["serial"] == "SN-12345"
     again = station(cfg, saved_state=s.state())
-    second = record(again.accept(reading("45.00")))
+    second = record(again.handle(reading("45.00")))
     assert (second["characteristic"], second["serial"]) == ("L1", "SN-12345")
 
 
 # -- scanned labels -----------------------------------------------------------------------
 def test_scan_sets_serial_and_lot_and_restarts_the_plan() -> None:
     s = station()
-    s.accept(reading("12.001"))
+    s.handle(reading("12.001"))
     assert s.next_characteristic == "L1"
     found = s.scan("HX-4711|SN-12345|L2026-9\r\n")  # scanners send a terminator
-    assert found == {"part_number": "HX-4711", "serial": "SN-12345", "lot": "L2026-9"}
+    assert found.message == "lot L2026-9, part_number HX-4711, serial SN-12345"
+    assert (s.context["part_number"], s.context["serial"], s.context["lot"]) == ("HX-4711", "SN-12345", "L2026-9")
+    # the part in progress (one value measured) was abandoned: recorded as incomplete
+    (incomplete,) = found.drafts
+    assert (incomplete["kind"], incomplete["verdict"], incomplete["missing"]) == ("part", "incomplete", ["L1", "T1"])
     assert s.next_characteristic == "D1"
-    r = record(s.accept(reading("12.002")))
+    r = record(s.handle(reading("12.002")))
     assert (r["characteristic"], r["serial"], r["lot"]) == ("D1", "SN-12345", "L2026-9")
     assert (r["work_order"], r["operator"]) == ("WO-88123", "op-117")  # not on the label: kept
 
@@ -215,7 +247,7 @@ def test_scanned_serial_is_not_overwritten_by_the_template() -> None:
 @pytest.mark.parametrize(
     ("code", "message"),
     [
-        ("HX-9999|SN-12345|L1", "part number 'HX-9999' has no plan here"),
+        ("HX-9999|SN-12345|L1", "no inspection plan for part number 'HX-9999'"),
         ("HX-4711|12345|L1", "does not match the label format"),
         ("HX-4711|SN-12345|L1 trailing", "does not match the label format"),
         ("", "does not match the label format"),
@@ -223,7 +255,7 @@ def test_scanned_serial_is_not_overwritten_by_the_template() -> None:
 )
 def test_bad_scan_raises_and_changes_nothing(code: str, message: str) -> None:
     s = station()
-    s.accept(reading("12.001"))
+    s.handle(reading("12.001"))
     before = (dict(s.context), s.next_index, s.number)
     with pytest.raises(ScanError, match=message):
         s.scan(code)
@@ -232,9 +264,10 @@ def test_bad_scan_raises_and_changes_nothing(code: str, message: str) -> None:
 
 def test_apply_label_keeps_only_context_fields() -> None:
     s = station()
-    s.accept(reading("12.001"))
+    s.handle(reading("12.001"))
     found = s.apply_label({"serial": "SN-77777", "colour": "red", "lot": ""})
-    assert found == {"serial": "SN-77777"}
+    assert found.message == "serial SN-77777"
+    assert s.context["serial"] == "SN-77777" and s.context["lot"] == "L2026-1121"
     assert (s.context["serial"], s.context["lot"], s.next_characteristic) == ("SN-77777", "L2026-1121", "D1")
     assert "colour" not in s.context
 
@@ -256,7 +289,7 @@ def test_scan_without_pattern_raises() -> None:
 @pytest.mark.parametrize(
     ("rdg", "reason"),
     [
-        (reading("12.001", status=ReadingStatus.UNSTABLE), "reading is unstable"),
+        (reading("12.001", status=ReadingStatus.UNSTABLE), "unstable"),
         (reading(None, status=ReadingStatus.ERROR, error="overflow"), "reading is error: overflow"),
         (reading("12.001", status=ReadingStatus.ERROR, error="E01"), "reading is error: E01"),
         (reading(None), "reading is ok"),  # OK without a value is no reading either
@@ -269,19 +302,18 @@ def test_scan_without_pattern_raises() -> None:
 )
 def test_refusals_never_become_records(rdg: Reading, reason: str) -> None:
     s = station()
-    result = s.accept(rdg)
-    assert isinstance(result, Refusal)
+    result = refusal(s.handle(rdg))
     assert (result.station, result.device) == ("st-10", rdg.device)
     assert reason in result.reason
     # the slot is not used up
     assert (s.next_characteristic, s.number) == ("D1", 1)
-    assert record(s.accept(reading("12.001")))["characteristic"] == "D1"
+    assert record(s.handle(reading("12.001")))["characteristic"] == "D1"
 
 
 def test_absurd_value_is_a_refusal_or_a_record_never_an_exception() -> None:
     s = station()
-    result = s.accept(reading("1E+30"))
-    assert isinstance(result, (dict, Refusal))
+    result = s.handle(reading("1E+30"))
+    assert isinstance(result, Outcome)
 
 
 # -- the draft record ---------------------------------------------------------------------
@@ -290,12 +322,12 @@ def test_absurd_value_is_a_refusal_or_a_record_never_an_exception() -> None:
     [("caliper-1", "CAL-0042", "2027-06-30"), ("mic-1", "MIC-0007", "2026-12-31"), ("loose-1", None, None)],
 )
 def test_draft_carries_gauge_and_its_calibration_due_date(device: str, gauge: str | None, due: str | None) -> None:
-    r = record(station().accept(reading("12.001", device=device)))
+    r = record(station().handle(reading("12.001", device=device)))
     assert (r["device"], r["gauge"], r["gauge_calibration_due"]) == (device, gauge, due)
 
 
 def test_draft_snapshot_of_the_specification_and_reading() -> None:
-    r = record(station().accept(reading("0.4733", unit="in")))
+    r = record(station().handle(reading("0.4733", unit="in")))
     expected = {
         "site": "plant-1",
         "line": "line-a",
@@ -327,7 +359,7 @@ def test_draft_snapshot_of_the_specification_and_reading() -> None:
 
 def test_drafts_become_valid_records_through_the_journal(tmp_path: Path) -> None:
     s = station()
-    drafts = [record(s.accept(reading(v, n=i))) for i, v in enumerate([*PART, "11.970"])]
+    drafts = [record(s.handle(reading(v, n=i))) for i, v in enumerate([*PART, "11.970"])]
     j = Journal(tmp_path / "j.sqlite", "gw-1", clock_us=lambda: AT_NS // 1000)
     try:
         sealed = j.append(drafts, {"station:st-10": s.state()})
@@ -350,9 +382,9 @@ def test_a_labelled_part_is_not_followed_by_readings_without_a_new_label() -> No
     s = station()
     s.scan("HX-4711|SN-12345|L-9")
     assert [r["serial"] for r in measure_part(s)] == ["SN-12345"] * 3
-    refused = s.accept(reading())
-    assert isinstance(refused, Refusal) and "scan the next part" in refused.reason
+    refused = refusal(s.handle(reading()))
+    assert refused.reason_code == "no_part" and "scan the part's label" in refused.reason
     restarted = station(saved_state=s.state())  # the wait survives a restart too
-    assert isinstance(restarted.accept(reading()), Refusal)
+    assert restarted.handle(reading()).refusal is not None
     restarted.scan("HX-4711|SN-12346|L-9")
-    assert record(restarted.accept(reading()))["serial"] == "SN-12346"
+    assert record(restarted.handle(reading()))["serial"] == "SN-12346"
