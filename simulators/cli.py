@@ -10,6 +10,7 @@ then point a gateway's device ``port:`` at ``/tmp/bench/caliper-1``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import codecs
 import datetime
 import signal
@@ -20,6 +21,12 @@ from decimal import Decimal, InvalidOperation
 from types import FrameType
 
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
+
+#: every other simulator registers its own subcommand (``add_parser``)
+SIMULATOR_MODULES = (
+    "simulators.mitutoyo_idh",
+    "simulators.mt_sics",
+)
 
 
 def _decimal(text: str) -> Decimal:
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simulators", description="Protocol-true device simulators.")
     sub = parser.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
     _add_mitutoyo(sub)
+    for module in SIMULATOR_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -1,0 +1,601 @@
+"""Mettler Toledo balances and scales speaking MT-SICS over RS-232 or a USB-serial adapter.
+
+MT-SICS is a strict command/reply protocol: the host sends an ASCII command ended by
+CR LF, the balance answers with one line ended by CR LF. The reply identifier is the
+command, except that ``S``, ``SI`` and ``SIR`` are all answered by ``S ...`` and ``@``
+(reset) by ``I4 A "<serial number>"``::
+
+    S S      100.00 g      stable weight          S D      100.02 g    dynamic weight
+    S I / S L / S + / S -  not executable (busy), logical error, overload, underload
+    ES / ET / EL           syntax, transmission and logical error (any command)
+    Z A, ZI S, ZI D        zero set (ZI D: while the weight was moving)
+    T S   12.00 g, TI S/D, TA A   tare taken / tare memory; TAC A tare cleared
+    I1 A "01" "2.20" ...   identification (I1 level and versions, I2 type, I3 software, I4 serial)
+
+How replies become readings and events (the station, not the driver, decides what to keep):
+
+* ``S S`` is a :class:`~drivers.base.Reading` on channel ``"weight"`` with status ``OK``;
+  ``S D`` the same with status ``UNSTABLE`` and the value kept, so a characteristic that
+  allows dynamic weights can still use it. With ``accept_dynamic: false`` dynamic
+  weights are not emitted at all (they are counted in ``dynamic_dropped``), which keeps a
+  continuous stream quiet while a load settles.
+* Every error reply is a Reading with status ``ERROR``, ``value`` None, ``unit`` None and
+  ``error`` saying what the balance reported, on the channel of the command family it
+  answers: ``"weight"`` (S, SI, SIR), ``"zero"`` (Z, ZI), ``"tare"`` (T, TI, TA, TAC),
+  ``"info"`` (I1..I4). ``ES``, ``ET`` and ``EL`` name no command: they take the channel of
+  the command they answer, ``"weight"`` when nothing was pending. An error is never a number.
+* Tare weights (``T S``, ``TI S``/``TI D``, ``TA A``) are kept in :attr:`MtSicsDriver.last_tare`
+  and logged. They are emitted as Readings on channel ``"tare"`` only with
+  ``report_tare: true``, because a station that does not look at the channel would take a
+  tare weight for the next measurement.
+* ``Z A``, ``ZI S``/``ZI D`` and ``TAC A`` confirm an action: logged, nothing emitted.
+  Identification replies are stored in :attr:`MtSicsDriver.identification` and logged.
+* Lines that do not parse are ``BAD_FRAME`` events; a command not answered within
+  ``response_timeout`` is a ``TIMEOUT`` event.
+
+Modes: ``request`` sends ``command`` (``S`` or ``SI``) every ``poll_interval`` seconds,
+never while an earlier command is still unanswered (commands are not stacked in the
+balance's input buffer). ``continuous`` sends ``SIR`` once connected, and again after a
+reconnect, after any other command (which ends the stream on the balance), and when the
+stream falls silent for ``response_timeout`` (which is also reported as a ``TIMEOUT``):
+a balance that was switched off and on stops streaming without the serial port noticing.
+
+Framing: lines end at LF and a CR before it is dropped, so CR LF (the standard) and LF only
+are both read; a balance set to CR only glues lines together and shows up as bad frames.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from pydantic import Field, model_validator
+
+from drivers import registry
+from drivers.base import (
+    DeviceEvent,
+    Driver,
+    DriverConfig,
+    DriverError,
+    EventKind,
+    FrameError,
+    Reading,
+    ReadingStatus,
+    Sink,
+)
+from drivers.serialport import Backoff, LinkDown, SerialLink, SerialSettings, StopBits
+
+log = logging.getLogger(__name__)
+
+WEIGHT: Final = "weight"
+TARE: Final = "tare"
+ZERO: Final = "zero"
+INFO: Final = "info"
+
+#: command sent -> identifier of the reply that answers it
+REPLY_ID: Final[dict[str, str]] = {
+    "S": "S",
+    "SI": "S",
+    "SIR": "S",
+    "Z": "Z",
+    "ZI": "ZI",
+    "T": "T",
+    "TI": "TI",
+    "TA": "TA",
+    "TAC": "TAC",
+    "@": "I4",
+    "I1": "I1",
+    "I2": "I2",
+    "I3": "I3",
+    "I4": "I4",
+}
+
+#: reply identifier -> reading channel of its values and errors
+CHANNEL: Final[dict[str, str]] = {
+    "S": WEIGHT,
+    "Z": ZERO,
+    "ZI": ZERO,
+    "T": TARE,
+    "TI": TARE,
+    "TA": TARE,
+    "TAC": TARE,
+    "I1": INFO,
+    "I2": INFO,
+    "I3": INFO,
+    "I4": INFO,
+}
+
+GENERAL_ERRORS: Final[dict[str, str]] = {
+    "ES": "syntax error (command not recognised)",
+    "ET": "transmission error (parity, framing or buffer overflow)",
+    "EL": "logical error (command cannot be executed)",
+}
+
+#: statuses after which a weight value and a unit follow
+_WEIGHT_STATUS: Final[dict[str, str]] = {"S": "SD", "T": "S", "TI": "SD", "TA": "A"}
+#: statuses that stand alone
+_PLAIN_STATUS: Final[dict[str, str]] = {
+    "S": "IL+-",
+    "Z": "AI+-",
+    "ZI": "SDI+-",
+    "T": "IL+-",
+    "TI": "IL+-",
+    "TA": "IL",
+    "TAC": "AIL",
+    "I1": "IL",
+    "I2": "IL",
+    "I3": "IL",
+    "I4": "IL",
+}
+_INFO_IDS: Final = frozenset({"I1", "I2", "I3", "I4"})
+_ERROR_STATUS: Final = frozenset("IL+-")
+
+_HEAD = re.compile(r"([A-Z][A-Z0-9]*) +([SDAIL+-])(?: +(.*))?")
+# no "+" sign, no exponent, digits on both sides of the point: anything else is not MT-SICS
+_WEIGHT = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?) +([A-Za-z%][A-Za-z0-9%/]{0,5})")
+_QUOTED = re.compile(r'"[^"]*"(?: +"[^"]*")*')
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One parsed MT-SICS reply line.
+
+    ``command`` is the reply identifier (``S`` for S/SI/SIR, ``I4`` for ``@``) or one of
+    ``ES``/``ET``/``EL``; ``status`` is the one-character status (empty for the general
+    errors); ``value`` and ``unit`` are set for weight replies only, ``texts`` for
+    identification replies only.
+    """
+
+    command: str
+    status: str
+    value: Decimal | None = None
+    unit: str | None = None
+    texts: tuple[str, ...] = ()
+
+    @property
+    def error(self) -> str | None:
+        """What the balance reported, for an error reply; None otherwise."""
+        if self.command in GENERAL_ERRORS:
+            return f"{self.command}: {GENERAL_ERRORS[self.command]}"
+        if self.status not in _ERROR_STATUS:
+            return None
+        return f"{self.command} {self.status}: {_describe(self.command, self.status)}"
+
+    @property
+    def stable(self) -> bool:
+        """False only for a dynamic (``D``) reply."""
+        return self.status != "D"
+
+
+def _describe(command: str, status: str) -> str:
+    if status == "I":
+        return "not executable now (balance busy, or no stable weight in time)"
+    if status == "L":
+        return "logical error (command or parameter not allowed)"
+    if command == "S":
+        return "overload" if status == "+" else "underload"
+    what = "zero setting" if command in ("Z", "ZI") else "taring"
+    return f"{'above' if status == '+' else 'below'} the {what} range"
+
+
+def parse_reply(line: bytes) -> Reply:
+    """Parse one reply line (terminator and surrounding whitespace are ignored).
+
+    The value keeps the balance's resolution: ``S S      100.00 g`` gives
+    ``Decimal("100.00")``. Raises :class:`~drivers.base.FrameError` for anything that is
+    not a documented reply.
+    """
+    body = line.strip()
+    if not body:
+        raise FrameError("empty line", line)
+    if any(b < 0x20 or b > 0x7E for b in body):
+        raise FrameError("non-printable or non-ASCII bytes", line)
+    text = body.decode("ascii")
+    if text in GENERAL_ERRORS:
+        return Reply(text, "")
+    head = _HEAD.fullmatch(text)
+    if head is None:
+        raise FrameError("not '<command> <status> ...'", line)
+    command, status, rest = head.group(1), head.group(2), head.group(3)
+    if command not in _PLAIN_STATUS:
+        raise FrameError(f"unknown reply {command!r}", line)
+    if status in _WEIGHT_STATUS.get(command, ""):
+        weight = _WEIGHT.fullmatch(rest or "")
+        if weight is None:
+            raise FrameError(f"{command} {status} without '<weight> <unit>'", line)
+        return Reply(command, status, Decimal(weight.group(1)), weight.group(2))
+    if command in _INFO_IDS and status == "A":
+        if rest is None or not _QUOTED.fullmatch(rest):
+            raise FrameError(f"{command} A without quoted text", line)
+        return Reply(command, status, texts=tuple(re.findall(r'"([^"]*)"', rest)))
+    if status in _PLAIN_STATUS[command]:
+        if rest is not None:
+            raise FrameError(f"unexpected text after '{command} {status}'", line)
+        return Reply(command, status)
+    raise FrameError(f"status {status!r} is not a reply to {command}", line)
+
+
+class MtSicsConfig(DriverConfig):
+    port: str = Field(min_length=1)
+    #: MT-SICS balances leave the factory at 9600 8N1 without handshake; many allow others
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: StopBits = 1
+    #: request: poll with ``command``; continuous: let the balance stream (SIR)
+    mode: Literal["request", "continuous"] = "request"
+    #: S waits for a stable weight before answering; SI answers at once, stable or not
+    command: Literal["S", "SI"] = "S"
+    #: request mode: seconds between polls; null polls only on request("read")
+    poll_interval: float | None = Field(default=1.0, gt=0)
+    #: seconds for an answer to any command (S and T wait for stability: leave room for it);
+    #: in continuous mode also the longest gap allowed between two streamed weights
+    response_timeout: float = Field(default=2.0, gt=0)
+    #: false drops dynamic (not yet stable) weights instead of emitting them as UNSTABLE
+    accept_dynamic: bool = True
+    #: emit tare weights as readings on channel "tare" (off: logged and kept in last_tare)
+    report_tare: bool = False
+    reconnect_min: float = Field(default=0.2, gt=0)
+    reconnect_max: float = Field(default=10.0, gt=0)
+    #: a line longer than this without LF is garbage (wrong baud rate, noise)
+    max_frame_length: int = Field(default=128, ge=32)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MtSicsConfig:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be smaller than reconnect_min")
+        if self.mode == "continuous" and "poll_interval" in self.model_fields_set and self.poll_interval is not None:
+            raise ValueError("poll_interval has no effect in continuous mode (the balance sets the pace)")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Tare:
+    value: Decimal
+    unit: str
+    stable: bool
+    raw: bytes
+    timestamp_ns: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: str
+    reply_id: str
+    deadline: float  # time.monotonic()
+
+
+#: request() names -> command, and the command with immediate=True
+_REQUESTS: Final[dict[str, tuple[str, str | None]]] = {
+    "zero": ("Z", "ZI"),
+    "tare": ("T", "TI"),
+    "clear_tare": ("TAC", None),
+    "reset": ("@", None),
+}
+
+
+@registry.register
+class MtSicsDriver(Driver):
+    name = "mt-sics"
+    config_model = MtSicsConfig
+
+    def __init__(self, config: DriverConfig) -> None:
+        if not isinstance(config, MtSicsConfig):
+            raise TypeError(f"{type(self).__name__} needs a MtSicsConfig, got {type(config).__name__}")
+        super().__init__(config)
+        self.cfg = config
+        self._continuous = config.mode == "continuous"
+        self.link = SerialLink(
+            SerialSettings(
+                port=config.port,
+                baudrate=config.baudrate,
+                bytesize=config.bytesize,
+                parity=config.parity,
+                stopbits=config.stopbits,
+            ),
+            self._on_frame,
+            self._on_link_event,
+            terminator=b"\n",
+            max_frame_length=config.max_frame_length,
+            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
+            name=config.id,
+        )
+        # Guards everything below; the worker waits on it for deadlines and new work.
+        self._cond = threading.Condition()
+        # commands sent and not yet answered, oldest first: MT-SICS answers in order
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._want_stream = False  # continuous: SIR must be (re)sent once nothing is pending
+        self._stream_deadline: float | None = None  # continuous: the next streamed weight is due by then
+        self._timeouts_in_row = 0
+        self._last_tare: Tare | None = None
+        self._identification: dict[str, str] = {}
+        self._dynamic_dropped = 0
+        self._worker: threading.Thread | None = None
+
+    # -- state the balance reported ------------------------------------------------------------
+
+    @property
+    def last_tare(self) -> Tare | None:
+        """The last tare weight the balance reported (T, TI, TA); None after TAC or before any."""
+        with self._cond:
+            return self._last_tare
+
+    @property
+    def identification(self) -> dict[str, str]:
+        """Identification replies received, by command: ``{"I4": "B021002593", ...}``."""
+        with self._cond:
+            return dict(self._identification)
+
+    @property
+    def dynamic_dropped(self) -> int:
+        """Dynamic weights not emitted because ``accept_dynamic`` is false."""
+        with self._cond:
+            return self._dynamic_dropped
+
+    # -- Driver --------------------------------------------------------------------------------
+
+    def start(self, sink: Sink) -> None:
+        if self.link.running:
+            raise DriverError(f"{self.device_id}: already started")
+        self._sink = sink
+        self._stop.clear()
+        with self._cond:
+            self._pending.clear()
+            self._want_stream = False
+            self._stream_deadline = None
+        self.link.start()
+        self._worker = threading.Thread(target=self._work, name=f"mt-sics:{self.device_id}", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(2.0)
+        self.link.stop()
+        with self._cond:
+            self._pending.clear()
+            self._stream_deadline = None
+
+    def request(self, command: str, **kwargs: Any) -> None:
+        """Send a command to the balance; its answer arrives at the sink like any other.
+
+        ``"read"`` sends the configured ``command`` (``immediate=True``: ``SI``), ``"zero"``
+        ``Z`` (``ZI`` when immediate), ``"tare"`` ``T`` (``TI``), ``"clear_tare"`` ``TAC``,
+        ``"reset"`` ``@``, ``"identify"`` ``I1`` to ``I4``. In continuous mode any of them
+        interrupts the stream, which the driver restarts once they are answered.
+        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
+        """
+        unknown = set(kwargs) - {"immediate"}
+        if unknown:
+            raise DriverError(f"{self.device_id}: unknown request options {sorted(unknown)}")
+        immediate = bool(kwargs.get("immediate", False))
+        if command == "read":
+            self._send("SI" if immediate else self.cfg.command)
+        elif command == "identify":
+            if immediate:
+                raise DriverError(f"{self.device_id}: 'identify' has no immediate form")
+            for ident in ("I1", "I2", "I3", "I4"):
+                self._send(ident)
+        elif command in _REQUESTS:
+            normal, fast = _REQUESTS[command]
+            chosen = fast if immediate else normal
+            if chosen is None:
+                raise DriverError(f"{self.device_id}: {command!r} has no immediate form")
+            self._send(chosen)
+        else:
+            raise DriverError(f"driver 'mt-sics' does not support request {command!r}")
+
+    # -- byte stream (also used by golden tests) -------------------------------------------------
+
+    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
+        self.link.feed(data, timestamp_ns)
+
+    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
+        self.link.end_of_stream(timestamp_ns)
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
+        try:
+            reply = parse_reply(frame)
+        except FrameError as exc:
+            with self._cond:
+                # a garbled line is most likely the answer that was due: waiting on for it
+                # would only add a timeout to the bad frame
+                self._answered(None)
+            self._bad_frame(exc.reason, raw, timestamp_ns)
+            return
+        with self._cond:
+            answered = self._answered(reply)
+            if reply.command == "S" and self._stream_deadline is not None:
+                self._stream_deadline = time.monotonic() + self.cfg.response_timeout
+        if reply.command in GENERAL_ERRORS:
+            channel = CHANNEL[answered.reply_id] if answered is not None else WEIGHT
+        else:
+            channel = CHANNEL[reply.command]
+        self._handle(reply, channel, raw, timestamp_ns)
+
+    def _answered(self, reply: Reply | None) -> _Pending | None:
+        """Retire the pending command ``reply`` answers (None: an unreadable line). Holds _cond."""
+        if self._timeouts_in_row:
+            log.info("%s: answering again after %d timeouts", self.device_id, self._timeouts_in_row)
+            self._timeouts_in_row = 0
+        if not self._pending:
+            return None
+        head = self._pending[0]
+        if reply is not None and reply.command != head.reply_id and reply.command not in GENERAL_ERRORS:
+            # e.g. a streamed weight still arriving after Z was sent: not Z's answer
+            return None
+        self._pending.popleft()
+        if head.command == "SIR":
+            # from now on the stream is watched, even if SIR was refused: silence then
+            # leads to a timeout and a new SIR
+            self._stream_deadline = time.monotonic() + self.cfg.response_timeout
+        self._cond.notify_all()
+        return head
+
+    def _handle(self, reply: Reply, channel: str, raw: bytes, timestamp_ns: int) -> None:
+        error = reply.error
+        if error is not None:
+            log.warning("%s: balance reports %s", self.device_id, error)
+            self._reading(channel, None, None, raw, timestamp_ns, ReadingStatus.ERROR, error)
+            return
+        status = ReadingStatus.OK if reply.stable else ReadingStatus.UNSTABLE
+        if reply.value is not None and reply.unit is not None:
+            if reply.command != "S":
+                self._tare(reply, raw, timestamp_ns)
+                if not self.cfg.report_tare:
+                    return
+            if status is ReadingStatus.UNSTABLE and not self.cfg.accept_dynamic:
+                with self._cond:
+                    self._dynamic_dropped += 1
+                return
+            self._reading(channel, reply.value, reply.unit, raw, timestamp_ns, status, None)
+        elif reply.command in _INFO_IDS:
+            text = " ".join(reply.texts)
+            with self._cond:
+                self._identification[reply.command] = text
+            log.info("%s: %s %s", self.device_id, reply.command, text)
+        elif reply.command == "TAC":
+            with self._cond:
+                self._last_tare = None
+            log.info("%s: tare cleared", self.device_id)
+        else:
+            moving = " while the weight was moving" if reply.status == "D" else ""
+            log.info("%s: zero set (%s %s)%s", self.device_id, reply.command, reply.status, moving)
+
+    def _tare(self, reply: Reply, raw: bytes, timestamp_ns: int) -> None:
+        assert reply.value is not None and reply.unit is not None
+        tare = Tare(reply.value, reply.unit, reply.stable, raw, timestamp_ns)
+        with self._cond:
+            self._last_tare = tare
+        log.info("%s: tare %s %s%s", self.device_id, tare.value, tare.unit, "" if tare.stable else " (dynamic)")
+
+    def _reading(
+        self,
+        channel: str,
+        value: Decimal | None,
+        unit: str | None,
+        raw: bytes,
+        timestamp_ns: int,
+        status: ReadingStatus,
+        error: str | None,
+    ) -> None:
+        self.emit(
+            Reading(
+                device=self.device_id,
+                channel=channel,
+                value=value,
+                unit=unit,
+                raw=raw,
+                timestamp_ns=timestamp_ns,
+                status=status,
+                error=error,
+            )
+        )
+
+    def _bad_frame(self, reason: str, raw: bytes, timestamp_ns: int) -> None:
+        log.warning("%s: bad frame: %s: %r", self.device_id, reason, raw)
+        self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, reason, raw, timestamp_ns))
+
+    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
+        with self._cond:
+            if kind is EventKind.DISCONNECTED:
+                # the outage is reported; timeouts for what was in flight would be noise
+                self._pending.clear()
+                self._stream_deadline = None
+                self._want_stream = False
+            elif kind is EventKind.CONNECTED:
+                # a reconnected balance may have been reset: its stream has to be asked for again
+                self._want_stream = self._continuous
+            self._cond.notify_all()
+        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _send(self, command: str, *, keep_on_failure: bool = False) -> None:
+        """Queue ``command`` as pending, then write it.
+
+        The entry goes in before the write because the answer can be parsed before write()
+        returns. On LinkDown it is withdrawn, unless ``keep_on_failure``: then it times out
+        like an unanswered command, which paces the worker's retries.
+        """
+        entry = _Pending(command, REPLY_ID[command], time.monotonic() + self.cfg.response_timeout)
+        with self._cond:
+            self._pending.append(entry)
+            if self._continuous and command != "SIR":
+                # any other command ends the balance's stream
+                self._stream_deadline = None
+                self._want_stream = True
+            self._cond.notify_all()
+        try:
+            self.link.write(command.encode("ascii") + b"\r\n")
+        except LinkDown:
+            if not keep_on_failure:
+                with self._cond:
+                    if entry in self._pending:
+                        self._pending.remove(entry)
+                    self._cond.notify_all()
+            raise
+
+    def _work(self) -> None:
+        """Polls (request mode), keeps the stream alive (continuous mode), reports timeouts."""
+        interval = self.cfg.poll_interval if not self._continuous else None
+        next_poll = time.monotonic() if interval is not None else None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            timeout: str | None = None
+            first = send_sir = poll = False
+            with self._cond:
+                if self._pending and self._pending[0].deadline <= now:
+                    late = self._pending.popleft()
+                    timeout = f"no answer to {late.command} within {self.cfg.response_timeout:g} s"
+                    if self._continuous:
+                        self._want_stream = True
+                elif self._stream_deadline is not None and not self._pending and now >= self._stream_deadline:
+                    timeout = f"continuous stream silent for {self.cfg.response_timeout:g} s; SIR sent again"
+                    self._stream_deadline = None
+                    self._want_stream = True
+                if timeout is not None:
+                    self._timeouts_in_row += 1
+                    first = self._timeouts_in_row == 1
+                if self._want_stream and not self._pending and self.link.connected:
+                    self._want_stream = False
+                    send_sir = True
+                if next_poll is not None and interval is not None and now >= next_poll:
+                    # skip missed slots instead of bursting after a stall
+                    next_poll += (int((now - next_poll) // interval) + 1) * interval
+                    poll = not self._pending and self.link.connected
+            if timeout is not None:
+                # every timeout is an event; only the first of a silence is worth a warning line
+                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.device_id, timeout)
+                self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, timeout))
+            if send_sir:
+                try:
+                    self._send("SIR", keep_on_failure=True)
+                except LinkDown as exc:
+                    log.debug("%s: SIR not sent: %s", self.device_id, exc)
+            if poll:
+                try:
+                    self._send(self.cfg.command)
+                except LinkDown as exc:
+                    log.debug("%s: poll skipped: %s", self.device_id, exc)
+            with self._cond:
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                wake = [t for t in (self._pending[0].deadline if self._pending else None, next_poll) if t is not None]
+                if self._stream_deadline is not None and not self._pending:
+                    wake.append(self._stream_deadline)
+                due = self._want_stream and not self._pending and self.link.connected
+                if not due:
+                    self._cond.wait(max(0.0, min(wake) - now) if wake else None)
