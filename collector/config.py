@@ -130,6 +130,13 @@ class CalibrationPolicy(_Section):
     require_registered_gauge: bool = True
 
 
+class OperatorViewSettings(_Section):
+    """The inspector's screen: a local web page served by the gateway."""
+
+    bind: str = "127.0.0.1"  # the workstation's own browser; another address to serve a panel PC
+    port: int = Field(default=8081, ge=0, le=65535)  # 0: any free port (tests)
+
+
 class GatewaySettings(_Section):
     id: Identifier
     site: Identifier
@@ -142,6 +149,7 @@ class GatewaySettings(_Section):
     #: settled records (confirmed in InfluxDB) older than this leave the journal (0: keep all)
     keep_delivered_days: float = Field(default=30.0, ge=0)
     calibration: CalibrationPolicy = CalibrationPolicy()
+    operator_view: OperatorViewSettings | None = None
     #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
     #: later records are confirmed, before it is sent again (the broker lost it)
     confirm_timeout: float = Field(default=30.0, gt=0)

@@ -30,6 +30,7 @@ from collector.errors import CollectorError, ConfigError, JournalError, JournalF
 from collector.journal import Journal, Sealed
 from collector.publisher import Publisher
 from collector.session import CommandError, Outcome, Station
+from collector.views import ViewHub
 from drivers import registry
 from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Reading
 
@@ -100,6 +101,10 @@ class Gateway:
             confirm_timeout=gw.confirm_timeout,
             on_command=self._mqtt_command,
         )
+        self.views = ViewHub()
+        self.operator_view: Any = None
+        for sid, station in self.stations.items():
+            self.views.update(sid, {**station.view(), "last": None, "message": ""})
         self._queue: queue.SimpleQueue[Reading | DeviceEvent | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -120,6 +125,11 @@ class Gateway:
             self.journal.backlog(),
         )
         self._config_in_force()
+        if self.settings.operator_view is not None:
+            from collector.operator_view import OperatorView
+
+            self.operator_view = OperatorView(self, self.settings.operator_view.bind, self.settings.operator_view.port)
+            self.operator_view.start()
         self.publisher.start()
         self._thread = threading.Thread(target=self._run, name=f"gateway-{self.settings.id}", daemon=True)
         self._thread.start()
@@ -135,6 +145,8 @@ class Gateway:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(10)
+        if self.operator_view is not None:
+            self.operator_view.stop()
         self.publisher.stop()
         self.journal.close()
         self._stopped.set()
@@ -316,11 +328,46 @@ class Gateway:
             return
         for call in calls:
             call.finish()
+        self._refresh_views(outcomes)
         if sealed:
             self.stats.records += len(sealed)
             self.stats.by_kind.update(item.record["kind"] for item in sealed)
             self._after(sealed, outcomes)
             self.publisher.notify()
+
+    def _refresh_views(self, outcomes: list[tuple[Station, Outcome]]) -> None:
+        """Fresh snapshots for the live views of every station this batch touched."""
+        latest: dict[str, tuple[Station, Outcome]] = {}
+        for station, out in outcomes:
+            if out.drafts or out.message or out.refusal is not None:
+                latest[station.id] = (station, out)
+        for sid, (station, out) in latest.items():
+            view = station.view()
+            measured = [d for d in out.drafts if d["kind"] == "measurement"]
+            parts = [d for d in out.drafts if d["kind"] == "part"]
+            previous = self.views.get(sid) or {}
+            view["last"] = (
+                {k: measured[-1].get(k) for k in ("characteristic", "judged_value", "unit", "verdict", "limit", "id")}
+                if measured
+                else previous.get("last")
+            )
+            view["part_verdict"] = (
+                {k: parts[-1].get(k) for k in ("serial", "verdict", "failed", "missing", "released_by", "id")}
+                if parts
+                else previous.get("part_verdict")
+            )
+            view["message"] = out.message
+            view["refused"] = (
+                out.refusal.reason
+                if out.refusal is not None
+                and out.refusal.reason_code
+                not in (
+                    "unstable",
+                    "repeated",
+                )
+                else None
+            )
+            self.views.update(sid, view)
 
     def _run_command(self, station: Station, call: _Call) -> Outcome:
         a = call.args

@@ -97,6 +97,7 @@ class _Part:
     plan: InspectionPlan
     reason_for_test: str
     results: dict[str, tuple[str, str]] = field(default_factory=dict)  # characteristic -> (record id, verdict)
+    history: dict[str, str] = field(default_factory=dict)  # every measurement id of the part -> characteristic
     record_id: str | None = None  # the part record, once written
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +106,7 @@ class _Part:
             "part_number": self.plan.part_number,
             "reason_for_test": self.reason_for_test,
             "results": self.results,
+            "history": self.history,
             "record_id": self.record_id,
         }
 
@@ -216,6 +218,7 @@ class Station:
             plan=self.plans[data["part_number"]],
             reason_for_test=str(data.get("reason_for_test", "ongoing")),
             results={k: (v[0], v[1]) for k, v in data.get("results", {}).items()},
+            history=dict(data.get("history", {})),
             record_id=data.get("record_id"),
         )
 
@@ -517,6 +520,7 @@ class Station:
         elif part is None:
             part = self._current = _Part(dict(self.context), self.plan, self.reason_for_test)
         part.results[cid] = (str(record["id"]), str(record["verdict"]))
+        part.history[str(record["id"])] = cid
         if part is self._last:
             return self._verdict(part, released_by=record.get("operator"), supersedes=part.record_id)
         if all(c.id in part.results for c in self.plan.characteristics):
@@ -611,23 +615,24 @@ class Station:
         if not reason:
             raise CommandError("an invalidation needs a reason")
         cid = None
+        context: dict[str, str | None] = {k: None for k in CONTEXT_KEYS}  # a record no longer in memory
+        current = False  # the invalidated value is the one its characteristic stands on
         for part in (self._current, self._last):
-            if part is None:
-                continue
-            for c, (rid, _) in part.results.items():
-                if rid == record_id:
-                    cid = c
+            if part is not None and record_id in part.history:
+                cid, context = part.history[record_id], part.context
+                current = part.results.get(cid, ("", ""))[0] == record_id
         draft = rec.invalidation_record(
             site=self.site,
             line=self.line,
             station=self.id,
-            context=self.context,
+            context=context,
             target=record_id,
             characteristic=cid,
             by=by,
             reason=reason,
         )
-        if cid is not None:
+        draft["operator"] = by
+        if cid is not None and current:
             self._pending = {
                 "characteristic": cid,
                 "supersedes": record_id,

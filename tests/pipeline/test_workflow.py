@@ -1,0 +1,185 @@
+"""The inspection workflow end to end: calibration gate, out-of-tolerance with its
+nonconformance and disposition, re-measure and invalidation through the MQTT command
+topic, all found in InfluxDB, attributed and in the gateway's chain."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector import cli
+from collector import config as config_mod
+from collector import mqtt as topics
+from collector.gateway import Gateway
+from collector.recorder import Recorder
+from collector.services import Mosquitto
+from collector.store.factory import open_store
+from collector.store.influx_v1 import InfluxV1Store
+from simulators.mitutoyo import MitutoyoSimulator
+from tests.helpers import wait_for
+from tests.pipeline.conftest import count_all
+
+
+class Operator:
+    """A client that sends commands to a station and collects replies and alerts."""
+
+    def __init__(self, broker: Mosquitto, prefix: str, station: str = "st-10") -> None:
+        self.topic = topics.station_topic(prefix, "plant-1", "line-a", station, "command")
+        self.alert_topic = topics.station_topic(prefix, "plant-1", "line-a", station, "alert")
+        self.replies: dict[str, dict[str, Any]] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe([(self.topic + "/reply", 1), (self.alert_topic, 1)])
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        if msg.topic == self.alert_topic:
+            self.alerts.append(body)
+        else:
+            self.replies[str(body.get("request_id"))] = body
+
+    def send(self, command: str, **args: Any) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        body = {"command": command, "args": args, "request_id": request_id}
+        self.client.publish(self.topic, json.dumps(body), qos=1).wait_for_publish(5)
+        return wait_for(lambda: self.replies.get(request_id), what=f"the reply to {command}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def history(capsys: pytest.CaptureFixture[str], path: str, *args: str) -> list[dict[str, Any]]:
+    assert cli.main(["trace", "--config", path, *args]) == 0
+    return list(json.loads(capsys.readouterr().out))
+
+
+def test_out_of_tolerance_remeasure_invalidation_and_disposition(
+    stack_config,
+    broker: Mosquitto,
+    caliper: MitutoyoSimulator,
+    v1_store: InfluxV1Store,
+    topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, cfg = stack_config()
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    wait_for(recorder.subscribed.is_set, what="recorder subscribed")
+    gateway = Gateway(cfg)
+    gateway.start()
+    op = Operator(broker, topic_prefix)
+    try:
+        wait_for(lambda: gateway.publisher.connected, what="gateway connected")
+        wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
+        caliper.send_value(Decimal("12.035"))  # D1 of HX000001: above 12.020
+        wait_for(lambda: any(a["kind"] == "out_of_tolerance" for a in op.alerts), what="the alert")
+        alert = next(a for a in op.alerts if a["kind"] == "out_of_tolerance")
+        assert (alert["severity"], alert["serial"], alert["characteristic"], alert["limit"]) == (
+            "critical",
+            "HX000001",
+            "D1",
+            "upper",
+        )
+        first_id = alert["record_id"]
+
+        reply = op.send("remeasure", reason="gauge_not_square", by="op-117")
+        assert reply["ok"] and "re-measure D1" in reply["message"]
+        caliper.send_value(Decimal("12.004"))  # the re-measure, in tolerance
+        caliper.send_value(Decimal("12.01"))  # L1 completes the part
+        wait_for(lambda: gateway.stats.by_kind["part"] == 1, what="the part verdict")
+
+        bad = op.send("remeasure", reason="", by="op-117")
+        assert not bad["ok"] and "needs a reason" in bad["error"]
+        unknown = op.send("teleport")
+        assert not unknown["ok"] and "unknown command" in unknown["error"]
+
+        nc_id = next(r for r in records(gateway) if r["kind"] == "nonconformance")["id"]
+        reply = op.send("dispose", nonconformance_id=nc_id, decision="use_as_is", by="qe-7")
+        assert not reply["ok"] and "concession" in reply["error"]
+        reply = op.send("dispose", nonconformance_id=nc_id, decision="rework", by="qe-7", comment="re-bore")
+        assert reply["ok"]
+        reply = op.send("invalidate", record_id=first_id, reason="probe contaminated", by="qe-7")
+        assert reply["ok"]
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
+    finally:
+        op.close()
+        gateway.stop()
+        recorder.stop()
+
+    trail = history(capsys, str(path), "--serial", "HX000001")
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in trail:
+        by_kind.setdefault(r["kind"], []).append(r)
+    d1 = [r for r in by_kind["measurement"] if r["characteristic"] == "D1"]
+    assert [(r["judged_value"], r["verdict"]) for r in d1[:2]] == [("12.035", "fail"), ("12.004", "pass")]
+    assert d1[1]["supersedes"] == d1[0]["id"] and d1[1]["reason"] == "gauge_not_square"
+    assert d1[1]["operator"] == "op-117"
+    (part,) = by_kind["part"]
+    assert part["verdict"] == "accept" and part["records"][0] == d1[1]["id"]  # the latest value counts
+    (nc,) = by_kind["nonconformance"]
+    assert nc["measurement_id"] == d1[0]["id"] and nc["limit"] == "upper"
+    (disp,) = by_kind["disposition"]
+    assert (disp["nonconformance_id"], disp["decision"], disp["by"], disp["serial"]) == (
+        nc["id"],
+        "rework",
+        "qe-7",
+        "HX000001",
+    )
+    (inv,) = by_kind["invalidation"]
+    assert (inv["target"], inv["by"], inv["reason"]) == (d1[0]["id"], "qe-7", "probe contaminated")
+    # the original out-of-tolerance value is still there, unchanged
+    assert d1[0]["judged_value"] == "12.035"
+    assert cli.main(["verify", "--config", str(path)]) == 0
+    assert "RESULT: intact" in capsys.readouterr().out
+
+
+def records(gateway: Gateway) -> list[dict[str, Any]]:
+    return [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+
+
+def test_an_overdue_gauge_is_refused_recorded_and_alerted(
+    stack_config,
+    broker: Mosquitto,
+    caliper: MitutoyoSimulator,
+    v1_store: InfluxV1Store,
+    topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, _ = stack_config()
+    text = path.read_text().replace("calibration_due: '2027-06-30'", "calibration_due: '2026-01-31'")
+    assert text != path.read_text()
+    path.write_text(text)
+    cfg = config_mod.load(path)
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    wait_for(recorder.subscribed.is_set, what="recorder subscribed")
+    gateway = Gateway(cfg)
+    gateway.start()
+    op = Operator(broker, topic_prefix)
+    try:
+        wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
+        caliper.send_value(Decimal("12.001"))
+        wait_for(lambda: any(a["kind"] == "refused" for a in op.alerts), what="the refusal alert")
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
+    finally:
+        op.close()
+        gateway.stop()
+        recorder.stop()
+    assert gateway.stats.measurements == 0 and gateway.stats.refused == 1
+    refusals = [r for r in history(capsys, str(path), "--station", "st-10") if r["kind"] == "refusal"]
+    (refusal,) = refusals
+    assert refusal["reason_code"] == "gauge_overdue" and refusal["gauge"] == "CAL-0042"
+    assert refusal["gauge_calibration_due"] == "2026-01-31" and refusal["reading_value"] == "12.001"
+    assert refusal["raw"] == "01A+0012.001\r" and refusal["serial"] == "HX000001" and refusal["operator"] == "op-117"
