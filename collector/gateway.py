@@ -157,7 +157,18 @@ class Gateway:
         self._queue.put(item)
 
     # -- commands (operator view, MQTT command topic, tests) ----------------------------------
-    COMMANDS = ("scan", "sign_in", "sign_out", "remeasure", "invalidate", "dispose", "abandon", "patrol", "andon_off")
+    COMMANDS = (
+        "scan",
+        "sign_in",
+        "sign_out",
+        "remeasure",
+        "invalidate",
+        "dispose",
+        "abandon",
+        "patrol",
+        "andon_off",
+        "ack_alert",
+    )
 
     def command(self, station_id: str, name: str, timeout: float = 10.0, **args: Any) -> Outcome:
         """Run an operator command on a station; returns once its records are journaled.
@@ -294,6 +305,12 @@ class Gateway:
                 except CollectorError as exc:
                     item.finish(error=exc)
                     continue
+                except KeyError as exc:
+                    item.finish(error=CommandError(f"{item.name}: missing argument {exc.args[0]!r}"))
+                    continue
+                except (TypeError, ValueError) as exc:
+                    item.finish(error=CommandError(f"{item.name}: bad arguments: {exc}"))
+                    continue
                 item.outcome = out
                 calls.append(item)
             elif isinstance(item, Reading):
@@ -393,6 +410,8 @@ class Gateway:
             return station.patrol(a.get("by"))
         if call.name == "andon_off":
             return station.andon_off(a.get("by"))
+        if call.name == "ack_alert":
+            return station.ack_alert(str(a["record_id"]), str(a.get("by") or ""), a.get("comment"))
         raise CommandError(f"unknown command {call.name!r}")
 
     def _reading(self, station: Station, reading: Reading) -> Outcome:

@@ -671,6 +671,13 @@ class Station:
             self._patrol_next = True
         return Outcome(drafts=[self._audit("patrol", by, None, "patrol inspection requested")])
 
+    def ack_alert(self, record_id: str, by: str, comment: str | None) -> Outcome:
+        """A supervisor acknowledged the alert about ``record_id`` (from the dashboard)."""
+        if not by:
+            raise CommandError("an acknowledgement needs the name of who acknowledges")
+        detail = f"alert acknowledged{': ' + comment if comment else ''}"
+        return Outcome(drafts=[self._audit("alert_ack", by, record_id, detail)], message=detail)
+
     def andon_off(self, by: str | None) -> Outcome:
         self._andon_on = False
         return Outcome(drafts=[self._audit("andon_off", by, None, "andon switched off")], andon=False)

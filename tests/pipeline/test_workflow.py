@@ -102,6 +102,8 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
         assert not bad["ok"] and "needs a reason" in bad["error"]
         unknown = op.send("teleport")
         assert not unknown["ok"] and "unknown command" in unknown["error"]
+        incomplete = op.send("invalidate", reason="x")
+        assert not incomplete["ok"] and "missing argument 'record_id'" in incomplete["error"]
 
         nc_id = next(r for r in records(gateway) if r["kind"] == "nonconformance")["id"]
         reply = op.send("dispose", nonconformance_id=nc_id, decision="use_as_is", by="qe-7")
