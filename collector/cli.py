@@ -145,7 +145,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         key = cfg.gateway.signing_key.get_secret_value().encode()
     store = open_store(cfg.influxdb)
     try:
-        report = verify(store, _filter(args), key=key, only=args.gateway or None)
+        stations = [*(args.station_set or []), *([args.station] if args.station else [])]
+        report = verify(store, _filter(args), key=key, only=args.gateway or None, stations=stations or None)
     finally:
         store.close()
     if args.json:
@@ -208,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     _filters(p)
     p.add_argument("--gateway", action="append", help="only this gateway (repeatable)")
+    p.add_argument(
+        "--stations",
+        dest="station_set",
+        action="append",
+        metavar="STATION",
+        help="only the gateways serving this station (repeatable); their chains are verified whole",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_verify)
 

@@ -185,3 +185,32 @@ def test_an_overdue_gauge_is_refused_recorded_and_alerted(
     assert refusal["reason_code"] == "gauge_overdue" and refusal["gauge"] == "CAL-0042"
     assert refusal["gauge_calibration_due"] == "2026-01-31" and refusal["reading_value"] == "12.001"
     assert refusal["raw"] == "01A+0012.001\r" and refusal["serial"] == "HX000001" and refusal["operator"] == "op-117"
+
+
+def test_verify_report_for_an_auditor_over_a_station_and_time_range(
+    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, cfg = stack_config()
+    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder.start()
+    wait_for(recorder.subscribed.is_set, what="recorder subscribed")
+    gateway = Gateway(cfg)
+    gateway.start()
+    try:
+        wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
+        for v in ("12.001", "12.00", "11.999", "12.01"):
+            caliper.send_value(Decimal(v))
+        wait_for(lambda: gateway.stats.by_kind["part"] == 2, what="two parts")
+        head = gateway.journal.head[0]
+        wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
+    finally:
+        gateway.stop()
+        recorder.stop()
+    assert cli.main(["verify", "--config", str(path), "--station", "st-10", "--from", "2020-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("EVIDENCE VERIFICATION REPORT")
+    assert f"gateway gw-test-1: {head} record(s), seq 1..{head}" in out
+    assert "stations st-10 (" in out and "measurement 4" in out and "part 2" in out
+    assert "time range   2020-01-01 .. now" in out and "RESULT: intact" in out
+    assert cli.main(["verify", "--config", str(path), "--station", "elsewhere"]) == 0
+    assert "no records found" in capsys.readouterr().out
