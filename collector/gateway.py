@@ -299,7 +299,8 @@ class Gateway:
                 continue
             if isinstance(item, _Call):
                 station = self.stations[item.station]
-                before.setdefault(station.id, station.state())
+                if station.id not in before:  # (not setdefault: state() is not free)
+                    before[station.id] = station.state()
                 try:
                     out = self._run_command(station, item)
                 except CollectorError as exc:
@@ -321,7 +322,8 @@ class Gateway:
                     log.warning("reading from unknown device %s ignored", item.device)
                     continue
                 station = found
-                before.setdefault(station.id, station.state())
+                if station.id not in before:  # (not setdefault: state() is not free)
+                    before[station.id] = station.state()
                 out = self._reading(station, item)
                 if out.drafts:
                     readings += 1
@@ -401,9 +403,11 @@ class Gateway:
         if call.name == "invalidate":
             return station.invalidate(str(a["record_id"]), str(a.get("reason") or ""), str(a["by"]))
         if call.name == "dispose":
-            return station.dispose(
-                str(a["nonconformance_id"]), str(a["decision"]), str(a["by"]), a.get("concession"), a.get("comment")
-            )
+            nc_id = str(a["nonconformance_id"])
+            nc = self.journal.find(nc_id)
+            if nc is None or nc.get("kind") != "nonconformance" or nc.get("station") != station.id:
+                raise CommandError(f"no nonconformance {nc_id} of station {station.id} in this gateway's journal")
+            return station.dispose(nc, str(a["decision"]), str(a["by"]), a.get("concession"), a.get("comment"))
         if call.name == "abandon":
             return station.abandon(a.get("by"), str(a.get("reason") or "abandoned"))
         if call.name == "patrol":

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_pending ON records(seq) WHERE delivered_us IS NULL;
 CREATE INDEX IF NOT EXISTS records_unsettled ON records(seq) WHERE stored_us IS NULL;
 CREATE INDEX IF NOT EXISTS records_station ON records(station, seq);
+CREATE INDEX IF NOT EXISTS records_id ON records(id);
 """
 JOURNAL_FORMAT = "1"
 
@@ -97,6 +98,9 @@ class Journal:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
         self._check_owner()
         self._seq, self._hash, self._last_us = self._head()
+        # the highest settled sequence number, kept here so the resend check needs no table scan
+        row = self._db.execute("SELECT max(seq) FROM records WHERE stored_us IS NOT NULL").fetchone()
+        self._stored_top: int = int(row[0]) if row and row[0] is not None else 0
 
     # -- opening -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -216,6 +220,7 @@ class Journal:
                     )
                     changed += cur.rowcount
                 self._db.execute("COMMIT")
+                self._stored_top = max(self._stored_top, *(b for _, b in ranges))
                 return changed
             except sqlite3.Error as exc:
                 self._rollback()
@@ -232,8 +237,7 @@ class Journal:
         idle station after a broker restart) at the cost of one message per grace period.
         """
         with self._lock:
-            row = self._db.execute("SELECT max(seq) FROM records WHERE stored_us IS NOT NULL").fetchone()
-            top = row[0] if row and row[0] is not None else 0
+            top = self._stored_top
             cur = self._db.execute(
                 "UPDATE records SET delivered_us = NULL WHERE stored_us IS NULL AND delivered_us IS NOT NULL "
                 "AND delivered_us < ? AND seq < ?",
@@ -289,6 +293,12 @@ class Journal:
     def record(self, seq: int) -> Record | None:
         with self._lock:
             row = self._db.execute("SELECT payload FROM records WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def find(self, record_id: str) -> Record | None:
+        """A record still in the journal, by its id."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM records WHERE id = ?", (record_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def iter_payloads(self, after_seq: int = 0, chunk: int = 1000) -> Iterable[tuple[int, str, str | None]]:

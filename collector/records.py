@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import time
 from decimal import Decimal
 from typing import Any
@@ -69,10 +70,15 @@ def recompute_hash(record: Record) -> str:
     return chain_hash(str(record["prev_hash"]), canonical_bytes(record))
 
 
+#: uniqueness, not secrecy, is what record ids need; os.urandom per id releases and retakes
+#: the GIL in the hot path, so ids draw from a generator seeded once from the OS
+_rng = random.Random(os.urandom(32))
+
+
 def uuid7(unix_ms: int | None = None) -> str:
     """A time-ordered UUID (RFC 9562 version 7)."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _rng.getrandbits(80)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0x0FFF) << 64

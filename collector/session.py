@@ -159,7 +159,6 @@ class Station:
         self._current: _Part | None = None
         self._last: _Part | None = None
         self._pending: dict[str, Any] | None = None  # a requested re-measure
-        self._open_nc: dict[str, dict[str, Any]] = {}  # nonconformance id -> its part context
         self._andon_on = False
         self._last_activity = monotonic()
         self._checkers: dict[str, RuleChecker] = {}
@@ -185,7 +184,6 @@ class Station:
                 "current": self._current.to_json() if self._current else None,
                 "last": self._last.to_json() if self._last else None,
                 "pending": self._pending,
-                "open_nc": self._open_nc,
                 "andon": self._andon_on,
                 "baselines": self._baselines,
             }
@@ -206,7 +204,6 @@ class Station:
         self._current = self._part_from(saved.get("current"))
         self._last = self._part_from(saved.get("last"))
         self._pending = saved.get("pending")
-        self._open_nc = dict(saved.get("open_nc") or {})
         self._andon_on = bool(saved.get("andon", False))
         self._baselines = {k: list(v) for k, v in (saved.get("baselines") or {}).items()}
 
@@ -273,7 +270,6 @@ class Station:
                 }
                 for c in self.plan.characteristics
             ],
-            "open_nonconformances": len(self._open_nc),
         }
 
     # -- labels: parts and badges --------------------------------------------------------------
@@ -377,7 +373,6 @@ class Station:
         )
         if result["verdict"] == Verdict.FAIL:
             nc = rec.nonconformance_record(result)
-            self._open_nc[nc["id"]] = {k: result.get(k) for k in CONTEXT_KEYS}
             out.drafts.append(nc)
             out.andon = True
             self._andon_on = True
@@ -642,26 +637,24 @@ class Station:
         return Outcome(drafts=[draft], message=f"record {record_id} invalidated")
 
     def dispose(
-        self, nonconformance_id: str, decision: str, by: str, concession: str | None, comment: str | None
+        self, nonconformance: Record, decision: str, by: str, concession: str | None, comment: str | None
     ) -> Outcome:
         """The decision on a nonconformance (scrap, rework, use as is under a concession ...)."""
         if decision == "use_as_is" and not concession:
             raise CommandError("use as is needs a concession (deviation permit) reference")
-        context = self._open_nc.get(nonconformance_id) or {k: None for k in CONTEXT_KEYS}
         draft = rec.disposition_record(
             site=self.site,
             line=self.line,
             station=self.id,
-            context=context,
-            nonconformance_id=nonconformance_id,
+            context={k: nonconformance.get(k) for k in CONTEXT_KEYS},
+            nonconformance_id=str(nonconformance["id"]),
             decision=decision,
             concession=concession,
             by=by,
             comment=comment,
         )
-        self._open_nc.pop(nonconformance_id, None)
         draft["operator"] = by
-        return Outcome(drafts=[draft], message=f"nonconformance {nonconformance_id}: {decision}")
+        return Outcome(drafts=[draft], message=f"nonconformance {nonconformance['id']}: {decision}")
 
     def patrol(self, by: str | None) -> Outcome:
         """The next part is a patrol inspection (recorded as the reason for test)."""

@@ -3,7 +3,8 @@
 Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
 
     .venv/bin/python tests/perf/gateway_throughput.py [--records N]
-        [--max-records-per-message M] [--max-inflight K] [--keep]
+        [--max-records-per-message M] [--max-inflight K] [--max-message-bytes B]
+        [--max-queued Q] [--keep] [--profile PREFIX [--profile-clock cpu|wall]]
 
 What it does:
 
@@ -17,7 +18,14 @@ What it does:
    it is connected to the broker;
 4. times from the first ``gateway.submit()`` until every record is journaled (SQLite,
    ``synchronous=FULL``) and acknowledged by the broker (PUBACK, marked delivered in the
-   journal: ``gateway.stats.records == N`` and ``gateway.journal.backlog() == 0``).
+   journal: every reading processed, ``gateway.journal.backlog() == 0``).
+
+A reading gives one measurement record, and the workflow may add others (a part record
+when the plan is complete, a nonconformance per value out of tolerance): ``records`` and
+``records_per_s`` and ``cpu_us_per_record`` count readings, i.e. measurement records, the
+unit of the design targets; ``records_journaled`` and ``cpu_us_per_journaled_record``
+count every record the run journaled, ``journaled_by_kind`` says which. The run fails
+unless every reading became exactly one measurement record (none refused or lost).
 
 No recorder runs, so the broker holds nothing for anybody: this measures what the gateway
 process costs, not the rest of the pipeline. Mosquitto is another process and its CPU
@@ -33,7 +41,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
+import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -42,6 +53,7 @@ import pstats
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +71,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout, installed or n
 from collector import config as config_mod  # noqa: E402
 from collector.gateway import Gateway  # noqa: E402
 from collector.services import Mosquitto, ServiceError  # noqa: E402
-from drivers.base import Reading  # noqa: E402
+from drivers.base import DeviceEvent, EventKind, Reading  # noqa: E402
 
 log = logging.getLogger("bench.gateway_throughput")
 
@@ -111,6 +123,7 @@ mqtt:
   topic_prefix: bench
   max_records_per_message: {max_records_per_message}
   max_inflight: {max_inflight}
+  max_message_bytes: {max_message_bytes}
 gauges:
   - {{id: CAL-0042, type: caliper, resolution: "0.001", unit: mm, calibration_due: "2027-06-30"}}
 plans:
@@ -147,13 +160,16 @@ def _characteristic_yaml(s: Spec) -> str:
     return f"      - {{{body}}}"
 
 
-def build_config(workdir: Path, broker: Mosquitto, max_records_per_message: int, max_inflight: int) -> Any:
+def build_config(
+    workdir: Path, broker: Mosquitto, max_records_per_message: int, max_inflight: int, max_message_bytes: int
+) -> Any:
     text = CONFIG_YAML.format(
         journal=workdir / "journal.sqlite",
         host=broker.host,
         port=broker.port,
         max_records_per_message=max_records_per_message,
         max_inflight=max_inflight,
+        max_message_bytes=max_message_bytes,
         characteristics="\n".join(_characteristic_yaml(s) for s in SPECS),
         device=DEVICE,
         port_path=workdir / "dev" / DEVICE,  # never opened: the gateway starts no driver
@@ -168,10 +184,11 @@ def mitutoyo_frame(value: Decimal) -> bytes:
 
 
 def build_readings(n: int, distinct: int, fail_rate: float, seed: int) -> tuple[list[Reading], int]:
-    """``n`` readings in plan order, drawn from ``distinct`` pre-built objects; returns (readings, failures).
+    """A pool of pre-built readings in plan order; returns (pool, failures among the first ``n``).
 
-    Readings are immutable and the gateway keeps no reference to them, so reusing a pool
-    keeps the benchmark's own memory small (``peak_rss_mb`` is then the gateway's, not the
+    The benchmark submits ``n`` readings by cycling through the pool. Readings are
+    immutable and the gateway keeps no reference to them, so reusing a pool keeps the
+    benchmark's own memory small (``peak_rss_mb`` is then mostly the gateway's, not the
     test data's). The pool is a whole number of plan cycles, so characteristic i of the
     plan always receives a reading meant for it.
     """
@@ -204,9 +221,8 @@ def build_readings(n: int, distinct: int, fail_rate: float, seed: int) -> tuple[
             )
         )
         fails_in_pool.append(out)
-    readings = [pool[i % size] for i in range(n)]
     failures = sum(fails_in_pool[i % size] for i in range(n))
-    return readings, failures
+    return pool, failures
 
 
 def thread_cpu_s(native_id: int | None) -> float | None:
@@ -289,19 +305,73 @@ def wait_connected(gateway: Gateway, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def wait_delivered(gateway: Gateway, n: int, deadline: float, poll: float) -> bool:
-    """Until ``n`` records are journaled and none is undelivered; False on the deadline.
+def barrier(gateway: Gateway, n: int, deadline: float, poll: float) -> bool:
+    """Return once every item submitted before this call has been processed and journaled.
+
+    A reading may give more than one record (a part record when the plan is complete, a
+    nonconformance for a value out of tolerance), so the number of records to wait for is
+    not known in advance. Instead two marker events go through the gateway's queue, which
+    is processed in order: the gateway counts a device event the moment it meets it, and
+    journals a batch before it takes the next one from the queue, so once the second
+    marker (submitted after the first was counted) is counted, the batch that held the
+    first marker, and everything before it, is journaled. Only public API is used.
+    """
+    while gateway.stats.readings < n:  # coarse first: watching costs CPU that is measured too
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    events = gateway.stats.device_events
+    for i in (1, 2):
+        device = f"bench-barrier-{i}"
+        key = f"{device}:{EventKind.CONNECTED.value}"
+        gateway.submit(DeviceEvent(device, EventKind.CONNECTED, "benchmark barrier"))
+        while events.get(key, 0) < 1:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+    return True
+
+
+def wait_delivered(gateway: Gateway, records0: int, acked0: int, deadline: float, poll: float) -> bool:
+    """After :func:`barrier`: until every record journaled since ``records0`` is acknowledged.
+
+    ``records0`` and ``acked0`` are the gateway's record count and the publisher's
+    acknowledged count before the first reading was submitted.
 
     The cheap counters are polled first; the journal's ``backlog()`` (a query under the
     journal's lock, which the gateway and publisher threads need) only once the broker
-    has acknowledged ``n`` records, so that watching does not slow what is watched.
+    has acknowledged as many records, so that watching does not slow what is watched.
     """
     pub = gateway.publisher.stats
     while time.monotonic() < deadline:
-        if gateway.stats.records >= n and pub.records_acked >= n and gateway.journal.backlog() == 0:
-            return gateway.stats.records == n
+        if pub.records_acked - acked0 >= gateway.stats.records - records0 and gateway.journal.backlog() == 0:
+            return True
         time.sleep(poll)
     return False
+
+
+def journal_kinds(gateway: Gateway) -> dict[str, int]:
+    """How many records of each kind the journal holds (after the run)."""
+    journal = gateway.journal
+    with journal._lock:
+        rows = journal._db.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall()
+    return {str(k): int(c) for k, c in rows}
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the gateway's code differed from it (a dirty tree)."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = functools.partial(subprocess.run, cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
+        head = git(["git", "rev-parse", "--short=12", "HEAD"])
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            status = git(["git", "status", "--porcelain", "--untracked-files=no", "--", "collector", "drivers"])
+            out["dirty"] = bool(status.stdout.strip())
+            if out["dirty"]:  # identifies the uncommitted state measured
+                diff = git(["git", "diff", "HEAD", "--", "collector", "drivers"])
+                out["diff_sha256"] = hashlib.sha256(diff.stdout.encode()).hexdigest()[:12]
+    return out
 
 
 class ThreadProfiles:
@@ -356,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     broker = Mosquitto(base / "broker")
     gateway: Gateway | None = None
     profiles = ThreadProfiles(Path(args.profile).resolve(), args.profile_clock) if args.profile else None
-    result: dict[str, Any] = {"benchmark": "gateway_throughput", "records": n}
+    result: dict[str, Any] = {"benchmark": "gateway_throughput", "records": n, "ok": False}
     try:
         try:
             broker.start()
@@ -366,11 +436,13 @@ def run(args: argparse.Namespace) -> int:
             return 2
         log.info("mosquitto pid %s on %s:%s", broker.pid, broker.host, broker.port)
         (base / "gateway").mkdir()
-        config = build_config(base / "gateway", broker, args.max_records_per_message, args.max_inflight)
+        config = build_config(
+            base / "gateway", broker, args.max_records_per_message, args.max_inflight, args.max_message_bytes
+        )
         assert config.gateway is not None
 
-        readings, failures = build_readings(n, args.distinct, args.fail_rate, args.seed)
-        log.info("%d readings pre-built (%d expected out of tolerance)", n, failures)
+        pool, failures = build_readings(n, args.distinct, args.fail_rate, args.seed)
+        log.info("%d distinct readings pre-built for %d (%d expected out of tolerance)", len(pool), n, failures)
 
         gateway = Gateway(config, start_drivers=False)
         if profiles is not None:
@@ -388,21 +460,37 @@ def run(args: argparse.Namespace) -> int:
         rss_start = rss_mb()
 
         submit = gateway.submit
+        records0 = gateway.stats.records  # the gateway may journal a record of its own at start
+        acked0 = gateway.publisher.stats.records_acked
+        kinds0 = journal_kinds(gateway)
         cpu0 = {name: thread_cpu_s(tid) for name, tid in threads.items()}
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout
-        for reading in readings:
-            submit(reading)
+        if args.max_queued <= 0:  # as fast as possible: the queue holds whatever the gateway has not taken
+            for reading in itertools.islice(itertools.cycle(pool), n):
+                submit(reading)
+        else:  # as fast as the gateway takes them, never more than max_queued ahead
+            stats, ahead, sent = gateway.stats, args.max_queued, 0
+            readings = itertools.islice(itertools.cycle(pool), n)
+            while sent < n:
+                room = min(ahead - (sent - stats.readings), n - sent)
+                if room <= 0:
+                    time.sleep(0.0005)
+                    continue
+                for reading in itertools.islice(readings, room):
+                    submit(reading)
+                sent += room
         t_submitted = time.perf_counter()
-        ok = wait_delivered(gateway, n, deadline, args.poll)
+        ok = barrier(gateway, n, deadline, args.poll) and wait_delivered(gateway, records0, acked0, deadline, args.poll)
         t1 = time.perf_counter()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu1 = {name: thread_cpu_s(tid) for name, tid in threads.items()}
 
         seconds = t1 - t0
         cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        done = gateway.stats.records
+        done = gateway.stats.readings  # every reading is to become a measurement record
+        journaled = gateway.stats.records - records0
         pub = gateway.publisher.stats
         by_thread = {}
         for name in threads:
@@ -414,6 +502,9 @@ def run(args: argparse.Namespace) -> int:
             seconds=round(seconds, 3),
             records_per_s=round(done / seconds, 1) if seconds > 0 else None,
             cpu_us_per_record=round(cpu_s / max(done, 1) * 1e6, 2),
+            records_journaled=journaled,
+            records_journaled_per_s=round(journaled / seconds, 1) if seconds > 0 else None,
+            cpu_us_per_journaled_record=round(cpu_s / max(journaled, 1) * 1e6, 2),
             cpu_user_s=round(ru1.ru_utime - ru0.ru_utime, 3),
             cpu_sys_s=round(ru1.ru_stime - ru0.ru_stime, 3),
             cpu_us_per_record_by_thread=by_thread,
@@ -422,34 +513,47 @@ def run(args: argparse.Namespace) -> int:
             journal_synchronous=sync,
             journal_fs=filesystem_of(base / "gateway"),
             submit_seconds=round(t_submitted - t0, 3),
-            records_journaled=done,
+            max_queued=args.max_queued or None,
+            readings_processed=done,
             records_acked=pub.records_acked,
             messages_sent=pub.messages_sent,
             records_per_message=round(pub.records_sent / pub.messages_sent, 1) if pub.messages_sent else None,
             alerts=gateway.stats.alerts,
-            expected_alerts=failures,
+            readings_out_of_tolerance=failures,
             refused=gateway.stats.refused,
+            lost=gateway.stats.lost,
             python=f"{platform.python_implementation()} {platform.python_version()}",
             versions=versions(),
             machine=machine_info(),
             max_records_per_message=config.mqtt.max_records_per_message,
             max_inflight=config.mqtt.max_inflight,
+            max_message_bytes=config.mqtt.max_message_bytes,
+            git=git_state(),
         )
+        kinds = journal_kinds(gateway)
+        result["journaled_by_kind"] = {k: v - kinds0.get(k, 0) for k, v in kinds.items() if v - kinds0.get(k, 0)}
+        measurements = result["journaled_by_kind"].get("measurement", 0)
         if profiles is not None:
             result["profiled"] = True  # the figures are not comparable with unprofiled runs
         if not ok:
             result["error"] = (
                 f"not every record was journaled and acknowledged within {timeout:g} s "
-                f"(journaled {done}, acknowledged {pub.records_acked} of {n})"
+                f"(readings processed {done} of {n}, records journaled {journaled}, "
+                f"acknowledged {pub.records_acked})"
             )
             log.error("%s", result["error"])
-        elif gateway.stats.alerts != failures or gateway.stats.refused:
+        elif measurements != n or gateway.stats.refused or gateway.stats.lost:
             result["ok"] = ok = False
             result["error"] = (
-                f"{gateway.stats.alerts} alerts for {failures} failing readings, {gateway.stats.refused} refused"
+                f"{measurements} measurement records for {n} readings "
+                f"({gateway.stats.refused} refused, {gateway.stats.lost} lost)"
             )
             log.error("%s", result["error"])
         return 0 if ok else 1
+    except Exception as exc:  # reported in the JSON line too, then cleaned up below
+        log.exception("benchmark failed")
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        return 1
     finally:
         if gateway is not None:
             try:
@@ -482,6 +586,20 @@ def main(argv: list[str] | None = None) -> int:
         help="mqtt.max_records_per_message (default 500, the configuration default)",
     )
     p.add_argument("--max-inflight", type=int, default=32, help="mqtt.max_inflight (default 32, the default)")
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=256 * 1024,
+        help="mqtt.max_message_bytes (default 262144, the default; at about 1 KB per record it caps a message "
+        "at about 250 records before --max-records-per-message does)",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=0,
+        help="keep at most this many readings queued ahead of the gateway (default 0: submit all at once; "
+        "the queue then holds up to N references, which peak_rss_mb includes)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (journal, broker log)")
     p.add_argument("--dir", default=None, help="where to create the temporary directory (default: $TMPDIR)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for every ack (default 60 + N/500)")
