@@ -439,7 +439,7 @@ class Gateway:
         driver = self._driver_of.get(reading.device)
         try:
             fields = driver.label_fields(reading) if driver is not None else None
-            out = station.apply_label(fields) if fields is not None else station.scan(reading.text or "")
+            out = station.apply_label(fields) if fields else station.scan(reading.text or "")
         except CollectorError as exc:
             self.stats.refused += 1
             log.warning("%s (scanned on %s)", exc, reading.device)

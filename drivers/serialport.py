@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -356,7 +357,9 @@ class SerialLink:
                 timeout=s.read_timeout,
                 write_timeout=s.write_timeout,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # termios.error: the port refused a setting (a pty forces 8 data bits); like a missing
+            # port, a reason to retry with back-off, never to end the reader thread
             return f"cannot open {s.port}: {exc}"
         with self._port_lock:
             self._port = port

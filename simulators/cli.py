@@ -26,6 +26,9 @@ from simulators.mitutoyo import MitutoyoSimulator, Scenario
 SIMULATOR_MODULES = (
     "simulators.mitutoyo_idh",
     "simulators.mt_sics",
+    "simulators.sartorius",
+    "simulators.ascii_line",
+    "simulators.scanner",
 )
 
 

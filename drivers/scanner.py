@@ -1,0 +1,516 @@
+"""Serial barcode scanners: one code per line, decoded into part context (GS1 or a shop format).
+
+Every scanned line becomes ``Reading(value=None, unit=None, text=<the code exactly as
+scanned>, channel="code", status=OK)``; ``raw`` holds the bytes with the terminator. The
+reading never carries decoded fields (the Reading type has no room for them): the gateway
+calls :func:`decode` with the reading's ``text`` and the device's configuration::
+
+    fields = decode(reading.text, config)   # {"gtin": "09501101530003", "lot": "ABC", ...}
+
+``format`` decides what a code must be:
+
+* ``raw``: anything printable; :func:`decode` returns ``{}`` and the station's own
+  ``scan_pattern`` (if any) applies.
+* ``gs1``: a GS1 element string, either as scanned (FNC1 sent as ASCII 29, GS, between
+  variable-length fields; an optional AIM symbology identifier ``]C1`` GS1-128, ``]d2`` GS1
+  DataMatrix, ``]Q3`` GS1 QR, ``]e0`` GS1 DataBar is stripped) or in the parenthesised
+  human-readable form ``(01)09501101530003(10)ABC(21)123``. Application identifiers are
+  mapped to context keys by ``gs1_map`` (default: 01 -> gtin, 10 -> lot, 21 -> serial).
+  A GTIN identifies the trade item, not the shop's part number: ``gtin_to_part_number``
+  translates it when the shop wants that; a GTIN missing from a non-empty map is an error,
+  since it is a product this station does not know.
+* ``pattern``: a shop label format, a regular expression matched against the whole code
+  with named groups among part_number, serial, lot, work_order, operator.
+
+In ``gs1`` and ``pattern`` mode a code that does not decode is a ``BAD_FRAME`` event, never
+a reading, so a wrong label is seen at the scanner and not as a part context half set.
+A line with control characters (other than GS, RS and EOT, which ISO/IEC 15434 envelopes
+and GS1 use) is a bad frame in every mode: it is line noise, not a label.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import functools
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers import registry
+from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Reading, Sink
+from drivers.serialport import Backoff, SerialLink, SerialSettings, StopBits
+
+log = logging.getLogger(__name__)
+
+GS = "\x1d"  # FNC1 as transmitted by a scanner
+CHANNEL = "code"
+#: AIM symbology identifiers that announce GS1 data
+GS1_SYMBOLOGIES = frozenset({"]C1", "]d2", "]Q3", "]e0"})
+#: keys a shop label pattern may set (the station's part context)
+LABEL_GROUPS = frozenset({"part_number", "serial", "lot", "work_order", "operator"})
+DEFAULT_GS1_MAP: dict[str, str] = {"01": "gtin", "10": "lot", "21": "serial"}
+
+_AIM_ID = re.compile(r"\][A-Za-z][0-9A-Za-z]")
+_ALLOWED_CONTROLS = frozenset("\x1d\x1e\x04")
+#: GS1 character set 82, the characters an alphanumeric AI value may hold
+_CSET82 = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]+")
+_HRI_AI = re.compile(r"\(([0-9]{2,4})\)")
+
+
+class DecodeError(ValueError):
+    """A scanned code that does not decode in the configured format."""
+
+
+class GS1Error(DecodeError):
+    """A code that is not a valid GS1 element string."""
+
+
+# -- GS1 application identifiers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AISpec:
+    code: str
+    title: str
+    min_length: int
+    max_length: int
+    numeric: bool = False
+    check_digit: bool = False
+    date: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.min_length == self.max_length
+
+
+def _ai_table() -> dict[str, AISpec]:
+    specs = [
+        AISpec("00", "SSCC", 18, 18, numeric=True, check_digit=True),
+        AISpec("01", "GTIN", 14, 14, numeric=True, check_digit=True),
+        AISpec("02", "CONTENT", 14, 14, numeric=True, check_digit=True),
+        AISpec("10", "BATCH/LOT", 1, 20),
+        AISpec("11", "PROD DATE", 6, 6, numeric=True, date=True),
+        AISpec("12", "DUE DATE", 6, 6, numeric=True, date=True),
+        AISpec("13", "PACK DATE", 6, 6, numeric=True, date=True),
+        AISpec("15", "BEST BEFORE", 6, 6, numeric=True, date=True),
+        AISpec("16", "SELL BY", 6, 6, numeric=True, date=True),
+        AISpec("17", "USE BY OR EXPIRY", 6, 6, numeric=True, date=True),
+        AISpec("20", "VARIANT", 2, 2, numeric=True),
+        AISpec("21", "SERIAL", 1, 20),
+        AISpec("22", "CPV", 1, 20),
+        AISpec("240", "ADDITIONAL ID", 1, 30),
+        AISpec("241", "CUST. PART No.", 1, 30),
+        AISpec("250", "SECONDARY SERIAL", 1, 30),
+        AISpec("30", "VAR. COUNT", 1, 8, numeric=True),
+        AISpec("37", "COUNT", 1, 8, numeric=True),
+        AISpec("400", "ORDER NUMBER", 1, 30),
+        AISpec("401", "GINC", 1, 30),
+        AISpec("402", "GSIN", 17, 17, numeric=True, check_digit=True),
+        AISpec("420", "SHIP TO POST", 1, 20),
+        AISpec("422", "ORIGIN", 3, 3, numeric=True),
+        AISpec("7003", "EXPIRY TIME", 10, 10, numeric=True),
+        AISpec("8004", "GIAI", 1, 30),
+        AISpec("90", "INTERNAL", 1, 30),
+    ]
+    specs += [AISpec(f"41{d}", "GLN", 13, 13, numeric=True, check_digit=True) for d in range(8)]
+    specs += [AISpec(str(n), "INTERNAL", 1, 90) for n in range(91, 100)]
+    # trade and logistic measures 31nn..36nn: six digits, the last AI digit places the decimal point
+    measures = {"31": range(7), "32": range(10), "33": range(8), "34": range(10), "35": range(8), "36": range(10)}
+    for prefix, thirds in measures.items():
+        specs += [AISpec(f"{prefix}{t}{n}", "MEASURE", 6, 6, numeric=True) for t in thirds for n in range(6)]
+    return {s.code: s for s in specs}
+
+
+#: the application identifiers this parser knows; a code with any other AI does not parse,
+#: since in an element string the length of an unknown AI's value cannot be known
+AIS: Mapping[str, AISpec] = _ai_table()
+
+
+def gs1_check_digit(digits: str) -> str:
+    """The GS1 mod-10 check digit for ``digits`` (the data digits, without the check digit)."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    return str((10 - total % 10) % 10)
+
+
+def gs1_date(value: str, today: datetime.date | None = None) -> datetime.date:
+    """A GS1 YYMMDD date. DD 00 means the last day of the month; the century follows the
+    GS1 sliding window (up to 49 years ahead, 50 years back, from ``today``)."""
+    if len(value) != 6 or not value.isascii() or not value.isdigit():
+        raise GS1Error(f"date {value!r} is not YYMMDD")
+    yy, mm, dd = int(value[:2]), int(value[2:4]), int(value[4:])
+    today = today or datetime.date.today()
+    century, current = divmod(today.year, 100)
+    diff = yy - current
+    if diff >= 51:
+        century -= 1
+    elif diff <= -50:
+        century += 1
+    year = century * 100 + yy
+    if not 1 <= mm <= 12:
+        raise GS1Error(f"date {value!r}: month {mm:02d} does not exist")
+    last = calendar.monthrange(year, mm)[1]
+    if dd > last:
+        raise GS1Error(f"date {value!r}: day {dd:02d} does not exist in {year}-{mm:02d}")
+    return datetime.date(year, mm, dd or last)
+
+
+def _check_value(spec: AISpec, value: str) -> None:
+    where = f"AI ({spec.code}) {spec.title}"
+    if not spec.min_length <= len(value) <= spec.max_length:
+        want = str(spec.max_length) if spec.fixed else f"1 to {spec.max_length}"
+        raise GS1Error(f"{where}: expected {want} characters, got {len(value)} ({value!r})")
+    if spec.numeric and not (value.isascii() and value.isdigit()):
+        raise GS1Error(f"{where}: {value!r} is not all digits")
+    if not _CSET82.fullmatch(value):
+        raise GS1Error(f"{where}: {value!r} has characters outside the GS1 character set")
+    if spec.check_digit and gs1_check_digit(value[:-1]) != value[-1]:
+        raise GS1Error(f"{where}: check digit of {value} is wrong (expected {gs1_check_digit(value[:-1])})")
+    if spec.date:
+        # validity of the calendar day does not depend on the century between 1901 and 2099
+        yy, mm, dd = int(value[:2]), int(value[2:4]), int(value[4:])
+        if not 1 <= mm <= 12:
+            raise GS1Error(f"{where}: month {mm:02d} does not exist in {value}")
+        if dd > calendar.monthrange(2000 + yy, mm)[1]:
+            raise GS1Error(f"{where}: day {dd:02d} does not exist in {value}")
+
+
+def _add(out: dict[str, str], ai: str, value: str) -> None:
+    _check_value(AIS[ai], value)
+    if ai in out and out[ai] != value:
+        raise GS1Error(f"AI ({ai}) appears twice with different values: {out[ai]!r} and {value!r}")
+    out[ai] = value
+
+
+def _find_ai(text: str, pos: int) -> str:
+    # GS1 chose AIs so that none is a prefix of another: the first hit is the only one
+    for length in (2, 3, 4):
+        candidate = text[pos : pos + length]
+        if candidate in AIS:
+            return candidate
+    raise GS1Error(f"unknown application identifier at {text[pos : pos + 4]!r}")
+
+
+def parse_gs1(code: str) -> dict[str, str]:
+    """Parse a GS1 element string into ``{AI: value}`` in the order of the code.
+
+    Accepts an optional GS1 symbology identifier (``]C1``, ``]d2``, ``]Q3``, ``]e0``), FNC1
+    as GS (ASCII 29) between fields (and, tolerated, at the start or after fixed-length
+    fields), or the parenthesised form ``(01)...(10)...``. Verifies lengths, character
+    sets, check digits (00, 01, 02, 402, 41x) and dates (11-17, DD 00 allowed).
+    Raises :class:`GS1Error` naming what is wrong.
+    """
+    text = code.strip(" \t\r\n")
+    if text.startswith("]"):
+        symbology = text[:3]
+        if symbology not in GS1_SYMBOLOGIES:
+            raise GS1Error(f"symbology identifier {symbology!r} does not announce GS1 data")
+        text = text[3:]
+    if not text.strip(GS):
+        raise GS1Error("empty code")
+    if text.startswith("("):
+        return _parse_hri(text)
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        if text[pos] == GS:
+            pos += 1
+            continue
+        ai = _find_ai(text, pos)
+        spec = AIS[ai]
+        pos += len(ai)
+        if spec.fixed:
+            value = text[pos : pos + spec.max_length]
+            if GS in value:
+                value = value[: value.index(GS)]
+            pos += len(value)
+        else:
+            end = text.find(GS, pos)
+            end = len(text) if end < 0 else end
+            value = text[pos:end]
+            pos = end
+        if not value:
+            raise GS1Error(f"AI ({ai}) {spec.title} has no value")
+        _add(out, ai, value)
+    return out
+
+
+def _parse_hri(text: str) -> dict[str, str]:
+    matches = list(_HRI_AI.finditer(text))
+    if not matches or matches[0].start() != 0:
+        raise GS1Error("parenthesised form must start with (AI)")
+    out: dict[str, str] = {}
+    for m, following in zip(matches, [*matches[1:], None], strict=True):
+        ai = m.group(1)
+        if ai not in AIS:
+            raise GS1Error(f"unknown application identifier ({ai})")
+        end = following.start() if following is not None else len(text)
+        # GS1 values hold no spaces: any around a value are typography of the printed form
+        value = text[m.end() : end].replace(GS, "").strip(" ")
+        if not value:
+            raise GS1Error(f"AI ({ai}) {AIS[ai].title} has no value")
+        _add(out, ai, value)
+    return out
+
+
+# -- shop label formats --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFormat:
+    """A shop's own label: a regular expression over the whole code with named groups
+    among part_number, serial, lot, work_order, operator."""
+
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, pattern: str) -> LabelFormat:
+        """Raises ValueError for a bad expression or group names outside :data:`LABEL_GROUPS`."""
+        return _compile_label(pattern)
+
+    def decode(self, code: str) -> dict[str, str]:
+        """The named groups that matched (empty ones left out). Raises :class:`DecodeError`."""
+        m = self.pattern.fullmatch(strip_symbology(code).strip(" \t\r\n"))
+        if m is None:
+            raise DecodeError(f"{code!r} does not match the label pattern")
+        return {k: v for k, v in m.groupdict().items() if v}
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_label(pattern: str) -> LabelFormat:
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    groups = set(rx.groupindex)
+    if not groups:
+        raise ValueError(f"needs at least one named group among {sorted(LABEL_GROUPS)}")
+    unknown = groups - LABEL_GROUPS
+    if unknown:
+        raise ValueError(f"unknown named groups {sorted(unknown)}; allowed: {sorted(LABEL_GROUPS)}")
+    return LabelFormat(rx)
+
+
+def strip_symbology(code: str) -> str:
+    """The code without a leading AIM symbology identifier (``]`` + letter + modifier)."""
+    return code[3:] if _AIM_ID.match(code) else code
+
+
+# -- configuration and decode helper ---------------------------------------------------------------
+
+
+def _normalise_gtin(key: Any) -> str:
+    # YAML reads an unquoted GTIN without a leading zero as an int
+    text = str(key) if isinstance(key, int) and not isinstance(key, bool) else key
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) not in (8, 12, 13, 14):
+        raise ValueError(f"{key!r} is not a GTIN (8, 12, 13 or 14 digits)")
+    gtin = text.zfill(14)
+    if gs1_check_digit(gtin[:-1]) != gtin[-1]:
+        raise ValueError(f"GTIN {text}: check digit is wrong (expected {gs1_check_digit(gtin[:-1])})")
+    return gtin
+
+
+class ScannerConfig(DriverConfig):
+    port: str = Field(min_length=1)
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: StopBits = 1
+    #: "\r" also accepts CR LF (the LF is dropped); "\n" also accepts CR LF
+    terminator: Literal["\r", "\n", "\r\n"] = "\r"
+    format: Literal["gs1", "pattern", "raw"] = "raw"
+    #: format: pattern only
+    pattern: str | None = None
+    #: GS1 application identifier -> context key
+    gs1_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GS1_MAP))
+    #: GTIN (8 to 14 digits, padded to 14) -> the shop's part number, sets part_number
+    gtin_to_part_number: dict[str, str] = Field(default_factory=dict)
+    reconnect_min: float = Field(default=0.2, gt=0)
+    reconnect_max: float = Field(default=10.0, gt=0)
+    #: a longer line without terminator is garbage (wrong baud rate, a scanner in the wrong mode)
+    max_frame_length: int = Field(default=512, ge=16, le=65536)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile_label(value)
+        return value
+
+    @field_validator("gs1_map", mode="before")
+    @classmethod
+    def _ai_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[Any, Any] = {}
+        for key, target in value.items():
+            # YAML reads an unquoted 01 as the int 1; AIs are at least two digits
+            ai = f"{key:02d}" if isinstance(key, int) and not isinstance(key, bool) else key
+            if ai not in AIS:
+                raise ValueError(f"{key!r} is not a known GS1 application identifier (quote it: '01')")
+            out[ai] = target
+        return out
+
+    @field_validator("gs1_map")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        targets = list(value.values())
+        if any(not t.isidentifier() for t in targets):
+            raise ValueError("context keys must be names such as lot or serial")
+        if len(set(targets)) != len(targets):
+            raise ValueError("two application identifiers map to the same key")
+        return value
+
+    @field_validator("gtin_to_part_number", mode="before")
+    @classmethod
+    def _gtins(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[str, Any] = {}
+        for key, part in value.items():
+            gtin = _normalise_gtin(key)
+            if gtin in out:
+                raise ValueError(f"GTIN {gtin} appears twice")
+            out[gtin] = part
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScannerConfig:
+        if self.format == "pattern" and self.pattern is None:
+            raise ValueError("format: pattern needs a pattern")
+        if self.format != "pattern" and self.pattern is not None:
+            raise ValueError("pattern is only used with format: pattern")
+        if self.gtin_to_part_number and "part_number" in self.gs1_map.values():
+            raise ValueError("part_number comes from gtin_to_part_number or gs1_map, not both")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be smaller than reconnect_min")
+        return self
+
+
+def decode(reading_text: str, config: ScannerConfig) -> dict[str, str]:
+    """The context fields of a scanned code, as configured for the scanner.
+
+    * ``raw``: ``{}`` (nothing is decoded; the station's ``scan_pattern`` may apply).
+    * ``gs1``: each AI of ``gs1_map`` present in the code under its key, plus
+      ``part_number`` from ``gtin_to_part_number`` when that map is configured.
+    * ``pattern``: the named groups of ``pattern`` that matched.
+
+    Raises :class:`DecodeError` (:class:`GS1Error` for GS1 faults) when the code does not
+    decode; the driver never emits such a code as a reading.
+    """
+    if config.format == "raw":
+        return {}
+    if config.format == "pattern":
+        assert config.pattern is not None  # the config validator guarantees it
+        return _compile_label(config.pattern).decode(reading_text)
+    elements = parse_gs1(reading_text)
+    out = {key: elements[ai] for ai, key in config.gs1_map.items() if ai in elements}
+    if config.gtin_to_part_number:
+        gtin = elements.get("01")
+        if gtin is None:
+            raise DecodeError("code has no GTIN (01) to look up the part number")
+        part = config.gtin_to_part_number.get(gtin)
+        if part is None:
+            raise DecodeError(f"GTIN {gtin} is not in gtin_to_part_number")
+        out["part_number"] = part
+    return out
+
+
+def check_text(frame: bytes) -> str:
+    """The scanned code as text. Raises :class:`DecodeError` for bytes that are no label."""
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("not UTF-8 text") from None
+    bad = next((c for c in text if (c < " " or c == "\x7f") and c not in _ALLOWED_CONTROLS), None)
+    if bad is not None:
+        raise DecodeError(f"control character {bad!r} in code")
+    return text
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+
+@registry.register
+class ScannerDriver(Driver):
+    name = "scanner"
+    config_model = ScannerConfig
+
+    def __init__(self, config: DriverConfig) -> None:
+        if not isinstance(config, ScannerConfig):
+            raise TypeError(f"{type(self).__name__} needs a ScannerConfig, got {type(config).__name__}")
+        super().__init__(config)
+        self.cfg = config
+        terminators: dict[str, Literal[b"\r", b"\n", b"\r\n"]] = {"\r": b"\r", "\n": b"\n", "\r\n": b"\r\n"}
+        self.link = SerialLink(
+            SerialSettings(
+                port=config.port,
+                baudrate=config.baudrate,
+                bytesize=config.bytesize,
+                parity=config.parity,
+                stopbits=config.stopbits,
+            ),
+            self._on_frame,
+            self._on_link_event,
+            terminator=terminators[config.terminator],
+            max_frame_length=config.max_frame_length,
+            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
+            name=config.id,
+        )
+
+    def start(self, sink: Sink) -> None:
+        if self.link.running:
+            raise DriverError(f"{self.device_id}: already started")
+        self._sink = sink
+        self._stop.clear()
+        self.link.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.link.stop()
+
+    def decode(self, text: str) -> dict[str, str]:
+        """:func:`decode` with this scanner's configuration."""
+        return decode(text, self.cfg)
+
+    def label_fields(self, reading: Reading) -> dict[str, str] | None:
+        """The label's fields for the station; None in raw mode (the station's pattern decides)."""
+        fields = self.decode(reading.text or "")
+        return fields or None
+
+    # -- byte stream (also used by golden tests) ----------------------------------------------
+
+    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
+        self.link.feed(data, timestamp_ns)
+
+    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
+        self.link.end_of_stream(timestamp_ns)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
+        try:
+            text = check_text(frame)
+            decode(text, self.cfg)
+        except DecodeError as exc:
+            log.warning("%s: bad code: %s: %r", self.device_id, exc, raw)
+            self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, str(exc), raw, timestamp_ns))
+            return
+        self.emit(
+            Reading(
+                device=self.device_id,
+                channel=CHANNEL,
+                value=None,
+                unit=None,
+                raw=raw,
+                timestamp_ns=timestamp_ns,
+                text=text,
+            )
+        )
+
+    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
+        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
