@@ -872,9 +872,9 @@ class LiveState:
             st = self._station(site, line, station)
             for r in records:
                 gateway, seq = r.get("gateway"), r.get("seq")
-                if isinstance(gateway, str) and isinstance(seq, int):
-                    if not self._seen.setdefault(gateway, SeqSet()).add(seq):
-                        continue  # at-least-once delivery: this one was counted already
+                seen = self._seen.setdefault(gateway, SeqSet()) if isinstance(gateway, str) else None
+                if seen is not None and isinstance(seq, int) and not seen.add(seq):
+                    continue  # at-least-once delivery: this one was counted already
                 t_us = _us(r.get("recorded_at"))
                 if t_us is not None and self.shift.contains_us(t_us):
                     st.counts["records"] += 1
@@ -894,9 +894,9 @@ class LiveState:
 
     def _apply_ack(self, record_id: str, ack: Record) -> None:
         known = self.acks.get(record_id)
-        if known is not None and known.get("by") == ack.get("by") and known.get("comment") == ack.get("comment"):
-            if known.get("record") or not ack.get("record"):
-                return
+        same = known is not None and (known.get("by"), known.get("comment")) == (ack.get("by"), ack.get("comment"))
+        if same and known is not None and (known.get("record") or not ack.get("record")):
+            return  # nothing new (the audit record may add the id of the acknowledgement record)
         self.acks[record_id] = ack
         self.acks.move_to_end(record_id)
         while len(self.acks) > 10_000:
@@ -1138,8 +1138,11 @@ class Dashboard:
         """
         if self.settings.ack_lookback_days <= 0:
             return
-        if not self._connected.wait(30) or self.stopping.wait(1.0):
-            return  # the retained alerts arrive right after subscribing
+        while not self._connected.is_set():
+            if self.stopping.wait(0.1):
+                return
+        if self.stopping.wait(1.0):  # the retained alerts arrive right after subscribing
+            return
         alerts = self.state.retained_alerts()
         times = [t for a in alerts if (t := _us(a.get("at"))) is not None]
         if not times:
@@ -1602,10 +1605,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._redirect("/login?bye=1", clear_cookie=True)
 
     def _session_cookie(self, session: Session) -> str:
-        cookie = (
-            f"{self.dash.cookie_name}={session.token}; Path=/; HttpOnly; SameSite=Strict; "
-            f"Max-Age={max(1, math.ceil(self.dash.settings.session_ttl))}"
-        )
+        # no Max-Age: the server decides when a session ends, and an expired cookie that comes
+        # back lets the sign-in form say so instead of just asking again
+        cookie = f"{self.dash.cookie_name}={session.token}; Path=/; HttpOnly; SameSite=Strict"
         return cookie + ("; Secure" if self.dash.settings.secure_cookie else "")
 
     def _clear_cookie(self) -> str:

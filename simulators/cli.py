@@ -10,9 +10,9 @@ then point a gateway's device ``port:`` at ``/tmp/bench/caliper-1``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import codecs
 import datetime
+import importlib
 import signal
 import sys
 import threading
