@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from collector import config as config_mod
 from collector.errors import CollectorError, ConfigError
@@ -127,10 +128,96 @@ def cmd_trace(args: argparse.Namespace) -> int:
     store = open_store(cfg.influxdb)
     try:
         records = trace(store, flt)
+        if args.format == "dfq":
+            from collector.report import with_related
+
+            # invalidations written without part context are found by the ids they target
+            records = with_related(store, records)
     finally:
         store.close()
+    if args.format == "dfq":
+        return _write_dfq(cfg, records, args)
     (write_csv if args.format == "csv" else write_json)(records, sys.stdout)
     print(f"{len(records)} record(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    from collector.export_dfq import dfq_files, encode_dfq, write_dfq_files
+
+    files = dfq_files(records, descriptions={p.part_number: p.description for p in cfg.plans if p.description})
+    if not files:
+        print("no measurement records match", file=sys.stderr)
+        return EXIT_FAILED
+    if args.out:
+        for path in write_dfq_files(files, Path(args.out), args.encoding):
+            print(path)
+        return EXIT_OK
+    if len(files) > 1:
+        raise ConfigError(
+            "command line",
+            [("--out", f"the records make {len(files)} DFQ files ({', '.join(files)}): give --out DIR")],
+        )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(encode_dfq(next(iter(files.values())), args.encoding))
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from collector.impact import format_impact, impact, impact_json
+    from collector.store.factory import open_store
+
+    cfg = _load(args.config, "influxdb")
+    assert cfg.influxdb is not None
+    offset = None
+    if args.offset is not None:
+        try:
+            offset = Decimal(args.offset)
+        except InvalidOperation:
+            raise ConfigError("command line", [("--offset", f"not a number: {args.offset!r}")]) from None
+    store = open_store(cfg.influxdb)
+    try:
+        report = impact(store, args.gauge, args.since, offset, args.until, offset_unit=args.offset_unit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(impact_json(report), indent=2, ensure_ascii=False))
+    else:
+        print(format_impact(report), end="")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from collector.report import part_report_html, with_related
+    from collector.store.factory import open_store
+    from collector.trace import trace
+    from collector.verify import verify
+
+    cfg = _load(args.config, "influxdb")
+    assert cfg.influxdb is not None
+    key = None
+    if cfg.gateway is not None and cfg.gateway.signing_key is not None:
+        key = cfg.gateway.signing_key.get_secret_value().encode()
+    store = open_store(cfg.influxdb)
+    try:
+        records = with_related(store, trace(store, TraceFilter(serial=args.serial)))
+        if not records:
+            print(f"no records for serial {args.serial!r}", file=sys.stderr)
+            return EXIT_FAILED
+        gws = sorted({str(r["gateway"]) for r in records})
+        # the whole chains of the gateways involved: gaps show only there
+        verification = None if args.no_verify else verify(store, key=key, only=gws)
+    finally:
+        store.close()
+    html = part_report_html(records, verification=verification)
+    if args.out:
+        Path(args.out).write_text(html, encoding="utf-8")
+        print(args.out)
+    else:
+        sys.stdout.write(html)
     return EXIT_OK
 
 
@@ -202,8 +289,32 @@ def build_parser() -> argparse.ArgumentParser:
     _filters(p)
     p.add_argument("--characteristic")
     p.add_argument("--gauge")
-    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--format", choices=("json", "csv", "dfq"), default="json")
+    p.add_argument("--out", metavar="DIR", help="dfq: write one file per part number and revision into DIR")
+    p.add_argument(
+        "--encoding",
+        default="iso-8859-1",
+        choices=("iso-8859-1", "cp1252", "utf-8"),
+        help="dfq: file encoding (characters it cannot carry are refused, never replaced)",
+    )
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("impact", help="every value a gauge measured since a date, and what its error changes")
+    p.add_argument("--config", required=True)
+    p.add_argument("--gauge", required=True)
+    p.add_argument("--since", required=True, metavar="TIME", help="date or ISO 8601 time (UTC if no offset)")
+    p.add_argument("--until", metavar="TIME", help="exclusive end (default: now)")
+    p.add_argument("--offset", metavar="DELTA", help="what the gauge read too high (negative: too low), e.g. 0.004")
+    p.add_argument("--offset-unit", metavar="UNIT", help="unit of --offset (default: each reading's unit)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_impact)
+
+    p = sub.add_parser("report", help="a printable HTML inspection report of one serial")
+    p.add_argument("--config", required=True)
+    p.add_argument("--serial", required=True)
+    p.add_argument("--out", metavar="FILE", help="write the page here (default: stdout)")
+    p.add_argument("--no-verify", action="store_true", help="skip verifying the gateways' whole chains")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", help="check every gateway's chain for gaps and alterations (exit 1 if any)")
     p.add_argument("--config", required=True)

@@ -23,10 +23,13 @@ Re-judging rules:
   is flagged, never silently decided. When neither rule reproduces the record (it was
   not judged from its reading as stored), both are tried and the value carries a note.
 - A value counts for its part's verdict only if the latest part verdict rests on it
-  (``records`` of the part record); superseded and invalidated values are listed, with
-  their would-be verdict, but do not change the part. A part's new verdict starts from
-  the recorded one: characteristics whose counting value flips are added to or removed
-  from its ``failed`` list; an incomplete part stays incomplete.
+  (``records`` of the part record) and no invalidation targets it. A value re-measured
+  before its part was complete belongs to the part of its re-measure (or, failing that,
+  to the one part verdict recorded for its serial). Superseded and invalidated values
+  are listed, with their would-be verdict, but do not change the part. A part's new
+  verdict starts from the recorded one: characteristics whose counting value flips are
+  added to or removed from its ``failed`` list; an incomplete part stays incomplete.
+  "Rounding" and "which value counts" are reported per value, so a reviewer can see why.
 
 Which records are read: measurement records whose ``gauge`` field is the gauge and whose
 ``measured_at`` falls in ``[since, until)``; the re-measures, invalidations and part
@@ -140,6 +143,7 @@ class ImpactReport:
     offset_unit: str | None
     generated_at: str
     parts: list[ImpactedPart] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # stored points without a readable payload
 
     @property
     def values(self) -> list[ImpactedValue]:
@@ -232,17 +236,20 @@ def _utc(text: str, what: str) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _payloads(store: Store, influxql: str) -> Iterable[Record]:
+def _payloads(store: Store, influxql: str, unreadable: list[str]) -> Iterable[Record]:
     for row in store.iter_query(influxql):
         payload = row.get("payload")
-        if not isinstance(payload, str):
-            continue
         try:
-            record = json.loads(payload)
+            record = json.loads(payload) if isinstance(payload, str) else None
         except ValueError:
-            continue  # unreadable evidence is verify's finding, not a value to judge
+            record = None
         if isinstance(record, dict):
             yield record
+        else:
+            # cannot be assessed, and must not vanish from an assessment either
+            where = f"{row.get('measurement')} point at time {row.get('time')} (µs)"
+            if where not in unreadable:
+                unreadable.append(where)
 
 
 def _any_of(column: str, values: Iterable[str]) -> Iterable[str]:
@@ -279,7 +286,9 @@ def impact(
     found = [
         r
         for r in _payloads(
-            store, f'SELECT "payload" FROM "inspection" WHERE "gauge" = {quote_literal(gauge)} AND time >= {since_us}u'
+            store,
+            f'SELECT "payload" FROM "inspection" WHERE "gauge" = {quote_literal(gauge)} AND time >= {since_us}u',
+            report.unreadable,
         )
         if r.get("kind") == "measurement"
         and r.get("gauge") == gauge
@@ -289,13 +298,19 @@ def impact(
     if not found:
         return report
     remeasures = list(
-        _payloads(store, f'SELECT "payload" FROM "inspection" WHERE time >= {since_us}u AND "supersedes" <> \'\'')
+        _payloads(
+            store,
+            f'SELECT "payload" FROM "inspection" WHERE time >= {since_us}u AND "supersedes" <> \'\'',
+            report.unreadable,
+        )
     )
     superseded_by = {str(r["supersedes"]): str(r["id"]) for r in remeasures if r.get("supersedes")}
     invalidations = {
         str(r["target"]): r
         for r in _payloads(
-            store, f'SELECT "payload" FROM "event" WHERE "kind" = \'invalidation\' AND time >= {since_us}u'
+            store,
+            f'SELECT "payload" FROM "event" WHERE "kind" = \'invalidation\' AND time >= {since_us}u',
+            report.unreadable,
         )
         if r.get("kind") == "invalidation" and r.get("target")
     }
@@ -303,12 +318,15 @@ def impact(
     for cond in _any_of("part_number", {str(r.get("part_number")) for r in found}):
         part_records.extend(
             r
-            for r in _payloads(store, f'SELECT "payload" FROM "part" WHERE time >= {since_us}u AND {cond}')
+            for r in _payloads(
+                store, f'SELECT "payload" FROM "part" WHERE time >= {since_us}u AND {cond}', report.unreadable
+            )
             if r.get("kind") == "part"
         )
 
     latest = _latest_part_records(part_records)
-    rests_on = {rid: p for p in part_records for rid in p.get("records") or () if p is latest.get(str(p["id"]))}
+    # ids the latest verdict of each part rests on (an earlier verdict's ids no longer count)
+    rests_on = {str(rid) for p in part_records if p is latest[str(p["id"])] for rid in p.get("records") or ()}
     verdict_of: dict[str, Record] = {}  # measurement id -> the latest part record of its part
     for p in part_records:
         for rid in p.get("records") or ():
@@ -334,7 +352,10 @@ def impact(
             if value.status == "current":
                 value.status = "superseded"
         part = _part_of(rid, r, verdict_of, superseded_by, by_serial, latest)
-        value.counts = rid in rests_on if part is not None else value.status == "current"
+        # a void value changes nothing even where a verdict still names it (not yet re-measured)
+        value.counts = value.status != "invalidated" and (
+            rid in rests_on if part is not None else value.status == "current"
+        )
         if offset is not None:
             _check_offset_unit(offset_unit, r)
             try:
@@ -466,6 +487,11 @@ def _headline(report: ImpactReport) -> list[str]:
             "Rounding: not recorded in the records; each value is re-judged with the rule(s) "
             "(half_even, half_up) that reproduce its recorded judged value; where they disagree the "
             f"verdict is '{AMBIGUOUS}'."
+        )
+    if report.unreadable:
+        lines.append(
+            f"WARNING: {len(report.unreadable)} stored point(s) have no readable payload and could not be "
+            "assessed (run collector verify): " + "; ".join(report.unreadable)
         )
     n_values, n_parts = len(report.values), len(report.parts)
     lines.append(f"{n_values} value(s) on {n_parts} part(s).")
@@ -612,6 +638,7 @@ def impact_json(report: ImpactReport) -> dict[str, Any]:
         "offset_unit": report.offset_unit,
         "generated_at": report.generated_at,
         "rounding": "not recorded: re-judged with the rules that reproduce each recorded judged value",
+        "unreadable": list(report.unreadable),
         "summary": {
             "values": len(report.values),
             "parts": len(report.parts),

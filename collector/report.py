@@ -1,0 +1,532 @@
+"""A printable inspection report for one part: the evidence of ISO 9001 8.6 on one page.
+
+:func:`part_report_html` turns the records of one serial (what ``trace()`` returns for
+it, all kinds) into one self-contained HTML page: inline CSS, no scripts, no external
+fonts or images, so it opens anywhere, can be archived as a file, and prints (or "prints
+to PDF") as a clean A4 landscape document.
+
+What it shows: the part's identity and context; every value of every characteristic with
+its specification, verdict, gauge and calibration status, operator and time; values that
+were superseded or invalidated struck through, with the reason and a link to the value
+that replaced them (nothing is hidden: the original stays visible); the part verdict and
+who released it; nonconformances and their dispositions; refused readings; and whether
+the records shown are intact.
+
+That last check is made here, on exactly the records shown (:func:`check_chain`): each
+payload is re-hashed, and where two shown records of one gateway have consecutive
+sequence numbers the later one's ``prev_hash`` must be the earlier one's hash. A serial's
+records are rarely contiguous in their gateway's chain (other parts are measured in
+between), so this cannot prove completeness; a :class:`collector.verify.Report` for the
+same period, when given, covers that and is shown beside it.
+
+Every text taken from a record is HTML-escaped: serials, names and reasons come from
+scanners and operators.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.errors import CollectorError
+from collector.records import recompute_hash
+from collector.store.base import Store, quote_literal
+from collector.verify import Report
+
+__all__ = [
+    "ChainCheck",
+    "ReportError",
+    "check_chain",
+    "part_report_html",
+    "related_records",
+    "with_related",
+]
+
+Record = dict[str, Any]
+
+#: InfluxQL statements stay well below any server's limit on their length
+_OR_BATCH = 100
+
+
+class ReportError(CollectorError):
+    """The records cannot make one part's report (none, or several serials)."""
+
+
+# --- integrity of the shown records ------------------------------------------------------------
+
+
+@dataclass
+class ChainCheck:
+    records: int = 0
+    links: int = 0  # prev_hash links checked between consecutive shown records
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.ok:
+            return (
+                f"verified: {self.records} records, hashes intact; {self.links} chain link(s) between "
+                "consecutive records intact"
+            )
+        return f"NOT VERIFIED: {len(self.problems)} problem(s) in {self.records} records: " + "; ".join(self.problems)
+
+
+def _where(r: Mapping[str, Any]) -> str:
+    return f"record {r.get('id')} (gateway {r.get('gateway')} seq {r.get('seq')})"
+
+
+def check_chain(records: Sequence[Mapping[str, Any]]) -> ChainCheck:
+    """Re-hash every record and check ``prev_hash`` between consecutive ones of a gateway."""
+    check = ChainCheck(records=len(records))
+    by_gateway: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for r in records:
+        try:
+            intact = recompute_hash(dict(r)) == r.get("hash")
+        except (ValueError, TypeError, KeyError):
+            check.problems.append(f"{_where(r)}: unreadable (no valid prev_hash)")
+            continue
+        if not intact:
+            check.problems.append(f"{_where(r)}: ALTERED, the payload does not match its hash")
+        seq = r.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            seen = by_gateway.setdefault(str(r.get("gateway")), {})
+            other = seen.get(seq)
+            if other is not None and other.get("hash") != r.get("hash"):
+                check.problems.append(f"{_where(r)}: two different records with this sequence number")
+            seen[seq] = r
+    for chain in by_gateway.values():
+        for seq, r in sorted(chain.items()):
+            before = chain.get(seq - 1)
+            if before is None:
+                continue
+            check.links += 1
+            if r.get("prev_hash") != before.get("hash"):
+                check.problems.append(f"{_where(r)}: BROKEN CHAIN, prev_hash is not the hash of seq {seq - 1}")
+    return check
+
+
+# --- records the serial's trace misses -----------------------------------------------------------
+
+
+def _any_of(column: str, values: Iterable[str]) -> Iterable[str]:
+    values = sorted(set(values))
+    for i in range(0, len(values), _OR_BATCH):
+        yield "(" + " OR ".join(f'"{column}" = {quote_literal(v)}' for v in values[i : i + _OR_BATCH]) + ")"
+
+
+def related_records(store: Store, records: Sequence[Mapping[str, Any]]) -> list[Record]:
+    """Invalidations and dispositions about ``records`` that do not carry their serial.
+
+    A value invalidated after its part left the station's memory gets an invalidation
+    record without part context, and so does a late disposition: a trace by serial misses
+    them, though they are about its records. They are found by the ids they point at.
+    """
+    have = {str(r.get("id")) for r in records}
+    measurements = {str(r["id"]) for r in records if r.get("kind") == "measurement"}
+    nonconformances = {str(r["id"]) for r in records if r.get("kind") == "nonconformance"}
+    found: dict[str, Record] = {}
+    for kind, column, ids in (
+        ("invalidation", "target", measurements),
+        ("disposition", "nonconformance_id", nonconformances),
+    ):
+        for cond in _any_of(column, ids):
+            q = f'SELECT "payload" FROM "event" WHERE "kind" = {quote_literal(kind)} AND {cond}'
+            for row in store.iter_query(q):
+                payload = row.get("payload")
+                if not isinstance(payload, str):
+                    continue
+                try:
+                    record = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and str(record.get("id")) not in have:
+                    found[str(record.get("id"))] = record
+    return list(found.values())
+
+
+def with_related(store: Store, records: Sequence[Mapping[str, Any]]) -> list[Record]:
+    """``records`` and :func:`related_records`, in trace order (time, gateway, seq)."""
+    merged = [dict(r) for r in records] + related_records(store, records)
+    merged.sort(key=lambda r: (str(r.get("recorded_at")), str(r.get("gateway")), int(r.get("seq") or 0)))
+    return merged
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+_CSS = """
+@page { size: A4 landscape; margin: 10mm; }
+* { box-sizing: border-box; }
+body { font: 9.5pt/1.35 "Helvetica Neue", Arial, "Liberation Sans", sans-serif; color: #111; margin: 16px; }
+h1 { font-size: 15pt; margin: 0 0 4px; }
+h2 { font-size: 11pt; margin: 14px 0 4px; border-bottom: 1px solid #999; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border: 1px solid #bbb; padding: 2px 4px; text-align: left; vertical-align: top; }
+th { background: #eee; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.facts th { width: 8em; }
+table.facts td { width: 25%; }
+.muted { color: #666; font-size: 8pt; }
+.pass, .accept { color: #0a6b1f; font-weight: 700; }
+.fail, .reject, .problem { color: #b00020; font-weight: 700; }
+.incomplete, .open { color: #8a5a00; font-weight: 700; }
+.badge { display: inline-block; border: 2px solid currentColor; padding: 1px 8px; font-size: 12pt; }
+tr.void td { color: #666; }
+tr.void td.value del { color: #444; }
+tr.note td { border-top: none; font-size: 8.5pt; color: #333; padding-left: 2em; }
+.verification { border: 1px solid #999; padding: 4px 6px; margin-top: 6px; }
+.verification.ok { border-color: #0a6b1f; }
+.verification.bad { border-color: #b00020; }
+pre { white-space: pre-wrap; margin: 4px 0; font-size: 8.5pt; }
+footer { margin-top: 12px; }
+@media print {
+  body { margin: 0; font-size: 8.5pt; }
+  h1 { font-size: 13pt; }
+  h2 { margin-top: 8px; }
+  a { color: inherit; text-decoration: none; }
+  thead { display: table-header-group; }
+  tr, .verification { break-inside: avoid; page-break-inside: avoid; }
+  h2 { break-after: avoid; page-break-after: avoid; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
+"""
+
+
+def _e(value: object) -> str:
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def _time(value: object) -> str:
+    """``2026-11-21T10:15:30.123456Z`` as ``2026-11-21 10:15:30`` (the page says UTC)."""
+    text = "" if value is None else str(value)
+    if len(text) >= 19 and text[10] == "T":
+        return f"{text[:10]} {text[11:19]}"
+    return text
+
+
+def _anchor(record_id: object) -> str:
+    return "r-" + str(record_id)
+
+
+def _link(record_id: str, text: object, shown: set[str]) -> str:
+    """A link to a record's row when it is on the page (a dead link helps nobody on paper)."""
+    if record_id in shown:
+        return f'<a href="#{_e(_anchor(record_id))}">{_e(text)}</a>'
+    return _e(text)
+
+
+def _joined(records: Iterable[Mapping[str, Any]], key: str) -> str:
+    values = list(dict.fromkeys(str(r[key]) for r in records if r.get(key) not in (None, "")))
+    return ", ".join(values)
+
+
+def _verdict_cell(verdict: object) -> str:
+    v = str(verdict or "")
+    return f'<td class="{_e(v)}">{_e(v.upper()) or "-"}</td>'
+
+
+def part_report_html(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    verification: Report | str | None = None,
+    generated_at: dt.datetime | None = None,
+) -> str:
+    """The report page for the records of one serial (``trace()`` output, all kinds).
+
+    ``verification`` is a :class:`collector.verify.Report` (or its formatted text) from a
+    store verification covering these records; the page always adds its own check of the
+    records shown. Raises :class:`ReportError` for no records or several serials.
+    """
+    if not records:
+        raise ReportError("no records to report")
+    serials = sorted({str(r["serial"]) for r in records if r.get("serial") not in (None, "")})
+    if len(serials) > 1:
+        raise ReportError(f"a part report is for one serial; the records have {', '.join(serials)}")
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_kind.setdefault(str(r.get("kind")), []).append(r)
+    measurements = by_kind.get("measurement", [])
+    parts = by_kind.get("part", [])
+    context = [r for r in records if r.get("kind") in ("measurement", "part")] or list(records)
+    now = (generated_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    serial = serials[0] if serials else ""
+    latest_part = _latest(parts)
+
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Inspection report {_e(_joined(context, 'part_number'))} {_e(serial)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        "<header>",
+        "<h1>Inspection report</h1>",
+    ]
+    if latest_part is not None:
+        verdict = str(latest_part.get("verdict"))
+        out.append(f'<p>Part verdict: <span class="badge {_e(verdict)}">{_e(verdict.upper())}</span></p>')
+    else:
+        out.append('<p>Part verdict: <span class="badge incomplete">NONE RECORDED</span></p>')
+    facts = [
+        ("Site", _joined(context, "site")),
+        ("Line", _joined(context, "line")),
+        ("Station", _joined(context, "station")),
+        ("Part number", _joined(context, "part_number")),
+        ("Plan revision", _joined(context, "plan_revision")),
+        ("Serial", serial),
+        ("Lot", _joined(context, "lot")),
+        ("Work order", _joined(context, "work_order")),
+        ("Reason for test", _joined(context, "reason_for_test")),
+    ]
+    out.append('<table class="facts">')
+    for i in range(0, len(facts), 3):  # three per row: the header stays short on a landscape page
+        out.append("<tr>" + "".join(f"<th>{_e(k)}</th><td>{_e(v) or '-'}</td>" for k, v in facts[i : i + 3]) + "</tr>")
+    out.append("</table>")
+    out.append("</header>")
+
+    out.extend(_values_section(measurements, by_kind.get("invalidation", [])))
+    out.extend(_part_section(parts, latest_part))
+    shown = {str(r.get("id")) for r in records}
+    out.extend(_nonconformance_section(by_kind.get("nonconformance", []), by_kind.get("disposition", []), shown))
+    out.extend(_refusal_section(by_kind.get("refusal", [])))
+    out.extend(_audit_section(by_kind.get("audit", [])))
+    out.extend(_verification_section(records, verification))
+    out.append(
+        f'<footer class="muted">All times are UTC. Generated {_e(now.strftime("%Y-%m-%d %H:%M:%S"))} UTC from '
+        f"{len(records)} record(s). Superseded and invalidated values stay on record and are shown struck "
+        "through.</footer>"
+    )
+    out.extend(["</body>", "</html>"])
+    return "\n".join(out) + "\n"
+
+
+def _latest(parts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    superseded = {str(p.get("supersedes")) for p in parts if p.get("supersedes")}
+    current = [p for p in parts if str(p.get("id")) not in superseded]
+    return current[-1] if current else (parts[-1] if parts else None)
+
+
+def _values_section(measurements: Sequence[Mapping[str, Any]], invalidations: Sequence[Mapping[str, Any]]) -> list[str]:
+    out = ["<section>", "<h2>Characteristics</h2>"]
+    if not measurements:
+        out.extend(["<p>No values recorded.</p>", "</section>"])
+        return out
+    ids = {str(m.get("id")) for m in measurements}
+    newer = {str(m["supersedes"]): m for m in measurements if m.get("supersedes")}
+    voided = {str(i.get("target")): i for i in invalidations if i.get("target")}
+    order = list(dict.fromkeys(str(m.get("characteristic")) for m in measurements))
+    out.append("<table>")
+    out.append(
+        "<thead><tr><th>Characteristic</th><th>Nominal</th><th>LSL</th><th>USL</th><th>Unit</th>"
+        "<th>Value</th><th>Judged</th><th>Verdict</th><th>Gauge</th><th>Calibration</th><th>Operator</th>"
+        "<th>Measured (UTC)</th></tr></thead>"
+    )
+    out.append("<tbody>")
+    for cid in order:
+        for m in (m for m in measurements if str(m.get("characteristic")) == cid):
+            mid = str(m.get("id"))
+            replaced = newer.get(mid)
+            invalidation = voided.get(mid)
+            void = replaced is not None or invalidation is not None
+            value, judged = _e(m.get("value")), _e(m.get("judged_value"))
+            if void:
+                value, judged = f"<del>{value}</del>", f"<del>{judged}</del>"
+            calibration = _e(m.get("gauge_calibration_due")) or "-"
+            if m.get("calibration_status"):
+                status = str(m["calibration_status"])
+                css = "fail" if status == "overdue" else ""
+                calibration += f' <span class="{css}">({_e(status.replace("_", " "))})</span>'
+            row_class = ' class="void"' if void else ""
+            out.append(
+                f'<tr id="{_e(_anchor(mid))}"{row_class}>'
+                f'<td>{_e(cid)} <span class="muted">{_e(m.get("characteristic_name"))}</span></td>'
+                f'<td class="num">{_e(m.get("nominal")) or "-"}</td>'
+                f'<td class="num">{_e(m.get("lsl")) or "-"}</td>'
+                f'<td class="num">{_e(m.get("usl")) or "-"}</td>'
+                f"<td>{_e(m.get('unit'))}</td>"
+                f'<td class="num value">{value}</td>'
+                f'<td class="num value">{judged}</td>'
+                + _verdict_cell(m.get("verdict"))
+                + f"<td>{_e(m.get('gauge')) or '-'}</td>"
+                f"<td>{calibration}</td>"
+                f"<td>{_e(m.get('operator')) or '-'}</td>"
+                f'<td>{_e(_time(m.get("measured_at")))}<br><span class="muted">'
+                f"{_e(m.get('gateway'))} #{_e(m.get('seq'))}</span></td>"
+                "</tr>"
+            )
+            notes = []
+            if m.get("supersedes"):
+                earlier = str(m["supersedes"])
+                notes.append(
+                    f"Re-measure of {_link(earlier, earlier, ids)}: {_e(m.get('reason')) or 'no reason recorded'}"
+                )
+            if invalidation is not None:
+                notes.append(
+                    f"Invalidated by {_e(invalidation.get('by'))} at {_e(_time(invalidation.get('recorded_at')))} "
+                    f"UTC: {_e(invalidation.get('reason'))}"
+                )
+            if replaced is not None:
+                rid = str(replaced.get("id"))
+                notes.append(
+                    f'Superseded by <a href="#{_e(_anchor(rid))}">the value of '
+                    f"{_e(_time(replaced.get('measured_at')))}</a>: "
+                    + (_e(replaced.get("reason")) or "no reason recorded")
+                )
+            elif invalidation is not None:
+                notes.append("Not re-measured: this characteristic has no valid value from this record.")
+            if notes:
+                out.append(f'<tr class="note"><td colspan="12">{"<br>".join(notes)}</td></tr>')
+    out.extend(["</tbody>", "</table>", "</section>"])
+    return out
+
+
+def _part_section(parts: Sequence[Mapping[str, Any]], latest: Mapping[str, Any] | None) -> list[str]:
+    out = ["<section>", "<h2>Part verdict and release</h2>"]
+    if latest is None:
+        out.extend(["<p>No part verdict recorded: the inspection is not complete.</p>", "</section>"])
+        return out
+    verdict = str(latest.get("verdict"))
+    released = latest.get("released_by")
+    text = (
+        f'<p><span class="{_e(verdict)}">{_e(verdict.upper())}</span>'
+        f" at {_e(_time(latest.get('recorded_at')))} UTC, "
+        + (f"released by <strong>{_e(released)}</strong>" if released else "not released")
+        + "."
+    )
+    if latest.get("failed"):
+        text += f" Failed: {_e(', '.join(str(c) for c in latest['failed']))}."
+    if latest.get("missing"):
+        text += f" Not measured: {_e(', '.join(str(c) for c in latest['missing']))}."
+    if latest.get("reason"):
+        text += f" Reason: {_e(latest['reason'])}."
+    out.append(text + f' <span class="muted">record {_e(latest.get("id"))}</span></p>')
+    earlier = [p for p in parts if p is not latest]
+    if earlier:
+        out.append("<p>Earlier verdicts, superseded after a re-measure:</p><ul>")
+        for p in earlier:
+            out.append(
+                f"<li><del>{_e(str(p.get('verdict')).upper())}</del> at {_e(_time(p.get('recorded_at')))} UTC"
+                f" (released by {_e(p.get('released_by')) or '-'}) "
+                f'<span class="muted">record {_e(p.get("id"))}</span></li>'
+            )
+        out.append("</ul>")
+    out.append("</section>")
+    return out
+
+
+def _nonconformance_section(
+    ncs: Sequence[Mapping[str, Any]], dispositions: Sequence[Mapping[str, Any]], shown: set[str]
+) -> list[str]:
+    out = ["<section>", "<h2>Nonconformances</h2>"]
+    if not ncs:
+        out.extend(["<p>None.</p>", "</section>"])
+        return out
+    decided: dict[str, list[Mapping[str, Any]]] = {}
+    for d in dispositions:
+        decided.setdefault(str(d.get("nonconformance_id")), []).append(d)
+    out.append("<table>")
+    out.append(
+        "<thead><tr><th>Opened (UTC)</th><th>Characteristic</th><th>Judged value</th><th>Limits</th>"
+        "<th>Limit violated</th><th>Decision</th><th>Concession</th><th>Decided by</th><th>Comment</th>"
+        "<th>Decided (UTC)</th></tr></thead><tbody>"
+    )
+    for nc in ncs:
+        limits = f"{_e(nc.get('lsl')) or '-'} .. {_e(nc.get('usl')) or '-'} {_e(nc.get('unit'))}"
+        measurement = str(nc.get("measurement_id"))
+        head = (
+            f"<td>{_e(_time(nc.get('recorded_at')))}</td>"
+            f"<td>{_link(measurement, nc.get('characteristic'), shown)}</td>"
+            f'<td class="num">{_e(nc.get("judged_value"))}</td><td>{limits}</td><td>{_e(nc.get("limit")) or "-"}</td>'
+        )
+        ds = decided.get(str(nc.get("id")), [])
+        if not ds:
+            out.append(f'<tr>{head}<td class="open" colspan="5">OPEN: no disposition recorded</td></tr>')
+        for d in ds:
+            out.append(
+                f"<tr>{head}<td>{_e(str(d.get('decision')).replace('_', ' '))}</td>"
+                f"<td>{_e(d.get('concession')) or '-'}</td><td>{_e(d.get('by'))}</td>"
+                f"<td>{_e(d.get('comment')) or '-'}</td><td>{_e(_time(d.get('recorded_at')))}</td></tr>"
+            )
+    out.extend(["</tbody></table>", "</section>"])
+    return out
+
+
+def _refusal_section(refusals: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not refusals:
+        return []
+    out = ["<section>", "<h2>Readings refused</h2>", "<table>"]
+    out.append(
+        "<thead><tr><th>Time (UTC)</th><th>Device</th><th>Gauge</th><th>Characteristic</th><th>Reading</th>"
+        "<th>Reason</th></tr></thead><tbody>"
+    )
+    for r in refusals:
+        reading = f"{_e(r.get('reading_value')) or '-'} {_e(r.get('reading_unit'))}"
+        out.append(
+            f"<tr><td>{_e(_time(r.get('measured_at')))}</td><td>{_e(r.get('device'))}</td>"
+            f"<td>{_e(r.get('gauge')) or '-'}</td><td>{_e(r.get('characteristic')) or '-'}</td>"
+            f'<td class="num">{reading}</td><td>{_e(r.get("reason_code"))}: {_e(r.get("reason"))}</td></tr>'
+        )
+    out.extend(["</tbody></table>", "</section>"])
+    return out
+
+
+def _audit_section(audits: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not audits:
+        return []
+    out = ["<section>", "<h2>Audit trail</h2>", "<table>"]
+    out.append("<thead><tr><th>Time (UTC)</th><th>Event</th><th>By</th><th>Subject</th><th>Detail</th></tr></thead>")
+    out.append("<tbody>")
+    for a in audits:
+        out.append(
+            f"<tr><td>{_e(_time(a.get('recorded_at')))}</td><td>{_e(a.get('event'))}</td>"
+            f"<td>{_e(a.get('by')) or '-'}</td><td>{_e(a.get('subject')) or '-'}</td>"
+            f"<td>{_e(a.get('detail'))}</td></tr>"
+        )
+    out.extend(["</tbody></table>", "</section>"])
+    return out
+
+
+def _verification_section(records: Sequence[Mapping[str, Any]], verification: Report | str | None) -> list[str]:
+    check = check_chain(records)
+    out = ["<section>", "<h2>Integrity</h2>"]
+    css = "ok" if check.ok else "bad"
+    out.append(f'<div class="verification {css}" id="verification">')
+    if check.ok:
+        out.append(f'<p class="pass">{_e(check.summary())}.</p>')
+    else:
+        out.append(f'<p class="problem">NOT VERIFIED: {len(check.problems)} problem(s) in {check.records} records:</p>')
+        out.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in check.problems) + "</ul>")
+    out.append(
+        '<p class="muted">Each record shown was re-hashed (sha256 of its predecessor\'s hash and its canonical '
+        "JSON). The records of one part are not contiguous in their gateway's chain, so gaps are found only by "
+        "verifying the whole chain (<code>collector verify</code>).</p>"
+    )
+    out.append("</div>")
+    if isinstance(verification, Report):
+        css = "ok" if verification.ok else "bad"
+        out.append(f'<div class="verification {css}">')
+        if verification.ok:
+            out.append('<p class="pass">Store verification: intact.</p>')
+        else:
+            out.append(f'<p class="problem">Store verification: {len(verification.findings)} problem(s).</p>')
+        items = [
+            f"gateway {c.gateway}: {c.records} record(s), seq {c.first_seq}..{c.last_seq}" for c in verification.chains
+        ]
+        items.append("signatures checked" if verification.signatures_checked else "signatures not checked (no key)")
+        items += [str(f) for f in verification.findings]
+        if items:
+            out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>")
+        out.append("</div>")
+    elif verification is not None:
+        out.append(f'<div class="verification"><p>Store verification:</p><pre>{_e(verification)}</pre></div>')
+    out.append("</section>")
+    return out
