@@ -5,7 +5,9 @@ topic, all found in InfluxDB, attributed and in the gateway's chain."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -144,6 +146,43 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
     assert d1[0]["judged_value"] == "12.035"
     assert cli.main(["verify", "--config", str(path)]) == 0
     assert "RESULT: intact" in capsys.readouterr().out
+
+    # the quality team's exports of the same history
+    assert cli.main(["trace", "--config", str(path), "--serial", "HX000001", "--format", "dfq"]) == 0
+    dfq = capsys.readouterr().out
+    assert "K1001 HX-4711" in dfq and "K2001/1 D1" in dfq
+    values = [line for line in dfq.splitlines() if line.startswith(("K0001/1 ", "K0002/1 "))]
+    assert values == ["K0001/1 12.035", "K0002/1 129", "K0001/1 12.004", "K0002/1 0"]  # the first is void
+    report_file = path.parent / "HX000001.html"
+    assert cli.main(["report", "--config", str(path), "--serial", "HX000001", "--out", str(report_file)]) == 0
+    assert capsys.readouterr().out.strip() == str(report_file)
+    page = report_file.read_text()
+    assert "HX000001" in page and "12.035" in page and "hashes intact" in page
+    assert (
+        cli.main(
+            [
+                "impact",
+                "--config",
+                str(path),
+                "--gauge",
+                "CAL-0042",
+                "--since",
+                "2020-01-01",
+                "--offset",
+                "0.020",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    impact = json.loads(capsys.readouterr().out)
+    # corrected by 0.020: D1 12.035 -> 12.015 would have passed; 12.004 -> 11.984 and L1 12.01 -> 11.99 still pass
+    assert impact["gauge"] == "CAL-0042" and impact["summary"]["values"] == 3 and impact["summary"]["parts"] == 1
+    assert impact["summary"]["suspect_parts"] == 0
+    shot_dir = os.environ.get("SCREENSHOT_DIR")
+    if shot_dir:  # a reviewer's copy of the printable report
+        Path(shot_dir).mkdir(parents=True, exist_ok=True)
+        (Path(shot_dir) / "part-report.html").write_text(page)
 
 
 def records(gateway: Gateway) -> list[dict[str, Any]]:
