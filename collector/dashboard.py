@@ -504,47 +504,41 @@ PART_REPORT: ReportFn | None = None
 
 
 def _dfq_exporter() -> Exporter | None:
-    """``collector.export_dfq`` when it exists: ``to_dfq`` (or ``dfq_files``) as an exporter."""
+    """``collector.export_dfq`` when it exists, as an exporter of one DFQ file.
+
+    A download is one file, so the records must cover one part number and plan revision
+    (``dfq_files`` makes one file per pair; more than one is refused with a hint).
+    """
     try:
         mod = importlib.import_module("collector.export_dfq")
     except ImportError:
         return None
-    fn = getattr(mod, "to_dfq", None) or getattr(mod, "dfq_files", None)
-    if not callable(fn):
+    files_fn = getattr(mod, "dfq_files", None)
+    text_fn = getattr(mod, "to_dfq", None)
+    encode_fn = getattr(mod, "encode_dfq", None)
+    if not callable(files_fn) and not callable(text_fn):
         return None
-    convert: Callable[..., Any] = fn
-    try:
-        params = [
-            p
-            for p in inspect.signature(convert).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
-    except (TypeError, ValueError):
-        params = []
-    writes = len(params) >= 2  # to_dfq(records, out) writes itself
 
     def export(records: list[Record], out: IO[str]) -> None:
-        if writes:
-            convert(records, out)
-            return
-        _write_text(convert(records), out)
+        if callable(files_fn):
+            files = dict(files_fn(records))
+            if not files:
+                raise CollectorError("no measurement records to export as DFQ")
+            if len(files) > 1:
+                raise CollectorError(
+                    f"the records make {len(files)} DFQ files ({', '.join(files)}): "
+                    "narrow the search to one part number"
+                )
+            (text,) = files.values()
+        else:
+            assert callable(text_fn)
+            text = text_fn(records)
+        text = str(text)
+        if callable(encode_fn):
+            encode_fn(text)  # refuses, naming the line, what the file's encoding cannot carry
+        out.write(text.replace("\r\n", "\n").replace("\n", "\r\n"))  # the tools expect CR LF
 
     return export
-
-
-def _write_text(result: Any, out: IO[str]) -> None:
-    if isinstance(result, bytes):
-        out.write(result.decode("latin-1"))  # Q-DAS files are 8-bit text
-    elif isinstance(result, str):
-        out.write(result)
-    elif isinstance(result, Mapping):  # several files: one after the other
-        for part in result.values():
-            _write_text(part, out)
-    elif isinstance(result, Iterable):
-        for part in result:
-            _write_text(part, out)
-    elif result is not None:
-        out.write(str(result))
 
 
 def _report_hook() -> ReportFn | None:
@@ -557,12 +551,15 @@ def _report_hook() -> ReportFn | None:
     if not callable(fn):
         return None
     render: Callable[..., Any] = fn
+    related = getattr(mod, "with_related", None)  # invalidations / dispositions without the serial
     try:
         wants_verification = "verification" in inspect.signature(render).parameters
     except (TypeError, ValueError):
         wants_verification = False
 
     def report(store: Store, records: list[Record]) -> str:
+        if callable(related):
+            records = list(related(store, records))
         if not wants_verification:
             return str(render(records))
         return str(render(records, verification=_verify_span(store, records)))
@@ -587,7 +584,7 @@ def _verify_span(store: Store, records: list[Record]) -> Any:
 _dfq = _dfq_exporter()
 if _dfq is not None:
     EXPORTERS["dfq"] = _dfq
-    EXPORT_MEDIA["dfq"] = ("text/plain; charset=iso-8859-1", "dfq")
+    EXPORT_MEDIA["dfq"] = ("text/plain; charset=iso-8859-1", "dfq")  # AQDEF's customary 8-bit text
 PART_REPORT = _report_hook()
 
 
@@ -1573,8 +1570,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "notice": notice,
                 "next": safe_next(self._q("next")),
                 "name": name,
+                "name_focus": "" if name else "autofocus",
+                "password_focus": "autofocus" if name else "",
             },
-            raw={"notice"},
+            raw={"notice", "name_focus", "password_focus"},
         )
         self._send(status, "text/html; charset=utf-8", body, cache="no-store")
 
@@ -1797,10 +1796,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, "give at least one criterion")
         records = self._search(flt)
         out = io.StringIO()
-        exporter(records, out)
+        try:
+            exporter(records, out)
+        except CollectorError as exc:  # e.g. a format that cannot hold these records
+            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
         ctype, ext = self.dash.export_media.get(fmt, ("text/plain; charset=utf-8", fmt))
-        charset = "iso-8859-1" if "iso-8859-1" in ctype else "utf-8"
-        data = out.getvalue().encode(charset, errors="replace")
+        m = re.search(r"charset=([A-Za-z0-9_-]+)", ctype)
+        try:
+            data = out.getvalue().encode(m.group(1) if m else "utf-8")
+        except (UnicodeEncodeError, LookupError) as exc:
+            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"{fmt}: cannot encode the records: {exc}") from None
         stem = next((self._q(k) for k in ("serial", "lot", "work_order", "part_number", "station") if self._q(k)), "")
         name = "trace-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "records") + f".{ext}"
         self._send(
@@ -1824,6 +1829,8 @@ class _Handler(BaseHTTPRequestHandler):
             page = self.dash.part_report(self.dash.store, records)
         except StoreError as exc:
             raise RequestError(HTTPStatus.BAD_GATEWAY, f"the store did not answer: {exc}") from None
+        except CollectorError as exc:
+            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
         self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode("utf-8"), cache="no-store", csp=_REPORT_CSP)
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -1916,8 +1923,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 _PLACEHOLDERS = {
     "serial": ' placeholder="HX000123"',
-    "from": ' placeholder="2026-11-21 or 2026-11-21T06:00:00Z"',
-    "to": ' placeholder="exclusive"',
+    "from": ' placeholder="2026-11-21T06:00Z"',
+    "to": ' placeholder="2026-11-21T14:00Z (exclusive)"',
 }
 
 
@@ -1933,7 +1940,7 @@ def _trace_row(r: Record, report: bool) -> str:
         return f"<td{attr}>{html.escape(text)}</td>"
 
     kind = str(r.get("kind") or "")
-    verdict = r.get("verdict") or ("refused" if kind == "refusal" else None)
+    verdict = r.get("verdict") or {"refusal": "refused", "nonconformance": "nc", "invalidation": "void"}.get(kind)
     value = r.get("judged_value")
     if value is not None and r.get("unit"):
         value = f"{value} {r['unit']}"
@@ -1958,7 +1965,7 @@ def _trace_row(r: Record, report: bool) -> str:
         + c(value, "num mono")
         + c(r.get("lsl"), "num mono")
         + c(r.get("usl"), "num mono")
-        + f'<td><span class="{verdict_cls}">{html.escape(str(verdict or ""))}</span></td>'
+        + (f'<td><span class="{verdict_cls}">{html.escape(str(verdict))}</span></td>' if verdict else "<td></td>")
         + c(r.get("operator"))
         + c(r.get("gauge"))
         + c(" / ".join(str(x) for x in (r.get("lot"), r.get("work_order")) if x))

@@ -21,12 +21,16 @@ Routes:
   ``{"command": ..., "args": {...}}``: ``{"ok": true, "message": ...}`` (200) or
   ``{"ok": false, "error": ...}`` (400 when the gateway refuses, 500 on a fault).
 
-Access: the view has no login of its own. It binds to 127.0.0.1 by default, for the
-workstation's own browser, and then also refuses requests whose ``Host`` is not a
-loopback name (DNS rebinding). POSTs must be ``application/json`` and, when the browser
-names an ``Origin``, come from the page's own origin, so another web page cannot send
-commands. Serving it to a panel PC or over the network needs a reverse proxy (TLS, access
-control) or a host firewall ACL in front of another ``bind`` address.
+Access: the view has no login of its own; whoever reaches it can sign operators in and
+send commands. It binds to 127.0.0.1 by default, for the workstation's own browser, and
+then also refuses requests whose ``Host`` is not a loopback name (a DNS-rebinding page).
+POSTs must be ``application/json`` and, when the browser names an ``Origin``, come from
+the page's own origin (``Host`` or ``X-Forwarded-Host``), so another web page open in the
+same browser cannot send commands. Serving it to a panel PC or across the network needs a
+reverse proxy with TLS and access control in front of the loopback address (keep nginx's
+default ``proxy_set_header Host $proxy_host``; pass ``X-Forwarded-Host``; do not buffer
+``/station/*/events``), or another ``bind`` address behind a host firewall ACL that admits
+only the panel PCs. Pages and logs carry no secrets; one log line per failed request.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -249,6 +254,14 @@ class _Server(ThreadingHTTPServer):
             with self._lock:
                 self._connections.pop(threading.current_thread(), None)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An error outside the handlers' own care: one log line, no traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the connection broke or timed out
+            log.debug("operator view: connection from %s ended: %s", client_address, exc)
+        else:
+            log.exception("operator view: request from %s failed", client_address)
+
     def close_connections(self) -> None:
         """Shut every open connection down, so that reads and writes on it end now."""
         with self._lock:
@@ -329,9 +342,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._post(station, action)
         except RequestError as exc:
             log.warning("operator view: %s %s -> %d %s", method, path, exc.status, exc.message)
-            self._send_json(
-                exc.status, {"ok": False, "error": exc.message}, headers={"Allow": exc.allow} if exc.allow else None
-            )
+            with contextlib.suppress(OSError):
+                allow = {"Allow": exc.allow} if exc.allow else None
+                self._send_json(exc.status, {"ok": False, "error": exc.message}, headers=allow)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             pass  # the browser went away
         except Exception:
@@ -350,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.view.loopback_only:
             return
         host = self.headers.get("Host", "")
+        if not host:
+            return  # not a browser: browsers always name the host
         name = urlsplit(f"//{host}").hostname or ""
         if not _is_loopback(name):
             raise RequestError(HTTPStatus.MISDIRECTED_REQUEST, "this view answers on the loopback address only")
@@ -451,14 +466,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, result)
 
     def _check_origin(self) -> None:
+        """Commands come from this view's own pages (JSON, same origin), not from another site.
+
+        A cross-site page can send a form or a ``text/plain`` body without asking, but not
+        ``application/json``, and the browser names its ``Origin``. Behind a reverse proxy the
+        origin is the proxy's, which it names in ``X-Forwarded-Host``.
+        """
         ctype = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send JSON (Content-Type: application/json)")
         origin = self.headers.get("Origin")
-        if origin is not None and origin != "null":
-            if urlsplit(origin).netloc.lower() != self.headers.get("Host", "").lower():
-                raise RequestError(HTTPStatus.FORBIDDEN, "commands are accepted from this view's own pages only")
-        elif origin == "null":
+        if origin is None:
+            return  # not sent by a browser's cross-site request
+        hosts = {self.headers.get("Host", ""), self.headers.get("X-Forwarded-Host", "").split(",")[0].strip()}
+        if origin == "null" or urlsplit(origin).netloc.lower() not in {h.lower() for h in hosts if h}:
             raise RequestError(HTTPStatus.FORBIDDEN, "commands are accepted from this view's own pages only")
 
     def _read_json(self) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt

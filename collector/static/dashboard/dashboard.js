@@ -252,7 +252,7 @@
     let before = null;
     for (const child of alertList.children) {
       const other = alerts.get(child.dataset.key);
-      if (other && newer(a, other.data)) {
+      if (other && !newer(other.data, a)) {  // on a tie the later arrival goes on top
         before = child;
         break;
       }
