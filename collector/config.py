@@ -196,7 +196,7 @@ class PartContext(_Section):
 
 
 #: the keys of a device entry that belong to the collector, not to the driver
-DEVICE_KEYS = ("gauge", "characteristics", "channels", "serial_channel")
+DEVICE_KEYS = ("gauge", "characteristics", "channels", "serial_channel", "ask_when_next")
 
 
 class DeviceSettings(_Section):
@@ -209,7 +209,9 @@ class DeviceSettings(_Section):
     - ``channels``: for automatic stations, channel -> characteristic: a reading on a bound
       channel fills that characteristic directly instead of the next one in the plan;
     - ``serial_channel``: a text reading on this channel (a serial number read from PLC
-      registers) starts a new part with that serial.
+      registers) starts a new part with that serial;
+    - ``ask_when_next``: when one of its ``characteristics`` is next, the gateway asks the
+      device for a reading (a balance polled on demand: no stream of weights to sort out).
 
     Every other key belongs to the driver and is validated by the driver's own model.
     """
@@ -220,6 +222,7 @@ class DeviceSettings(_Section):
     characteristics: tuple[str, ...] = ()
     channels: dict[str, str] = Field(default_factory=dict)
     serial_channel: str | None = None
+    ask_when_next: bool = False
     driver_config: SerializeAsAny[DriverConfig]
 
     @model_validator(mode="before")

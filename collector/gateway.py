@@ -101,6 +101,7 @@ class Gateway:
             confirm_timeout=gw.confirm_timeout,
             on_command=self._mqtt_command,
         )
+        self._asked: dict[str, tuple[Any, ...]] = {}  # device -> what it was last asked for
         self.views = ViewHub()
         self.operator_view: Any = None
         for sid, station in self.stations.items():
@@ -137,6 +138,8 @@ class Gateway:
             driver.start(self.submit)
 
     def stop(self) -> None:
+        if self.operator_view is not None:
+            self.operator_view.stop()  # first: no command may wait on a processing thread that has ended
         for driver in self.drivers:
             try:
                 driver.stop()
@@ -145,8 +148,6 @@ class Gateway:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(10)
-        if self.operator_view is not None:
-            self.operator_view.stop()
         self.publisher.stop()
         self.journal.close()
         self._stopped.set()
@@ -348,11 +349,32 @@ class Gateway:
         for call in calls:
             call.finish()
         self._refresh_views(outcomes)
+        self._ask_devices({station.id: station for station, _ in outcomes})
         if sealed:
             self.stats.records += len(sealed)
             self.stats.by_kind.update(item.record["kind"] for item in sealed)
             self._after(sealed, outcomes)
             self.publisher.notify()
+
+    def _ask_devices(self, stations: dict[str, Station]) -> None:
+        """Ask an on-demand device for a reading when its characteristic has become the next one."""
+        for station in stations.values():
+            if station.awaiting_label:
+                continue
+            nxt = station.next_characteristic
+            key = (station.number, nxt, station.context.get("serial"))
+            for dev in station.settings.devices:
+                if not dev.ask_when_next or nxt not in dev.characteristics or self._asked.get(dev.id) == key:
+                    continue
+                driver = self._driver_of.get(dev.id)
+                if driver is None:
+                    continue
+                self._asked[dev.id] = key
+                try:
+                    driver.request("read")
+                except (DriverError, OSError) as exc:
+                    self._asked.pop(dev.id, None)  # ask again with the next batch
+                    log.debug("could not ask %s for a reading: %s", dev.id, exc)
 
     def _refresh_views(self, outcomes: list[tuple[Station, Outcome]]) -> None:
         """Fresh snapshots for the live views of every station this batch touched."""
@@ -366,7 +388,21 @@ class Gateway:
             parts = [d for d in out.drafts if d["kind"] == "part"]
             previous = self.views.get(sid) or {}
             view["last"] = (
-                {k: measured[-1].get(k) for k in ("characteristic", "judged_value", "unit", "verdict", "limit", "id")}
+                {
+                    k: measured[-1].get(k)
+                    for k in (
+                        "characteristic",
+                        "characteristic_name",
+                        "judged_value",
+                        "unit",
+                        "verdict",
+                        "limit",
+                        "lsl",
+                        "usl",
+                        "nominal",
+                        "id",
+                    )
+                }
                 if measured
                 else previous.get("last")
             )

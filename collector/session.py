@@ -396,7 +396,8 @@ class Station:
             )
         if reading.unit is None:
             return Refusal(self.id, reading.device, "reading has no unit", "no_unit")
-        if self.awaiting_label:
+        remeasuring_last = self._pending is not None and self._last_has(str(self._pending["supersedes"]))
+        if self.awaiting_label and not remeasuring_last:
             return Refusal(self.id, reading.device, "no part: scan the part's label first", "no_part")
         if self.settings.require_operator and not self.context.get("operator"):
             return Refusal(self.id, reading.device, "no operator signed in: scan a badge first", "no_operator")
@@ -662,7 +663,10 @@ class Station:
             self.reason_for_test = ReasonForTest.PATROL.value
         else:
             self._patrol_next = True
-        return Outcome(drafts=[self._audit("patrol", by, None, "patrol inspection requested")])
+        return Outcome(
+            drafts=[self._audit("patrol", by, None, "patrol inspection requested")],
+            message="patrol inspection: the next part is recorded as a patrol",
+        )
 
     def ack_alert(self, record_id: str, by: str, comment: str | None) -> Outcome:
         """A supervisor acknowledged the alert about ``record_id`` (from the dashboard)."""
