@@ -28,6 +28,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import config as config_mod
+from collector import units
 from collector.gateway import Gateway
 from collector.models import Characteristic
 from collector.recorder import Recorder
@@ -36,41 +37,50 @@ from collector.store.factory import open_store
 from collector.trace import TraceFilter, trace
 from collector.verify import format_report, verify
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
+from simulators.mt_sics import MtSicsSimulator
+from simulators.mt_sics import Scenario as ScaleScenario
+from simulators.scanner import ScannerSimulator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
-class PlanFeeder:
-    """Plays an inspector measuring parts: one value per characteristic, in plan order.
+class Inspector:
+    """Plays an inspector at a manual station: badge, part label, then every characteristic.
 
-    Values scatter around each nominal (a sixth of the tolerance band as standard
-    deviation); now and then one is out of tolerance, and now and then the cable garbles a
-    frame, which the driver must reject without losing its place.
+    Length characteristics are measured with the caliper (values scatter around the
+    nominal, a sixth of the tolerance band as standard deviation, now and then one out of
+    tolerance, now and then a frame garbled in the cable, which the driver must reject
+    without losing its place); weight characteristics by putting the part on the balance,
+    which the gateway then asks for a stable weight.
     """
 
     def __init__(
         self,
-        sim: MitutoyoSimulator,
         characteristics: tuple[Characteristic, ...],
         *,
+        caliper: MitutoyoSimulator | None,
+        scale: MtSicsSimulator | None,
+        scanner: ScannerSimulator | None,
         interval: float,
         oot_rate: float = 0.06,
         bad_rate: float = 0.03,
         seed: int = 4711,
     ) -> None:
-        self.sim = sim
         self.characteristics = characteristics
+        self.caliper = caliper
+        self.scale = scale
+        self.scanner = scanner
         self.interval = interval
         self.oot_rate = oot_rate
         self.bad_rate = bad_rate
         self._rng = random.Random(seed)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-feeder", daemon=True)
-        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="demo-inspector", daemon=True)
+        self.parts = 0
 
-    def value_for(self, c: Characteristic) -> Decimal:
+    def value_for(self, c: Characteristic, decimals: int) -> Decimal:
         low, high = c.lower_limit, c.upper_limit
         nominal = c.nominal if c.nominal is not None else (low if low is not None else high)
         assert nominal is not None
@@ -78,17 +88,37 @@ class PlanFeeder:
         x = self._rng.gauss(0.0, float(band) / 8)
         if self._rng.random() < self.oot_rate:
             x += float(band) * (0.7 if self._rng.random() < 0.5 else -0.7)
-        return (nominal + Decimal(repr(x))).quantize(Decimal(1).scaleb(-self.sim.scenario.decimals))
+        return (nominal + Decimal(repr(x))).quantize(Decimal(1).scaleb(-decimals))
 
     def _run(self) -> None:
-        i = 0
+        if self.scanner is not None:
+            self.scanner.scan("B:op-117")  # the inspector signs in with a badge
+        serial = 1
         while not self._stop.wait(self.interval):
-            if self._rng.random() < self.bad_rate:
-                self.sim.send_garbage(b"01A+00?2.3\r")
-                continue
-            self.sim.send_value(self.value_for(self.characteristics[i % len(self.characteristics)]))
-            self.sent += 1
-            i += 1
+            if self.scanner is not None:
+                self.scanner.scan(f"HX-4711|HX{serial:06d}|L2026-1121")
+                serial += 1
+            for i, c in enumerate(self.characteristics):
+                if self._stop.wait(self.interval):
+                    return
+                if self._weighed(c):
+                    continue  # the gateway asked the balance itself when this became next
+                nxt = self.characteristics[i + 1] if i + 1 < len(self.characteristics) else None
+                if nxt is not None and self._weighed(nxt) and self.scale is not None:
+                    # the part goes on the pan before the last caliper value, so it has settled
+                    # by the time the gateway asks for the weight
+                    self.scale.load(self.value_for(nxt, self.scale.scenario.decimals))
+                if self.caliper is None:
+                    continue
+                if self._rng.random() < self.bad_rate:
+                    self.caliper.send_garbage(b"01A+00?2.3\r")
+                self.caliper.send_value(self.value_for(c, self.caliper.scenario.decimals))
+            self.parts += 1
+            if self.scale is not None:
+                self.scale.load(Decimal("0.00"))  # the part comes off the pan
+
+    def _weighed(self, c: Characteristic) -> bool:
+        return self.scale is not None and units.dimension(c.unit) == "mass"
 
     def start(self) -> None:
         self._thread.start()
@@ -203,13 +233,36 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         for st in cfg.stations:
             plan = cfg.plan_for(st.plan)
             assert plan is not None
+            sims: dict[str, Any] = {}
             for dev in st.devices:
                 port = getattr(dev.driver_config, "port", None)
-                if dev.driver_config.driver != "mitutoyo" or port is None:
+                if port is None:
                     continue
-                sim = MitutoyoSimulator(port, Scenario(decimals=3, seed=7))
+                kind = dev.driver_config.driver
+                if kind == "mitutoyo":
+                    sims["caliper"] = MitutoyoSimulator(port, Scenario(decimals=3, seed=7))
+                elif kind == "mt-sics":
+                    sims["scale"] = MtSicsSimulator(
+                        port,
+                        ScaleScenario(
+                            nominal=Decimal("0.00"), noise=0.02, settle_time=0.2, capacity=Decimal("620.00"), seed=7
+                        ),
+                    )
+                elif kind == "scanner":
+                    sims["scanner"] = ScannerSimulator(port)
+            for sim in sims.values():
                 started.append(sim)
-                feeders.append(PlanFeeder(sim, plan.characteristics, interval=0.4))
+            if "scale" in sims:
+                sims["scale"].start()
+            feeders.append(
+                Inspector(
+                    plan.characteristics,
+                    caliper=sims.get("caliper"),
+                    scale=sims.get("scale"),
+                    scanner=sims.get("scanner"),
+                    interval=0.4,
+                )
+            )
 
         recorder = Recorder(cfg, open_store(cfg.influxdb))
         recorder.start()
@@ -270,7 +323,7 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
     finally:
         for thing in reversed(started):
             try:
-                if isinstance(thing, MitutoyoSimulator):
+                if isinstance(thing, MitutoyoSimulator | MtSicsSimulator | ScannerSimulator):
                     thing.close()
                 else:
                     thing.stop()
