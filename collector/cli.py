@@ -56,7 +56,7 @@ def _wait_for_signal() -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file)
-    sections = [s for s in ("gateway", "mqtt", "influxdb", "recorder") if getattr(cfg, s) is not None]
+    sections = [s for s in ("gateway", "mqtt", "influxdb", "recorder", "dashboard") if getattr(cfg, s) is not None]
     print(
         f"{args.file}: valid ({', '.join(sections)}; {len(cfg.stations)} station(s), "
         f"{sum(len(s.devices) for s in cfg.stations)} device(s), {len(cfg.plans)} plan(s), "
@@ -105,6 +105,40 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
         start=args.start,
         end=args.end,
     )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from collector.dashboard import Dashboard
+    from collector.store.factory import open_store
+
+    cfg = _load(args.config, "dashboard", "influxdb")
+    assert cfg.dashboard is not None and cfg.influxdb is not None
+    dash = Dashboard(cfg, cfg.dashboard, open_store(cfg.influxdb))
+    dash.start()
+    try:
+        _wait_for_signal()
+    finally:
+        dash.stop()  # also closes the store
+    return EXIT_OK
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from collector.dashboard import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return EXIT_CONFIG
+    if not password:
+        print("an empty password cannot be used", file=sys.stderr)
+        return EXIT_CONFIG
+    print(hash_password(password))
+    return EXIT_OK
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -279,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("gateway", cmd_gateway, "read devices, judge readings, journal and publish records"),
         ("recorder", cmd_recorder, "write records from MQTT into InfluxDB"),
+        ("dashboard", cmd_dashboard, "serve the supervisors' live dashboard and traceability pages"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True)
@@ -335,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="demo configuration (default: config/demo.yaml)")
     p.add_argument("--workdir", default=None, help="where services keep their data (default: ./var/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("hash-password", help="print a password hash for a dashboard user")
+    p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the payloads and configuration")
     p.add_argument("--out", default="config/schemas")

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from collector.dashboard import DashboardSettings
 from collector.errors import ConfigError
 from collector.models import Gauge, InspectionPlan
 from drivers import registry
@@ -284,6 +285,7 @@ class StationSettings(_Section):
 
 class Config(_Section):
     gateway: GatewaySettings | None = None
+    dashboard: DashboardSettings | None = None
     mqtt: MqttSettings = MqttSettings()
     influxdb: InfluxSettings | None = None
     recorder: RecorderSettings | None = None

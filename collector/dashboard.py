@@ -35,7 +35,7 @@ sign-in form and the static assets needs a session. A POST is refused unless it 
 same-origin: ``Sec-Fetch-Site`` and ``Origin``, when the browser sends them, must name this
 server, and a signed-in POST must carry the session's CSRF token (``X-CSRF-Token`` header,
 or the ``csrf`` field of a form). Passwords are never logged; a failed sign-in is logged as
-one line without it, and repeated failures from one address are throttled. Bound to a
+one line without it, and repeated failures for a name from one address are throttled. Bound to a
 loopback address the server also refuses foreign ``Host`` names (DNS rebinding). For
 access from other machines, put a TLS reverse proxy in front and set ``secure_cookie``.
 
@@ -73,7 +73,7 @@ from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import IO, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -82,12 +82,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector import mqtt as topics
-from collector.config import Config
 from collector.errors import CollectorError, StoreError
 from collector.records import parse_utc_us
 from collector.store.base import Store
 from collector.trace import TraceFilter, trace, write_csv, write_json
+
+if TYPE_CHECKING:
+    # collector.config imports DashboardSettings from here: nothing here may import it back
+    from collector.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,8 @@ class DashboardUser(BaseModel):
 
     name: UserName
     role: Literal["viewer", "supervisor"] = "viewer"
-    #: from ``collector hash-password`` (never the password itself)
-    password_hash: str
+    #: from ``collector hash-password`` (never the password itself; kept out of reprs)
+    password_hash: str = Field(repr=False)
 
     @field_validator("password_hash")
     @classmethod
@@ -296,16 +298,20 @@ class Auth:
         self._failures: dict[str, collections.deque[float]] = {}
         self._dummy: str | None = None
 
-    def throttled(self, client: str) -> bool:
+    def throttled(self, client: str, name: str) -> bool:
+        """Too many recent failures for this name from this address (behind a reverse proxy
+        every client has the proxy's address: keyed by name too, one user's mistyping
+        does not lock the others out)."""
         now = self.clock()
+        key = f"{client}|{name}"
         with self._lock:
-            recent = self._failures.get(client)
+            recent = self._failures.get(key)
             if recent is None:
                 return False
             while recent and recent[0] <= now - self.FAILURE_WINDOW:
                 recent.popleft()
             if not recent:
-                del self._failures[client]
+                del self._failures[key]
                 return False
             return len(recent) >= self.FAILURES_ALLOWED
 
@@ -322,13 +328,13 @@ class Auth:
             with self._lock:
                 if len(self._failures) > 10_000:
                     self._failures.clear()
-                self._failures.setdefault(client, collections.deque()).append(self.clock())
+                self._failures.setdefault(f"{client}|{name}", collections.deque()).append(self.clock())
             log.warning(
                 "dashboard: failed sign-in for %s%r from %s", "" if user else "unknown user ", name[:64], client
             )
             return None
         with self._lock:
-            self._failures.pop(client, None)
+            self._failures.pop(f"{client}|{name}", None)
         session = self.create(user.name, user.role)
         log.info("dashboard: %s signed in (%s) from %s", user.name, user.role, client)
         return session
@@ -867,20 +873,25 @@ class LiveState:
         with self._lock:
             self._roll_shift()
             st = self._station(site, line, station)
+            fresh: list[Record] = []
             for r in records:
                 gateway, seq = r.get("gateway"), r.get("seq")
                 seen = self._seen.setdefault(gateway, SeqSet()) if isinstance(gateway, str) else None
                 if seen is not None and isinstance(seq, int) and not seen.add(seq):
                     continue  # at-least-once delivery: this one was counted already
+                fresh.append(r)
                 t_us = _us(r.get("recorded_at"))
                 if t_us is not None and self.shift.contains_us(t_us):
                     st.counts["records"] += 1
                     if r.get("kind") == "measurement" and r.get("verdict") == "fail":
                         st.counts["fails"] += 1
+                if r.get("kind") == "audit":
+                    found = ack_from_record(r)
+                    if found is not None:
+                        acks.append(found)
+            # a backlog comes hundreds to a message: only the ones the list keeps are summarised
+            for r in fresh[-self.settings.records_per_station :]:
                 st.records.appendleft(summarize(r))
-                found = ack_from_record(r)
-                if found is not None:
-                    acks.append(found)
             self._dirty.add(st.key)
             for record_id, ack in acks:
                 self._apply_ack(record_id, ack)
@@ -1037,6 +1048,8 @@ class Dashboard:
         self._acking: set[str] = set()
         self._pending_lock = threading.Lock()
         self._connected = threading.Event()
+        from collector import mqtt as topics  # imports collector.config (see above)
+
         client_id = settings.client_id or f"dashboard-{socket.gethostname()[:20]}-{secrets.token_hex(4)}"
         self.client, self._props = topics.make_client(config.mqtt, client_id)
         # a plain subscription in a short-lived session: it rides over a reconnect, and a
@@ -1081,6 +1094,8 @@ class Dashboard:
         server = self._server
         self.port = int(server.server_address[1])
         self.stopping.clear()
+        from collector import mqtt as topics
+
         topics.connect_async(self.client, self.config.mqtt, self._props)
         targets: list[tuple[Callable[[], None], str]] = [
             (lambda: server.serve_forever(poll_interval=0.1), "dashboard-http"),
@@ -1140,6 +1155,10 @@ class Dashboard:
                 return
         if self.stopping.wait(1.0):  # the retained alerts arrive right after subscribing
             return
+        self.load_earlier_acks()
+
+    def load_earlier_acks(self) -> None:
+        """Look the retained (pre-start) alerts' acknowledgements up in the store."""
         alerts = self.state.retained_alerts()
         times = [t for a in alerts if (t := _us(a.get("at"))) is not None]
         if not times:
@@ -1173,6 +1192,8 @@ class Dashboard:
         ]
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        from collector import mqtt as topics
+
         if topics.reason_failed(reason):
             log.error("dashboard: broker %s refused the connection: %s", self.config.mqtt.host, reason)
             return
@@ -1259,7 +1280,7 @@ class Dashboard:
             pending = self._pending[request_id] = _Pending()
         try:
             timeout = self.settings.reply_timeout
-            topic = topics.station_topic(self.prefix, station.site, station.line, station.station, "command")
+            topic = f"{self.prefix}/{station.site}/{station.line}/{station.station}/command"  # mqtt.station_topic
             args: Record = {"record_id": record_id, "by": by}
             if comment:
                 args["comment"] = comment
@@ -1483,6 +1504,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/":
                 return self._live_page(session)
             if path == "/events":
+                self._need(method, "GET")
                 return self._events(session)
             if path == "/api/state":
                 return self._send_json(HTTPStatus.OK, self.dash.state.snapshot()[1])
@@ -1586,8 +1608,8 @@ class _Handler(BaseHTTPRequestHandler):
         password = form.get("password", "")
         self.query = {"next": [form.get("next", "/")]}
         client = self._client()
-        if self.dash.auth.throttled(client):
-            log.warning("dashboard: sign-in from %s throttled after repeated failures", client)
+        if self.dash.auth.throttled(client, name):
+            log.warning("dashboard: sign-in for %r from %s throttled after repeated failures", name[:64], client)
             return self._login_page(
                 "Too many failed attempts. Wait a few minutes.", HTTPStatus.TOO_MANY_REQUESTS, name=name
             )
@@ -1768,9 +1790,17 @@ class _Handler(BaseHTTPRequestHandler):
         )
         shown = records[:limit]
         more = f" — showing the first {limit}; the downloads hold all of them" if len(records) > limit else ""
+        serials = {str(r["serial"]) for r in records if r.get("serial")}
+        if self.dash.part_report is not None and len(serials) == 1:
+            serial = next(iter(serials))
+            href = html.escape("/trace/report?" + urlencode({"serial": serial}))
+            report_link = f'<a class="button report" id="part-report" href="{href}" target="_blank" rel="noopener">'
+            links = f"{report_link}Part report {html.escape(serial)}</a> <span>Download</span> {links}"
+        else:
+            links = "<span>Download</span> " + links
         head = (
             f'<div class="result-head"><span class="count" id="result-count">{len(records)} record(s){more}</span>'
-            f'<span class="downloads">Download {links}</span></div>'
+            f'<span class="downloads">{links}</span></div>'
         )
         if not records:
             return head + '<p class="notice">No records match.</p>'
