@@ -69,13 +69,47 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from collector.gateway import Gateway
 
     cfg = _load(args.config, "gateway")
+    assert cfg.gateway is not None
     gw = Gateway(cfg)
     gw.start()
+    metrics = _metrics(cfg.gateway.metrics, lambda: _gateway_metrics(gw))
     try:
         _wait_for_signal()
     finally:
+        if metrics is not None:
+            metrics.stop()
         gw.stop()
     return EXIT_OK
+
+
+def _gateway_metrics(gw: Any) -> Any:
+    from collector.metrics import gateway_metrics
+
+    return gateway_metrics(gw)
+
+
+def _recorder_metrics(rec: Any) -> Any:
+    from collector.metrics import recorder_metrics
+
+    return recorder_metrics(rec)
+
+
+def _metrics(settings: Any, collect: Any) -> Any:
+    """A Prometheus endpoint when configured (``metrics: {bind, port}``)."""
+    if settings is None:
+        return None
+    from collector.metrics import MetricsServer
+
+    server = MetricsServer(settings.bind, settings.port, collect)
+    server.start()
+    log.info("metrics on http://%s:%d/metrics", settings.bind, server.port)
+    return server
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collector.metrics import run_status
+
+    return run_status(_load(args.config, "gateway"), as_json=args.json, max_age=args.max_age)
 
 
 def cmd_recorder(args: argparse.Namespace) -> int:
@@ -84,11 +118,15 @@ def cmd_recorder(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, "recorder", "influxdb")
     assert cfg.influxdb is not None
+    assert cfg.recorder is not None
     rec = Recorder(cfg, open_store(cfg.influxdb))
     rec.start()
+    metrics = _metrics(cfg.recorder.metrics, lambda: _recorder_metrics(rec))
     try:
         _wait_for_signal()
     finally:
+        if metrics is not None:
+            metrics.stop()
         rec.stop()
     return EXIT_OK
 
@@ -370,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="demo configuration (default: config/demo.yaml)")
     p.add_argument("--workdir", default=None, help="where services keep their data (default: ./var/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="a gateway's health from its journal (exit 1 if records wait too long)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-age", type=float, default=300.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("hash-password", help="print a password hash for a dashboard user")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")

@@ -131,6 +131,13 @@ class CalibrationPolicy(_Section):
     require_registered_gauge: bool = True
 
 
+class MetricsSettings(_Section):
+    """A Prometheus endpoint (GET /metrics), see collector/metrics.py."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(default=9810, ge=0, le=65535)  # 0: any free port (tests)
+
+
 class OperatorViewSettings(_Section):
     """The inspector's screen: a local web page served by the gateway."""
 
@@ -151,6 +158,7 @@ class GatewaySettings(_Section):
     keep_delivered_days: float = Field(default=30.0, ge=0)
     calibration: CalibrationPolicy = CalibrationPolicy()
     operator_view: OperatorViewSettings | None = None
+    metrics: MetricsSettings | None = None
     #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
     #: later records are confirmed, before it is sent again (the broker lost it)
     confirm_timeout: float = Field(default=30.0, gt=0)
@@ -166,6 +174,7 @@ class RecorderSettings(_Section):
     #: messages the broker may have in flight to this recorder (MQTT 5 receive maximum)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     dead_letter_file: Path = Path("var/dead-letter.jsonl")
+    metrics: MetricsSettings | None = None
     retry_min_delay: float = Field(default=0.5, gt=0)
     retry_max_delay: float = Field(default=30.0, gt=0)
 

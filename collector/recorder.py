@@ -145,6 +145,10 @@ class Recorder:
         #: set once the broker confirmed the subscription: from then on it queues for us
         self.subscribed = threading.Event()
 
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.store.ensure_database()

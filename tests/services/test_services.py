@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -284,7 +285,7 @@ def test_the_production_template_runs_on_this_mosquitto(tmp_path: Path) -> None:
     acl.write_text("user gw-1\ntopic write qc/plant-a/#\n\nuser recorder\ntopic read qc/#\n")
     text = DEPLOY_CONF.read_text()
     for old, new in {
-        "listener 1883\n": f"listener {port} 127.0.0.1\n",
+        "listener 1883 127.0.0.1\n": f"listener {port} 127.0.0.1\n",
         "/etc/mosquitto/passwd": str(passwd),
         "/etc/mosquitto/acl": str(acl),
         "/var/lib/mosquitto/": f"{tmp_path}/",
@@ -292,6 +293,8 @@ def test_the_production_template_runs_on_this_mosquitto(tmp_path: Path) -> None:
     }.items():
         assert old in text
         text = text.replace(old, new)
+    # the TLS listener needs certificates: tests/deploy/test_mosquitto_tls_acl.py runs it
+    text = re.sub(r"(?m)^listener 8883\n(?:(?:cafile|certfile|keyfile|tls_version) .*\n)+", "", text)
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text + f"user {getpass.getuser()}\n")  # root would switch to "mosquitto"
     proc = subprocess.Popen([binary, "-c", str(conf)], start_new_session=True, stderr=subprocess.PIPE)

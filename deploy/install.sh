@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Install or upgrade the inspection collector from this source tree.
+#
+#   deploy/install.sh [--role gateway|central|all] [--prefix /opt/inspection-collector]
+#                     [--wheels DIR] [--python python3] [--unit-dir DIR]
+#
+# Roles: "gateway" (inspection-gateway.service, serial port access), "central"
+# (inspection-recorder.service and inspection-dashboard.service, plus the Mosquitto,
+# InfluxDB and Grafana templates under PREFIX/share/deploy), "all" (both; the default).
+#
+# What goes where:
+#   PREFIX/venv                      the project in its own virtual environment (replaced whole on upgrade)
+#   PREFIX/share/                    examples, templates, operations guide, post-install.sh
+#   /etc/inspection-collector/       configuration, 0750 root:collector; ROLE.yaml (0640) is created
+#                                    from the example only when absent: an upgrade never overwrites it
+#   /etc/inspection-collector/secrets/   passwords and tokens ({file: ...} in the configuration)
+#   /var/lib/inspection-collector/   data (the gateway's journal, dead letters), 0750 collector:collector;
+#                                    never touched by an upgrade
+#   UNIT_DIR/inspection-*.service    systemd units (/etc/systemd/system; /lib/systemd/system under DESTDIR)
+#   /etc/udev/rules.d/99-inspection-gauges.rules.example   stable device names (inactive until renamed)
+#
+# DESTDIR: when set, everything is written below it (a staging root for a package or an
+# image, or CI's temporary root) and nothing outside it is changed: no user is created,
+# nothing is chowned, systemd is not called. The commands that remain to be run on the
+# target are written to PREFIX/share/post-install.sh (under DESTDIR); without DESTDIR the
+# same script is written and run at once. The virtual environment is built for its final
+# path (PREFIX/venv) either way.
+#
+# Idempotent: running it again upgrades the software in place (a new virtual environment is
+# built beside the old one and swapped in only once it works; running services are
+# restarted), and keeps the configuration, the secrets and the journal.
+set -euo pipefail
+shopt -s inherit_errexit
+umask 022
+
+ROLE=all
+PREFIX=/opt/inspection-collector
+PYTHON=python3
+WHEELS=
+UNIT_DIR=
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DESTDIR=${DESTDIR:-}
+CONF_DIR=/etc/inspection-collector
+DATA_DIR=/var/lib/inspection-collector
+UDEV_DIR=/etc/udev/rules.d
+SVC_USER=collector
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --role) ROLE=${2:?--role needs a value}; shift 2 ;;
+        --role=*) ROLE=${1#*=}; shift ;;
+        --prefix) PREFIX=${2:?--prefix needs a value}; shift 2 ;;
+        --prefix=*) PREFIX=${1#*=}; shift ;;
+        --python) PYTHON=${2:?--python needs a value}; shift 2 ;;
+        --python=*) PYTHON=${1#*=}; shift ;;
+        --wheels) WHEELS=${2:?--wheels needs a directory}; shift 2 ;;
+        --wheels=*) WHEELS=${1#*=}; shift ;;
+        --unit-dir) UNIT_DIR=${2:?--unit-dir needs a value}; shift 2 ;;
+        --unit-dir=*) UNIT_DIR=${1#*=}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+
+case "$ROLE" in
+    gateway) UNITS=(inspection-gateway); CONFIGS=(gateway) ;;
+    central) UNITS=(inspection-recorder inspection-dashboard); CONFIGS=(recorder dashboard) ;;
+    all) UNITS=(inspection-gateway inspection-recorder inspection-dashboard); CONFIGS=(gateway recorder dashboard) ;;
+    *) die "--role must be gateway, central or all, not '$ROLE'" ;;
+esac
+case "$PREFIX" in
+    /*) ;;
+    *) die "--prefix must be an absolute path: $PREFIX" ;;
+esac
+PREFIX=${PREFIX%/}
+case "$PREFIX" in
+    *[[:space:]]*) die "--prefix must not contain white space (systemd's ExecStart= would split it)" ;;
+esac
+if [ -n "$DESTDIR" ]; then
+    case "$DESTDIR" in
+        /*) ;;
+        *) DESTDIR=$(pwd)/$DESTDIR ;;
+    esac
+    DESTDIR=${DESTDIR%/}
+fi
+if [ -z "$UNIT_DIR" ]; then
+    # Units of a local installation belong in /etc/systemd/system; a staged tree (a package,
+    # an image) puts them where packages do, leaving /etc/systemd/system to the operator.
+    if [ -n "$DESTDIR" ]; then UNIT_DIR=/lib/systemd/system; else UNIT_DIR=/etc/systemd/system; fi
+fi
+if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
+    die "run as root (or set DESTDIR to install into a staging directory)"
+fi
+if [ ! -f "$SRC/pyproject.toml" ] || [ ! -d "$SRC/collector" ]; then die "not a source tree: $SRC"; fi
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (apt-get install python3 python3-venv)"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+    || die "$PYTHON is older than 3.11 (Debian 12 / Raspberry Pi OS bookworm have 3.11)"
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || die "$PYTHON cannot create virtual environments (apt-get install python3-venv)"
+
+root=$DESTDIR
+share=$PREFIX/share
+
+# --- the virtual environment ------------------------------------------------------------
+build_venv() {
+    local final=$PREFIX/venv
+    local build=$root$PREFIX/venv.new
+    local stage
+    stage=$(mktemp -d)
+    # shellcheck disable=SC2064  # expand now: the trap must remove this very directory
+    trap "rm -rf '$stage'" EXIT
+    # Build from a copy, so the source tree stays untouched (pip would leave build/ and
+    # *.egg-info in it) and may be read-only.
+    tar -C "$SRC" --exclude=__pycache__ -cf - pyproject.toml README.md collector drivers simulators \
+        | tar -C "$stage" -xf -
+    rm -rf "$build"
+    mkdir -p "$(dirname "$build")"
+    say "building the virtual environment (${final})"
+    "$PYTHON" -m venv --prompt inspection-collector "$build"
+    local pip=("$build/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile)
+    if [ -n "$WHEELS" ]; then
+        pip+=(--no-index --find-links "$WHEELS")
+    fi
+    "${pip[@]}" "$stage"
+    # The scripts in bin/ name the interpreter by the path they were built at; make them
+    # name the final path (a staging root, and venv.new, are not where they will run).
+    local f
+    while IFS= read -r f; do
+        sed -i "s#${build}#${final}#g" "$f"
+    done < <(grep -rlIF -- "$build" "$build/bin" "$build/pyvenv.cfg" || true)
+    # Byte-code with the final paths in its tracebacks (ProtectSystem=strict: the services
+    # cannot write it at run time).
+    "$build/bin/python" -m compileall -q -f -j 0 -s "$build" -p "$final" "$build/lib" >/dev/null
+    # It must work before it replaces the running version.
+    "$build/bin/python" -c 'import collector.cli, collector.gateway, collector.recorder' \
+        || die "the new virtual environment does not work; the installed version is unchanged"
+    if [ -d "$root$final" ]; then
+        rm -rf "$root$final.old"
+        mv "$root$final" "$root$final.old"
+    fi
+    mv "$build" "$root$final"
+    rm -rf "$root$final.old" "$stage"
+    trap - EXIT
+}
+
+# --- files --------------------------------------------------------------------------------
+put() { # put MODE SOURCE TARGET: install a file we own (replaced on upgrade)
+    install -D -m "$1" "$2" "$root$3"
+}
+
+sub_prefix() { # the unit with PREFIX instead of /opt/inspection-collector
+    sed "s#/opt/inspection-collector#${PREFIX}#g" "$1"
+}
+
+install_files() {
+    put 0644 "$SRC/docs/operations.md" "$share/doc/operations.md" 2>/dev/null \
+        || say "docs/operations.md not found; skipped"
+    local name f
+    for name in gateway recorder dashboard; do
+        put 0644 "$SRC/deploy/config/$name.yaml.example" "$share/examples/$name.yaml.example"
+    done
+    if [ -d "$SRC/config/devices" ]; then
+        for f in "$SRC"/config/devices/*.yaml; do
+            if [ -e "$f" ]; then put 0644 "$f" "$share/examples/devices/$(basename "$f")"; fi
+        done
+    fi
+    put 0755 "$SRC/deploy/install.sh" "$share/deploy/install.sh"
+    put 0755 "$SRC/deploy/uninstall.sh" "$share/deploy/uninstall.sh"
+    if [ "$ROLE" != gateway ]; then
+        for f in mosquitto/mosquitto.conf mosquitto/make-acl.py mosquitto/clients.example.yaml \
+                 mosquitto/acl.example influxdb/setup-influxdb1.sh influxdb/setup-influxdb2.sh \
+                 grafana/dashboards/quality.json; do
+            case "$f" in
+                *.sh|*.py) put 0755 "$SRC/deploy/$f" "$share/deploy/$f" ;;
+                *) put 0644 "$SRC/deploy/$f" "$share/deploy/$f" ;;
+            esac
+        done
+    fi
+
+    # configuration: the directory and the role's files, never overwritten
+    install -d -m 0750 "$root$CONF_DIR" "$root$CONF_DIR/secrets"
+    for name in "${CONFIGS[@]}"; do
+        local target=$root$CONF_DIR/$name.yaml
+        if [ -e "$target" ]; then
+            say "kept $CONF_DIR/$name.yaml (the new example is $share/examples/$name.yaml.example)"
+        else
+            install -m 0640 "$SRC/deploy/config/$name.yaml.example" "$target"
+            say "created $CONF_DIR/$name.yaml from the example: edit it before starting the service"
+        fi
+    done
+
+    # data: created if missing, its contents never touched
+    install -d -m 0750 "$root$DATA_DIR"
+
+    local unit
+    for unit in "${UNITS[@]}"; do
+        install -d -m 0755 "$root$UNIT_DIR"
+        sub_prefix "$SRC/deploy/systemd/$unit.service" > "$root$UNIT_DIR/$unit.service"
+        chmod 0644 "$root$UNIT_DIR/$unit.service"
+    done
+
+    if [ "$ROLE" != central ]; then
+        # an example: udev reads only *.rules, so it does nothing until renamed
+        put 0644 "$SRC/deploy/udev/99-inspection-gauges.rules.example" "$UDEV_DIR/99-inspection-gauges.rules.example"
+    fi
+}
+
+# --- what needs the target system: users, ownership, systemd --------------------------------
+write_post_install() {
+    local script=$root$share/post-install.sh
+    local units="${UNITS[*]/%/.service}"
+    local name
+    mkdir -p "$(dirname "$script")"
+    {
+        echo '#!/usr/bin/env bash'
+        echo "# Written by deploy/install.sh (role $ROLE): the steps of the installation that change"
+        echo '# the system itself. install.sh runs it unless DESTDIR was set; then run it on the'
+        echo '# target, as root, once the files are in place. Safe to run again.'
+        echo 'set -euo pipefail'
+        echo "getent group $SVC_USER >/dev/null || groupadd --system $SVC_USER"
+        echo "id -u $SVC_USER >/dev/null 2>&1 || useradd --system --gid $SVC_USER --home-dir $DATA_DIR \\"
+        echo "    --no-create-home --shell /usr/sbin/nologin --comment 'inspection collector' $SVC_USER"
+        if [ "$ROLE" != central ]; then
+            echo '# serial ports belong to group dialout'
+            echo "getent group dialout >/dev/null || groupadd --system dialout"
+            echo "usermod --append --groups dialout $SVC_USER"
+        fi
+        echo "chown root:$SVC_USER $CONF_DIR $CONF_DIR/secrets"
+        echo "chmod 0750 $CONF_DIR $CONF_DIR/secrets"
+        for name in "${CONFIGS[@]}"; do
+            local f=$CONF_DIR/$name.yaml
+            echo "if [ -f $f ]; then chown root:$SVC_USER $f; chmod 0640 $f; fi"
+        done
+        echo "find $CONF_DIR/secrets -type f -exec chown root:$SVC_USER {} + -exec chmod 0640 {} +"
+        echo "chown $SVC_USER:$SVC_USER $DATA_DIR"
+        echo "chmod 0750 $DATA_DIR"
+        echo 'if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then'
+        echo '    systemctl daemon-reload'
+        echo '    # an upgrade: services that run are restarted on the new version; stopped ones stay stopped'
+        echo "    systemctl try-restart $units"
+        echo 'fi'
+    } > "$script"
+    chmod 0755 "$script"
+    echo "$script"
+}
+
+build_venv
+install_files
+post=$(write_post_install)
+
+if [ -n "$DESTDIR" ]; then
+    say "installed into DESTDIR=$DESTDIR; nothing outside it was changed."
+    say "on the target, run as root: $share/post-install.sh (creates the $SVC_USER user, sets ownership, reloads systemd)"
+else
+    bash "$post"
+    say "installed (role $ROLE) in $PREFIX."
+    for name in "${CONFIGS[@]}"; do
+        say "  next: edit $CONF_DIR/$name.yaml, put its secrets in $CONF_DIR/secrets/, then"
+        say "        systemctl enable --now inspection-$name"
+    done
+fi

@@ -1,0 +1,238 @@
+"""deploy/install.sh into a temporary DESTDIR: what it lays out, that the units pass
+``systemd-analyze verify``, and that an upgrade keeps configuration, secrets and journal.
+
+The installation is real (a virtual environment with the project pip-installed from the
+source tree), so the module installs once and the tests look at the result; the upgrade
+and uninstall test, which changes it, comes last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import DEPLOY, REPO, need
+
+PREFIX = "/opt/inspection-collector"
+UNITS = ("inspection-gateway", "inspection-recorder", "inspection-dashboard")
+ROLES_CONFIG = ("gateway", "recorder", "dashboard")
+
+
+@dataclass
+class Installed:
+    root: Path
+    log: str
+
+    def path(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+
+def run_install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env["DESTDIR"] = str(root)
+    # the interpreter behind the test's virtual environment, as an operator would run python3
+    python = getattr(sys, "_base_executable", None) or sys.executable
+    return subprocess.run(
+        ["bash", str(DEPLOY / "install.sh"), "--python", python, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    root = tmp_path_factory.mktemp("destdir")
+    result = run_install(root, "--role", "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield Installed(root, result.stderr)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_layout_modes_and_nothing_outside_destdir(installed: Installed) -> None:
+    etc = installed.path("/etc/inspection-collector")
+    assert mode(etc) == 0o750 and mode(etc / "secrets") == 0o750
+    for name in ROLES_CONFIG:
+        config = etc / f"{name}.yaml"
+        assert mode(config) == 0o640
+        assert config.read_text() == (DEPLOY / "config" / f"{name}.yaml.example").read_text()
+    data = installed.path("/var/lib/inspection-collector")
+    assert data.is_dir() and mode(data) == 0o750 and not any(data.iterdir())
+    for unit in UNITS:  # under DESTDIR, units go where packages put them
+        path = installed.path(f"/lib/systemd/system/{unit}.service")
+        assert mode(path) == 0o644
+        assert path.read_text() == (DEPLOY / "systemd" / f"{unit}.service").read_text()
+    assert not installed.path("/etc/systemd").exists()
+    rules = installed.path("/etc/udev/rules.d/99-inspection-gauges.rules.example")
+    assert rules.is_file() and not rules.with_suffix("").exists()  # .rules: inactive until renamed
+    share = installed.path(f"{PREFIX}/share")
+    for rel in (
+        "doc/operations.md",
+        "examples/gateway.yaml.example",
+        "examples/devices/mitutoyo-idh.yaml",
+        "deploy/mosquitto/mosquitto.conf",
+        "deploy/mosquitto/make-acl.py",
+        "deploy/influxdb/setup-influxdb1.sh",
+        "deploy/grafana/dashboards/quality.json",
+    ):
+        assert (share / rel).is_file(), rel
+    assert os.access(share / "deploy/mosquitto/make-acl.py", os.X_OK)
+    # DESTDIR: no user was created, nothing chowned (everything belongs to whoever ran it)
+    assert {p.stat().st_uid for p in (etc, data, etc / "gateway.yaml")} == {os.getuid()}
+    assert "post-install.sh" in installed.log
+
+
+def test_the_virtual_environment_runs_and_names_its_final_path(installed: Installed) -> None:
+    venv = installed.path(f"{PREFIX}/venv")
+    script = venv / "bin" / "collector"
+    assert script.read_text().splitlines()[0] == f"#!{PREFIX}/venv/bin/python"
+    # nothing in the environment names the staging root or the build directory
+    for path in [*(venv / "bin").iterdir(), venv / "pyvenv.cfg"]:
+        if path.is_file() and not path.is_symlink():
+            text = path.read_bytes()
+            assert str(installed.root).encode() not in text, path
+            assert b"venv.new" not in text, path
+    assert not installed.path(f"{PREFIX}/venv.new").exists()
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "collector.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "gateway" in out.stdout, out.stderr
+    # byte code is compiled, for the final path (the services cannot write it: ProtectSystem=strict)
+    pyc = next((venv / "lib").glob("python3*/site-packages/collector/__pycache__/cli.*.pyc"))
+    assert f"{PREFIX}/venv/".encode() in pyc.read_bytes()
+
+
+def test_the_installed_package_carries_its_web_assets(installed: Installed) -> None:
+    """The operator view serves collector/static/operator/ from the installed package."""
+    site = next(installed.path(f"{PREFIX}/venv/lib").glob("python3*/site-packages"))
+    expected = sorted(p.name for p in (REPO / "collector" / "static" / "operator").iterdir())
+    shipped = site / "collector" / "static" / "operator"
+    assert shipped.is_dir(), (
+        "pip install . leaves out collector/static/: pyproject.toml needs "
+        '[tool.setuptools.package-data] collector = ["static/**/*"]'
+    )
+    assert sorted(p.name for p in shipped.iterdir()) == expected
+
+
+def test_post_install_script_does_what_destdir_left_out(installed: Installed) -> None:
+    script = installed.path(f"{PREFIX}/share/post-install.sh")
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    for expected in (
+        "useradd --system --gid collector",
+        "usermod --append --groups dialout collector",
+        "chown root:collector /etc/inspection-collector /etc/inspection-collector/secrets",
+        "chown collector:collector /var/lib/inspection-collector",
+        "systemctl daemon-reload",
+        "systemctl try-restart inspection-gateway.service inspection-recorder.service inspection-dashboard.service",
+    ):
+        assert expected in text, expected
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    shellcheck = need("shellcheck", "shellcheck")
+    out = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+def _systemd_root(installed: Installed) -> Path:
+    # systemd-analyze --root needs the standard targets the units refer to (sysinit.target,
+    # network-online.target ...): the host's own unit files, beside the installed ones.
+    host_units = Path("/usr/lib/systemd/system")
+    if not host_units.is_dir():
+        pytest.fail("no /usr/lib/systemd/system on this host: install Debian's systemd package")
+    target = installed.path("/usr/lib/systemd/system")
+    if not target.exists():
+        shutil.copytree(host_units, target, symlinks=True)
+    return installed.root
+
+
+def test_systemd_analyze_verify_accepts_every_unit(installed: Installed) -> None:
+    """Against the installed tree: ExecStart= must exist there and be executable."""
+    analyze = need("systemd-analyze", "systemd")
+    root = _systemd_root(installed)
+    units = [str(installed.path(f"/lib/systemd/system/{u}.service")) for u in UNITS]
+    out = subprocess.run([analyze, "verify", f"--root={root}", *units], capture_output=True, text=True, timeout=60)
+    # verify exits 0 on unknown keys or bad values too, with a warning: demand silence
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
+    security = subprocess.run(
+        [analyze, "security", "--offline=yes", f"--root={root}", "--no-pager", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # exposure is printed as e.g. "Overall exposure level for inspection-gateway.service: 2.2 OK"
+    levels = [line for line in security.stdout.splitlines() if "Overall exposure level" in line]
+    assert len(levels) == len(UNITS), security.stdout + security.stderr
+    for line in levels:
+        assert float(line.rsplit(":", 1)[1].split()[0]) <= 3.0, line
+
+
+def test_systemd_analyze_verify_notices_a_broken_unit(installed: Installed, tmp_path: Path) -> None:
+    """The check above would catch a mistake: a missing binary, an unknown directive."""
+    analyze = need("systemd-analyze", "systemd")
+    root = _systemd_root(installed)
+    unit = installed.path("/lib/systemd/system/inspection-gateway.service").read_text()
+    broken = installed.path("/lib/systemd/system/broken-check.service")
+    broken.write_text(
+        unit.replace("venv/bin/collector", "venv/bin/no-such-binary").replace("RestartSec=5s", "RestartSteps=5")
+    )
+    try:
+        out = subprocess.run([analyze, "verify", f"--root={root}", str(broken)], capture_output=True, text=True)
+    finally:
+        broken.unlink()
+    assert "no-such-binary" in out.stderr and "RestartSteps" in out.stderr
+
+
+def test_role_and_prefix_are_checked(tmp_path: Path) -> None:
+    bad = run_install(tmp_path / "r", "--role", "database")
+    assert bad.returncode == 2 and "--role must be gateway, central or all" in bad.stderr
+    bad = run_install(tmp_path / "r", "--prefix", "relative/path")
+    assert bad.returncode == 2 and "absolute" in bad.stderr
+    assert not (tmp_path / "r").exists()
+    help_text = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "DESTDIR" in help_text.stdout
+
+
+def test_upgrade_keeps_config_secrets_and_journal_then_uninstall(installed: Installed) -> None:
+    """Runs last: upgrades the module's installation in place, then removes it."""
+    etc = installed.path("/etc/inspection-collector")
+    edited = "# the operator's own settings\n" + (etc / "gateway.yaml").read_text()
+    (etc / "gateway.yaml").write_text(edited)
+    (etc / "secrets" / "gateway-mqtt-password").write_text("s3cret")
+    journal = installed.path("/var/lib/inspection-collector/journal.sqlite")
+    journal.write_bytes(b"not really a journal, but it must stay exactly as it is")
+    marker = installed.path(f"{PREFIX}/venv/old-version-marker")
+    marker.write_text("x")
+
+    result = run_install(installed.root, "--role", "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kept /etc/inspection-collector/gateway.yaml" in result.stderr
+    assert (etc / "gateway.yaml").read_text() == edited
+    assert (etc / "secrets" / "gateway-mqtt-password").read_text() == "s3cret"
+    assert journal.read_bytes() == b"not really a journal, but it must stay exactly as it is"
+    assert not marker.exists()  # the environment was rebuilt and swapped in whole
+    assert not installed.path(f"{PREFIX}/venv.old").exists()
+    assert not installed.path(f"{PREFIX}/venv.new").exists()
+    venv_python = installed.path(f"{PREFIX}/venv/bin/python")
+    assert subprocess.run([str(venv_python), "-c", "import collector.gateway"], timeout=60).returncode == 0
+
+    env = dict(os.environ, DESTDIR=str(installed.root))
+    out = subprocess.run(["bash", str(DEPLOY / "uninstall.sh")], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not installed.path(PREFIX).exists()
+    assert not any(installed.path(f"/lib/systemd/system/{u}.service").exists() for u in UNITS)
+    assert (etc / "gateway.yaml").read_text() == edited  # configuration kept without --purge
+    assert journal.exists()  # the journal is never removed
+    out = subprocess.run(["bash", str(DEPLOY / "uninstall.sh"), "--purge"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and not etc.exists() and journal.exists()
