@@ -401,4 +401,5 @@ class Alert(_Frozen):
 
 
 RECORD_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(AnyRecord)
+ALERT_ADAPTER: TypeAdapter[Alert] = TypeAdapter(Alert)
 READING_ADAPTER: TypeAdapter[Reading] = TypeAdapter(Reading)

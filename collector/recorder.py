@@ -41,10 +41,10 @@ from pydantic import ValidationError
 from collector import mqtt as topics
 from collector.config import Config, RecorderSettings
 from collector.errors import ConfigError, StoreError
-from collector.models import RECORD_ADAPTER
+from collector.models import ALERT_ADAPTER, RECORD_ADAPTER
 from collector.records import recompute_hash
 from collector.store.base import Store
-from collector.store.lineprotocol import record_line
+from collector.store.lineprotocol import alert_line, record_line
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,8 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription = f"$share/{self.settings.group}/{topics.records_filter(self.mqtt.topic_prefix)}"
+        # alerts are kept too: a supervisor's history of what was raised, by station and shift
+        self._alert_subscription = f"$share/{self.settings.group}/{self.mqtt.topic_prefix}/+/+/+/alert"
         self._dead_topic = topics.dead_letter_topic(self.mqtt.topic_prefix)
         self._client_id = self.settings.client_id or f"recorder-{self.settings.group}-{os.uname().nodename}"
         self.client, self._props = topics.make_client(
@@ -184,7 +186,7 @@ class Recorder:
             log.error("broker %s:%s refused the connection: %s", self.mqtt.host, self.mqtt.port, reason)
             return
         log.info("connected to broker %s:%s", self.mqtt.host, self.mqtt.port)
-        client.subscribe(self._subscription, qos=1)
+        client.subscribe([(self._subscription, 1), (self._alert_subscription, 1)])
         client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
         self.connected.set()
 
@@ -254,6 +256,12 @@ class Recorder:
                 rejects.append(self._reject(msg.topic, msg.payload.decode("latin-1"), f"not UTF-8: {exc}"))
                 pending.append(_Pending(msg.mid, msg.qos, [], []))
                 continue
+            if msg.topic.endswith("/alert"):
+                line, reason = self._alert_line(text)
+                if line is None:
+                    rejects.append(self._reject(msg.topic, text, reason or "invalid alert"))
+                pending.append(_Pending(msg.mid, msg.qos, [line] if line else [], []))
+                continue
             for line in text.split("\n"):
                 if not line.strip():
                     continue
@@ -275,6 +283,14 @@ class Recorder:
         for p in pending:
             self.client.ack(p.mid, p.qos)
         self.stats.batches += 1
+
+    def _alert_line(self, text: str) -> tuple[str | None, str | None]:
+        try:
+            alert = json.loads(text)
+            ALERT_ADAPTER.validate_python(alert)
+            return alert_line(alert, text), None
+        except ValueError as exc:  # JSON, schema (pydantic's ValidationError is a ValueError) or line protocol
+            return None, str(exc).splitlines()[0]
 
     def _confirm(self, pending: list[_Pending], rejects: list[dict[str, Any]]) -> None:
         stored: dict[str, list[int]] = {}

@@ -310,3 +310,33 @@ def mismatches(record: Mapping[str, Any], row: Mapping[str, Any], payload: str |
     if row.get("time") is not None and row.get("time") != timestamp_us(record):
         bad.append("time")
     return bad
+
+
+#: alerts are notices derived from records (not evidence themselves): kept for history,
+#: one point per alert, on its record's time, so a redelivered alert overwrites itself
+ALERT_MEASUREMENT = "alert"
+ALERT_TAGS: tuple[str, ...] = ("gateway", "kind", "line", "severity", "site", "station")
+ALERT_STRINGS: tuple[str, ...] = ("record_id", "part_number", "serial", "characteristic", "unit", "limit")
+
+
+def alert_line(alert: Mapping[str, Any], payload: str) -> str:
+    """One alert as one line in the ``alert`` measurement (precision microseconds)."""
+    parts = [ALERT_MEASUREMENT]
+    for k in ALERT_TAGS:
+        v = alert.get(k)
+        if v is not None and v != "":
+            parts.append(f",{k}={escape_tag(k, str(v))}")
+    parts.append(f" seq={_seq(alert)}i")
+    for k in ALERT_STRINGS:
+        v = alert.get(k)
+        if v is not None:
+            parts.append(f",{k}={escape_string_field(k, str(v))}")
+    for k in ("judged_value", "lsl", "usl"):
+        v = alert.get(k)
+        if v is not None:
+            parts.append(f",{k}={_float(k, v)!r}")
+    if alert.get("rules"):
+        parts.append(f",rules={escape_string_field('rules', _text(alert['rules']))}")
+    parts.append(f",{PAYLOAD_FIELD}={escape_string_field(PAYLOAD_FIELD, payload)}")
+    parts.append(f" {parse_utc_us(str(alert['at']))}")
+    return "".join(parts)

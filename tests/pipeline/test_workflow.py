@@ -116,10 +116,22 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
         assert reply["ok"]
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
+        stored_alerts = wait_for(
+            lambda: v1_store.query(f'SELECT * FROM "alert" WHERE "record_id" = \'{first_id}\''),
+            what="the alert kept in InfluxDB",
+        )
     finally:
         op.close()
         gateway.stop()
         recorder.stop()
+    (kept,) = stored_alerts
+    assert (kept["kind"], kept["severity"], kept["station"], kept["serial"], kept["limit"]) == (
+        "out_of_tolerance",
+        "critical",
+        "st-10",
+        "HX000001",
+        "upper",
+    )
 
     trail = history(capsys, str(path), "--serial", "HX000001")
     by_kind: dict[str, list[dict[str, Any]]] = {}
