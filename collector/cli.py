@@ -33,6 +33,8 @@ def setup_logging(verbose: bool = False) -> None:
     # paho and urllib3 are chatty at INFO about things we already log once, in our words
     for noisy in ("urllib3", "influxdb_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs an error of its own for every probe of a dead slave; the driver says it once
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def _load(path: str, *sections: str) -> config_mod.Config:

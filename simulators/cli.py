@@ -29,6 +29,7 @@ SIMULATOR_MODULES = (
     "simulators.sartorius",
     "simulators.ascii_line",
     "simulators.scanner",
+    "simulators.plc",
 )
 
 
