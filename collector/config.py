@@ -262,7 +262,7 @@ class AndonSettings(_Section):
     point: str
     on: int = 1
     off: int = 0
-    #: "on_pass": the next passing value switches it off; "manual": only a command does
+    #: "on_pass": the next accepted part switches it off; "manual": only a command does
     clear: Literal["on_pass", "manual"] = "on_pass"
 
 

@@ -376,13 +376,15 @@ class Station:
             out.drafts.append(nc)
             out.andon = True
             self._andon_on = True
-        elif self._andon_on and self.settings.andon is not None and self.settings.andon.clear == "on_pass":
-            out.andon = False
-            self._andon_on = False
         rules = self._spc(result)
         if rules:
             out.trends[result["id"]] = rules
         out.extend(self._after_measurement(result, automatic=bool(device and device.channels)))
+        andon = self.settings.andon
+        accepted = any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
+        if accepted and self._andon_on and andon is not None and andon.clear == "on_pass":
+            out.andon = False  # a good part again: the light goes out
+            self._andon_on = False
         return out
 
     def accept(self, reading: Reading) -> Record | Refusal:
