@@ -32,13 +32,15 @@ from collector import units
 from collector.gateway import Gateway
 from collector.models import Characteristic
 from collector.recorder import Recorder
-from collector.services import InfluxD, Mosquitto
+from collector.services import InfluxD, Mosquitto, free_port
 from collector.store.factory import open_store
 from collector.trace import TraceFilter, trace
 from collector.verify import format_report, verify
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 from simulators.mt_sics import MtSicsSimulator
 from simulators.mt_sics import Scenario as ScaleScenario
+from simulators.plc import PlcSimulator
+from simulators.plc import Scenario as PlcScenario
 from simulators.scanner import ScannerSimulator
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ class Watcher:
             verdict = self._paint("PASS", "32") if r["verdict"] == "pass" else self._paint("FAIL", "31;1")
             return (
                 f"{head}{r['serial']} {r['characteristic']:<3} {r['judged_value']:>9} {r['unit']}  "
-                f"[{r['lsl']} .. {r['usl']}]  {verdict}  gauge {r['gauge']} op {r['operator']}"
+                f"[{r['lsl']} .. {r['usl']}]  {verdict}  gauge {r['gauge']} op {r['operator'] or '-'}"
             )
         if kind == "part":
             verdict = {"accept": self._paint("ACCEPT", "32;1"), "reject": self._paint("REJECT", "31;1")}.get(
@@ -191,7 +193,13 @@ class Watcher:
         self.client.loop_stop()
 
 
-def _demo_config(path: Path, workdir: Path, mqtt_port: int, influx_url: str) -> config_mod.Config:
+def _demo_config(
+    path: Path, workdir: Path, mqtt_port: int, influx_url: str, plcs: dict[str, int] | None = None
+) -> config_mod.Config:
+    """The demo's configuration pointed at its own services and simulators.
+
+    ``plcs`` receives device id -> a free port for each Modbus TCP device.
+    """
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data.setdefault("mqtt", {})["port"] = mqtt_port
     data.setdefault("influxdb", {"kind": "v1"})["url"] = influx_url
@@ -199,7 +207,12 @@ def _demo_config(path: Path, workdir: Path, mqtt_port: int, influx_url: str) -> 
     data["recorder"]["dead_letter_file"] = str(workdir / "dead-letter.jsonl")
     for station in data.get("stations", []):
         for dev in station.get("devices", []):
-            if "port" in dev:
+            if dev.get("driver") == "modbus":
+                dev["host"] = "127.0.0.1"
+                dev["port"] = free_port()
+                if plcs is not None:
+                    plcs[dev["id"]] = dev["port"]
+            elif "port" in dev:
                 dev["port"] = str(workdir / "dev" / Path(dev["port"]).name)
     return config_mod.parse(yaml.safe_dump(data), str(path))
 
@@ -226,7 +239,13 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         influx = InfluxD(work / "influxdb").start(timeout=30)
         started.append(influx)
         log.info("broker on 127.0.0.1:%d, InfluxDB on %s, data under %s", broker.port, influx.url, work)
-        cfg = _demo_config(path, work, broker.port, influx.url)
+        plcs: dict[str, int] = {}
+        cfg = _demo_config(path, work, broker.port, influx.url, plcs)
+        for plc_port in plcs.values():
+            # a part every 3 s, each waiting for the gateway's acknowledgement like a real line
+            started.append(
+                PlcSimulator([1], PlcScenario(seed=3, cycle_time=3.0, word_order="CDAB"), port=plc_port).start()
+            )
         assert cfg.influxdb is not None and cfg.gateway is not None
 
         feeders = []
@@ -250,6 +269,8 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
                     )
                 elif kind == "scanner":
                     sims["scanner"] = ScannerSimulator(port)
+            if not sims:
+                continue  # an automatic station: its PLC simulator makes the parts
             for sim in sims.values():
                 started.append(sim)
             if "scale" in sims:
