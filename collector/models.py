@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Context, Decimal, localcontext
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -114,7 +115,7 @@ class Characteristic(_Frozen):
             raise ValueError(f"lower limit {low} is above upper limit {high}")
         return self
 
-    @property
+    @cached_property
     def lower_limit(self) -> Decimal | None:
         if self.lsl is not None:
             return self.lsl
@@ -122,7 +123,12 @@ class Characteristic(_Frozen):
             return self.nominal + self.lower_tol
         return None
 
-    @property
+    @cached_property
+    def spec_texts(self) -> tuple[str | None, str | None, str | None]:
+        """Nominal, lower and upper limit as the decimal strings records carry (made once)."""
+        return tuple(None if v is None else format(v, "f") for v in (self.nominal, self.lower_limit, self.upper_limit))  # type: ignore[return-value]
+
+    @cached_property
     def upper_limit(self) -> Decimal | None:
         if self.usl is not None:
             return self.usl

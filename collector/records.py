@@ -88,10 +88,19 @@ def uuid7(unix_ms: int | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_utc_us(epoch_us: int) -> str:
     """Microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the canonical shape)."""
+    global _last_second
     secs, us = divmod(epoch_us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{us:06d}Z"
+    cached_secs, text = _last_second  # one tuple: safe to share between threads
+    if cached_secs != secs:
+        # records come in bursts within the same second: format the date part once per second
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _last_second = (secs, text)
+    return f"{text}.{us:06d}Z"
 
 
 def parse_utc_us(text: str) -> int:
@@ -125,6 +134,7 @@ def measurement_record(
     reason: str | None = None,
 ) -> Record:
     """A draft measurement record. The journal adds gateway, seq, recorded_at and the seal."""
+    nominal, lsl, usl = characteristic.spec_texts
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "measurement",
@@ -140,9 +150,9 @@ def measurement_record(
         "work_order": context.get("work_order"),
         "characteristic": characteristic.id,
         "characteristic_name": characteristic.name,
-        "nominal": dec(characteristic.nominal),
-        "lsl": dec(characteristic.lower_limit),
-        "usl": dec(characteristic.upper_limit),
+        "nominal": nominal,
+        "lsl": lsl,
+        "usl": usl,
         "unit": characteristic.unit,
         "decimals": characteristic.decimals,
         "criticality": characteristic.criticality.value,

@@ -49,9 +49,16 @@ def round_to(value: Decimal, decimals: int, rounding: Rounding) -> Decimal:
 def judge(characteristic: Characteristic, value: Decimal, unit: str) -> Judgement:
     if not value.is_finite():
         raise SpecificationError(f"value {value} is not a finite number")
-    with localcontext(_EXACT):
+    if -12 <= value.adjusted() <= 12:
+        # every real gauge value: at most 13 integer digits, and with the at most 9 decimals
+        # and the unit factors' 11 digits the default 28-digit context is exact, so the hot
+        # path skips setting up a wide one
         converted = units.convert(value, unit, characteristic.unit)
-    judged = round_to(converted, characteristic.decimals, characteristic.rounding)
+        judged = converted.quantize(_QUANTUM[characteristic.decimals], rounding=_ROUNDING[characteristic.rounding])
+    else:
+        with localcontext(_EXACT):
+            converted = units.convert(value, unit, characteristic.unit)
+        judged = round_to(converted, characteristic.decimals, characteristic.rounding)
     low, high = characteristic.lower_limit, characteristic.upper_limit
     limit: Literal["lower", "upper"] | None = None
     if low is not None and judged < low:
