@@ -15,26 +15,29 @@ slow answers, unplug and replug. Everything sent is recorded.
 from __future__ import annotations
 
 import argparse
-import codecs
-import datetime
 import logging
 import os
-import random
-import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
-from simulators.pty import PortUnplugged, PtyPort
+from simulators.base import (
+    RecordingSimulator,
+    SendListener,
+    Sent,
+    decimal_arg,
+    escaped_arg,
+    printer,
+    rate_arg,
+    serve,
+)
+from simulators.pty import PortUnplugged
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["push", "request"]
-#: called after every write with the bytes and their kind: value, unstable, reply, error, bad or garbage
-SendListener = Callable[[bytes, str], None]
 
 
 @dataclass(frozen=True)
@@ -134,15 +137,13 @@ class Scenario:
             raise ValueError("interval must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    data: bytes
-    kind: str  # value, unstable, reply, error, bad, garbage
-    value: Decimal | None = None
+class AsciiLineSimulator(RecordingSimulator[Sent[Decimal]]):
+    """The instrument on a pty (see :class:`~simulators.base.PtySimulator`).
 
+    Kinds of what is sent: ``value``, ``unstable``, ``reply``, ``error``, ``bad``, ``garbage``.
+    """
 
-class AsciiLineSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+    thread_name = "ascii-sim"
 
     def __init__(
         self,
@@ -158,40 +159,16 @@ class AsciiLineSimulator:
         self.instrument = instrument
         self.scenario = scenario if scenario is not None else Scenario()
         self.mode: Mode = mode
-        self.port = PtyPort(link)
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
-        self._lock = threading.RLock()  # guards _rng, the logs, the fault state and line order
-        self._sent: list[Sent] = []
+        super().__init__(link, seed=self.scenario.seed, on_send=on_send)
         self._commands: list[str] = []
         self._error: str | None = None
         self._delay = 0.0
-        self._silent = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
 
     # -- what was sent ----------------------------------------------------------------------
 
     @property
-    def sent(self) -> list[Sent]:
-        with self._lock:
-            return list(self._sent)
-
-    @property
-    def sent_frames(self) -> list[bytes]:
-        return [s.data for s in self.sent]
-
-    @property
     def sent_values(self) -> list[Decimal]:
         return [s.value for s in self.sent if s.value is not None]
-
-    @property
-    def bad_frames(self) -> list[bytes]:
-        return [s.data for s in self.sent if s.kind in ("bad", "garbage")]
 
     @property
     def commands(self) -> list[str]:
@@ -201,32 +178,6 @@ class AsciiLineSimulator:
     @property
     def requests_received(self) -> int:
         return sum(1 for c in self.commands if c in self.instrument.read_commands)
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"ascii-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread. The port stays plugged; see :meth:`close`."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(2.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> AsciiLineSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- on demand --------------------------------------------------------------------------
 
@@ -238,17 +189,17 @@ class AsciiLineSimulator:
 
     def send_value(self, value: Decimal, *, stable: bool = True) -> bytes:
         line = format_line(value, self.instrument, stable=stable)
-        self._send(Sent(line, "value" if stable else "unstable", value))
+        self._write(Sent(line, "value" if stable else "unstable", value))
         return line
 
     def send_line(self, text: str, kind: str = "reply") -> bytes:
         """Send any protocol line (an error text, an acknowledgement) with the terminator."""
         line = text.encode("latin-1") + self.instrument.terminator
-        self._send(Sent(line, kind))
+        self._write(Sent(line, kind))
         return line
 
     def send_garbage(self, data: bytes) -> None:
-        self._send(Sent(data, "garbage"))
+        self._write(Sent(data, "garbage"))
 
     def send_truncated(self) -> bytes:
         """A value line that lost its tail, terminator included, as a burst of lost bytes does:
@@ -258,7 +209,7 @@ class AsciiLineSimulator:
         with self._lock:
             cut = self._rng.randrange(1, len(body))
         bad = body[:cut]
-        self._send(Sent(bad, "bad"))
+        self._write(Sent(bad, "bad"))
         return bad
 
     def send_garbled(self) -> bytes:
@@ -268,15 +219,15 @@ class AsciiLineSimulator:
         with self._lock:
             at = self._rng.choice(digits)
         bad = line[:at] + b"\xa7" + line[at + 1 :]
-        self._send(Sent(bad, "bad"))
+        self._write(Sent(bad, "bad"))
         return bad
 
     def emit_one(self) -> bytes:
         """What a read command gets now: the error line, or the scenario's next value."""
         with self._lock:
             error = self._error
-            unstable = bool(self.scenario.unstable_rate) and self._rng.random() < self.scenario.unstable_rate
-            corrupt = bool(self.scenario.bad_rate) and self._rng.random() < self.scenario.bad_rate
+            unstable = self._chance(self.scenario.unstable_rate)
+            corrupt = self._chance(self.scenario.bad_rate)
             if error is not None:
                 return self.send_line(error, "error")
             if corrupt:
@@ -290,13 +241,6 @@ class AsciiLineSimulator:
         with self._lock:
             self._error = text
 
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop sending and answering (commands are still read and recorded)."""
-        if silent:
-            self._silent.set()
-        else:
-            self._silent.clear()
-
     def set_delay(self, seconds: float) -> None:
         """Answer read commands only after ``seconds``."""
         if seconds < 0:
@@ -304,20 +248,7 @@ class AsciiLineSimulator:
         with self._lock:
             self._delay = seconds
 
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
-
     # -- internals --------------------------------------------------------------------------
-
-    def _send(self, record: Sent) -> None:
-        with self._lock:
-            self.port.write(record.data)
-            self._sent.append(record)
-        if self._on_send is not None:
-            self._on_send(record.data, record.kind)
 
     def _command(self, command: str) -> None:
         inst = self.instrument
@@ -354,59 +285,11 @@ class AsciiLineSimulator:
                 return b""
 
     def _run(self) -> None:
-        pending = b""
-        interval = self.scenario.interval
-        next_push = time.monotonic() + interval
-        while not self._stop.is_set():
-            if not self.port.plugged:
-                pending = b""
-                self._stop.wait(0.05)
-                continue
-            wait = 0.05
-            if self.mode == "push":
-                wait = max(0.0, min(wait, next_push - time.monotonic()))
-            pending = self._take_commands(pending + self.port.read_available(wait))
-            now = time.monotonic()
-            if self.mode == "push" and now >= next_push:
-                next_push += (int((now - next_push) // interval) + 1) * interval
-                if not self._silent.is_set():
-                    try:
-                        self.emit_one()
-                    except (PortUnplugged, TimeoutError):
-                        continue  # that line is lost, as with a cable pulled mid-line
+        push = self.emit_one if self.mode == "push" else None
+        self._read_loop(self._take_commands, poll=0.05, push=push, interval=self.scenario.interval)
 
 
 # -- command line --------------------------------------------------------------------------------
-
-
-def _decimal(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text}")
-    return value
-
-
-def _escaped(text: str) -> bytes:
-    """Shells pass ``'\\r\\n'`` with literal backslashes; decode C-style escapes into bytes."""
-    try:
-        return codecs.escape_decode(text.encode("latin-1"))[0]
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise argparse.ArgumentTypeError(f"bad escape in {text!r}: {exc}") from None
-
-
-def _printer(out: Callable[[str], None]) -> SendListener:
-    def on_send(data: bytes, kind: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        out(f"{now} {kind:<8} {data!r}")
-
-    return on_send
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -420,13 +303,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--width", type=int, default=None, help="right-align the number to this width")
     p.add_argument("--unit", default=None)
     p.add_argument("--unstable-mark", default=None, help="{mark} while unstable, e.g. ?")
-    p.add_argument("--terminator", type=_escaped, default=None, help="escapes allowed: '\\r\\n'")
+    p.add_argument("--terminator", type=escaped_arg, default=None, help="escapes allowed: '\\r\\n'")
     p.add_argument("--read-command", action="append", default=None, help="answered with a value, e.g. '?'")
     p.add_argument("--decimal-comma", action="store_true")
-    p.add_argument("--nominal", type=_decimal, default=Decimal("12.345"))
+    p.add_argument("--nominal", type=decimal_arg, default=Decimal("12.345"))
     p.add_argument("--noise", type=float, default=0.002, help="standard deviation")
-    p.add_argument("--unstable-rate", type=_rate, default=0.0)
-    p.add_argument("--bad-rate", type=_rate, default=0.0, help="probability of a corrupted line")
+    p.add_argument("--unstable-rate", type=rate_arg, default=0.0)
+    p.add_argument("--bad-rate", type=rate_arg, default=0.0, help="probability of a corrupted line")
     p.add_argument("--interval", type=float, default=0.5, help="push mode: seconds between lines")
     p.add_argument("--error", default=None, help="answer reads with this line instead of values")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before answering a read")
@@ -435,7 +318,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threading.Event) -> int:
-    try:
+    def build() -> AsciiLineSimulator:
         base = PRESETS[args.preset]
         instrument = replace(
             base,
@@ -457,21 +340,10 @@ def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threadi
             seed=args.seed,
         )
         format_line(scenario.nominal.quantize(Decimal(1).scaleb(-instrument.decimals)), instrument)
-        sim = AsciiLineSimulator(args.link, instrument, scenario, mode=args.mode, on_send=_printer(out))
-    except (ValueError, KeyError, IndexError, OSError) as exc:
-        print(f"simulators ascii: {exc}", file=sys.stderr)
-        return 2
-    with sim:
+        return AsciiLineSimulator(args.link, instrument, scenario, mode=args.mode, on_send=printer(out))
+
+    def configure(sim: AsciiLineSimulator) -> None:
         sim.set_error(args.error)
-        try:
-            sim.set_delay(args.delay)
-        except ValueError as exc:
-            print(f"simulators ascii: {exc}", file=sys.stderr)
-            return 2
-        out(
-            f"ascii simulator ({instrument.name}) on {sim.link} -> {sim.port.slave_name} "
-            f"({args.mode} mode); Ctrl-C stops"
-        )
-        sim.start()
-        stop.wait()
-    return 0
+        sim.set_delay(args.delay)
+
+    return serve("ascii", build, out, stop, note=f" ({args.preset})", mode=args.mode, configure=configure)

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from simulators.pty import PortUnplugged, PtyPort
+from simulators.base import RecordingSimulator, SendListener, Sent
+from simulators.pty import PortUnplugged
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["push", "request"]
-#: called after every write with the bytes and their kind: "value", "bad" or "garbage"
-SendListener = Callable[[bytes, str], None]
 
 VALUE_WIDTH = 8  # characters of value, decimal point included
 
@@ -80,16 +76,13 @@ class Scenario:
         format_frame(self.channel, self.nominal.quantize(Decimal(1).scaleb(-self.decimals)), self.decimals)
 
 
-@dataclass
-class SentLog:
-    frames: list[bytes] = field(default_factory=list)  # every write, good or bad, in order
-    values: list[Decimal] = field(default_factory=list)  # values of the good frames, in order
-    bad_frames: list[bytes] = field(default_factory=list)  # corrupted frames and garbage
-    requests: int = 0  # request strings received
+class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
+    """The adapter and its gauge on a pty (see :class:`~simulators.base.PtySimulator`).
 
+    Kinds of what is sent: ``value``, ``bad`` (corrupted or truncated frames), ``garbage``.
+    """
 
-class MitutoyoSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+    thread_name = "mitutoyo-sim"
 
     def __init__(
         self,
@@ -105,67 +98,21 @@ class MitutoyoSimulator:
         self.scenario = scenario if scenario is not None else Scenario()
         self.mode: Mode = mode
         self.request = request
-        self.port = PtyPort(link)
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
+        super().__init__(link, seed=self.scenario.seed, on_send=on_send)
         self._count = 0  # readings generated, for drift
-        self._log = SentLog()
-        self._lock = threading.Lock()  # guards _log, _rng, _count and frame order on the wire
-        self._silent = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
+        self._requests = 0  # request strings received
 
     # -- what was sent ----------------------------------------------------------------------
 
     @property
     def sent_values(self) -> list[Decimal]:
-        with self._lock:
-            return list(self._log.values)
-
-    @property
-    def sent_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.frames)
-
-    @property
-    def bad_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.bad_frames)
+        """Values of the good frames, in order."""
+        return [s.value for s in self.sent if s.value is not None]
 
     @property
     def requests_received(self) -> int:
         with self._lock:
-            return self._log.requests
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"mitutoyo-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (within about 0.1 s). The port stays plugged; see :meth:`close`."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(2.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> MitutoyoSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            return self._requests
 
     # -- on demand --------------------------------------------------------------------------
 
@@ -185,12 +132,12 @@ class MitutoyoSimulator:
     def send_value(self, value: Decimal) -> bytes:
         """Send one reading now; returns the frame. ValueError if the frame cannot hold it."""
         frame = format_frame(self.scenario.channel, value, self.scenario.decimals)
-        self._send(frame, "value", value)
+        self._write(Sent(frame, "value", value))
         return frame
 
     def send_garbage(self, data: bytes) -> None:
         """Send arbitrary bytes; they are recorded as one bad frame."""
-        self._send(data, "garbage", None)
+        self._write(Sent(data, "garbage"))
 
     def send_truncated(self) -> bytes:
         """Send a frame that lost characters in transit (its CR still arrives)."""
@@ -198,34 +145,10 @@ class MitutoyoSimulator:
         with self._lock:
             cut = self._rng.randrange(1, len(frame) - 1)
         bad = frame[:cut] + b"\r"
-        self._send(bad, "bad", None)
+        self._write(Sent(bad, "bad"))
         return bad
 
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop pushing and answering (requests are still read and counted)."""
-        if silent:
-            self._silent.set()
-        else:
-            self._silent.clear()
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
-
     # -- internals --------------------------------------------------------------------------
-
-    def _send(self, data: bytes, kind: str, value: Decimal | None) -> None:
-        with self._lock:
-            self.port.write(data)
-            self._log.frames.append(data)
-            if value is None:
-                self._log.bad_frames.append(data)
-            else:
-                self._log.values.append(value)
-        if self._on_send is not None:
-            self._on_send(data, kind)
 
     def _corrupt(self, frame: bytes) -> bytes:
         with self._lock:
@@ -248,12 +171,10 @@ class MitutoyoSimulator:
             # drift walked the value off the display; a real gauge would show an overflow
             log.warning("mitutoyo simulator: nothing sent: %s", exc)
             return
-        with self._lock:
-            corrupt = bool(self.scenario.bad_rate) and self._rng.random() < self.scenario.bad_rate
-        if corrupt:
-            self._send(self._corrupt(frame), "bad", None)
+        if self._chance(self.scenario.bad_rate):
+            self._write(Sent(self._corrupt(frame), "bad"))
         else:
-            self._send(frame, "value", value)
+            self._write(Sent(frame, "value", value))
 
     def _run(self) -> None:
         pending = b""
@@ -277,7 +198,7 @@ class MitutoyoSimulator:
                 while (at := pending.find(self.request)) >= 0:
                     pending = pending[at + len(self.request) :]
                     with self._lock:
-                        self._log.requests += 1
+                        self._requests += 1
                     if not self._silent.is_set():
                         try:
                             self._emit_one()

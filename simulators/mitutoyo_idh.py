@@ -19,25 +19,15 @@ device id, corrupted replies at a rate, unplug/replug of the cable.
 from __future__ import annotations
 
 import argparse
-import datetime
-import logging
 import os
-import random
 import re
-import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
-from simulators.pty import PortUnplugged, PtyPort
-
-log = logging.getLogger(__name__)
-
-#: called after every write with the bytes and their kind:
-#: "value", "ack", "judgement", "error", "garbage" or "bad"
-SendListener = Callable[[bytes, str], None]
+from simulators.base import LineCommandSimulator, SendListener, finite_decimal_arg, printer, rate_arg, serve
 
 VALUE_WIDTH = 9  # characters of value after the sign, decimal point included: 0016.2345
 MAX_COMMAND = 64
@@ -114,16 +104,14 @@ class Scenario:
         format_value("GN", self.device_id, self.nominal.quantize(quantum), self.decimals, self.width)
 
 
-@dataclass
-class SentLog:
-    frames: list[bytes] = field(default_factory=list)  # every write, in order
-    values: list[tuple[str, Decimal]] = field(default_factory=list)  # (command, value) of value replies
-    bad_frames: list[bytes] = field(default_factory=list)  # corrupted replies and garbage
-    commands: list[str] = field(default_factory=list)  # every command line received
+class MitutoyoIdhSimulator(LineCommandSimulator[tuple[str, Decimal]]):
+    """The indicator on a pty (see :class:`~simulators.base.PtySimulator`).
 
+    Kinds of what is sent: ``value``, ``ack``, ``judgement``, ``error``, ``garbage``, ``bad``.
+    """
 
-class MitutoyoIdhSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+    thread_name = "idh-sim"
+    max_command = MAX_COMMAND
 
     def __init__(
         self,
@@ -133,74 +121,21 @@ class MitutoyoIdhSimulator:
         on_send: SendListener | None = None,
     ) -> None:
         self.scenario = scenario if scenario is not None else Scenario()
-        self.port = PtyPort(link)
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
+        super().__init__(link, bad_rate=self.scenario.bad_rate, seed=self.scenario.seed, on_send=on_send)
         self._quantum = Decimal(1).scaleb(-self.scenario.decimals)
-        self._lock = threading.RLock()  # guards state, log, rng and frame order on the wire
-        self._log = SentLog()
         self._count = 0  # samples taken, for drift
         self._zero = Decimal(0)
         self._current: Decimal | None = None
         self._max: Decimal | None = None
         self._min: Decimal | None = None
         self._reply_id: int | None = None  # None: answer with the scenario's id
-        self._reply_delay = 0.0
-        self._silent = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
 
     # -- what was sent --------------------------------------------------------------------------
 
     @property
-    def sent_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.frames)
-
-    @property
     def sent_values(self) -> list[tuple[str, Decimal]]:
-        with self._lock:
-            return list(self._log.values)
-
-    @property
-    def bad_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.bad_frames)
-
-    @property
-    def commands(self) -> list[str]:
-        with self._lock:
-            return list(self._log.commands)
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"idh-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread. The port stays plugged; see :meth:`close`."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(5.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> MitutoyoIdhSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """(command, value) of the value replies, in order."""
+        return [s.value for s in self.sent if s.value is not None]
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -208,21 +143,6 @@ class MitutoyoIdhSimulator:
         """Put ``device_id`` in every reply (a misaddressed indicator); None restores the real one."""
         with self._lock:
             self._reply_id = device_id
-
-    def set_reply_delay(self, seconds: float) -> None:
-        with self._lock:
-            self._reply_delay = seconds
-
-    def go_silent(self, silent: bool = True) -> None:
-        """Read commands but answer none."""
-        if silent:
-            self._silent.set()
-        else:
-            self._silent.clear()
-
-    def send_garbage(self, data: bytes) -> None:
-        """Send arbitrary bytes; they are recorded as one bad frame."""
-        self._send(data, "garbage")
 
     def send_truncated(self) -> bytes:
         """Send a value reply that lost characters at its end (its CR LF still arrives)."""
@@ -234,12 +154,6 @@ class MitutoyoIdhSimulator:
         bad = line[:cut] + b"\r\n"
         self._send(bad, "bad")
         return bad
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
 
     # -- the indicator ------------------------------------------------------------------------------
 
@@ -272,7 +186,7 @@ class MitutoyoIdhSimulator:
     def reply_to(self, command: str) -> None:
         """Handle one command line as the indicator does (the thread calls this for every line)."""
         with self._lock:
-            self._log.commands.append(command)
+            self._commands.append(command)
             delay = self._reply_delay
         m = _COMMAND.fullmatch(command)
         if m is not None and int(m.group(2)) != self.scenario.device_id:
@@ -303,85 +217,11 @@ class MitutoyoIdhSimulator:
             if judging != "off":
                 self._send(format_judgement(answer_id, self._judge(value)), "judgement")
 
-    # -- wire -------------------------------------------------------------------------------------
-
-    def _send(self, data: bytes, kind: str, *, value: tuple[str, Decimal] | None = None) -> None:
-        with self._lock:
-            if (
-                kind not in ("garbage", "bad")
-                and self.scenario.bad_rate
-                and self._rng.random() < self.scenario.bad_rate
-            ):
-                data, kind, value = self._corrupt(data), "bad", None
-            try:
-                self.port.write(data, timeout=0.5)
-            except (PortUnplugged, TimeoutError) as exc:
-                log.debug("idh simulator: %r lost: %s", data, exc)
-                return
-            self._log.frames.append(data)
-            if kind in ("garbage", "bad"):
-                self._log.bad_frames.append(data)
-            if value is not None:
-                self._log.values.append(value)
-        if self._on_send is not None:
-            self._on_send(data, kind)
-
-    def _corrupt(self, line: bytes) -> bytes:
-        body = line[:-2]
-        pos = self._rng.randrange(0, len(body))
-        how = self._rng.randrange(3)
-        if how == 0:
-            # never empty: a blank line is skipped by every reader, not seen as a fault
-            return body[: max(pos, 1)] + b"\r\n"  # the end of the line was lost
-        if how == 1:
-            return body[:pos] + b"\xff" + body[pos + 1 :] + b"\r\n"  # a character garbled
-        return body[:pos] + b"?" + body[pos:] + b"\r\n"  # noise inserted
-
     def _run(self) -> None:
-        pending = b""
-        while not self._stop.is_set():
-            if not self.port.plugged:
-                pending = b""
-                self._stop.wait(0.02)
-                continue
-            pending += self.port.read_available(0.02)
-            while True:
-                cut = min((i for i in (pending.find(b"\r"), pending.find(b"\n")) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                line, pending = pending[:cut], pending[cut + 1 :]
-                if line.strip():
-                    self.reply_to(line.strip().decode("ascii", errors="replace"))
-            if len(pending) > MAX_COMMAND:
-                pending = b""
+        self._read_loop(self._take_lines, poll=0.02)
 
 
 # -- command line -----------------------------------------------------------------------------------
-
-
-def _decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-    if not value.is_finite():
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text}")
-    return value
-
-
-def _printer(out: Callable[[str], None]) -> SendListener:
-    def on_send(data: bytes, kind: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        out(f"{now} {kind:<7} {data!r}")
-
-    return on_send
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -389,20 +229,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("mitutoyo-idh", help="Mitutoyo ID-H style indicator (GN01 -> GN01,+0016.2345)")
     p.add_argument("--link", required=True, help="path of the symlink to the pty (the driver's port)")
     p.add_argument("--device-id", type=int, default=1, help="0..99")
-    p.add_argument("--nominal", type=_decimal, default=Decimal("16.2345"))
+    p.add_argument("--nominal", type=finite_decimal_arg, default=Decimal("16.2345"))
     p.add_argument("--noise", type=float, default=0.0005, help="standard deviation")
     p.add_argument("--drift", type=float, default=0.0, help="added per sample")
     p.add_argument("--decimals", type=int, default=4)
     p.add_argument("--judgement", choices=("off", "reply", "append"), default="off")
-    p.add_argument("--lower", type=_decimal, default=None, help="lower limit of the indicator's own judgement")
-    p.add_argument("--upper", type=_decimal, default=None, help="upper limit of the indicator's own judgement")
-    p.add_argument("--bad-rate", type=_rate, default=0.0, help="probability of a corrupted reply")
+    p.add_argument(
+        "--lower", type=finite_decimal_arg, default=None, help="lower limit of the indicator's own judgement"
+    )
+    p.add_argument(
+        "--upper", type=finite_decimal_arg, default=None, help="upper limit of the indicator's own judgement"
+    )
+    p.add_argument("--bad-rate", type=rate_arg, default=0.0, help="probability of a corrupted reply")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threading.Event) -> int:
-    try:
+    def build() -> MitutoyoIdhSimulator:
         scenario = Scenario(
             device_id=args.device_id,
             nominal=args.nominal,
@@ -415,14 +259,6 @@ def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threadi
             bad_rate=args.bad_rate,
             seed=args.seed,
         )
-        sim = MitutoyoIdhSimulator(args.link, scenario, on_send=_printer(out))
-    except (ValueError, OSError) as exc:
-        print(f"simulators mitutoyo-idh: {exc}", file=sys.stderr)
-        return 2
-    with sim:
-        out(
-            f"mitutoyo-idh simulator (id {scenario.device_id:02d}) on {sim.link} -> {sim.port.slave_name}; Ctrl-C stops"
-        )
-        sim.start()
-        stop.wait()
-    return 0
+        return MitutoyoIdhSimulator(args.link, scenario, on_send=printer(out, kind_width=7))
+
+    return serve("mitutoyo-idh", build, out, stop, note=f" (id {args.device_id:02d})")

@@ -21,24 +21,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
-import logging
 import os
-import random
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from simulators.pty import PortUnplugged, PtyPort
-
-log = logging.getLogger(__name__)
-
-#: called after every write with the bytes and their kind:
-#: "stable", "dynamic", "error", "reply", "garbage" or "bad"
-SendListener = Callable[[bytes, str], None]
+from simulators.base import LineCommandSimulator, SendListener, finite_decimal_arg, printer, rate_arg, serve
 
 VALUE_WIDTH = 10  # MT-SICS right-aligns the weight in ten characters
 MAX_COMMAND = 256  # a longer line without terminator is noise: dropped
@@ -103,16 +93,14 @@ class Scenario:
         format_texts("I2", f"{self.model} {self.capacity} {self.unit}", self.serial, self.software)
 
 
-@dataclass
-class SentLog:
-    frames: list[bytes] = field(default_factory=list)  # every write, in order
-    weights: list[tuple[str, Decimal]] = field(default_factory=list)  # ("S" | "D", value) of S replies
-    bad_frames: list[bytes] = field(default_factory=list)  # corrupted replies and garbage
-    commands: list[str] = field(default_factory=list)  # every command line received
+class MtSicsSimulator(LineCommandSimulator[tuple[str, Decimal]]):
+    """The balance on a pty (see :class:`~simulators.base.PtySimulator`).
 
+    Kinds of what is sent: ``stable``, ``dynamic``, ``error``, ``reply``, ``garbage``, ``bad``.
+    """
 
-class MtSicsSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+    thread_name = "mt-sics-sim"
+    max_command = MAX_COMMAND
 
     def __init__(
         self,
@@ -122,13 +110,8 @@ class MtSicsSimulator:
         on_send: SendListener | None = None,
     ) -> None:
         self.scenario = scenario if scenario is not None else Scenario()
-        self.port = PtyPort(link)
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
+        super().__init__(link, bad_rate=self.scenario.bad_rate, seed=self.scenario.seed, on_send=on_send)
         self._quantum = Decimal(1).scaleb(-self.scenario.decimals)
-        # guards the balance state, the log, the rng and frame order on the wire
-        self._lock = threading.RLock()
-        self._log = SentLog()
         self._gross = self.scenario.nominal
         self._settled_at = time.monotonic() + self.scenario.settle_time
         self._zero = Decimal(0)
@@ -136,37 +119,14 @@ class MtSicsSimulator:
         self._streaming = False
         self._next_stream = 0.0
         self._busy = False
-        self._reply_delay = 0.0
         self._forced: collections.deque[bytes] = collections.deque()
-        self._silent = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
 
     # -- what was sent ------------------------------------------------------------------------
 
     @property
-    def sent_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.frames)
-
-    @property
     def sent_weights(self) -> list[tuple[str, Decimal]]:
-        with self._lock:
-            return list(self._log.weights)
-
-    @property
-    def bad_frames(self) -> list[bytes]:
-        with self._lock:
-            return list(self._log.bad_frames)
-
-    @property
-    def commands(self) -> list[str]:
-        with self._lock:
-            return list(self._log.commands)
+        """("S" | "D", value) of the weight replies, in order."""
+        return [s.value for s in self.sent if s.value is not None]
 
     @property
     def streaming(self) -> bool:
@@ -177,32 +137,6 @@ class MtSicsSimulator:
     def tare(self) -> Decimal:
         with self._lock:
             return self._tare
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"mt-sics-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread. The port stays plugged; see :meth:`close`."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(5.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> MtSicsSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the balance ----------------------------------------------------------------------------
 
@@ -222,23 +156,7 @@ class MtSicsSimulator:
         with self._lock:
             self._forced.append(line.encode("ascii") + b"\r\n")
 
-    def set_reply_delay(self, seconds: float) -> None:
-        """Wait this long before every reply (a slow balance, or a busy one)."""
-        with self._lock:
-            self._reply_delay = seconds
-
-    def go_silent(self, silent: bool = True) -> None:
-        """Read commands but answer none, and stream nothing."""
-        if silent:
-            self._silent.set()
-        else:
-            self._silent.clear()
-
     # -- faults on the wire -------------------------------------------------------------------------
-
-    def send_garbage(self, data: bytes) -> None:
-        """Send arbitrary bytes; they are recorded as one bad frame."""
-        self._send(data, "garbage")
 
     def send_truncated(self) -> bytes:
         """Send a weight reply that lost its end in transit (its CR LF still arrives)."""
@@ -249,19 +167,17 @@ class MtSicsSimulator:
         return bad
 
     def unplug(self) -> None:
+        """Pull the cable; a running ``SIR`` stream ends with it."""
         with self._lock:
             self._streaming = False
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
+        super().unplug()
 
     # -- replies ------------------------------------------------------------------------------------
 
     def reply_to(self, command: str) -> None:
         """Handle one command line as the balance does (the thread calls this for every line)."""
         with self._lock:
-            self._log.commands.append(command)
+            self._commands.append(command)
             # any command ends a SIR stream; SIR itself starts a new one below
             self._streaming = False
             forced = self._forced.popleft() if self._forced else None
@@ -353,7 +269,7 @@ class MtSicsSimulator:
         if weight is None:
             self._send(line, "error")
         else:
-            self._send(line, "stable" if weight[0] == "S" else "dynamic", weight=weight)
+            self._send(line, "stable" if weight[0] == "S" else "dynamic", value=weight)
 
     def _start_stream(self) -> None:
         with self._lock:
@@ -435,47 +351,14 @@ class MtSicsSimulator:
 
     # -- wire ------------------------------------------------------------------------------------
 
-    def _send(self, data: bytes, kind: str, *, weight: tuple[str, Decimal] | None = None) -> None:
-        with self._lock:
-            corrupt = (
-                kind not in ("garbage", "bad")
-                and bool(self.scenario.bad_rate)
-                and self._rng.random() < self.scenario.bad_rate
-            )
-            if corrupt:
-                data, kind, weight = self._corrupt(data), "bad", None
-            try:
-                # short: a stream nobody drains must not keep stop() waiting
-                self.port.write(data, timeout=0.5)
-            except (PortUnplugged, TimeoutError) as exc:
-                log.debug("mt-sics simulator: %r lost: %s", data, exc)
-                return
-            self._log.frames.append(data)
-            if kind in ("garbage", "bad"):
-                self._log.bad_frames.append(data)
-            if weight is not None:
-                self._log.weights.append(weight)
-        if self._on_send is not None:
-            self._on_send(data, kind)
-
-    def _truncate(self, line: bytes) -> bytes:
-        """``line`` without its end. At least the last field goes: a weight cut inside a unit
-        such as ``ozt`` would still be a valid line, just with a wrong unit."""
+    def _truncate(self, line: bytes, pos: int = 0) -> bytes:
+        """``line`` without its end (wherever ``pos`` is). At least the last field goes: a weight
+        cut inside a unit such as ``ozt`` would still be a valid line, just with a wrong unit."""
         body = line[:-2]
         last_space = body.rfind(b" ")
         # never empty: a blank line is skipped by every reader, not seen as a fault
         cut = self._rng.randrange(1, last_space + 1) if last_space > 1 else 1
         return body[:cut] + b"\r\n"
-
-    def _corrupt(self, line: bytes) -> bytes:
-        body = line[:-2]
-        pos = self._rng.randrange(0, len(body))
-        how = self._rng.randrange(3)
-        if how == 0:
-            return self._truncate(line)  # the end of the line was lost
-        if how == 1:
-            return body[:pos] + b"\xff" + body[pos + 1 :] + b"\r\n"  # a character garbled
-        return body[:pos] + b"?" + body[pos:] + b"\r\n"  # noise inserted
 
     def _run(self) -> None:
         pending = b""
@@ -488,16 +371,7 @@ class MtSicsSimulator:
                 continue
             with self._lock:
                 wait = max(0.0, min(0.02, self._next_stream - time.monotonic())) if self._streaming else 0.02
-            pending += self.port.read_available(wait)
-            while True:
-                cut = min((i for i in (pending.find(b"\r"), pending.find(b"\n")) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                line, pending = pending[:cut], pending[cut + 1 :]
-                if line.strip():
-                    self.reply_to(line.strip().decode("ascii", errors="replace"))
-            if len(pending) > MAX_COMMAND:
-                pending = b""
+            pending = self._take_lines(pending + self.port.read_available(wait))
             with self._lock:
                 due = self._streaming and time.monotonic() >= self._next_stream
             if due:
@@ -530,50 +404,25 @@ _REPLY_ID = {
 # -- command line -----------------------------------------------------------------------------------
 
 
-def _decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-    if not value.is_finite():
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text}")
-    return value
-
-
-def _printer(out: Callable[[str], None]) -> SendListener:
-    def on_send(data: bytes, kind: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        out(f"{now} {kind:<7} {data!r}")
-
-    return on_send
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``simulators mt-sics``: a balance answering MT-SICS commands on a pty."""
     p = sub.add_parser("mt-sics", help="Mettler Toledo balance, MT-SICS (S, SI, SIR, Z, T, @ ...)")
     p.add_argument("--link", required=True, help="path of the symlink to the pty (the driver's port)")
-    p.add_argument("--nominal", type=_decimal, default=Decimal("100.00"), help="gross load on the pan")
+    p.add_argument("--nominal", type=finite_decimal_arg, default=Decimal("100.00"), help="gross load on the pan")
     p.add_argument("--noise", type=float, default=0.0, help="standard deviation of stable weights")
     p.add_argument("--settle-time", type=float, default=0.0, help="seconds a load stays dynamic")
     p.add_argument("--unit", default="g")
     p.add_argument("--decimals", type=int, default=2)
-    p.add_argument("--capacity", type=_decimal, default=Decimal("220.00"))
+    p.add_argument("--capacity", type=finite_decimal_arg, default=Decimal("220.00"))
     p.add_argument("--sir-interval", type=float, default=0.1, help="seconds between streamed weights")
-    p.add_argument("--bad-rate", type=_rate, default=0.0, help="probability of a corrupted reply")
+    p.add_argument("--bad-rate", type=rate_arg, default=0.0, help="probability of a corrupted reply")
     p.add_argument("--serial", default="B012345678", help="answered to I4 and @")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threading.Event) -> int:
-    try:
+    def build() -> MtSicsSimulator:
         scenario = Scenario(
             nominal=args.nominal,
             noise=args.noise,
@@ -586,12 +435,6 @@ def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threadi
             serial=args.serial,
             seed=args.seed,
         )
-        sim = MtSicsSimulator(args.link, scenario, on_send=_printer(out))
-    except (ValueError, OSError) as exc:
-        print(f"simulators mt-sics: {exc}", file=sys.stderr)
-        return 2
-    with sim:
-        out(f"mt-sics simulator on {sim.link} -> {sim.port.slave_name}; Ctrl-C stops")
-        sim.start()
-        stop.wait()
-    return 0
+        return MtSicsSimulator(args.link, scenario, on_send=printer(out, kind_width=7))
+
+    return serve("mt-sics", build, out, stop)

@@ -61,7 +61,6 @@ import datetime
 import logging
 import os
 import random
-import signal
 import struct
 import sys
 import threading
@@ -72,7 +71,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Final, Literal, get_args
 
 from pymodbus.constants import ExcCodes
@@ -82,6 +81,7 @@ from pymodbus.framer import FramerAscii, FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 
+from simulators.base import run_until_signalled
 from simulators.pty import PortUnplugged, PtyPort
 
 log = logging.getLogger(__name__)
@@ -822,19 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulators.plc", description="Modbus PLC simulator.")
     sub = parser.add_subparsers(dest="simulator", required=True, metavar="SIMULATOR")
     add_parser(sub)
-    args = parser.parse_args(["plc", *(argv if argv is not None else sys.argv[1:])])
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code: int = args.run(args, lambda line: print(line, flush=True), stop)
-        return code
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return run_until_signalled(parser.parse_args(["plc", *(argv if argv is not None else sys.argv[1:])]))
 
 
 if __name__ == "__main__":

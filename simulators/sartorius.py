@@ -17,26 +17,21 @@ a bench set-up documents what the real balance would need.
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
-import random
 import re
-import sys
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
-from simulators.pty import PortUnplugged, PtyPort
+from simulators.base import RecordingSimulator, SendListener, decimal_arg, printer, rate_arg, serve
+from simulators.pty import PortUnplugged
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["push", "request"]
-#: called after every write with the bytes and their kind: value, unstable, special, bad or garbage
-SendListener = Callable[[bytes, str], None]
 
 ESC = 0x1B
 VALUE_WIDTH = 8
@@ -131,14 +126,10 @@ class Sent:
     special: str | None = None
 
 
-@dataclass
-class SentLog:
-    sent: list[Sent] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)  # command letters received, in order
+class SartoriusSimulator(RecordingSimulator[Sent]):
+    """The balance on a pty (see :class:`~simulators.base.PtySimulator`)."""
 
-
-class SartoriusSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+    thread_name = "sartorius-sim"
 
     def __init__(
         self,
@@ -152,36 +143,16 @@ class SartoriusSimulator:
         self.scenario = scenario if scenario is not None else Scenario()
         self.mode: Mode = mode
         self.serial_settings = parse_serial_settings(serial_settings)
-        self.port = PtyPort(link)
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
-        self._log = SentLog()
-        # guards the balance state, _rng, _log and frame order on the wire
-        self._lock = threading.RLock()
+        super().__init__(link, seed=self.scenario.seed, on_send=on_send)
+        self._commands: list[str] = []  # command letters received, in order
         self._load = self.scenario.nominal
         self._tare = Decimal(0)
         self._zero = Decimal(0)
         self._settle_left = 0
         self._special: str | None = None
         self._delay = 0.0
-        self._silent = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
 
     # -- what was sent ----------------------------------------------------------------------
-
-    @property
-    def sent(self) -> list[Sent]:
-        with self._lock:
-            return list(self._log.sent)
-
-    @property
-    def sent_frames(self) -> list[bytes]:
-        return [s.data for s in self.sent]
 
     @property
     def sent_values(self) -> list[Decimal]:
@@ -189,13 +160,9 @@ class SartoriusSimulator:
         return [s.value for s in self.sent if s.value is not None]
 
     @property
-    def bad_frames(self) -> list[bytes]:
-        return [s.data for s in self.sent if s.kind in ("bad", "garbage")]
-
-    @property
     def commands(self) -> list[str]:
         with self._lock:
-            return list(self._log.commands)
+            return list(self._commands)
 
     @property
     def requests_received(self) -> int:
@@ -205,32 +172,6 @@ class SartoriusSimulator:
     def tare(self) -> Decimal:
         with self._lock:
             return self._tare
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"sartorius-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread. The port stays plugged; see :meth:`close`."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(2.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> SartoriusSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the balance ------------------------------------------------------------------------
 
@@ -263,7 +204,7 @@ class SartoriusSimulator:
             special = self._special
             if special is not None:
                 frame = format_special(special, s.identifier)
-                self._send(frame, Sent(frame, "special", special=special))
+                self._write(Sent(frame, "special", special=special))
                 return frame
             value = self.next_value()
             stable = self._settle_left == 0
@@ -274,11 +215,11 @@ class SartoriusSimulator:
             except ValueError as exc:
                 log.warning("sartorius simulator: nothing sent: %s", exc)
                 return None
-            if s.bad_rate and self._rng.random() < s.bad_rate:
+            if self._chance(s.bad_rate):
                 bad = self._corrupt(frame)
-                self._send(bad, Sent(bad, "bad"))
+                self._write(Sent(bad, "bad"))
                 return bad
-            self._send(frame, Sent(frame, "value" if stable else "unstable", value=value))
+            self._write(Sent(frame, "value" if stable else "unstable", value=value))
             return frame
 
     # -- faults -----------------------------------------------------------------------------
@@ -287,16 +228,16 @@ class SartoriusSimulator:
         """Send one value frame now, whatever the pan holds."""
         s = self.scenario
         frame = format_frame(value, s.unit if stable else None, s.decimals, s.identifier)
-        self._send(frame, Sent(frame, "value" if stable else "unstable", value=value))
+        self._write(Sent(frame, "value" if stable else "unstable", value=value))
         return frame
 
     def send_special(self, text: str) -> bytes:
         frame = format_special(text, self.scenario.identifier)
-        self._send(frame, Sent(frame, "special", special=text))
+        self._write(Sent(frame, "special", special=text))
         return frame
 
     def send_garbage(self, data: bytes) -> None:
-        self._send(data, Sent(data, "garbage"))
+        self._write(Sent(data, "garbage"))
 
     def send_truncated(self) -> bytes:
         """A frame that lost characters in transit (its CR LF still arrives)."""
@@ -304,15 +245,8 @@ class SartoriusSimulator:
         with self._lock:
             cut = self._rng.randrange(1, len(frame) - 3)
         bad = frame[:cut] + b"\r\n"
-        self._send(bad, Sent(bad, "bad"))
+        self._write(Sent(bad, "bad"))
         return bad
-
-    def go_silent(self, silent: bool = True) -> None:
-        """Stop printing and answering (commands are still read and recorded)."""
-        if silent:
-            self._silent.set()
-        else:
-            self._silent.clear()
 
     def set_delay(self, seconds: float) -> None:
         """Answer ESC P only after ``seconds`` (a slow balance, or print-when-stable)."""
@@ -321,20 +255,7 @@ class SartoriusSimulator:
         with self._lock:
             self._delay = seconds
 
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
-
     # -- internals --------------------------------------------------------------------------
-
-    def _send(self, data: bytes, record: Sent) -> None:
-        with self._lock:
-            self.port.write(data)
-            self._log.sent.append(record)
-        if self._on_send is not None:
-            self._on_send(data, record.kind)
 
     def _corrupt(self, frame: bytes) -> bytes:
         with self._lock:
@@ -348,7 +269,7 @@ class SartoriusSimulator:
 
     def _command(self, letter: str) -> None:
         with self._lock:
-            self._log.commands.append(letter)
+            self._commands.append(letter)
             if letter in ("T", "U"):
                 self._tare = self._load - self._zero
             elif letter == "V":
@@ -382,51 +303,11 @@ class SartoriusSimulator:
                 return b""  # unplugged meanwhile, or nobody reading: the answer is lost
 
     def _run(self) -> None:
-        pending = b""
-        interval = self.scenario.interval
-        next_push = time.monotonic() + interval
-        while not self._stop.is_set():
-            if not self.port.plugged:
-                pending = b""
-                self._stop.wait(0.05)
-                continue
-            wait = 0.05
-            if self.mode == "push":
-                wait = max(0.0, min(wait, next_push - time.monotonic()))
-            pending = self._take_commands(pending + self.port.read_available(wait))
-            now = time.monotonic()
-            if self.mode == "push" and now >= next_push:
-                next_push += (int((now - next_push) // interval) + 1) * interval
-                if not self._silent.is_set():
-                    try:
-                        self.print_frame()
-                    except (PortUnplugged, TimeoutError):
-                        continue  # that print is lost, as with a cable pulled mid-frame
+        push = self.print_frame if self.mode == "push" else None
+        self._read_loop(self._take_commands, poll=0.05, push=push, interval=self.scenario.interval)
 
 
 # -- command line --------------------------------------------------------------------------------
-
-
-def _decimal(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text}")
-    return value
-
-
-def _printer(out: Callable[[str], None]) -> SendListener:
-    def on_send(data: bytes, kind: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        out(f"{now} {kind:<8} {data!r}")
-
-    return on_send
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -436,13 +317,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--mode", choices=("request", "push"), default="request", help="push = auto print")
     p.add_argument("--frame", choices=("16", "22"), default="16")
     p.add_argument("--identifier", default="N", help="22-character frames: the identifier (N, G, T)")
-    p.add_argument("--nominal", type=_decimal, default=Decimal("100.00"), help="load on the pan")
+    p.add_argument("--nominal", type=decimal_arg, default=Decimal("100.00"), help="load on the pan")
     p.add_argument("--noise", type=float, default=0.01, help="standard deviation")
     p.add_argument("--decimals", type=int, default=2)
     p.add_argument("--unit", default="g")
     p.add_argument("--interval", type=float, default=0.5, help="push mode: seconds between prints")
     p.add_argument("--settle-frames", type=int, default=0, help="unstable frames after tare, zero or load")
-    p.add_argument("--bad-rate", type=_rate, default=0.0, help="probability of a corrupted frame")
+    p.add_argument("--bad-rate", type=rate_arg, default=0.0, help="probability of a corrupted frame")
     p.add_argument("--special", default=None, help="show this text instead of values: High, Low, 'Err 123'")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before answering ESC P")
     p.add_argument("--serial", default="9600 7O1", help="what the real balance would need; unused on a pty")
@@ -451,7 +332,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threading.Event) -> int:
-    try:
+    def build() -> SartoriusSimulator:
         scenario = Scenario(
             nominal=args.nominal,
             noise=args.noise,
@@ -463,20 +344,12 @@ def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threadi
             interval=args.interval,
             seed=args.seed,
         )
-        sim = SartoriusSimulator(
-            args.link, scenario, mode=args.mode, serial_settings=args.serial, on_send=_printer(out)
+        return SartoriusSimulator(
+            args.link, scenario, mode=args.mode, serial_settings=args.serial, on_send=printer(out)
         )
-    except (ValueError, OSError) as exc:
-        print(f"simulators sartorius-sbi: {exc}", file=sys.stderr)
-        return 2
-    with sim:
-        try:
-            sim.show_special(args.special)
-            sim.set_delay(args.delay)
-        except ValueError as exc:
-            print(f"simulators sartorius-sbi: {exc}", file=sys.stderr)
-            return 2
-        out(f"sartorius-sbi simulator on {sim.link} -> {sim.port.slave_name} ({args.mode} mode); Ctrl-C stops")
-        sim.start()
-        stop.wait()
-    return 0
+
+    def configure(sim: SartoriusSimulator) -> None:
+        sim.show_special(args.special)
+        sim.set_delay(args.delay)
+
+    return serve("sartorius-sbi", build, out, stop, mode=args.mode, configure=configure)

@@ -4,7 +4,7 @@ Codes come from a :class:`ScanScenario`: GS1 element strings as a scanner transm
 (symbology identifier, FNC1 as GS between variable-length fields), the parenthesised
 human-readable form, or a shop's own label format; the serial number counts up so every
 label is a new part. Codes can also be sent as given. Faults: garbage, truncated codes,
-invalid bytes, unplug and replug.
+invalid bytes, silence (no scans while started), unplug and replug.
 
 The GS1 encoding here follows the GS1 "predefined length" table by itself, independently
 of the driver's parser, so round-trip tests compare two implementations.
@@ -13,25 +13,20 @@ of the driver's parser, so round-trip tests compare two implementations.
 from __future__ import annotations
 
 import argparse
-import codecs
-import datetime
 import logging
 import os
-import random
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from simulators.pty import PortUnplugged, PtyPort
+from simulators.base import RecordingSimulator, SendListener, escaped_arg, printer, rate_arg, serve
+from simulators.pty import PortUnplugged
 
 log = logging.getLogger(__name__)
 
 GS = "\x1d"
 CodeFormat = Literal["gs1", "hri", "shop"]
-#: called after every write with the bytes and their kind: code, bad or garbage
-SendListener = Callable[[bytes, str], None]
 
 #: GS1 General Specifications: AIs starting with these two digits have a predefined total
 #: length (AI included) and need no FNC1 after them; every other AI does, unless it is last
@@ -140,8 +135,11 @@ class Sent:
     code: str | None = None
 
 
-class ScannerSimulator:
-    """Owns a :class:`PtyPort` at ``link`` (created at once, so a driver can connect before start)."""
+class ScannerSimulator(RecordingSimulator[Sent]):
+    """The scanner on a pty (see :class:`~simulators.base.PtySimulator`); when started it
+    scans every ``interval`` seconds, unless silent."""
+
+    thread_name = "scanner-sim"
 
     def __init__(
         self,
@@ -156,57 +154,13 @@ class ScannerSimulator:
             raise ValueError(f"terminator must be CR, LF or CR LF, got {terminator!r}")
         self.scenario = scenario if scenario is not None else ScanScenario()
         self.terminator = terminator
-        self.port = PtyPort(link)
+        super().__init__(link, seed=self.scenario.seed, on_send=on_send)
         self._codes = list(codes) if codes else None  # sent in turn instead of the scenario's
-        self._on_send = on_send
-        self._rng = random.Random(self.scenario.seed)
-        self._lock = threading.Lock()  # guards _rng, _count, _sent and code order on the wire
         self._count = 0
-        self._sent: list[Sent] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def link(self) -> str:
-        return str(self.port.link)
-
-    @property
-    def sent(self) -> list[Sent]:
-        with self._lock:
-            return list(self._sent)
 
     @property
     def sent_codes(self) -> list[str]:
         return [s.code for s in self.sent if s.code is not None]
-
-    @property
-    def bad_frames(self) -> list[bytes]:
-        return [s.data for s in self.sent if s.code is None]
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("simulator already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"scanner-sim:{self.link}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(2.0)
-
-    def close(self) -> None:
-        self.stop()
-        self.port.close()
-
-    def __enter__(self) -> ScannerSimulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -223,11 +177,11 @@ class ScannerSimulator:
         """Send one code now (the scenario's next one by default); returns the bytes sent."""
         code = self.next_code() if code is None else code
         data = code.encode("utf-8") + self.terminator
-        self._send(Sent(data, "code", code))
+        self._write(Sent(data, "code", code))
         return data
 
     def send_garbage(self, data: bytes) -> None:
-        self._send(Sent(data, "garbage"))
+        self._write(Sent(data, "garbage"))
 
     def send_truncated(self, code: str | None = None, keep: int | None = None) -> bytes:
         """A code cut short (a label scanned as the scanner lost it), terminator still sent.
@@ -241,7 +195,7 @@ class ScannerSimulator:
             start = 3 if code.startswith("]") else 0
             keep = start + 2 + 7 if code[start : start + 2] == "01" else max(1, len(code) // 2)
         data = code[:keep].encode("utf-8") + self.terminator
-        self._send(Sent(data, "bad"))
+        self._write(Sent(data, "bad"))
         return data
 
     def send_garbled(self, code: str | None = None) -> bytes:
@@ -251,30 +205,16 @@ class ScannerSimulator:
         with self._lock:
             at = self._rng.randrange(len(raw))
         data = raw[:at] + b"\xa7" + raw[at + 1 :] + self.terminator
-        self._send(Sent(data, "bad"))
+        self._write(Sent(data, "bad"))
         return data
-
-    def unplug(self) -> None:
-        self.port.unplug()
-
-    def replug(self) -> None:
-        self.port.replug()
 
     # -- internals --------------------------------------------------------------------------
 
-    def _send(self, record: Sent) -> None:
-        with self._lock:
-            self.port.write(record.data)
-            self._sent.append(record)
-        if self._on_send is not None:
-            self._on_send(record.data, record.kind)
-
     def _run(self) -> None:
         while not self._stop.wait(self.scenario.interval):
-            if not self.port.plugged:
+            if self._silent.is_set() or not self.port.plugged:
                 continue
-            with self._lock:
-                corrupt = bool(self.scenario.bad_rate) and self._rng.random() < self.scenario.bad_rate
+            corrupt = self._chance(self.scenario.bad_rate)
             try:
                 if corrupt:
                     self.send_garbled()
@@ -285,29 +225,6 @@ class ScannerSimulator:
 
 
 # -- command line --------------------------------------------------------------------------------
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text}")
-    return value
-
-
-def _escaped(text: str) -> bytes:
-    """Shells pass ``'\\r\\n'`` with literal backslashes; decode C-style escapes into bytes."""
-    try:
-        return codecs.escape_decode(text.encode("latin-1"))[0]
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise argparse.ArgumentTypeError(f"bad escape in {text!r}: {exc}") from None
-
-
-def _printer(out: Callable[[str], None]) -> SendListener:
-    def on_send(data: bytes, kind: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        out(f"{now} {kind:<8} {data!r}")
-
-    return on_send
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -330,15 +247,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--serial-start", type=int, default=1)
     p.add_argument("--shop-template", default="{part_number}|HX{serial}|{lot}")
     p.add_argument("--symbology", default="]C1", help="AIM identifier before GS1 codes; empty for none")
-    p.add_argument("--terminator", type=_escaped, default=b"\r", help="escapes allowed: '\\r\\n'")
+    p.add_argument("--terminator", type=escaped_arg, default=b"\r", help="escapes allowed: '\\r\\n'")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between scans")
-    p.add_argument("--bad-rate", type=_rate, default=0.0, help="probability of a garbled code")
+    p.add_argument("--bad-rate", type=rate_arg, default=0.0, help="probability of a garbled code")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threading.Event) -> int:
-    try:
+    def build() -> ScannerSimulator:
         scenario = ScanScenario(
             formats=tuple(args.formats or ("gs1",)),
             gtin=args.gtin,
@@ -352,12 +269,6 @@ def _run_cli(args: argparse.Namespace, out: Callable[[str], None], stop: threadi
             bad_rate=args.bad_rate,
             seed=args.seed,
         )
-        sim = ScannerSimulator(args.link, scenario, terminator=args.terminator, codes=args.codes, on_send=_printer(out))
-    except (ValueError, KeyError, IndexError, OSError) as exc:
-        print(f"simulators scanner: {exc}", file=sys.stderr)
-        return 2
-    with sim:
-        out(f"scanner simulator on {sim.link} -> {sim.port.slave_name}; Ctrl-C stops")
-        sim.start()
-        stop.wait()
-    return 0
+        return ScannerSimulator(args.link, scenario, terminator=args.terminator, codes=args.codes, on_send=printer(out))
+
+    return serve("scanner", build, out, stop)
