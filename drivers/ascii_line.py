@@ -30,36 +30,23 @@ it. This driver is configured instead of programmed:
 Lines are decoded as latin-1, so every byte is one character and units such as ``µm``
 (0xB5) survive. Requests and commands must be ASCII.
 
-:class:`Requester` (the poll loop with response timeouts) is shared with the Sartorius
-driver.
+Requests are awaited by :class:`~drivers.serialport.Requester` (the poll loop with response
+timeouts), which the Mitutoyo and Sartorius drivers use as well.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from drivers import registry
-from drivers.base import (
-    DeviceEvent,
-    Driver,
-    DriverConfig,
-    DriverError,
-    EventKind,
-    FrameError,
-    Reading,
-    ReadingStatus,
-    Sink,
-)
-from drivers.serialport import Backoff, LinkDown, SerialLink, SerialSettings, StopBits
+from drivers.base import DriverConfig, DriverError, FrameError, Reading, ReadingStatus
+from drivers.serialport import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
 
 log = logging.getLogger(__name__)
 
@@ -70,136 +57,6 @@ PATTERN_GROUPS = frozenset({"value", "unit", "channel", "stable", "unstable"})
 DEFAULT_PATTERN = r"(?P<value>[+-]?\s*\d+(?:[.,]\d+)?)\s*(?P<unit>[A-Za-z%µ°]+)?"
 
 _NUMBER = re.compile(r"([+-]?) *(\d+(?:\.\d*)?|\.\d+)", re.ASCII)
-
-TerminatorText = Literal["\r", "\n", "\r\n"]
-
-
-# -- requests and timeouts (shared with drivers.sartorius) --------------------------------------
-
-
-class Requester:
-    """Writes requests to a :class:`SerialLink` and reports the ones nobody answered.
-
-    One thread, started by :meth:`start`, sends ``poll`` every ``poll_interval`` seconds
-    (when both are given) and watches the deadline of the oldest unanswered request. The
-    driver calls :meth:`answered` for every frame it receives (any answer, even a bad one,
-    shows the device heard) and :meth:`cancel` when the link drops (the outage is already
-    reported; a timeout on top of it would be noise).
-    """
-
-    def __init__(
-        self,
-        link: SerialLink,
-        name: str,
-        *,
-        response_timeout: float,
-        on_timeout: Callable[[str], None],
-        poll: bytes | None = None,
-        poll_interval: float | None = None,
-    ) -> None:
-        if (poll is None) != (poll_interval is None):
-            raise ValueError("poll and poll_interval go together")
-        self.link = link
-        self.name = name
-        self.response_timeout = response_timeout
-        self._on_timeout = on_timeout
-        self._poll = poll
-        self._interval = poll_interval
-        self._cond = threading.Condition()
-        self._deadline: float | None = None  # monotonic deadline of the oldest unanswered request
-        self._timeouts_in_row = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.running:
-            raise RuntimeError(f"{self.name}: requester already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"requester:{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        with self._cond:
-            self._deadline = None
-
-    def send(self, data: bytes, *, expect_answer: bool = True) -> None:
-        """Write ``data``; with ``expect_answer`` a missing answer becomes a timeout.
-
-        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
-        """
-        armed = False
-        if expect_answer:
-            # armed before writing: the answer can be parsed before write() even returns
-            with self._cond:
-                armed = self._deadline is None
-                if armed:
-                    self._deadline = time.monotonic() + self.response_timeout
-                self._cond.notify_all()
-        try:
-            self.link.write(data)
-        except LinkDown:
-            if armed:
-                with self._cond:
-                    self._deadline = None
-            raise
-
-    def answered(self) -> None:
-        with self._cond:
-            self._deadline = None
-            silent_for, self._timeouts_in_row = self._timeouts_in_row, 0
-        if silent_for:
-            log.info("%s: answering again after %d timeouts", self.name, silent_for)
-
-    def cancel(self) -> None:
-        with self._cond:
-            self._deadline = None
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception:  # a bug, not a device fault: say so, but never kill the gateway
-            log.exception("%s: requester crashed", self.name)
-
-    def _loop(self) -> None:
-        interval = self._interval
-        next_poll = time.monotonic() if interval is not None else None
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if next_poll is not None and interval is not None and now >= next_poll:
-                # skip missed slots instead of bursting after a stall
-                next_poll += (int((now - next_poll) // interval) + 1) * interval
-                if self.link.connected and self._poll is not None:
-                    try:
-                        self.send(self._poll)
-                    except LinkDown as exc:
-                        log.debug("%s: poll skipped: %s", self.name, exc)
-            timed_out = first = False
-            with self._cond:
-                deadline = self._deadline
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    self._deadline = None
-                    self._timeouts_in_row += 1
-                    timed_out = True
-                    first = self._timeouts_in_row == 1
-                elif not self._stop.is_set():
-                    wake = [t for t in (deadline, next_poll) if t is not None]
-                    self._cond.wait(min(wake) - now if wake else None)
-            if timed_out:
-                detail = f"no answer within {self.response_timeout:g} s"
-                # every timeout is an event; only the first of a silence is worth a warning line
-                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.name, detail)
-                self._on_timeout(detail)
 
 
 # -- line parsing ---------------------------------------------------------------------------------
@@ -310,12 +167,9 @@ def _ascii_command(value: str, what: str) -> str:
     return value
 
 
-class AsciiLineConfig(DriverConfig):
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=9600, gt=0)
+class AsciiLineConfig(SerialDriverConfig):
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: StopBits = 1
     #: what ends a line. "\r" also accepts CR LF (the LF is dropped); "\n" also accepts CR LF.
     terminator: TerminatorText = "\r"
     #: sent to ask for a value, taken literally: write "IP\r\n" in a double-quoted YAML string
@@ -335,8 +189,6 @@ class AsciiLineConfig(DriverConfig):
     error_pattern: str | None = None
     ignore_pattern: str | None = None
     decimal_comma: bool = False
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a longer line without terminator is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=128, ge=4, le=65536)
 
@@ -381,81 +233,34 @@ class AsciiLineConfig(DriverConfig):
             raise ValueError("unit must not be blank (leave it out instead)")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> AsciiLineConfig:
+    def _check(self) -> None:
         if self.poll_interval is not None and self.request is None:
             raise ValueError("poll_interval needs a request string")
         if self.stable_when is not None and "stable" not in re.compile(self.pattern).groupindex:
             raise ValueError("stable_when needs a named group 'stable' in pattern")
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
-        return self
+        super()._check()
 
 
 # -- driver ---------------------------------------------------------------------------------------
 
 
 @registry.register
-class AsciiLineDriver(Driver):
+class AsciiLineDriver(SerialLineDriver[AsciiLineConfig]):
     name = "ascii"
     config_model = AsciiLineConfig
 
     def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, AsciiLineConfig):
-            raise TypeError(f"{type(self).__name__} needs an AsciiLineConfig, got {type(config).__name__}")
         super().__init__(config)
-        self.cfg = config
-        self.format = LineFormat.from_config(config)
-        self._request_bytes = config.request.encode("ascii") if config.request is not None else None
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=_TERMINATORS[config.terminator],
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
+        self.format = LineFormat.from_config(self.cfg)
+        # commands can be sent without a request string, but only requests are awaited
+        self._request_bytes = self._request_string(
+            self.cfg.request, poll_interval=self.cfg.poll_interval, response_timeout=self.cfg.response_timeout
         )
-        poll = self._request_bytes if config.poll_interval is not None else None
-        self.requester = Requester(
-            self.link,
-            config.id,
-            response_timeout=config.response_timeout,
-            on_timeout=self._on_timeout,
-            poll=poll,
-            poll_interval=config.poll_interval,
-        )
+
+    def _terminator(self) -> Terminator:
+        return TERMINATORS[self.cfg.terminator]
 
     # -- Driver -----------------------------------------------------------------------------
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        for what, text in [("request", self.cfg.request), *self.cfg.commands.items()]:
-            if text is not None and "\\" in text:
-                log.warning(
-                    "%s: %s %r contains a backslash; escapes are not decoded (quote it in YAML)",
-                    self.device_id,
-                    what,
-                    text,
-                )
-        self._sink = sink
-        self._stop.clear()
-        self.link.start()
-        # commands can be sent without a request string, but only requests are awaited
-        if self._request_bytes is not None:
-            self.requester.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.requester.stop()
-        self.link.stop()
 
     def request(self, command: str, **kwargs: Any) -> None:
         """``request("read")`` sends the request string and awaits the answer; any other
@@ -464,7 +269,7 @@ class AsciiLineDriver(Driver):
         Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
         """
         if command == "read":
-            if self._request_bytes is None:
+            if self.requester is None or self._request_bytes is None:
                 raise DriverError(f"{self.device_id}: no request string configured")
             self.requester.send(self._request_bytes)
             return
@@ -472,31 +277,32 @@ class AsciiLineDriver(Driver):
         if text is None:
             known = ", ".join(["read", *sorted(self.cfg.commands)])
             raise DriverError(f"{self.device_id}: unknown request {command!r} (configured: {known})")
-        self.requester.send(text.encode("ascii"), expect_answer=False)
-
-    # -- byte stream (also used by golden tests) ----------------------------------------------
-
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
-
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
+        self.link.write(text.encode("ascii"))
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _starting(self) -> None:
+        for what, text in [("request", self.cfg.request), *self.cfg.commands.items()]:
+            if text is not None and "\\" in text:
+                log.warning(
+                    "%s: %s %r contains a backslash; escapes are not decoded (quote it in YAML)",
+                    self.device_id,
+                    what,
+                    text,
+                )
 
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
         try:
             parsed = parse_line(frame, self.format)
         except FrameError as exc:
-            self.requester.answered()  # a garbled answer is still an answer: the device heard
-            log.warning("%s: bad frame: %s: %r", self.device_id, exc.reason, raw)
-            self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, exc.reason, raw, timestamp_ns))
+            self._request_answered()  # a garbled answer is still an answer: the device heard
+            self._bad_frame(exc.reason, raw, timestamp_ns)
             return
         if parsed is None:
             # an acknowledgement answers a command (Ohaus OK! to Z), not the pending read
             log.debug("%s: ignored %r", self.device_id, raw)
             return
-        self.requester.answered()
+        self._request_answered()
         self.emit(
             Reading(
                 device=self.device_id,
@@ -509,14 +315,3 @@ class AsciiLineDriver(Driver):
                 error=parsed.error,
             )
         )
-
-    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
-        if kind is EventKind.DISCONNECTED:
-            self.requester.cancel()
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
-
-    def _on_timeout(self, detail: str) -> None:
-        self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, detail))
-
-
-_TERMINATORS: dict[str, Literal[b"\r", b"\r\n", b"\n"]] = {"\r": b"\r", "\n": b"\n", "\r\n": b"\r\n"}

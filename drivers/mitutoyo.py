@@ -16,16 +16,14 @@ port sending a channel nobody configured is a wiring or set-up fault worth seein
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, FrameError, Reading, Sink
-from drivers.serialport import Backoff, LinkDown, SerialLink, SerialSettings, StopBits
+from drivers.base import DriverConfig, DriverError, FrameError, Reading
+from drivers.serialport import SerialDriverConfig, SerialLineDriver
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +59,8 @@ def parse_frame(frame: bytes) -> tuple[str, Decimal]:
     return channel.decode("ascii"), Decimal((sign + digits).decode("ascii"))
 
 
-class MitutoyoConfig(DriverConfig):
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=9600, gt=0)
-    bytesize: Literal[5, 6, 7, 8] = 8
+class MitutoyoConfig(SerialDriverConfig):
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: StopBits = 1
     #: the frame carries no unit
     unit: str = "mm"
     #: sent to ask the adapter for a reading, taken literally: write "1\r" in a double-quoted
@@ -78,8 +72,6 @@ class MitutoyoConfig(DriverConfig):
     response_timeout: float = Field(default=1.0, gt=0)
     #: accept only this channel (two digits); None accepts every channel
     channel: str | None = Field(default=None, pattern=r"^[0-9]{2}$")
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a line longer than this without CR is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=64, ge=FRAME_LENGTH)
 
@@ -93,77 +85,25 @@ class MitutoyoConfig(DriverConfig):
                 raise ValueError("request must be ASCII")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> MitutoyoConfig:
+    def _check(self) -> None:
         if self.poll_interval is not None and self.request is None:
             raise ValueError("poll_interval needs a request string")
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
-        return self
+        super()._check()
 
 
 @registry.register
-class MitutoyoDriver(Driver):
+class MitutoyoDriver(SerialLineDriver[MitutoyoConfig]):
     name = "mitutoyo"
     config_model = MitutoyoConfig
+    terminator = b"\r"
 
     def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, MitutoyoConfig):
-            raise TypeError(f"{type(self).__name__} needs a MitutoyoConfig, got {type(config).__name__}")
         super().__init__(config)
-        self.cfg = config
-        self._request_bytes = config.request.encode("ascii") if config.request is not None else None
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=b"\r",
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
+        self._request_bytes = self._request_string(
+            self.cfg.request, poll_interval=self.cfg.poll_interval, response_timeout=self.cfg.response_timeout
         )
-        # monotonic deadline of the oldest unanswered request, None when nothing is pending
-        self._pending_lock = threading.Condition()
-        self._answer_deadline: float | None = None
-        self._timeouts_in_row = 0
-        self._requester: threading.Thread | None = None
 
     # -- Driver -----------------------------------------------------------------------------
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        if self.cfg.request is not None and "\\" in self.cfg.request:
-            log.warning(
-                "%s: request %r contains a backslash; escapes are not decoded (quote it in YAML)",
-                self.device_id,
-                self.cfg.request,
-            )
-        self._sink = sink
-        self._stop.clear()
-        self.link.start()
-        if self._request_bytes is not None:
-            self._requester = threading.Thread(
-                target=self._request_loop, name=f"requester:{self.device_id}", daemon=True
-            )
-            self._requester.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._pending_lock:
-            self._pending_lock.notify_all()
-        requester, self._requester = self._requester, None
-        if requester is not None:
-            requester.join(1.0)
-        self.link.stop()
-        with self._pending_lock:
-            self._answer_deadline = None
 
     def request(self, command: str, **kwargs: Any) -> None:
         """``request("read")`` asks the adapter for one reading (needs ``request`` configured).
@@ -172,27 +112,22 @@ class MitutoyoDriver(Driver):
         """
         if command != "read":
             raise DriverError(f"driver 'mitutoyo' does not support request {command!r}")
-        if self._request_bytes is None:
+        if self.requester is None or self._request_bytes is None:
             raise DriverError(f"{self.device_id}: no request string configured")
-        self._send_request()
-
-    # -- byte stream (also used by golden tests) ----------------------------------------------
-
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
-
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
+        self.requester.send(self._request_bytes)
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _starting(self) -> None:
+        if self.cfg.request is not None and "\\" in self.cfg.request:
+            log.warning(
+                "%s: request %r contains a backslash; escapes are not decoded (quote it in YAML)",
+                self.device_id,
+                self.cfg.request,
+            )
+
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
-        with self._pending_lock:
-            # any answer, even a bad one, shows the adapter heard the request
-            self._answer_deadline = None
-            silent_for, self._timeouts_in_row = self._timeouts_in_row, 0
-        if silent_for:
-            log.info("%s: answering again after %d timeouts", self.device_id, silent_for)
+        self._request_answered()  # any answer, even a bad one, shows the adapter heard the request
         try:
             channel, value = parse_frame(frame)
         except FrameError as exc:
@@ -211,62 +146,3 @@ class MitutoyoDriver(Driver):
                 timestamp_ns=timestamp_ns,
             )
         )
-
-    def _bad_frame(self, reason: str, raw: bytes, timestamp_ns: int) -> None:
-        log.warning("%s: bad frame: %s: %r", self.device_id, reason, raw)
-        self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, reason, raw, timestamp_ns))
-
-    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
-        if kind is EventKind.DISCONNECTED:
-            with self._pending_lock:
-                self._answer_deadline = None  # the outage is reported; a timeout on top is noise
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
-
-    def _send_request(self) -> None:
-        assert self._request_bytes is not None
-        # armed before writing: the answer can be parsed before write() even returns
-        with self._pending_lock:
-            armed = self._answer_deadline is None
-            if armed:
-                self._answer_deadline = time.monotonic() + self.cfg.response_timeout
-            self._pending_lock.notify_all()
-        try:
-            self.link.write(self._request_bytes)
-        except LinkDown:
-            if armed:
-                with self._pending_lock:
-                    self._answer_deadline = None
-            raise
-
-    def _request_loop(self) -> None:
-        """Sends polls on a fixed schedule and reports requests nobody answered."""
-        interval = self.cfg.poll_interval
-        next_poll = time.monotonic() if interval is not None else None
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if next_poll is not None and interval is not None and now >= next_poll:
-                # skip missed slots instead of bursting after a stall
-                next_poll += (int((now - next_poll) // interval) + 1) * interval
-                if self.link.connected:
-                    try:
-                        self._send_request()
-                    except LinkDown as exc:
-                        log.debug("%s: poll skipped: %s", self.device_id, exc)
-            timed_out = False
-            with self._pending_lock:
-                deadline = self._answer_deadline
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    self._answer_deadline = None
-                    timed_out = True
-                elif not self._stop.is_set():
-                    wake = [t for t in (deadline, next_poll) if t is not None]
-                    self._pending_lock.wait(min(wake) - now if wake else None)
-            if timed_out:
-                detail = f"no answer within {self.cfg.response_timeout:g} s"
-                with self._pending_lock:
-                    self._timeouts_in_row += 1
-                    first = self._timeouts_in_row == 1
-                # every timeout is an event; only the first of a silence is worth a warning line
-                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.device_id, detail)
-                self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, detail))

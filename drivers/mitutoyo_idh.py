@@ -37,17 +37,16 @@ from __future__ import annotations
 import collections
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, FrameError, Reading, Sink
-from drivers.serialport import Backoff, LinkDown, SerialLink, SerialSettings, StopBits
+from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading
+from drivers.serialport import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +113,9 @@ def addressed_id(line: bytes) -> int | None:
     return int(m.group(2)) if m else None
 
 
-class MitutoyoIdhConfig(DriverConfig):
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=9600, gt=0)
+class MitutoyoIdhConfig(SerialDriverConfig):
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: StopBits = 1
     #: the indicator's address, 0..99 (sent as two digits: 1 -> "01")
     device_id: int = Field(default=1, ge=0, le=99)
     #: what a poll and request("read") ask for: current value, max, min or run-out
@@ -133,16 +129,8 @@ class MitutoyoIdhConfig(DriverConfig):
     #: characters of value after the sign, decimal point included ("0016.2345" is 9): a reply
     #: of another length is a bad frame (it lost digits); null accepts any length
     value_width: int | None = Field(default=9, ge=1, le=MAX_DIGITS)
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a line longer than this without LF is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=64, ge=24)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MitutoyoIdhConfig:
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,38 +147,20 @@ class _Pending:
 
 
 @registry.register
-class MitutoyoIdhDriver(Driver):
+class MitutoyoIdhDriver(SerialLineDriver[MitutoyoIdhConfig]):
     name = "mitutoyo-idh"
     config_model = MitutoyoIdhConfig
+    terminator = b"\n"
+    worker_name = "idh"
 
     def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, MitutoyoIdhConfig):
-            raise TypeError(f"{type(self).__name__} needs a MitutoyoIdhConfig, got {type(config).__name__}")
         super().__init__(config)
-        self.cfg = config
-        self.address = f"{config.device_id:02d}"
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=b"\n",
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
-        )
-        # guards the state below; the worker waits on it for deadlines and new requests
-        self._cond = threading.Condition()
+        self.address = f"{self.cfg.device_id:02d}"
+        # guarded by self._cond, which the worker waits on for deadlines and new work
         self._pending: collections.deque[_Pending] = collections.deque()
         self._timeouts_in_row = 0
         self._last_judgement: Judgement | None = None
         self._judgements: collections.Counter[str] = collections.Counter()
-        self._worker: threading.Thread | None = None
 
     @property
     def last_judgement(self) -> Judgement | None:
@@ -204,28 +174,6 @@ class MitutoyoIdhDriver(Driver):
             return dict(self._judgements)
 
     # -- Driver -----------------------------------------------------------------------------
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        self._sink = sink
-        self._stop.clear()
-        with self._cond:
-            self._pending.clear()
-        self.link.start()
-        self._worker = threading.Thread(target=self._work, name=f"idh:{self.device_id}", daemon=True)
-        self._worker.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.join(2.0)
-        self.link.stop()
-        with self._cond:
-            self._pending.clear()
 
     def request(self, command: str, **kwargs: Any) -> None:
         """``"read"`` asks for the configured ``read`` (``what="GX"`` for another one);
@@ -249,13 +197,15 @@ class MitutoyoIdhDriver(Driver):
         else:
             raise DriverError(f"driver 'mitutoyo-idh' does not support request {command!r}")
 
-    # -- byte stream (also used by golden tests) ----------------------------------------------
+    # -- start and stop -------------------------------------------------------------------------
 
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
+    def _starting(self) -> None:
+        with self._cond:
+            self._pending.clear()
 
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
+    def _stopped(self) -> None:
+        with self._cond:
+            self._pending.clear()
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -310,16 +260,12 @@ class MitutoyoIdhDriver(Driver):
             self._pending.popleft()
             self._cond.notify_all()
 
-    def _bad_frame(self, reason: str, raw: bytes, timestamp_ns: int) -> None:
-        log.warning("%s: bad frame: %s: %r", self.device_id, reason, raw)
-        self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, reason, raw, timestamp_ns))
-
     def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
         if kind is EventKind.DISCONNECTED:
             with self._cond:
                 self._pending.clear()  # the outage is reported; timeouts on top would be noise
                 self._cond.notify_all()
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
+        super()._on_link_event(kind, detail, raw, timestamp_ns)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -353,13 +299,11 @@ class MitutoyoIdhDriver(Driver):
                     self._timeouts_in_row += 1
                     first = self._timeouts_in_row == 1
                 if next_poll is not None and interval is not None and now >= next_poll:
-                    # skip missed slots instead of bursting after a stall
-                    next_poll += (int((now - next_poll) // interval) + 1) * interval
+                    next_poll = next_slot(next_poll, now, interval)
                     poll = not self._pending and self.link.connected
             if timeout is not None:
-                # every timeout is an event; only the first of a silence is worth a warning line
-                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.device_id, timeout)
-                self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, timeout))
+                log_timeout(log, self.device_id, timeout, first=first)
+                self._timed_out(timeout)
             if poll:
                 try:
                     self._send(self.cfg.read)

@@ -49,27 +49,16 @@ from __future__ import annotations
 import collections
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from drivers import registry
-from drivers.base import (
-    DeviceEvent,
-    Driver,
-    DriverConfig,
-    DriverError,
-    EventKind,
-    FrameError,
-    Reading,
-    ReadingStatus,
-    Sink,
-)
-from drivers.serialport import Backoff, LinkDown, SerialLink, SerialSettings, StopBits
+from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading, ReadingStatus
+from drivers.serialport import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +210,10 @@ def parse_reply(line: bytes) -> Reply:
     raise FrameError(f"status {status!r} is not a reply to {command}", line)
 
 
-class MtSicsConfig(DriverConfig):
-    port: str = Field(min_length=1)
+class MtSicsConfig(SerialDriverConfig):
     #: MT-SICS balances leave the factory at 9600 8N1 without handshake; many allow others
-    baudrate: int = Field(default=9600, gt=0)
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: StopBits = 1
     #: request: poll with ``command``; continuous: let the balance stream (SIR)
     mode: Literal["request", "continuous"] = "request"
     #: S waits for a stable weight before answering; SI answers at once, stable or not
@@ -241,18 +227,13 @@ class MtSicsConfig(DriverConfig):
     accept_dynamic: bool = True
     #: emit tare weights as readings on channel "tare" (off: logged and kept in last_tare)
     report_tare: bool = False
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a line longer than this without LF is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=128, ge=32)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> MtSicsConfig:
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
+    def _check(self) -> None:
+        super()._check()
         if self.mode == "continuous" and "poll_interval" in self.model_fields_set and self.poll_interval is not None:
             raise ValueError("poll_interval has no effect in continuous mode (the balance sets the pace)")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,33 +262,16 @@ _REQUESTS: Final[dict[str, tuple[str, str | None]]] = {
 
 
 @registry.register
-class MtSicsDriver(Driver):
+class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
     name = "mt-sics"
     config_model = MtSicsConfig
+    terminator = b"\n"
+    worker_name = "mt-sics"
 
     def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, MtSicsConfig):
-            raise TypeError(f"{type(self).__name__} needs a MtSicsConfig, got {type(config).__name__}")
         super().__init__(config)
-        self.cfg = config
-        self._continuous = config.mode == "continuous"
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=b"\n",
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
-        )
-        # Guards everything below; the worker waits on it for deadlines and new work.
-        self._cond = threading.Condition()
+        self._continuous = self.cfg.mode == "continuous"
+        # guarded by self._cond, which the worker waits on for deadlines and new work
         # commands sent and not yet answered, oldest first: MT-SICS answers in order
         self._pending: collections.deque[_Pending] = collections.deque()
         self._want_stream = False  # continuous: SIR must be (re)sent once nothing is pending
@@ -316,7 +280,6 @@ class MtSicsDriver(Driver):
         self._last_tare: Tare | None = None
         self._identification: dict[str, str] = {}
         self._dynamic_dropped = 0
-        self._worker: threading.Thread | None = None
 
     # -- state the balance reported ------------------------------------------------------------
 
@@ -339,31 +302,6 @@ class MtSicsDriver(Driver):
             return self._dynamic_dropped
 
     # -- Driver --------------------------------------------------------------------------------
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        self._sink = sink
-        self._stop.clear()
-        with self._cond:
-            self._pending.clear()
-            self._want_stream = False
-            self._stream_deadline = None
-        self.link.start()
-        self._worker = threading.Thread(target=self._work, name=f"mt-sics:{self.device_id}", daemon=True)
-        self._worker.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.join(2.0)
-        self.link.stop()
-        with self._cond:
-            self._pending.clear()
-            self._stream_deadline = None
 
     def request(self, command: str, **kwargs: Any) -> None:
         """Send a command to the balance; its answer arrives at the sink like any other.
@@ -394,13 +332,18 @@ class MtSicsDriver(Driver):
         else:
             raise DriverError(f"driver 'mt-sics' does not support request {command!r}")
 
-    # -- byte stream (also used by golden tests) -------------------------------------------------
+    # -- start and stop ---------------------------------------------------------------------------
 
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
+    def _starting(self) -> None:
+        with self._cond:
+            self._pending.clear()
+            self._want_stream = False
+            self._stream_deadline = None
 
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
+    def _stopped(self) -> None:
+        with self._cond:
+            self._pending.clear()
+            self._stream_deadline = None
 
     # -- replies ---------------------------------------------------------------------------------
 
@@ -503,10 +446,6 @@ class MtSicsDriver(Driver):
             )
         )
 
-    def _bad_frame(self, reason: str, raw: bytes, timestamp_ns: int) -> None:
-        log.warning("%s: bad frame: %s: %r", self.device_id, reason, raw)
-        self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, reason, raw, timestamp_ns))
-
     def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
         with self._cond:
             if kind is EventKind.DISCONNECTED:
@@ -518,7 +457,7 @@ class MtSicsDriver(Driver):
                 # a reconnected balance may have been reset: its stream has to be asked for again
                 self._want_stream = self._continuous
             self._cond.notify_all()
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
+        super()._on_link_event(kind, detail, raw, timestamp_ns)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -572,13 +511,11 @@ class MtSicsDriver(Driver):
                     self._want_stream = False
                     send_sir = True
                 if next_poll is not None and interval is not None and now >= next_poll:
-                    # skip missed slots instead of bursting after a stall
-                    next_poll += (int((now - next_poll) // interval) + 1) * interval
+                    next_poll = next_slot(next_poll, now, interval)
                     poll = not self._pending and self.link.connected
             if timeout is not None:
-                # every timeout is an event; only the first of a silence is worth a warning line
-                log.log(logging.WARNING if first else logging.DEBUG, "%s: timeout: %s", self.device_id, timeout)
-                self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, timeout))
+                log_timeout(log, self.device_id, timeout, first=first)
+                self._timed_out(timeout)
             if send_sir:
                 try:
                     self._send("SIR", keep_on_failure=True)

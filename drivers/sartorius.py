@@ -33,30 +33,16 @@ unanswered requests as ``TIMEOUT`` events; in ``mode: push`` the balance prints 
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field
 
 from drivers import registry
-from drivers.ascii_line import Requester
-from drivers.base import (
-    DeviceEvent,
-    Driver,
-    DriverConfig,
-    DriverError,
-    EventKind,
-    FrameError,
-    Reading,
-    ReadingStatus,
-    Sink,
-)
-from drivers.serialport import Backoff, SerialLink, SerialSettings, StopBits
-
-log = logging.getLogger(__name__)
+from drivers.base import DriverConfig, DriverError, FrameError, Reading, ReadingStatus
+from drivers.serialport import Requester, SerialDriverConfig, SerialLineDriver
 
 ESC = b"\x1b"
 #: request name -> SBI command letter; only "read" is answered by the balance
@@ -162,12 +148,9 @@ def _frame_format(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class SartoriusConfig(DriverConfig):
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=9600, gt=0)
+class SartoriusConfig(SerialDriverConfig):
     bytesize: Literal[7, 8] = 7
     parity: Literal["N", "E", "O", "M", "S"] = "O"
-    stopbits: StopBits = 1
     #: 16 (no identifier), 22 (six-character identifier first), or auto (by length)
     frame: Annotated[FrameFormat, BeforeValidator(_frame_format)] = "auto"
     mode: Literal["request", "push"] = "request"
@@ -179,53 +162,29 @@ class SartoriusConfig(DriverConfig):
     command_suffix: Literal["", "\r\n"] = ""
     #: channel of readings without identifier
     channel: str = Field(default="weight", min_length=1)
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a longer line without CR LF is garbage (wrong baud rate or parity)
     max_frame_length: int = Field(default=64, ge=22, le=4096)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SartoriusConfig:
+    def _check(self) -> None:
         if self.mode == "push" and self.poll_interval is not None:
             raise ValueError("poll_interval is for mode: request; in push mode the balance prints by itself")
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
-        return self
+        super()._check()
 
 
 @registry.register
-class SartoriusDriver(Driver):
+class SartoriusDriver(SerialLineDriver[SartoriusConfig]):
     name = "sartorius-sbi"
     config_model = SartoriusConfig
+    terminator = b"\r\n"
+    requester: Requester  # always: also in push mode an on-demand request("read") is awaited
 
     def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, SartoriusConfig):
-            raise TypeError(f"{type(self).__name__} needs a SartoriusConfig, got {type(config).__name__}")
         super().__init__(config)
-        self.cfg = config
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=b"\r\n",
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
-        )
-        polling = config.mode == "request"
-        self.requester = Requester(
-            self.link,
-            config.id,
-            response_timeout=config.response_timeout,
-            on_timeout=self._on_timeout,
+        polling = self.cfg.mode == "request"
+        self.requester = self._make_requester(
+            response_timeout=self.cfg.response_timeout,
             poll=self.command("read") if polling else None,
-            poll_interval=(config.poll_interval or DEFAULT_POLL_INTERVAL) if polling else None,
+            poll_interval=(self.cfg.poll_interval or DEFAULT_POLL_INTERVAL) if polling else None,
         )
 
     def command(self, name: str) -> bytes:
@@ -233,20 +192,6 @@ class SartoriusDriver(Driver):
         return ESC + COMMANDS[name] + self.cfg.command_suffix.encode("ascii")
 
     # -- Driver -----------------------------------------------------------------------------
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        self._sink = sink
-        self._stop.clear()
-        self.link.start()
-        # also in push mode: an on-demand request("read") is still awaited
-        self.requester.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.requester.stop()
-        self.link.stop()
 
     def request(self, command: str, **kwargs: Any) -> None:
         """``read`` (ESC P, answer awaited), ``tare`` (ESC U), ``zero`` (ESC V),
@@ -258,23 +203,14 @@ class SartoriusDriver(Driver):
             raise DriverError(f"driver 'sartorius-sbi' does not support request {command!r}")
         self.requester.send(self.command(command), expect_answer=command == "read")
 
-    # -- byte stream (also used by golden tests) ----------------------------------------------
-
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
-
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
-
     # -- internals ---------------------------------------------------------------------------
 
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
-        self.requester.answered()
+        self._request_answered()
         try:
             parsed = parse_frame(frame, self.cfg.frame)
         except FrameError as exc:
-            log.warning("%s: bad frame: %s: %r", self.device_id, exc.reason, raw)
-            self.emit(DeviceEvent(self.device_id, EventKind.BAD_FRAME, exc.reason, raw, timestamp_ns))
+            self._bad_frame(exc.reason, raw, timestamp_ns)
             return
         self.emit(
             Reading(
@@ -288,11 +224,3 @@ class SartoriusDriver(Driver):
                 error=parsed.error,
             )
         )
-
-    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
-        if kind is EventKind.DISCONNECTED:
-            self.requester.cancel()
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
-
-    def _on_timeout(self, detail: str) -> None:
-        self.emit(DeviceEvent(self.device_id, EventKind.TIMEOUT, detail))

@@ -39,11 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Reading, Sink
-from drivers.serialport import Backoff, SerialLink, SerialSettings, StopBits
+from drivers.base import DeviceEvent, EventKind, Reading
+from drivers.serialport import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
 
 log = logging.getLogger(__name__)
 
@@ -314,14 +314,11 @@ def _normalise_gtin(key: Any) -> str:
     return gtin
 
 
-class ScannerConfig(DriverConfig):
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=9600, gt=0)
+class ScannerConfig(SerialDriverConfig):
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: StopBits = 1
     #: "\r" also accepts CR LF (the LF is dropped); "\n" also accepts CR LF
-    terminator: Literal["\r", "\n", "\r\n"] = "\r"
+    terminator: TerminatorText = "\r"
     format: Literal["gs1", "pattern", "raw"] = "raw"
     #: format: pattern only
     pattern: str | None = None
@@ -329,8 +326,6 @@ class ScannerConfig(DriverConfig):
     gs1_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GS1_MAP))
     #: GTIN (8 to 14 digits, padded to 14) -> the shop's part number, sets part_number
     gtin_to_part_number: dict[str, str] = Field(default_factory=dict)
-    reconnect_min: float = Field(default=0.2, gt=0)
-    reconnect_max: float = Field(default=10.0, gt=0)
     #: a longer line without terminator is garbage (wrong baud rate, a scanner in the wrong mode)
     max_frame_length: int = Field(default=512, ge=16, le=65536)
 
@@ -378,17 +373,14 @@ class ScannerConfig(DriverConfig):
             out[gtin] = part
         return out
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ScannerConfig:
+    def _check(self) -> None:
         if self.format == "pattern" and self.pattern is None:
             raise ValueError("format: pattern needs a pattern")
         if self.format != "pattern" and self.pattern is not None:
             raise ValueError("pattern is only used with format: pattern")
         if self.gtin_to_part_number and "part_number" in self.gs1_map.values():
             raise ValueError("part_number comes from gtin_to_part_number or gs1_map, not both")
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must not be smaller than reconnect_min")
-        return self
+        super()._check()
 
 
 def decode(reading_text: str, config: ScannerConfig) -> dict[str, str]:
@@ -436,42 +428,12 @@ def check_text(frame: bytes) -> str:
 
 
 @registry.register
-class ScannerDriver(Driver):
+class ScannerDriver(SerialLineDriver[ScannerConfig]):
     name = "scanner"
     config_model = ScannerConfig
 
-    def __init__(self, config: DriverConfig) -> None:
-        if not isinstance(config, ScannerConfig):
-            raise TypeError(f"{type(self).__name__} needs a ScannerConfig, got {type(config).__name__}")
-        super().__init__(config)
-        self.cfg = config
-        terminators: dict[str, Literal[b"\r", b"\n", b"\r\n"]] = {"\r": b"\r", "\n": b"\n", "\r\n": b"\r\n"}
-        self.link = SerialLink(
-            SerialSettings(
-                port=config.port,
-                baudrate=config.baudrate,
-                bytesize=config.bytesize,
-                parity=config.parity,
-                stopbits=config.stopbits,
-            ),
-            self._on_frame,
-            self._on_link_event,
-            terminator=terminators[config.terminator],
-            max_frame_length=config.max_frame_length,
-            backoff=Backoff(min_delay=config.reconnect_min, max_delay=config.reconnect_max),
-            name=config.id,
-        )
-
-    def start(self, sink: Sink) -> None:
-        if self.link.running:
-            raise DriverError(f"{self.device_id}: already started")
-        self._sink = sink
-        self._stop.clear()
-        self.link.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.link.stop()
+    def _terminator(self) -> Terminator:
+        return TERMINATORS[self.cfg.terminator]
 
     def decode(self, text: str) -> dict[str, str]:
         """:func:`decode` with this scanner's configuration."""
@@ -481,14 +443,6 @@ class ScannerDriver(Driver):
         """The label's fields for the station; None in raw mode (the station's pattern decides)."""
         fields = self.decode(reading.text or "")
         return fields or None
-
-    # -- byte stream (also used by golden tests) ----------------------------------------------
-
-    def feed(self, data: bytes, timestamp_ns: int | None = None) -> None:
-        self.link.feed(data, timestamp_ns)
-
-    def end_of_stream(self, timestamp_ns: int | None = None) -> None:
-        self.link.end_of_stream(timestamp_ns)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -511,6 +465,3 @@ class ScannerDriver(Driver):
                 text=text,
             )
         )
-
-    def _on_link_event(self, kind: EventKind, detail: str, raw: bytes, timestamp_ns: int) -> None:
-        self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
