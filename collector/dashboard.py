@@ -57,7 +57,6 @@ import html
 import importlib
 import inspect
 import io
-import ipaddress
 import json
 import logging
 import math
@@ -71,8 +70,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,10 +79,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collector import web
 from collector.errors import CollectorError, StoreError
 from collector.records import parse_utc_us
 from collector.store.base import Store
 from collector.trace import TraceFilter, trace, write_csv, write_json
+from collector.web import RequestError
 
 if TYPE_CHECKING:
     # collector.config imports DashboardSettings from here: nothing here may import it back
@@ -417,10 +416,8 @@ def csrf_problem(
     if site is not None and site.strip().lower() != "same-origin":
         return f"cross-site request refused (Sec-Fetch-Site: {site[:40]})"
     origin = headers.get("Origin")
-    if origin is not None:
-        host = (headers.get("Host") or "").strip().lower()
-        if origin.strip().lower() == "null" or urlsplit(origin.strip()).netloc.lower() != host:
-            return "request from another origin refused"
+    if origin is not None and not web.same_origin(origin, [headers.get("Host") or ""]):
+        return "request from another origin refused"
     if session is not None:
         token = headers.get("X-CSRF-Token") or form_token or ""
         if not token or not hmac.compare_digest(token.encode(), session.csrf.encode()):
@@ -611,8 +608,7 @@ class EventHub:
     def emit(self, name: str, data: Any) -> None:
         """Call holding ``cond`` (the state's lock), so snapshots and events stay in order."""
         self.seq += 1
-        body = json.dumps(data, separators=(",", ":"), default=str)
-        self._events.append((self.seq, f"id: {self.seq}\nevent: {name}\ndata: {body}\n\n".encode()))
+        self._events.append((self.seq, web.sse_event(data, id=self.seq, event=name)))
         self.cond.notify_all()
 
     def wait(self, after: int, timeout: float) -> tuple[int, list[bytes]] | None:
@@ -1021,15 +1017,20 @@ class _Pending:
     reply: Record | None = None
 
 
-class Dashboard:
+class Dashboard(web.WebApp):
     """The web server, its MQTT subscription and the live state, in daemon threads.
 
     The dashboard owns ``store`` from here on and closes it in :meth:`stop`.
     """
 
+    label = "dashboard"
+    logger = log
+    thread_name = "dashboard"
+
     def __init__(
         self, config: Config, settings: DashboardSettings, store: Store, *, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(settings.bind, settings.port)
         self.config = config
         self.settings = settings
         self.store = store
@@ -1039,10 +1040,6 @@ class Dashboard:
         self.exporters: dict[str, Exporter] = dict(EXPORTERS)
         self.export_media: dict[str, tuple[str, str]] = dict(EXPORT_MEDIA)
         self.part_report: ReportFn | None = PART_REPORT
-        self.bind = settings.bind
-        self.port = settings.port
-        self.stopping = threading.Event()
-        self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._pending: dict[str, _Pending] = {}
         self._acking: set[str] = set()
@@ -1063,17 +1060,6 @@ class Dashboard:
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
-    def url(self) -> str:
-        host = self.bind
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    @property
     def cookie_name(self) -> str:
         # cookies are not separated by port: two dashboards on one host must not share one
         return f"qc_dashboard_{self.port}"
@@ -1083,22 +1069,12 @@ class Dashboard:
         return self._connected.is_set()
 
     def start(self) -> None:
-        if self._server is not None:
+        if not self.start_server(_Handler):
             return
-        try:
-            self._server = _Server(self)
-        except OSError as exc:
-            raise CollectorError(
-                f"dashboard: cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}"
-            ) from None
-        server = self._server
-        self.port = int(server.server_address[1])
-        self.stopping.clear()
         from collector import mqtt as topics
 
         topics.connect_async(self.client, self.config.mqtt, self._props)
         targets: list[tuple[Callable[[], None], str]] = [
-            (lambda: server.serve_forever(poll_interval=0.1), "dashboard-http"),
             (self._ticker, "dashboard-ticker"),
             (self._load_acks, "dashboard-acks"),
         ]
@@ -1110,21 +1086,15 @@ class Dashboard:
 
     def stop(self) -> None:
         """Stop serving (open event streams end at once), leave the broker, close the store."""
-        server = self._server
         self.stopping.set()
         self.state.hub.close()
         with self._pending_lock:
             for pending in self._pending.values():
                 pending.done.set()
-        if server is not None:
-            server.shutdown()
-            server.close_connections()
-            server.join_workers(5.0)
-            server.server_close()
+        self.stop_server()
         for thread in self._threads:
-            thread.join(5.0)
+            thread.join(web.STOP_JOIN)
         self._threads = []
-        self._server = None
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
@@ -1340,22 +1310,17 @@ MAX_BODY = 16 * 1024
 MAX_COMMENT = 500
 SSE_KEEPALIVE = 10.0  # seconds between comments on a quiet stream
 _SSE_SLICE = 0.5  # seconds a stream waits for events before it looks at its session
+_SSE_EXPIRED = b'event: expired\ndata: {"login":"/login?expired=1"}\n\n'
 
-_STATIC_DIR = ("static", "dashboard")
-_STATIC_TYPES = {
-    ".css": "text/css; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".svg": "image/svg+xml",
-}
-_STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(css|js|svg)$")
+_STATIC = "dashboard"  # collector/static/dashboard/
 _ACK_PATH = re.compile(r"^/alerts/([^/]+)/ack$")
-_LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 _CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
 _REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
 _SECURITY_HEADERS = {
+    "Content-Security-Policy": _CSP,  # the part report replaces it with _REPORT_CSP
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
@@ -1373,171 +1338,62 @@ TRACE_FIELDS = (
 )
 
 
-def _asset(name: str) -> bytes:
-    return resources.files("collector").joinpath(*_STATIC_DIR, name).read_bytes()
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class RequestError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Server(ThreadingHTTPServer):
-    """A threading server that can end its open connections and join its request threads."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, dashboard: Dashboard) -> None:
-        self.dashboard = dashboard
-        self._lock = threading.Lock()
-        self._connections: dict[threading.Thread, socket.socket] = {}
-        if ":" in dashboard.bind:
-            self.address_family = socket.AF_INET6
-        super().__init__((dashboard.bind, dashboard.port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address), name="dashboard-request", daemon=True
-        )
-        with self._lock:
-            self._connections[thread] = request
-        thread.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._lock:
-                self._connections.pop(threading.current_thread(), None)
-
-    def close_connections(self) -> None:
-        with self._lock:
-            sockets = list(self._connections.values())
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def join_workers(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._connections)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            stuck = sum(t.is_alive() for t in self._connections)
-        if stuck:
-            log.warning("dashboard: %d request(s) still running after stop", stuck)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.0"  # one request per connection: event streams end with it
+class _Handler(web.Handler[Dashboard]):
     server_version = "collector-dashboard"
-    sys_version = ""
-    timeout = 30
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("dashboard %s: " + format, self.address_string(), *args)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        log.info("dashboard %s: " + format, self.address_string(), *args)
+    log_refused_from = 500  # 4xx are routine (expired sessions); sign-in and CSRF refusals log their own line
+    internal_error = "internal error, see the log"
+    security_headers = _SECURITY_HEADERS
 
     @property
     def dash(self) -> Dashboard:
-        return self.server.dashboard
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
+        return self.app
 
     # -- routing -----------------------------------------------------------------------------------
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        path = url.path
-        self.query = parse_qs(url.query, keep_blank_values=True)
-        try:
-            self._check_host()
-            if path.startswith("/static/dashboard/"):
-                self._need(method, "GET", "HEAD")
-                return self._static(path.removeprefix("/static/dashboard/"))
-            if path == "/favicon.ico":
-                return self._static("favicon.svg")
-            if path == "/login":
-                if method == "POST":
-                    return self._login()
-                self._need(method, "GET", "HEAD")
-                return self._login_page()
-            session = self.dash.auth.session(self._cookie())
-            if session is None:
-                return self._unauthenticated(method, path)
+    def route(self, method: str, path: str) -> None:
+        self.query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        self.check_host("this dashboard answers on the loopback address only", host_required=True)
+        if path.startswith("/static/dashboard/"):
+            self.need(method, "GET", "HEAD")
+            return self.send_static(_STATIC, path.removeprefix("/static/dashboard/"))
+        if path == "/favicon.ico":
+            return self.send_static(_STATIC, "favicon.svg")
+        if path == "/login":
             if method == "POST":
-                form = self._read_form() if path == "/logout" else None
-                problem = csrf_problem(self.headers, session, (form or {}).get("csrf"))
-                if problem is not None:
-                    log.warning("dashboard: POST %s by %s refused: %s", path, session.user, problem)
-                    raise RequestError(HTTPStatus.FORBIDDEN, problem)
-                if path == "/logout":
-                    return self._logout(session)
-                m = _ACK_PATH.match(path)
-                if m is not None:
-                    return self._ack(session, unquote(m.group(1)))
-                raise RequestError(HTTPStatus.NOT_FOUND, "not found")
-            self._need(method, "GET", "HEAD")
-            if path == "/":
-                return self._live_page(session)
-            if path == "/events":
-                self._need(method, "GET")
-                return self._events(session)
-            if path == "/api/state":
-                return self._send_json(HTTPStatus.OK, self.dash.state.snapshot()[1])
-            if path == "/api/me":
-                return self._send_json(HTTPStatus.OK, self._me(session))
-            if path == "/trace":
-                return self._trace_page(session)
-            if path == "/trace/export":
-                return self._export()
-            if path == "/trace/report":
-                return self._report()
+                return self._login()
+            self.need(method, "GET", "HEAD")
+            return self._login_page()
+        session = self.dash.auth.session(self._cookie())
+        if session is None:
+            return self._unauthenticated(method, path)
+        if method == "POST":
+            form = self._read_form() if path == "/logout" else None
+            problem = csrf_problem(self.headers, session, (form or {}).get("csrf"))
+            if problem is not None:
+                log.warning("dashboard: POST %s by %s refused: %s", path, session.user, problem)
+                raise RequestError(HTTPStatus.FORBIDDEN, problem)
+            if path == "/logout":
+                return self._logout(session)
+            m = _ACK_PATH.match(path)
+            if m is not None:
+                return self._ack(session, unquote(m.group(1)))
             raise RequestError(HTTPStatus.NOT_FOUND, "not found")
-        except RequestError as exc:
-            if exc.status >= 500:
-                log.warning("dashboard: %s %s -> %d %s", method, path, exc.status, exc.message)
-            self._send_json(exc.status, {"ok": False, "error": exc.message})
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            pass
-        except Exception:
-            log.exception("dashboard: %s %s failed", method, path)
-            with contextlib.suppress(OSError):
-                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": "internal error, see the log"})
-
-    def _need(self, method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed here")
-
-    def _check_host(self) -> None:
-        if not _is_loopback(self.dash.bind):
-            return
-        name = urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
-        if not _is_loopback(name):
-            raise RequestError(HTTPStatus.MISDIRECTED_REQUEST, "this dashboard answers on the loopback address only")
+        self.need(method, "GET", "HEAD")
+        if path == "/":
+            return self._live_page(session)
+        if path == "/events":
+            self.need(method, "GET")
+            return self._events(session)
+        if path == "/api/state":
+            return self.send_json(HTTPStatus.OK, self.dash.state.snapshot()[1])
+        if path == "/api/me":
+            return self.send_json(HTTPStatus.OK, self._me(session))
+        if path == "/trace":
+            return self._trace_page(session)
+        if path == "/trace/export":
+            return self._export()
+        if path == "/trace/report":
+            return self._report()
+        raise RequestError(HTTPStatus.NOT_FOUND, "not found")
 
     def _client(self) -> str:
         return str(self.client_address[0])
@@ -1560,7 +1416,7 @@ class _Handler(BaseHTTPRequestHandler):
                 q["expired"] = "1"
             location = "/login" + ("?" + urlencode(q) if q else "")
             return self._redirect(location, clear_cookie=expired)
-        self._send_json(
+        self.send_json(
             HTTPStatus.UNAUTHORIZED,
             {"ok": False, "error": "session expired, sign in again" if expired else "sign in first", "login": "/login"},
             headers={"Set-Cookie": self._clear_cookie()} if expired else None,
@@ -1597,7 +1453,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
             raw={"notice", "name_focus", "password_focus"},
         )
-        self._send(status, "text/html; charset=utf-8", body, cache="no-store")
+        self.send(status, "text/html; charset=utf-8", body, cache="no-store")
 
     def _login(self) -> None:
         problem = csrf_problem(self.headers, None)
@@ -1647,52 +1503,30 @@ class _Handler(BaseHTTPRequestHandler):
                 "may_ack": "1" if may_acknowledge(session.role) else "0",
             },
         )
-        self._send(HTTPStatus.OK, "text/html; charset=utf-8", body, cache="no-store")
+        self.send(HTTPStatus.OK, "text/html; charset=utf-8", body, cache="no-store")
 
     def _events(self, session: Session) -> None:
+        """A snapshot, then the hub's events; a new snapshot after falling behind; the end at sign-out."""
         dash = self.dash
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Accel-Buffering", "no")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        try:
+        seq = 0
+
+        def snapshot() -> bytes:
+            nonlocal seq
             seq, snap = dash.state.snapshot()
             snap["me"] = self._me(session)
-            self._sse("snapshot", snap, seq)
-            last_write = time.monotonic()
-            while not dash.stopping.is_set():
-                if dash.auth.session(session.token) is None:
-                    self.wfile.write(b'event: expired\ndata: {"login":"/login?expired=1"}\n\n')
-                    self.wfile.flush()
-                    break
-                got = dash.state.hub.wait(seq, _SSE_SLICE)
-                if dash.stopping.is_set():
-                    break
-                if got is None:  # fell behind the ring: start over from a fresh snapshot
-                    seq, snap = dash.state.snapshot()
-                    snap["me"] = self._me(session)
-                    self._sse("snapshot", snap, seq)
-                    last_write = time.monotonic()
-                    continue
-                seq, events = got
-                if events:
-                    self.wfile.write(b"".join(events))
-                    self.wfile.flush()
-                    last_write = time.monotonic()
-                elif time.monotonic() - last_write >= SSE_KEEPALIVE:
-                    self.wfile.write(b": keepalive\n\n")
-                    self.wfile.flush()
-                    last_write = time.monotonic()
-        except (OSError, ValueError):
-            pass  # the page went away, or stop() shut the connection
-        self.close_connection = True
+            return web.sse_event(snap, id=seq, event="snapshot", retry=2000)
 
-    def _sse(self, name: str, data: Any, seq: int) -> None:
-        body = json.dumps(data, separators=(",", ":"), default=str)
-        self.wfile.write(f"retry: 2000\nid: {seq}\nevent: {name}\ndata: {body}\n\n".encode())
-        self.wfile.flush()
+        def poll() -> bytes:
+            nonlocal seq
+            if dash.auth.session(session.token) is None:
+                raise web.EndStream(_SSE_EXPIRED)
+            got = dash.state.hub.wait(seq, _SSE_SLICE)
+            if got is None:  # fell behind the ring: start over from a fresh snapshot
+                return snapshot()
+            seq, events = got
+            return b"".join(events)
+
+        self.stream(snapshot, poll, stopping=dash.stopping, keepalive=SSE_KEEPALIVE, cache="no-store")
 
     def _ack(self, session: Session, record_id: str) -> None:
         if not may_acknowledge(session.role):
@@ -1708,7 +1542,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(record_id) > 64:
             raise RequestError(HTTPStatus.NOT_FOUND, "no such alert")
         result = self.dash.acknowledge(record_id, session.user, comment)
-        self._send_json(result.status, result.body)
+        self.send_json(result.status, result.body)
 
     # -- traceability ----------------------------------------------------------------------------------
     def _q(self, key: str) -> str:
@@ -1778,7 +1612,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
             raw={"inputs", "result"},
         )
-        self._send(HTTPStatus.OK, "text/html; charset=utf-8", body, cache="no-store")
+        self.send(HTTPStatus.OK, "text/html; charset=utf-8", body, cache="no-store")
 
     def _result_html(self, records: list[Record], params: dict[str, str]) -> str:
         limit = self.dash.settings.trace_rows
@@ -1838,7 +1672,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"{fmt}: cannot encode the records: {exc}") from None
         stem = next((self._q(k) for k in ("serial", "lot", "work_order", "part_number", "station") if self._q(k)), "")
         name = "trace-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "records") + f".{ext}"
-        self._send(
+        self.send(
             HTTPStatus.OK,
             ctype,
             data,
@@ -1861,94 +1695,36 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_GATEWAY, f"the store did not answer: {exc}") from None
         except CollectorError as exc:
             raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
-        self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode("utf-8"), cache="no-store", csp=_REPORT_CSP)
+        self.send(
+            HTTPStatus.OK,
+            "text/html; charset=utf-8",
+            page.encode("utf-8"),
+            cache="no-store",
+            headers={"Content-Security-Policy": _REPORT_CSP},
+        )
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _template(self, name: str, values: Mapping[str, str], raw: Iterable[str] = ()) -> bytes:
-        text = _asset(name).decode("utf-8")
+        """A page with ``values`` filled in, escaped unless named in ``raw`` (markup made here)."""
         raws = set(raw)
-        for key, value in values.items():
-            text = text.replace("{{" + key + "}}", value if key in raws else html.escape(value))
-        return text.encode("utf-8")
-
-    def _static(self, name: str) -> None:
-        if not _STATIC_NAME.match(name):
-            raise RequestError(HTTPStatus.NOT_FOUND, "not found")
-        try:
-            body = _asset(name)
-        except (FileNotFoundError, IsADirectoryError):
-            raise RequestError(HTTPStatus.NOT_FOUND, "not found") from None
-        self._send(HTTPStatus.OK, _STATIC_TYPES[name[name.rindex(".") :]], body, cache="no-cache")
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding"):
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length", "0") or "0")
-        except ValueError:
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required") from None
-        if length < 0 or length > MAX_BODY:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
-        return self.rfile.read(length) if length else b""
+        return web.render(_STATIC, name, {k: v if k in raws else html.escape(v) for k, v in values.items()})
 
     def _read_form(self) -> dict[str, str]:
-        ctype = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send a form")
+        self.require_type("application/x-www-form-urlencoded", "send a form")
         try:
-            text = self._read_body().decode("utf-8")
+            text = self.read_body(MAX_BODY, optional=True).decode("utf-8")
         except UnicodeDecodeError:
             raise RequestError(HTTPStatus.BAD_REQUEST, "the form is not UTF-8") from None
         return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
 
     def _read_json(self) -> Record:
-        ctype = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send JSON (Content-Type: application/json)")
-        raw = self._read_body()
-        try:
-            body = json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
-        return body
+        self.require_type("application/json", "send JSON (Content-Type: application/json)")
+        return self.read_json(MAX_BODY, optional=True)
 
     def _redirect(self, location: str, *, cookie: str | None = None, clear_cookie: bool = False) -> None:
-        self.send_response(HTTPStatus.SEE_OTHER)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.send_header("Cache-Control", "no-store")
-        if cookie is not None:
-            self.send_header("Set-Cookie", cookie)
-        elif clear_cookie:
-            self.send_header("Set-Cookie", self._clear_cookie())
-        self.end_headers()
-
-    def _send_json(self, status: HTTPStatus, body: Record, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body, default=str).encode("utf-8")
-        self._send(status, "application/json", data, cache="no-store", headers=headers)
-
-    def _send(
-        self,
-        status: HTTPStatus,
-        content_type: str,
-        body: bytes,
-        *,
-        cache: str = "no-cache",
-        headers: Mapping[str, str] | None = None,
-        csp: str = _CSP,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("Content-Security-Policy", csp)
-        for key, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if cookie is None and clear_cookie:
+            cookie = self._clear_cookie()
+        self.redirect(location, cache="no-store", headers={"Set-Cookie": cookie} if cookie is not None else None)
 
 
 _PLACEHOLDERS = {
