@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from collector.dashboard import DashboardSettings
+from collector.auth import DashboardSettings
 from collector.errors import ConfigError
 from collector.models import Gauge, InspectionPlan
 from drivers import registry

@@ -46,12 +46,9 @@ writes records to a text stream) and a per-part report to :data:`PART_REPORT`; w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import contextlib
 import datetime as dt
-import hashlib
 import hmac
 import html
 import importlib
@@ -70,16 +67,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from collector import web
+from collector.auth import DashboardSettings, DashboardUser, hash_password, verify_password
 from collector.errors import CollectorError, StoreError
 from collector.records import parse_utc_us
 from collector.store.base import Store
@@ -96,164 +93,6 @@ Record = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
 # settings
-# ---------------------------------------------------------------------------------------------
-
-UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
-
-
-class DashboardUser(BaseModel):
-    """Someone who may sign in: ``viewer`` sees, ``supervisor`` also acknowledges alerts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: UserName
-    role: Literal["viewer", "supervisor"] = "viewer"
-    #: from ``collector hash-password`` (never the password itself; kept out of reprs)
-    password_hash: str = Field(repr=False)
-
-    @field_validator("password_hash")
-    @classmethod
-    def _hash_format(cls, v: str) -> str:
-        try:
-            _parse_hash(v)
-        except ValueError as exc:
-            raise ValueError(f"not a password hash made by `collector hash-password`: {exc}") from None
-        return v
-
-
-class DashboardSettings(BaseModel):
-    """The ``dashboard:`` section of the configuration."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bind: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
-    #: seconds a sign-in lasts (one shift by default)
-    session_ttl: float = Field(default=8 * 3600.0, gt=0)
-    users: list[DashboardUser] = Field(default_factory=list)
-    #: local start times of the shifts, in ``shift_timezone`` (counts restart at each)
-    shift_starts: list[dt.time] = Field(
-        default_factory=lambda: [dt.time(6, 0), dt.time(14, 0), dt.time(22, 0)], min_length=1
-    )
-    #: IANA time zone of the shift times ("UTC", "Europe/Berlin"); None: the server's own
-    shift_timezone: str | None = None
-    #: seconds to wait for the gateway's answer to an acknowledgement
-    reply_timeout: float = Field(default=5.0, gt=0, le=60)
-    #: records kept and shown per station
-    records_per_station: int = Field(default=10, ge=1, le=200)
-    #: alerts kept and shown (the oldest leave first)
-    max_alerts: int = Field(default=200, ge=1, le=10_000)
-    #: rows the traceability page shows at most (the downloads hold every record)
-    trace_rows: int = Field(default=1000, ge=1, le=100_000)
-    #: look this far back in the store for acknowledgements of alerts retained by the broker
-    ack_lookback_days: float = Field(default=7.0, ge=0)
-    #: MQTT client id (default: ``dashboard-<host>-<random>``)
-    client_id: str | None = None
-    #: set the cookie's Secure flag (behind a TLS reverse proxy)
-    secure_cookie: bool = False
-    title: str = "Inspection dashboard"
-
-    @field_validator("shift_timezone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {v!r} (an IANA name such as 'Europe/Berlin' or 'UTC')") from None
-        return v
-
-    @field_validator("shift_starts")
-    @classmethod
-    def _shifts(cls, v: list[dt.time]) -> list[dt.time]:
-        if any(t.tzinfo is not None for t in v):
-            raise ValueError("give shift start times without a zone (see shift_timezone)")
-        if len(set(v)) != len(v):
-            raise ValueError("two shifts start at the same time")
-        return sorted(v)
-
-    @model_validator(mode="after")
-    def _unique_users(self) -> DashboardSettings:
-        names = [u.name for u in self.users]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"user name(s) {', '.join(twice)} appear more than once")
-        return self
-
-
-# ---------------------------------------------------------------------------------------------
-# passwords
-# ---------------------------------------------------------------------------------------------
-
-#: scrypt cost: 16 MiB and about a quarter of a second per check here (OWASP's
-#: N=2^14, r=8, p=5 equivalent of N=2^17, p=1, with an eighth of the memory for a Pi)
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 5
-_SCRYPT_MAXMEM = 256 * 1024 * 1024
-_HASH_RE = re.compile(r"^scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$")
-
-
-@dataclass(frozen=True)
-class _ScryptHash:
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
-
-
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _parse_hash(stored: str) -> _ScryptHash:
-    m = _HASH_RE.match(stored)
-    if m is None:
-        raise ValueError("expected scrypt$n=N,r=R,p=P$SALT$HASH")
-    n, r, p = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if n < 2 or n > 2**20 or n & (n - 1):
-        raise ValueError("n must be a power of two up to 2^20")
-    if not 1 <= r <= 32 or not 1 <= p <= 16:
-        raise ValueError("r must be 1..32 and p 1..16")
-    try:
-        salt, digest = _b64d(m.group(4)), _b64d(m.group(5))
-    except (binascii.Error, ValueError):
-        raise ValueError("salt or hash is not base64") from None
-    if len(salt) < 8 or not 16 <= len(digest) <= 64:
-        raise ValueError("salt or hash too short")
-    return _ScryptHash(n, r, p, salt, digest)
-
-
-def hash_password(plain: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """``scrypt$n=16384,r=8,p=5$<salt>$<hash>`` (URL-safe base64): salt and cost travel along."""
-    if not plain:
-        raise ValueError("an empty password cannot be hashed")
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(plain.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=32)
-    stored = f"scrypt$n={n},r={r},p={p}${_b64e(salt)}${_b64e(digest)}"
-    _parse_hash(stored)  # refuses costs verify_password would refuse
-    return stored
-
-
-def verify_password(plain: str, stored: str) -> bool:
-    """True when ``plain`` is the password ``stored`` was made from (constant-time compare)."""
-    try:
-        h = _parse_hash(stored)
-    except ValueError:
-        return False
-    digest = hashlib.scrypt(
-        plain.encode("utf-8"), salt=h.salt, n=h.n, r=h.r, p=h.p, maxmem=_SCRYPT_MAXMEM, dklen=len(h.digest)
-    )
-    return hmac.compare_digest(digest, h.digest)
-
-
-# ---------------------------------------------------------------------------------------------
-# sessions, roles, CSRF
 # ---------------------------------------------------------------------------------------------
 
 ROLES = ("viewer", "supervisor")
