@@ -25,20 +25,11 @@ from collector.services import (
     free_port,
     ping,
 )
+from tests.conftest import require_binary
 
 pytestmark = pytest.mark.services
 
 WAIT = 10.0  # generous for a loaded CI box; a passing wait returns at once
-
-
-def require_binary(name: str) -> str:
-    """The binary's path; a skip when it is missing, but a failure under ``CI=true``."""
-    try:
-        return find_binary(name)
-    except ServiceUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and a required service is missing: {exc}")
-        pytest.skip(str(exc))
 
 
 def group_members(pgid: int) -> list[int]:

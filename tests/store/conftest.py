@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +10,6 @@ import pytest
 
 from collector.models import Characteristic
 from collector.records import GENESIS_HASH, format_utc_us, measurement_record, seal
-from collector.services import InfluxD, ServiceUnavailable, find_binary
-from collector.store.influx_v1 import InfluxV1Store
 from collector.tolerance import judge
 from drivers.base import Reading
 
@@ -23,36 +19,7 @@ BASE_US = 1_795_000_000_000_000
 RecordFactory = Callable[..., tuple[dict[str, Any], str]]
 
 
-def require_binary(name: str) -> str:
-    """The binary's path; a skip when it is missing, but a failure under ``CI=true``."""
-    try:
-        return find_binary(name)
-    except ServiceUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and a required service is missing: {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="session")
-def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxD]:
-    require_binary("influxd")
-    server = InfluxD(tmp_path_factory.mktemp("influxd"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def v1_store(influxd: InfluxD) -> Iterator[InfluxV1Store]:
-    """A store on a fresh database of the shared server, so tests do not see each other's points."""
-    store = InfluxV1Store(influxd.url, f"t_{uuid.uuid4().hex[:12]}")
-    store.ensure_database()
-    try:
-        yield store
-    finally:
-        store.close()
+# influxd, v1_store and require_binary come from tests/conftest.py
 
 
 CHARACTERISTIC = Characteristic(
