@@ -266,6 +266,19 @@ class AndonSettings(_Section):
     clear: Literal["on_pass", "manual"] = "on_pass"
 
 
+class SamplingSettings(_Section):
+    """Inspect ``inspect`` parts of every ``every`` (counted by the parts' labels or PLC serials)."""
+
+    inspect: int = Field(ge=1)
+    every: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _fraction(self) -> SamplingSettings:
+        if self.inspect > self.every:
+            raise ValueError(f"cannot inspect {self.inspect} of every {self.every} parts")
+        return self
+
+
 class StationSettings(_Section):
     id: Identifier
     plan: str  # the part number measured here until a label names another one
@@ -277,6 +290,8 @@ class StationSettings(_Section):
     #: refuse readings while no operator is signed in
     require_operator: bool = False
     andon: AndonSettings | None = None
+    #: a sample plan: only some parts are inspected; the others are recorded as not sampled
+    sampling: SamplingSettings | None = None
     #: regular expression with named groups (part_number, serial, lot, work_order, operator)
     scan_pattern: str | None = None
     devices: list[DeviceSettings] = Field(default_factory=list)

@@ -359,7 +359,7 @@ class Gateway:
     def _ask_devices(self, stations: dict[str, Station]) -> None:
         """Ask an on-demand device for a reading when its characteristic has become the next one."""
         for station in stations.values():
-            if station.awaiting_label:
+            if station.awaiting_label or not station.sampled:
                 continue
             nxt = station.next_characteristic
             key = (station.number, nxt, station.context.get("serial"))
@@ -463,7 +463,7 @@ class Gateway:
         out = station.handle(reading)
         if out.refusal is not None:
             r = out.refusal
-            if r.reason_code in ("unstable", "repeated"):
+            if r.reason_code in ("unstable", "repeated", "not_sampled"):
                 self.stats.unstable += 1
             else:
                 self.stats.refused += 1

@@ -154,6 +154,8 @@ class Station:
         self.next_index = 0
         self.context: dict[str, str | None] = {k: getattr(part, k) for k in CONTEXT_KEYS}
         self.badge_operator = False  # the operator signed in with a badge (idle timeout applies)
+        self.parts_seen = 0  # parts started by a label or a PLC serial (for the sample plan)
+        self.sampled = True  # the part in front of the station is to be inspected
         self.reason_for_test = ReasonForTest.FIRST_PIECE.value if settings.first_piece else "ongoing"
         self._patrol_next = False
         self._current: _Part | None = None
@@ -180,6 +182,8 @@ class Station:
                 "awaiting_label": self.awaiting_label,
                 "labelled": self.labelled,
                 "badge_operator": self.badge_operator,
+                "parts_seen": self.parts_seen,
+                "sampled": self.sampled,
                 "reason_for_test": self.reason_for_test,
                 "current": self._current.to_json() if self._current else None,
                 "last": self._last.to_json() if self._last else None,
@@ -200,6 +204,8 @@ class Station:
         self.awaiting_label = bool(saved.get("awaiting_label", False))
         self.labelled = bool(saved.get("labelled", False))
         self.badge_operator = bool(saved.get("badge_operator", False))
+        self.parts_seen = int(saved.get("parts_seen", 0))
+        self.sampled = bool(saved.get("sampled", True))
         self.reason_for_test = str(saved.get("reason_for_test", self.reason_for_test))
         self._current = self._part_from(saved.get("current"))
         self._last = self._part_from(saved.get("last"))
@@ -252,6 +258,7 @@ class Station:
             "lot": self.context.get("lot"),
             "work_order": self.context.get("work_order"),
             "awaiting_label": self.awaiting_label,
+            "sampled": self.sampled,
             "reason_for_test": self.reason_for_test,
             "next": {
                 "characteristic": nxt.id,
@@ -311,8 +318,20 @@ class Station:
         self.awaiting_label = False
         self.next_index = 0
         self._pending = None
-        if changes_lot and self.settings.first_piece:
+        first_piece = changes_lot and self.settings.first_piece
+        if first_piece:
             self.reason_for_test = ReasonForTest.FIRST_PIECE.value
+        sampling = self.settings.sampling
+        if sampling is not None and "serial" in found:
+            # a new part: the sample plan says whether it is inspected (n of every m); a first
+            # piece always is
+            self.parts_seen += 1
+            self.sampled = first_piece or (self.parts_seen - 1) % sampling.every < sampling.inspect
+            if not self.sampled:
+                detail = f"not in the sample: {sampling.inspect} of every {sampling.every} parts are inspected"
+                out.drafts.append(self._audit("not_sampled", "system", found["serial"], detail))
+                out.message = f"part {found['serial']}: {detail}"
+                return out
         out.message = ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
         return out
 
@@ -367,6 +386,9 @@ class Station:
             self._device_error.pop(reading.device, None)
         result = self.accept(reading)
         if isinstance(result, Refusal):
+            if result.reason_code == "not_sampled":
+                # the part's not_sampled audit record is the evidence; its readings are not
+                return Outcome(refusal=result, message=result.reason)
             return Outcome(drafts=[self._refusal_record(result, reading)], refusal=result, message=result.reason)
         out = Outcome(
             drafts=[result], message=f"{result['characteristic']} {result['judged_value']} {result['verdict']}"
@@ -401,6 +423,8 @@ class Station:
         remeasuring_last = self._pending is not None and self._last_has(str(self._pending["supersedes"]))
         if self.awaiting_label and not remeasuring_last:
             return Refusal(self.id, reading.device, "no part: scan the part's label first", "no_part")
+        if not self.sampled:
+            return Refusal(self.id, reading.device, "this part is not in the sample: no inspection", "not_sampled")
         if self.settings.require_operator and not self.context.get("operator"):
             return Refusal(self.id, reading.device, "no operator signed in: scan a badge first", "no_operator")
         try:

@@ -388,3 +388,39 @@ def test_a_labelled_part_is_not_followed_by_readings_without_a_new_label() -> No
     assert restarted.handle(reading()).refusal is not None
     restarted.scan("HX-4711|SN-12346|L-9")
     assert record(restarted.handle(reading()))["serial"] == "SN-12346"
+
+
+def test_sample_plan_inspects_n_of_every_m_parts_and_records_the_others() -> None:
+    cfg = load()
+    settings = cfg.stations[0].model_copy(update={"sampling": config_mod.SamplingSettings(inspect=1, every=3)})
+    s = Station(
+        settings,
+        {p.part_number: p for p in cfg.plans},
+        {g.id: g for g in cfg.gauges},
+        site="plant-1",
+        line="line-a",
+        calibration=LENIENT,
+        today=lambda: TODAY,
+    )
+    inspected, skipped = [], []
+    for n in range(1, 7):
+        out = s.scan(f"HX-4711|SN-{n:05d}|L-9")
+        audits = [d for d in out.drafts if d["kind"] == "audit"]  # (the last part is closed as incomplete)
+        if audits:
+            (audit,) = audits
+            assert (audit["kind"], audit["event"], audit["subject"]) == ("audit", "not_sampled", f"SN-{n:05d}")
+            refused = s.handle(reading("12.001"))
+            assert refused.refusal is not None and refused.refusal.reason_code == "not_sampled"
+            assert refused.drafts == []  # the audit record is the evidence, not each reading
+            skipped.append(n)
+        else:
+            assert record(s.handle(reading("12.001")))["serial"] == f"SN-{n:05d}"
+            inspected.append(n)
+    assert (inspected, skipped) == ([1, 4], [2, 3, 5, 6])
+    again = station(saved_state=s.state())  # the count survives a restart
+    assert again.parts_seen == 6 and again.sampled is False
+
+
+def test_a_sample_plan_cannot_inspect_more_than_it_counts() -> None:
+    with pytest.raises(ValueError, match="cannot inspect 4 of every 3"):
+        config_mod.SamplingSettings(inspect=4, every=3)
