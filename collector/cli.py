@@ -201,12 +201,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         )
     store = open_store(cfg.influxdb)
     try:
-        records = trace(store, flt)
-        if args.format == "dfq":
-            from collector.report import with_related
+        from collector.report import with_related
 
-            # invalidations written without part context are found by the ids they target
-            records = with_related(store, records)
+        # the complete history: invalidations and dispositions written without the part's
+        # context are found by the ids they point at
+        records = with_related(store, trace(store, flt))
     finally:
         store.close()
     if args.format == "dfq":
