@@ -1,0 +1,159 @@
+"""Benchmark: recorder throughput, MQTT into a real InfluxDB 1.x, acknowledging after the write.
+
+Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
+
+    .venv/bin/python tests/perf/recorder_throughput.py [--records 200000] [--batch-size 5000]
+
+What it does: fills a gateway journal with sealed measurement records (not timed), starts
+a real Mosquitto and InfluxDB (``collector.services``), a recorder (shared subscription,
+schema and hash validation of every record, batched line-protocol writes, manual acks,
+end-to-end confirmations) and a publisher on the journal, and times from the publisher's
+start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
+and the InfluxDB process share this 2-core machine. The design target (DESIGN.md) is
+>= 50,000 records/s from MQTT into InfluxDB. It prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from collector import config as config_mod  # noqa: E402
+from collector.journal import Journal  # noqa: E402
+from collector.models import Characteristic  # noqa: E402
+from collector.publisher import Publisher  # noqa: E402
+from collector.recorder import Recorder  # noqa: E402
+from collector.records import measurement_record  # noqa: E402
+from collector.services import InfluxD, Mosquitto  # noqa: E402
+from collector.store.factory import open_store  # noqa: E402
+from collector.tolerance import judge  # noqa: E402
+from drivers.base import Reading  # noqa: E402
+
+CHAR = Characteristic(
+    id="D1", name="Bore", nominal=Decimal("12.000"), lower_tol=Decimal("-0.02"), upper_tol=Decimal("0.02"),
+    unit="mm", decimals=3,
+)  # fmt: skip
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fill(journal: Journal, n: int, batch: int = 2000) -> None:
+    t0 = time.time_ns()
+    for start in range(0, n, batch):
+        drafts = []
+        for i in range(start, min(n, start + batch)):
+            value = Decimal(11990 + i % 21) / 1000
+            reading = Reading("caliper-1", "01", value, "mm", b"01A+0012.000\r", t0 + i * 1000)
+            drafts.append(
+                measurement_record(
+                    site="plant-1",
+                    line="line-a",
+                    station="st-10",
+                    context={"part_number": "HX-4711", "serial": f"SN{i // 5:07d}", "lot": "L-1", "operator": "op-1"},
+                    plan_revision="C",
+                    characteristic=CHAR,
+                    judgement=judge(CHAR, value, "mm"),
+                    reading=reading,
+                    gauge="CAL-0042",
+                    gauge_calibration_due="2027-06-30",
+                )
+            )
+        journal.append(drafts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--max-records-per-message", type=int, default=500)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
+        journal = Journal(Path(tmp) / "journal.sqlite", "gw-bench")
+        fill(journal, args.records)
+        broker = Mosquitto(Path(tmp) / "mosquitto").start()
+        influx = InfluxD(Path(tmp) / "influxdb").start(timeout=30)
+        cfg = config_mod.parse(
+            json.dumps(
+                {
+                    "mqtt": {
+                        "host": broker.host,
+                        "port": broker.port,
+                        "topic_prefix": "bench",
+                        "max_records_per_message": args.max_records_per_message,
+                        "max_message_bytes": 64 * 1024 * 1024,
+                    },
+                    "influxdb": {"kind": "v1", "url": influx.url, "database": "bench"},
+                    "recorder": {
+                        "group": "bench",
+                        "client_id": "rec-bench",
+                        "batch_size": args.batch_size,
+                        "dead_letter_file": str(Path(tmp) / "dead.jsonl"),
+                    },
+                }
+            ),
+            "bench",
+        )
+        assert cfg.influxdb is not None
+        recorder = Recorder(cfg, open_store(cfg.influxdb))
+        recorder.start()
+        recorder.subscribed.wait(10)
+        publisher = Publisher(
+            journal, cfg.mqtt, gateway_id="gw-bench", site="plant-1", line="line-a", stations=["st-10"]
+        )
+        store = open_store(cfg.influxdb)
+        stored = 0
+        t0 = time.monotonic()
+        publisher.start()
+        try:
+            while time.monotonic() - t0 < args.timeout:
+                rows = store.query('SELECT count("seq") FROM "inspection"')
+                stored = int(rows[0]["count"]) if rows else 0
+                if stored >= args.records:
+                    break
+                time.sleep(0.2)
+            seconds = time.monotonic() - t0
+        finally:
+            publisher.stop()
+            recorder.stop()
+            store.close()
+            journal.close()
+            influx.stop()
+            broker.stop()
+        print(
+            json.dumps(
+                {
+                    "benchmark": "recorder_throughput",
+                    "ok": stored == args.records,
+                    "records": args.records,
+                    "stored": stored,
+                    "seconds": round(seconds, 2),
+                    "records_per_s": round(stored / seconds, 1),
+                    "batches": recorder.stats.batches,
+                    "records_per_batch": round(stored / max(1, recorder.stats.batches), 1),
+                    "batch_size": args.batch_size,
+                    "max_records_per_message": args.max_records_per_message,
+                    "python": platform.python_version(),
+                }
+            )
+        )
+        return 0 if stored == args.records else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
