@@ -21,59 +21,20 @@ import platform
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+# the journal is filled exactly as in the backlog benchmark (this script's own folder is on sys.path)
+from backlog_drain import fill  # noqa: E402
+
 from collector import config as config_mod  # noqa: E402
 from collector.journal import Journal  # noqa: E402
-from collector.models import Characteristic  # noqa: E402
 from collector.publisher import Publisher  # noqa: E402
 from collector.recorder import Recorder  # noqa: E402
-from collector.records import measurement_record  # noqa: E402
 from collector.services import InfluxD, Mosquitto  # noqa: E402
 from collector.store.factory import open_store  # noqa: E402
-from collector.tolerance import judge  # noqa: E402
-from drivers.base import Reading  # noqa: E402
-
-CHAR = Characteristic(
-    id="D1", name="Bore", nominal=Decimal("12.000"), lower_tol=Decimal("-0.02"), upper_tol=Decimal("0.02"),
-    unit="mm", decimals=3,
-)  # fmt: skip
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def fill(journal: Journal, n: int, batch: int = 2000) -> None:
-    t0 = time.time_ns()
-    for start in range(0, n, batch):
-        drafts = []
-        for i in range(start, min(n, start + batch)):
-            value = Decimal(11990 + i % 21) / 1000
-            reading = Reading("caliper-1", "01", value, "mm", b"01A+0012.000\r", t0 + i * 1000)
-            drafts.append(
-                measurement_record(
-                    site="plant-1",
-                    line="line-a",
-                    station="st-10",
-                    context={"part_number": "HX-4711", "serial": f"SN{i // 5:07d}", "lot": "L-1", "operator": "op-1"},
-                    plan_revision="C",
-                    characteristic=CHAR,
-                    judgement=judge(CHAR, value, "mm"),
-                    reading=reading,
-                    gauge="CAL-0042",
-                    gauge_calibration_due="2027-06-30",
-                )
-            )
-        journal.append(drafts)
 
 
 def main() -> int:
