@@ -15,13 +15,13 @@ from drivers.base import Driver, DriverConfig
 
 #: driver name -> module that defines it (imported on first use)
 BUILTIN: dict[str, str] = {
-    "mitutoyo": "drivers.mitutoyo",
-    "mitutoyo-idh": "drivers.mitutoyo_idh",
-    "mt-sics": "drivers.mt_sics",
-    "sartorius-sbi": "drivers.sartorius",
-    "ascii": "drivers.ascii_line",
-    "scanner": "drivers.scanner",
-    "modbus": "drivers.modbus",
+    "mitutoyo": "drivers.serial.mitutoyo",
+    "mitutoyo-idh": "drivers.serial.mitutoyo_idh",
+    "mt-sics": "drivers.serial.mt_sics",
+    "sartorius-sbi": "drivers.serial.sartorius",
+    "ascii": "drivers.serial.ascii_line",
+    "scanner": "drivers.serial.scanner",
+    "modbus": "drivers.modbus.driver",
 }
 
 _registry: dict[str, type[Driver]] = {}

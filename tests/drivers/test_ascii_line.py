@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from drivers import registry
-from drivers.ascii_line import AsciiLineConfig, AsciiLineDriver
 from drivers.base import DriverError, EventKind, ReadingStatus
-from drivers.serialport import LinkDown
+from drivers.serial.ascii_line import AsciiLineConfig, AsciiLineDriver
+from drivers.serial.port import LinkDown
 from simulators import ascii_line as sim_module
 from simulators.ascii_line import OHAUS, SYLVAC, AsciiLineSimulator, Instrument, Scenario
 from tests.helpers import wait_for

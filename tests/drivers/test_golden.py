@@ -30,7 +30,7 @@ import yaml
 
 from drivers import registry
 from drivers.base import DeviceEvent, EventKind, Reading
-from drivers.serialport import ByteStreamDriver
+from drivers.serial.port import ByteStreamDriver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 #: golden folders of other components (exports), run by their own tests

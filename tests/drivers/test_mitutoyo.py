@@ -18,8 +18,8 @@ import serial
 
 from drivers import registry
 from drivers.base import DriverError, EventKind
-from drivers.mitutoyo import MitutoyoConfig, MitutoyoDriver
-from drivers.serialport import LinkDown
+from drivers.serial.mitutoyo import MitutoyoConfig, MitutoyoDriver
+from drivers.serial.port import LinkDown
 from simulators.mitutoyo import Scenario
 from simulators.pty import PortUnplugged, PtyPort
 

@@ -16,8 +16,8 @@ import serial
 
 from drivers import registry
 from drivers.base import DriverError, EventKind, ReadingStatus
-from drivers.mitutoyo_idh import MitutoyoIdhConfig, MitutoyoIdhDriver
-from drivers.serialport import LinkDown
+from drivers.serial.mitutoyo_idh import MitutoyoIdhConfig, MitutoyoIdhDriver
+from drivers.serial.port import LinkDown
 from simulators.mitutoyo_idh import MitutoyoIdhSimulator, Scenario, add_parser
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import pytest
 
 from drivers import registry
 from drivers.base import DeviceEvent, DriverError, EventKind, Reading, ReadingStatus
-from drivers.modbus import ModbusConfig, ModbusDriver
+from drivers.modbus.driver import ModbusConfig, ModbusDriver
 from simulators.plc import Addr, PlcSimulator, Scenario
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import serial
 
 from drivers import registry
 from drivers.base import DriverError, EventKind, Reading, ReadingStatus
-from drivers.mt_sics import MtSicsConfig, MtSicsDriver
-from drivers.serialport import LinkDown
+from drivers.serial.mt_sics import MtSicsConfig, MtSicsDriver
+from drivers.serial.port import LinkDown
 from simulators.mt_sics import MtSicsSimulator, Scenario, add_parser
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import yaml
 
 from drivers import registry
 from drivers.base import DriverError, EventKind, ReadingStatus
-from drivers.sartorius import SartoriusConfig, SartoriusDriver
-from drivers.serialport import LinkDown
+from drivers.serial.port import LinkDown
+from drivers.serial.sartorius import SartoriusConfig, SartoriusDriver
 from simulators import sartorius as sim_module
 from simulators.sartorius import SartoriusSimulator, Scenario, format_frame
 from tests.helpers import wait_for

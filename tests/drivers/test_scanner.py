@@ -15,7 +15,7 @@ import yaml
 
 from drivers import registry
 from drivers.base import EventKind, ReadingStatus
-from drivers.scanner import ScannerConfig, ScannerDriver, decode
+from drivers.serial.scanner import ScannerConfig, ScannerDriver, decode
 from simulators import scanner as sim_module
 from simulators.scanner import ScannerSimulator, ScanScenario
 from tests.helpers import wait_for

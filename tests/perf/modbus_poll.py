@@ -59,7 +59,7 @@ import pymodbus  # noqa: E402
 
 from drivers import registry  # noqa: E402
 from drivers.base import DeviceEvent, Reading  # noqa: E402
-from drivers.modbus import ModbusConfig, ModbusDriver  # noqa: E402
+from drivers.modbus.driver import ModbusConfig, ModbusDriver  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

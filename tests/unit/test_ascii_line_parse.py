@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from drivers.ascii_line import AsciiLineConfig, LineFormat, ParsedLine, parse_line, parse_number
 from drivers.base import FrameError, ReadingStatus
+from drivers.serial.ascii_line import AsciiLineConfig, LineFormat, ParsedLine, parse_line, parse_number
 from simulators.ascii_line import OHAUS, SYLVAC, Instrument, format_line, format_number
 
 SYLVAC_PATTERN = r"(?P<value>[+-]?\s*\d+(?:\.\d+)?)"

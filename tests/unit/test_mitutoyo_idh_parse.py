@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError
-from drivers.mitutoyo_idh import IdhReply, addressed_id, parse_reply
+from drivers.serial.mitutoyo_idh import IdhReply, addressed_id, parse_reply
 from simulators.mitutoyo_idh import Scenario, format_ack, format_judgement, format_value
 
 # the replies that carry a number, written from the reference, not from the parser

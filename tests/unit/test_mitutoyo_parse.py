@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError
-from drivers.mitutoyo import parse_frame
+from drivers.serial.mitutoyo import parse_frame
 from simulators.mitutoyo import Scenario, format_frame
 
 # the documented frame, independently of the parser's own code

@@ -1,4 +1,4 @@
-"""Register bytes <-> values for every type and byte/word order (drivers.modbus_codec).
+"""Register bytes <-> values for every type and byte/word order (drivers.modbus.codec).
 
 Expected wire bytes are written out by hand or built with ``struct`` and an explicit byte
 permutation here, never with the codec itself, so a wrong order in the codec cannot agree
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus_codec import (
+from drivers.modbus.codec import (
     DATA_TYPES,
     ORDERS,
     CodecError,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus_planner import (
+from drivers.modbus.planner import (
     MAX_BITS,
     MAX_REGISTERS,
     Block,

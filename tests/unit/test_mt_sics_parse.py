@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError
-from drivers.mt_sics import Reply, parse_reply
+from drivers.serial.mt_sics import Reply, parse_reply
 from simulators.mt_sics import format_status, format_texts, format_weight
 
 # the replies that carry a number, written from the MT-SICS description, not from the parser

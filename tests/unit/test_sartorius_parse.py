@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError, ReadingStatus
-from drivers.sartorius import parse_frame, special_text
+from drivers.serial.sartorius import parse_frame, special_text
 from simulators.sartorius import format_frame, format_special, parse_serial_settings
 
 # the documented value frame, independently of the parser's own code: sign, space, eight

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from drivers.scanner import (
+from drivers.serial.scanner import (
     DecodeError,
     GS1Error,
     LabelFormat,

@@ -43,7 +43,7 @@ from pydantic import Field, field_validator
 
 from drivers import registry
 from drivers.base import DeviceEvent, EventKind, Reading
-from drivers.serialport import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
+from drivers.serial.port import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
 
 log = logging.getLogger(__name__)
 

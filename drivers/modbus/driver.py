@@ -9,7 +9,7 @@ the point's register bytes as received and ``timestamp_ns`` = when that response
 
 How it polls
     Points are planned into the fewest read requests the protocol allows
-    (:mod:`drivers.modbus_planner`): per slave, poll group and table, nearby addresses are
+    (:mod:`drivers.modbus.planner`): per slave, poll group and table, nearby addresses are
     merged into one request of at most ``max_registers`` / ``max_bits`` addresses bridging
     holes of at most ``max_gap`` / ``max_bit_gap``. One thread runs the bus: one request at
     a time, each slave's poll groups on their own schedule (earliest due first).
@@ -91,8 +91,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 
 from drivers import registry
+from drivers.backoff import Backoff, BackoffDelays
 from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Reading, ReadingStatus, Sink
-from drivers.modbus_codec import (
+from drivers.modbus.codec import (
     MAX_FACTOR_DIGITS,
     ORDER_FLAGS,
     CodecError,
@@ -107,7 +108,7 @@ from drivers.modbus_codec import (
     order_of,
     register_count,
 )
-from drivers.modbus_planner import (
+from drivers.modbus.planner import (
     BIT_TABLES,
     MAX_BITS,
     MAX_REGISTERS,
@@ -117,7 +118,6 @@ from drivers.modbus_planner import (
     Table,
     plan_blocks,
 )
-from drivers.serialport import Backoff, BackoffDelays
 
 log = logging.getLogger(__name__)
 

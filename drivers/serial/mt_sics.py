@@ -58,7 +58,7 @@ from pydantic import Field
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading, ReadingStatus
-from drivers.serialport import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
+from drivers.serial.port import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
         ``Z`` (``ZI`` when immediate), ``"tare"`` ``T`` (``TI``), ``"clear_tare"`` ``TAC``,
         ``"reset"`` ``@``, ``"identify"`` ``I1`` to ``I4``. In continuous mode any of them
         interrupts the stream, which the driver restarts once they are answered.
-        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
+        Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
         unknown = set(kwargs) - {"immediate"}
         if unknown:

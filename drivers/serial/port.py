@@ -35,6 +35,7 @@ from typing import Annotated, ClassVar, Generic, Literal, Protocol, Self, TypeVa
 import serial
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from drivers.backoff import Backoff
 from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Sink
 
 log = logging.getLogger(__name__)
@@ -79,44 +80,6 @@ class SerialSettings(BaseModel):
     read_timeout: float = Field(default=0.05, gt=0, le=0.5)
     #: a device that stops draining its input must not hang the caller of write()
     write_timeout: float = Field(default=1.0, gt=0)
-
-
-class Backoff(BaseModel):
-    """Reconnect delays: ``min_delay`` doubling up to ``max_delay``, each stretched by up to ``jitter``.
-
-    Jitter keeps a cabinet of gateways from hammering a shared USB hub in lockstep after a
-    power blip.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_delay: float = Field(default=0.2, gt=0)
-    max_delay: float = Field(default=10.0, gt=0)
-    factor: float = Field(default=2.0, ge=1)
-    jitter: float = Field(default=0.1, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.max_delay < self.min_delay:
-            raise ValueError("max_delay must not be smaller than min_delay")
-        return self
-
-    def delays(self, rng: random.Random) -> BackoffDelays:
-        return BackoffDelays(self, rng)
-
-
-class BackoffDelays:
-    """The delay sequence of one outage."""
-
-    def __init__(self, policy: Backoff, rng: random.Random) -> None:
-        self._policy = policy
-        self._rng = rng
-        self._next = policy.min_delay
-
-    def __next__(self) -> float:
-        base = self._next
-        self._next = min(base * self._policy.factor, self._policy.max_delay)
-        return base * (1.0 + self._rng.uniform(0.0, self._policy.jitter))
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from pydantic import BeforeValidator, Field
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, FrameError, Reading, ReadingStatus
-from drivers.serialport import Requester, SerialDriverConfig, SerialLineDriver
+from drivers.serial.port import Requester, SerialDriverConfig, SerialLineDriver
 
 ESC = b"\x1b"
 #: request name -> SBI command letter; only "read" is answered by the balance
@@ -197,7 +197,7 @@ class SartoriusDriver(SerialLineDriver[SartoriusConfig]):
         """``read`` (ESC P, answer awaited), ``tare`` (ESC U), ``zero`` (ESC V),
         ``tare_zero`` (ESC T) or ``calibrate`` (ESC Z).
 
-        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
+        Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
         if command not in COMMANDS:
             raise DriverError(f"driver 'sartorius-sbi' does not support request {command!r}")

@@ -46,7 +46,7 @@ from pydantic import Field, field_validator
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, FrameError, Reading, ReadingStatus
-from drivers.serialport import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
+from drivers.serial.port import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class AsciiLineDriver(SerialLineDriver[AsciiLineConfig]):
         """``request("read")`` sends the request string and awaits the answer; any other
         name sends the configured command of that name without awaiting anything.
 
-        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
+        Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
         if command == "read":
             if self.requester is None or self._request_bytes is None:

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, FrameError, Reading
-from drivers.serialport import SerialDriverConfig, SerialLineDriver
+from drivers.serial.port import SerialDriverConfig, SerialLineDriver
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class MitutoyoDriver(SerialLineDriver[MitutoyoConfig]):
     def request(self, command: str, **kwargs: Any) -> None:
         """``request("read")`` asks the adapter for one reading (needs ``request`` configured).
 
-        Raises :class:`~drivers.serialport.LinkDown` when the port is not connected.
+        Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
         if command != "read":
             raise DriverError(f"driver 'mitutoyo' does not support request {command!r}")

@@ -46,7 +46,7 @@ from pydantic import Field
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading
-from drivers.serialport import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
+from drivers.serial.port import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class MitutoyoIdhDriver(SerialLineDriver[MitutoyoIdhConfig]):
         """``"read"`` asks for the configured ``read`` (``what="GX"`` for another one);
         ``"GN"``, ``"GX"``, ``"GM"``, ``"GW"`` ask for that one; ``"zero"`` sends ``CR``.
 
-        The answer arrives at the sink. Raises :class:`~drivers.serialport.LinkDown` when the
+        The answer arrives at the sink. Raises :class:`~drivers.serial.port.LinkDown` when the
         port is not connected.
         """
         unknown = set(kwargs) - ({"what"} if command == "read" else set())
