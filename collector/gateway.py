@@ -32,7 +32,7 @@ from collector.publisher import Publisher
 from collector.session import CommandError, Outcome, Station
 from collector.views import ViewHub
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Reading
+from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Item, Reading
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Gateway:
         self.operator_view: Any = None
         for sid, station in self.stations.items():
             self.views.update(sid, {**station.view(), "last": None, "message": ""})
-        self._queue: queue.SimpleQueue[Reading | DeviceEvent | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | _Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._clock = clock.SyncStatus()
@@ -153,7 +153,7 @@ class Gateway:
         self._stopped.set()
         log.info("gateway %s stopped", self.settings.id)
 
-    def submit(self, item: Reading | DeviceEvent) -> None:
+    def submit(self, item: Item) -> None:
         """The drivers' sink: thread-safe, never blocks a driver."""
         self._queue.put(item)
 
@@ -193,7 +193,7 @@ class Gateway:
         if name not in self.COMMANDS:
             raise CommandError(f"unknown command {name!r} (known: {', '.join(self.COMMANDS)})")
         call = _Call(station_id, name, dict(args), on_done)
-        self._queue.put(call)  # type: ignore[arg-type]
+        self._queue.put(call)
         return call
 
     def _config_in_force(self) -> None:
@@ -270,11 +270,17 @@ class Gateway:
             if now >= next_tick:
                 next_tick = now + 1.0
                 items.extend(_Call(sid, "check_idle", {}, None) for sid in self.stations)
+            flat: list[Any] = []
+            for i in items:
+                if isinstance(i, tuple):
+                    flat.extend(i)  # one poll cycle's readings
+                elif i is not None:
+                    flat.append(i)
             try:
-                self._process([i for i in items if i is not None])
+                self._process(flat)
             except Exception:
                 # a bug, not an expected fault: say so loudly, count what was in hand, keep going
-                self.stats.lost += sum(isinstance(i, Reading) for i in items)
+                self.stats.lost += sum(isinstance(i, Reading) for i in flat)
                 log.exception("internal error while processing %d item(s); they are counted as lost", len(items))
                 for call in items:
                     if isinstance(call, _Call) and not call.done.is_set():

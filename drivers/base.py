@@ -66,7 +66,14 @@ class DeviceEvent:
     timestamp_ns: int = field(default_factory=time.time_ns)
 
 
-Sink = Callable[[Reading | DeviceEvent], None]
+#: what a driver hands its sink: one reading, one device event, or every reading of one
+#: poll cycle at once (a PLC poll of 200 registers is one item, not 200, so the gateway
+#: judges and journals the cycle together)
+Item = Reading | DeviceEvent | tuple[Reading, ...]
+
+#: The gateway's sink may block while its bounded queue is full: a driver that polls then
+#: polls late (and reports the overrun), one that listens lets the OS buffer the line.
+Sink = Callable[[Item], None]
 
 
 class DriverError(Exception):
@@ -98,6 +105,9 @@ class Driver(ABC):
     name: ClassVar[str]
     #: the pydantic model that validates this driver's configuration
     config_model: ClassVar[type[DriverConfig]]
+    #: the protocol's frames are binary (Modbus registers): records carry ``raw`` as hex;
+    #: text protocols (gauges, scales, scanners) keep the frame as text
+    binary: ClassVar[bool] = False
 
     def __init__(self, config: DriverConfig) -> None:
         self.config = config
@@ -128,7 +138,7 @@ class Driver(ABC):
         """
         return None
 
-    def emit(self, item: Reading | DeviceEvent) -> None:
+    def emit(self, item: Item) -> None:
         sink = self._sink
         if sink is not None:
             sink(item)
