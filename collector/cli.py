@@ -15,7 +15,7 @@ from typing import Any
 
 from collector import config as config_mod
 from collector.errors import CollectorError, ConfigError
-from collector.trace import TraceFilter
+from collector.evidence.trace import TraceFilter
 
 log = logging.getLogger("collector")
 
@@ -68,7 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from collector.gateway import Gateway
+    from collector.gateway.daemon import Gateway
 
     cfg = _load(args.config, "gateway")
     assert cfg.gateway is not None
@@ -115,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recorder(args: argparse.Namespace) -> int:
-    from collector.recorder import Recorder
+    from collector.recorder.daemon import Recorder
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "recorder", "influxdb")
@@ -148,7 +148,7 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from collector.dashboard import Dashboard
+    from collector.dashboard.app import Dashboard
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "dashboard", "influxdb")
@@ -165,7 +165,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from collector.dashboard import hash_password
+    from collector.dashboard.app import hash_password
 
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -182,8 +182,8 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from collector.evidence.trace import trace, write_csv, write_json
     from collector.store.factory import open_store
-    from collector.trace import trace, write_csv, write_json
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
@@ -201,7 +201,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         )
     store = open_store(cfg.influxdb)
     try:
-        from collector.report import with_related
+        from collector.evidence.report import with_related
 
         # the complete history: invalidations and dispositions written without the part's
         # context are found by the ids they point at
@@ -216,7 +216,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
-    from collector.export_dfq import dfq_files, encode_dfq, write_dfq_files
+    from collector.evidence.dfq import dfq_files, encode_dfq, write_dfq_files
 
     files = dfq_files(records, descriptions={p.part_number: p.description for p in cfg.plans if p.description})
     if not files:
@@ -240,7 +240,7 @@ def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argp
 def cmd_impact(args: argparse.Namespace) -> int:
     from decimal import Decimal, InvalidOperation
 
-    from collector.impact import format_impact, impact, impact_json
+    from collector.evidence.impact import format_impact, impact, impact_json
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "influxdb")
@@ -264,10 +264,10 @@ def cmd_impact(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from collector.report import part_report_html, with_related
+    from collector.evidence.report import part_report_html, with_related
+    from collector.evidence.trace import trace
+    from collector.evidence.verify import verify
     from collector.store.factory import open_store
-    from collector.trace import trace
-    from collector.verify import verify
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
@@ -295,8 +295,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from collector.evidence.verify import format_report, verify
     from collector.store.factory import open_store
-    from collector.verify import format_report, verify
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None

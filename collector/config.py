@@ -32,9 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from collector.auth import DashboardSettings
 from collector.errors import ConfigError
-from collector.models import Gauge, InspectionPlan
+from collector.inspection.models import Gauge, InspectionPlan
+from collector.people.accounts import DashboardSettings
 from drivers import registry
 from drivers.base import DriverConfig
 

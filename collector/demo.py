@@ -28,14 +28,14 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import config as config_mod
-from collector import units
-from collector.gateway import Gateway
-from collector.models import Characteristic
-from collector.recorder import Recorder
-from collector.services import InfluxD, Mosquitto, free_port
+from collector.evidence.trace import TraceFilter, trace
+from collector.evidence.verify import format_report, verify
+from collector.gateway.daemon import Gateway
+from collector.inspection import units
+from collector.inspection.models import Characteristic
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
-from collector.trace import TraceFilter, trace
-from collector.verify import format_report, verify
+from collector.testing.services import InfluxD, Mosquitto, free_port
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 from simulators.mt_sics import MtSicsSimulator
 from simulators.mt_sics import Scenario as ScaleScenario

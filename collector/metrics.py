@@ -8,7 +8,7 @@ Metrics
     counters as they are, and nothing is computed between scrapes.
 
     :func:`gateway_metrics` and :func:`recorder_metrics` build the families from a running
-    :class:`~collector.gateway.Gateway` / :class:`~collector.recorder.Recorder`. Every
+    :class:`~collector.gateway.daemon.Gateway` / :class:`~collector.recorder.daemon.Recorder`. Every
     gateway family carries a ``gateway`` label and every recorder family a ``recorder``
     label, so that series from several processes stay apart in a federated Prometheus.
     Loss is never silent (DESIGN.md): ``collector_gateway_lost_total``,
@@ -49,12 +49,12 @@ from urllib.parse import quote
 
 from collector import clock
 from collector.errors import CollectorError
-from collector.records import format_utc_us
+from collector.inspection.records import format_utc_us
 
 if TYPE_CHECKING:
     from collector.config import Config
-    from collector.gateway import Gateway
-    from collector.recorder import Recorder
+    from collector.gateway.daemon import Gateway
+    from collector.recorder.daemon import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from collector.config import Config
-from collector.models import Alert, Characteristic, Gauge, InspectionPlan, InspectionRecord
+from collector.inspection.models import Alert, Characteristic, Gauge, InspectionPlan, InspectionRecord
 from drivers import registry
 from drivers.base import Reading
 

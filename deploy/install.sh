@@ -135,7 +135,7 @@ build_venv() {
     # cannot write it at run time).
     "$build/bin/python" -m compileall -q -f -j 0 -s "$build" -p "$final" "$build/lib" >/dev/null
     # It must work before it replaces the running version.
-    "$build/bin/python" -c 'import collector.cli, collector.gateway, collector.recorder' \
+    "$build/bin/python" -c 'import collector.cli, collector.gateway.daemon, collector.recorder.daemon' \
         || die "the new virtual environment does not work; the installed version is unchanged"
     if [ -d "$root$final" ]; then
         rm -rf "$root$final.old"

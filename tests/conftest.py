@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.services import InfluxD, Mosquitto, ServiceUnavailable, find_binary
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import InfluxD, Mosquitto, ServiceUnavailable, find_binary
 
 
 def require_binary(name: str) -> str:

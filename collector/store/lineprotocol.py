@@ -55,7 +55,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from collector.records import parse_utc_us
+from collector.inspection.records import parse_utc_us
 
 #: record kind -> measurement name: values, part verdicts, and everything else that
 #: happened (refusals, invalidations, nonconformances, dispositions, audit events)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write Mosquitto's ACL file for the collector: who may publish and read which topics.
 
-Topics (collector/mqtt.py): ``<prefix>/<site>/<line>/<station>/{record,alert,status,
+Topics (collector/mqtt/topics.py): ``<prefix>/<site>/<line>/<station>/{record,alert,status,
 command,command/reply}``, ``<prefix>/gateways/<id>/{status,stored}``,
 ``<prefix>/recorders/<client id>/status`` and ``<prefix>/dead-letter``.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.services import EXTRA_BINARY_DIRS
+from collector.testing.services import EXTRA_BINARY_DIRS
 from tests.pipeline.conftest import caliper, stack_config  # noqa: F401 - fixtures for this folder
 
 REPO = Path(__file__).resolve().parents[2]

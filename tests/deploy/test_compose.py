@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from collector import config as config_mod
-from collector.models import RecordKind, Verdict
-from collector.services import Mosquitto
+from collector.inspection.models import RecordKind, Verdict
 from collector.store.lineprotocol import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
@@ -30,6 +29,7 @@ from collector.store.lineprotocol import (
     STRING_FIELDS,
     TAG_KEYS,
 )
+from collector.testing.services import Mosquitto
 from tests.deploy.conftest import DEPLOY, need
 
 COMPOSE = DEPLOY / "compose"

@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
             importlib.import_module(mod.name)
     from pathlib import Path
     from collector import clock, config
-    from collector.journal import Journal
+    from collector.gateway.journal import Journal
     from collector.metrics import MetricsServer, Metric, journal_status
     tmp = Path(sys.argv[1])
     example = Path(sys.argv[2]).read_text()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from collector.errors import StoreError
-from collector.services import InfluxD
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import InfluxD
 from tests.conftest import require_binary
 from tests.deploy.conftest import DEPLOY, need
 

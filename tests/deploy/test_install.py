@@ -225,7 +225,7 @@ def test_upgrade_keeps_config_secrets_and_journal_then_uninstall(installed: Inst
     assert not installed.path(f"{PREFIX}/venv.old").exists()
     assert not installed.path(f"{PREFIX}/venv.new").exists()
     venv_python = installed.path(f"{PREFIX}/venv/bin/python")
-    assert subprocess.run([str(venv_python), "-c", "import collector.gateway"], timeout=60).returncode == 0
+    assert subprocess.run([str(venv_python), "-c", "import collector.gateway.daemon"], timeout=60).returncode == 0
 
     env = dict(os.environ, DESTDIR=str(installed.root))
     out = subprocess.run(["bash", str(DEPLOY / "uninstall.sh")], env=env, capture_output=True, text=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from collector import config as config_mod
-from collector.gateway import Gateway
-from collector.journal import Journal
+from collector.gateway.daemon import Gateway
+from collector.gateway.journal import Journal
 from collector.metrics import (
     CONTENT_TYPE,
     Metric,
@@ -31,7 +31,7 @@ from collector.metrics import (
     run_status,
     status_text,
 )
-from collector.recorder import Recorder
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for

@@ -33,10 +33,10 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import config as config_mod
-from collector.gateway import Gateway
-from collector.recorder import Recorder
-from collector.services import InfluxD, Mosquitto, free_port
+from collector.gateway.daemon import Gateway
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
+from collector.testing.services import InfluxD, Mosquitto, free_port
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.conftest import require_binary
 from tests.deploy.conftest import DEPLOY, need

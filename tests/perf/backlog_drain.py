@@ -8,8 +8,8 @@ What it does:
 
 1. fills a fresh gateway journal with ``--records`` sealed measurement records, as a
    gateway does while its broker is away (the fill is not timed: it is the outage);
-2. starts a real Mosquitto (``collector.services.Mosquitto``) on a free loopback port and
-   a :class:`collector.publisher.Publisher` on that journal;
+2. starts a real Mosquitto (``collector.testing.services.Mosquitto``) on a free loopback port and
+   a :class:`collector.gateway.publisher.Publisher` on that journal;
 3. times from the publisher's start until every record is acknowledged by the broker and
    marked delivered (``journal.backlog() == 0``), sampling the process's resident memory
    every 0.2 s, so a backlog read into memory would show as growth.
@@ -36,12 +36,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from collector.config import MqttSettings  # noqa: E402
-from collector.journal import Journal  # noqa: E402
-from collector.models import Characteristic  # noqa: E402
-from collector.publisher import Publisher  # noqa: E402
-from collector.records import measurement_record  # noqa: E402
-from collector.services import Mosquitto  # noqa: E402
-from collector.tolerance import judge  # noqa: E402
+from collector.gateway.journal import Journal  # noqa: E402
+from collector.gateway.publisher import Publisher  # noqa: E402
+from collector.inspection.models import Characteristic  # noqa: E402
+from collector.inspection.records import measurement_record  # noqa: E402
+from collector.inspection.tolerance import judge  # noqa: E402
+from collector.testing.services import Mosquitto  # noqa: E402
 from drivers.base import Reading  # noqa: E402
 
 CHAR = Characteristic(

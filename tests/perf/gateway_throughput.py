@@ -8,7 +8,7 @@ Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
 
 What it does:
 
-1. starts a real Mosquitto (``collector.services.Mosquitto``) on a free loopback port,
+1. starts a real Mosquitto (``collector.testing.services.Mosquitto``) on a free loopback port,
    with its data in a temporary directory;
 2. builds a gateway configuration (one station, a plan of five characteristics, one
    gauge, one Mitutoyo device with a dummy port) and a ``Gateway(config,
@@ -69,8 +69,8 @@ if str(REPO) not in sys.path:  # run as a script from a checkout, installed or n
     sys.path.insert(0, str(REPO))
 
 from collector import config as config_mod  # noqa: E402
-from collector.gateway import Gateway  # noqa: E402
-from collector.services import Mosquitto, ServiceError  # noqa: E402
+from collector.gateway.daemon import Gateway  # noqa: E402
+from collector.testing.services import Mosquitto, ServiceError  # noqa: E402
 from drivers.base import DeviceEvent, EventKind, Reading  # noqa: E402
 
 log = logging.getLogger("bench.gateway_throughput")

@@ -5,7 +5,7 @@ Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
     .venv/bin/python tests/perf/recorder_throughput.py [--records 200000] [--batch-size 5000]
 
 What it does: fills a gateway journal with sealed measurement records (not timed), starts
-a real Mosquitto and InfluxDB (``collector.services``), a recorder (shared subscription,
+a real Mosquitto and InfluxDB (``collector.testing.services``), a recorder (shared subscription,
 schema and hash validation of every record, batched line-protocol writes, manual acks,
 end-to-end confirmations) and a publisher on the journal, and times from the publisher's
 start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 from backlog_drain import fill  # noqa: E402
 
 from collector import config as config_mod  # noqa: E402
-from collector.journal import Journal  # noqa: E402
-from collector.publisher import Publisher  # noqa: E402
-from collector.recorder import Recorder  # noqa: E402
-from collector.services import InfluxD, Mosquitto  # noqa: E402
+from collector.gateway.journal import Journal  # noqa: E402
+from collector.gateway.publisher import Publisher  # noqa: E402
+from collector.recorder.daemon import Recorder  # noqa: E402
 from collector.store.factory import open_store  # noqa: E402
+from collector.testing.services import InfluxD, Mosquitto  # noqa: E402
 
 
 def main() -> int:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from collector import config as config_mod
-from collector.services import InfluxD, Mosquitto
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from collector import config as config_mod
-from collector.dashboard import Dashboard, DashboardSettings, DashboardUser, hash_password
-from collector.gateway import Gateway
-from collector.recorder import Recorder
+from collector.dashboard.app import Dashboard, DashboardSettings, DashboardUser, hash_password
+from collector.evidence.trace import TraceFilter, trace
+from collector.gateway.daemon import Gateway
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
-from collector.trace import TraceFilter, trace
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.conftest import require_binary
 from tests.helpers import wait_for
@@ -230,10 +230,10 @@ def test_alerts_live_acknowledgement_station_status_and_traceability(
         assert any(record_id in line and "12.035" in line for line in lines[1:])
         exported = sam.request.get(dashboard.url + str(sam.locator("#export-json").get_attribute("href")))
         assert [r["id"] for r in exported.json()] == [r["id"] for r in expected_rows]
-        if "dfq" in dashboard.exporters:  # collector.export_dfq is installed: the hook serves it
+        if "dfq" in dashboard.exporters:  # collector.evidence.dfq is installed: the hook serves it
             dfq = sam.request.get(dashboard.url + str(sam.locator("#export-dfq").get_attribute("href")))
             assert dfq.status == 200 and "K1001 HX-4711" in dfq.text(), dfq.text()
-        if dashboard.part_report is not None:  # collector.report is installed: serials link to it
+        if dashboard.part_report is not None:  # collector.evidence.report is installed: serials link to it
             report = sam.request.get(dashboard.url + str(sam.locator("#part-report").get_attribute("href")))
             assert report.status == 200 and "HX000001" in report.text()
         shot = screenshot_dir / "dashboard-trace.png"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from collector import cli
-from collector.gateway import Gateway
-from collector.recorder import Recorder
+from collector.gateway.daemon import Gateway
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from simulators.mitutoyo import MitutoyoSimulator

@@ -10,11 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from collector.config import Config
-from collector.gateway import Gateway
-from collector.recorder import Recorder
-from collector.services import Mosquitto
+from collector.gateway.daemon import Gateway
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
 from tests.pipeline.conftest import Daemon, all_records, count_all, count_points, stored_seqs

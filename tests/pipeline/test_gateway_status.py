@@ -14,9 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector import mqtt as topics
-from collector.gateway import Gateway
-from collector.services import Mosquitto
+from collector.gateway.daemon import Gateway
+from collector.mqtt import topics
+from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
 from tests.pipeline.conftest import Daemon
@@ -89,7 +89,7 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
         db = gateway.journal._db
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
-        with caplog.at_level(logging.ERROR, logger="collector.gateway"):
+        with caplog.at_level(logging.ERROR, logger="collector.gateway.daemon"):
             for v in ("12.01", "12.02", "12.03"):  # enough readings to need new pages
                 for _ in range(40):
                     caliper.send_value(Decimal(v))
@@ -105,7 +105,7 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
         wait_for(lambda: gateway.stats.measurements == stored + 1, what="recording resumes")
     finally:
         gateway.stop()
-    from collector.journal import Journal
+    from collector.gateway.journal import Journal
 
     journal = Journal(cfg.gateway.journal, "gw-test-1")
     try:
@@ -121,7 +121,7 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
 
 
 def test_recorder_status_is_retained_online_then_offline(stack_config, broker: Mosquitto, topic_prefix: str) -> None:
-    from collector.recorder import Recorder
+    from collector.recorder.daemon import Recorder
     from collector.store.factory import open_store
 
     _, cfg = stack_config()

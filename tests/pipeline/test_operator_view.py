@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from collector import config as config_mod
-from collector.gateway import Gateway
-from collector.operator_view import MAX_BODY, OperatorView
-from collector.recorder import Recorder
-from collector.services import InfluxD, Mosquitto
+from collector.gateway.daemon import Gateway
+from collector.gateway.operator_view import MAX_BODY, OperatorView
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.conftest import require_binary
 from tests.helpers import wait_for

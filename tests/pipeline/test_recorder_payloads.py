@@ -10,14 +10,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector import mqtt as topics
-from collector.models import Characteristic
-from collector.recorder import Recorder
-from collector.records import GENESIS_HASH, measurement_record, seal
-from collector.services import Mosquitto
+from collector.inspection.models import Characteristic
+from collector.inspection.records import GENESIS_HASH, measurement_record, seal
+from collector.inspection.tolerance import judge
+from collector.mqtt import topics
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
-from collector.tolerance import judge
+from collector.testing.services import Mosquitto
 from drivers.base import Reading
 from tests.helpers import wait_for
 from tests.pipeline.conftest import count_points, stored_seqs

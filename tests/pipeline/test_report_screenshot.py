@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.report import part_report_html
+from collector.evidence.report import part_report_html
 from tests.conftest import require_binary
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dfq" / "hx4711_remeasure_invalidation" / "records.json"

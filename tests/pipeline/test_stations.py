@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from collector import config as config_mod
-from collector.gateway import Gateway
-from collector.recorder import Recorder
-from collector.services import InfluxD, Mosquitto
+from collector.evidence.trace import TraceFilter, trace
+from collector.gateway.daemon import Gateway
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
-from collector.trace import TraceFilter, trace
+from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from simulators.mt_sics import MtSicsSimulator
 from simulators.mt_sics import Scenario as ScaleScenario

@@ -17,12 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import cli
 from collector import config as config_mod
-from collector import mqtt as topics
-from collector.gateway import Gateway
-from collector.recorder import Recorder
-from collector.services import Mosquitto
+from collector.gateway.daemon import Gateway
+from collector.mqtt import topics
+from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
+from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
 from tests.pipeline.conftest import count_all

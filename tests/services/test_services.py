@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.services import (
+from collector.testing.services import (
     InfluxD,
     Mosquitto,
     ServiceError,
@@ -226,7 +226,7 @@ def test_a_taken_port_of_our_own_choice_is_replaced(tmp_path: Path, monkeypatch:
         def first_taken() -> int:
             return next(ports, None) or real_free_port()
 
-        monkeypatch.setattr("collector.services.free_port", first_taken)
+        monkeypatch.setattr("collector.testing.services.free_port", first_taken)
         with Mosquitto(tmp_path / "m") as server:
             assert server.port != taken.getsockname()[1] and port_open(server.port)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from collector.models import Characteristic
-from collector.records import GENESIS_HASH, format_utc_us, measurement_record, seal
-from collector.tolerance import judge
+from collector.inspection.models import Characteristic
+from collector.inspection.records import GENESIS_HASH, format_utc_us, measurement_record, seal
+from collector.inspection.tolerance import judge
 from drivers.base import Reading
 
 #: a fixed, recent instant: inside InfluxDB's default (infinite) retention, easy to read

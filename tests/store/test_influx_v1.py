@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from collector.errors import StoreError
-from collector.records import GENESIS_HASH
-from collector.services import InfluxD, free_port
+from collector.inspection.records import GENESIS_HASH
 from collector.store import influx_v1
 from collector.store.base import Row, quote_literal
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.lineprotocol import FLOAT_FIELDS, expected_fields, mismatches, record_line, timestamp_us
+from collector.testing.services import InfluxD, free_port
 
 pytestmark = pytest.mark.services
 

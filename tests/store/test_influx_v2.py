@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from collector.errors import StoreError
-from collector.services import free_port
 from collector.store.influx_v2 import InfluxV2Store
 from collector.store.lineprotocol import record_line
+from collector.testing.services import free_port
 
 TOKEN = "tok-9f8e7d-secret"
 ORG = "acme"

@@ -18,7 +18,7 @@ import pydantic
 import pytest
 
 from collector.config import Config, MqttSettings
-from collector.dashboard import (
+from collector.dashboard.app import (
     Auth,
     Dashboard,
     DashboardSettings,
@@ -126,7 +126,7 @@ def users() -> list[DashboardUser]:
 def test_sign_in_makes_a_random_session_that_expires(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     auth = Auth(users(), ttl=60, clock=clock)
-    caplog.set_level(logging.INFO, "collector.dashboard")
+    caplog.set_level(logging.INFO, "collector.dashboard.app")
     s1 = auth.login("sam", "sam-pw", "10.0.0.5")
     s2 = auth.login("sam", "sam-pw", "10.0.0.5")
     assert s1 is not None and s2 is not None
@@ -145,7 +145,7 @@ def test_sign_in_makes_a_random_session_that_expires(caplog: pytest.LogCaptureFi
 
 def test_a_failed_sign_in_is_one_line_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
     auth = Auth(users(), ttl=60)
-    caplog.set_level(logging.INFO, "collector.dashboard")
+    caplog.set_level(logging.INFO, "collector.dashboard.app")
     assert auth.login("sam", "guess-1", "10.0.0.9") is None
     assert auth.login("mallory", "guess-2", "10.0.0.9") is None
     lines = [r.getMessage() for r in caplog.records]

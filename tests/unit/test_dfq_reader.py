@@ -2,7 +2,7 @@
 
 The reader below is written from the format description alone (the Q-DAS AQDEF section
 of the project's protocol reference), not from the exporter: it imports nothing of
-``collector.export_dfq`` but the functions under test, and keeps its own code tables. It
+``collector.evidence.dfq`` but the functions under test, and keeps its own code tables. It
 reads the file's bytes, as a statistics tool would, and accepts both value line forms
 the description names (``Kxxxx/n value`` and the compact 0x14 / 0x0F form). Its own
 correctness is checked first, on hand-written files.
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from collector.export_dfq import dfq_files, encode_dfq, to_dfq
+from collector.evidence.dfq import dfq_files, encode_dfq, to_dfq
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dfq"
 

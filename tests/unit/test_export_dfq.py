@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from collector.export_dfq import (
+from collector.evidence.dfq import (
     CLASS_CODES,
     REASON_CODES,
     DfqError,
@@ -25,7 +25,7 @@ from collector.export_dfq import (
     to_dfq,
     write_dfq_files,
 )
-from collector.models import Criticality, ReasonForTest
+from collector.inspection.models import Criticality, ReasonForTest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dfq"
 LINE = re.compile(r"K(\d{4})(?:/(\d+))? (.*)")

@@ -34,12 +34,12 @@ from typing import Any
 
 import pytest
 
-from collector import records as rec
-from collector.impact import AMBIGUOUS, ImpactError, ImpactReport, format_impact, impact, impact_json, rejudge
-from collector.models import Characteristic, Criticality, Rounding
+from collector.evidence.impact import AMBIGUOUS, ImpactError, ImpactReport, format_impact, impact, impact_json, rejudge
+from collector.inspection import records as rec
+from collector.inspection.models import Characteristic, Criticality, Rounding
+from collector.inspection.tolerance import judge
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.lineprotocol import record_line
-from collector.tolerance import judge
 from drivers.base import Reading
 
 D1 = Characteristic(

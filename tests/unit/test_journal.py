@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from collector.errors import JournalError, JournalFull
-from collector.journal import Journal
-from collector.records import GENESIS_HASH, parse_utc_us, recompute_hash, sign, uuid7
+from collector.gateway.journal import Journal
+from collector.inspection.records import GENESIS_HASH, parse_utc_us, recompute_hash, sign, uuid7
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_795_000_000_000_000  # a fixed epoch in microseconds
@@ -368,8 +368,8 @@ def test_full_disk_raises_leaves_drafts_unsealed_and_continues_without_gap(
 WRITER = textwrap.dedent(
     """
     import sys
-    from collector.journal import Journal
-    from collector.records import uuid7
+    from collector.gateway.journal import Journal
+    from collector.inspection.records import uuid7
 
     j = Journal(sys.argv[1], "gw-crash")
     n = 0

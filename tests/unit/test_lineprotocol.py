@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.models import Characteristic
-from collector.records import GENESIS_HASH, format_utc_us, measurement_record, parse_utc_us, seal
+from collector.inspection.models import Characteristic
+from collector.inspection.records import GENESIS_HASH, format_utc_us, measurement_record, parse_utc_us, seal
+from collector.inspection.tolerance import judge
 from collector.store.lineprotocol import (
     FIELD_COLUMNS,
     FLOAT_FIELDS,
@@ -28,7 +29,6 @@ from collector.store.lineprotocol import (
     record_line,
     timestamp_us,
 )
-from collector.tolerance import judge
 from drivers.base import Reading
 
 CHAR = Characteristic(

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from collector.models import RECORD_ADAPTER, Characteristic
-from collector.records import (
+from collector.inspection.models import RECORD_ADAPTER, Characteristic
+from collector.inspection.records import (
     GENESIS_HASH,
     canonical_bytes,
     chain_hash,
@@ -29,7 +29,7 @@ from collector.records import (
     sign,
     uuid7,
 )
-from collector.tolerance import judge
+from collector.inspection.tolerance import judge
 from drivers.base import Reading
 
 D = Decimal

@@ -2,7 +2,7 @@
 
 Records come from the DFQ golden case (``tests/golden/dfq/hx4711_remeasure_invalidation``:
 real sealed records of three serials) and from records built here with
-``collector.records``. The page is parsed with the standard library's HTML parser, so the
+``collector.inspection.records``. The page is parsed with the standard library's HTML parser, so the
 checks look at elements and attributes rather than at substrings of the text.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from collector import records as rec
-from collector.models import Characteristic
-from collector.report import ReportError, check_chain, part_report_html, with_related
+from collector.evidence.report import ReportError, check_chain, part_report_html, with_related
+from collector.evidence.trace import TraceFilter, trace
+from collector.evidence.verify import Finding, GatewayChain, Report
+from collector.inspection import records as rec
+from collector.inspection.models import Characteristic
+from collector.inspection.tolerance import judge
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.lineprotocol import record_line
-from collector.tolerance import judge
-from collector.trace import TraceFilter, trace
-from collector.verify import Finding, GatewayChain, Report
 from drivers.base import Reading
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dfq" / "hx4711_remeasure_invalidation" / "records.json"

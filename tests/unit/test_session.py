@@ -12,10 +12,10 @@ import pytest
 
 from collector import config as config_mod
 from collector.config import CalibrationPolicy, Config
-from collector.journal import Journal
-from collector.models import RECORD_ADAPTER
-from collector.records import format_utc_us
-from collector.session import Outcome, Refusal, ScanError, Station
+from collector.gateway.journal import Journal
+from collector.inspection.models import RECORD_ADAPTER
+from collector.inspection.records import format_utc_us
+from collector.inspection.station import Outcome, Refusal, ScanError, Station
 from drivers.base import Reading, ReadingStatus
 
 D = Decimal

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.spc import (
+from collector.inspection.spc import (
     C4,
     D2,
     NELSON,

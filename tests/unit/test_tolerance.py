@@ -14,10 +14,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from collector import units
 from collector.errors import SpecificationError
-from collector.models import Characteristic, Rounding, Verdict
-from collector.tolerance import judge, round_to
+from collector.inspection import units
+from collector.inspection.models import Characteristic, Rounding, Verdict
+from collector.inspection.tolerance import judge, round_to
 
 D = Decimal
 

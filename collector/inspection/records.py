@@ -23,8 +23,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from collector.models import SCHEMA_VERSION, Characteristic
-from collector.tolerance import Judgement
+from collector.inspection.models import SCHEMA_VERSION, Characteristic
+from collector.inspection.tolerance import Judgement
 from drivers.base import Reading
 
 GENESIS_HASH = "0" * 64

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import JournalError, JournalFull
-from collector.records import GENESIS_HASH, Record, format_utc_us, seal
+from collector.inspection.records import GENESIS_HASH, Record, format_utc_us, seal
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Specification-side models (characteristic, plan, gauge) are pydantic models validated
 once, when the configuration is loaded. The record-side models (:class:`InspectionRecord`,
 :class:`Alert`) describe the JSON payloads; the gateway builds records as plain dicts in
-the hot path (see :mod:`collector.records`) and the recorder validates every payload it
+the hot path (see :mod:`collector.inspection.records`) and the recorder validates every payload it
 receives against these models. The JSON Schemas under ``config/schemas/`` are generated
 from this module (``collector schemas``).
 """
@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from collector import units
+from collector.inspection import units
 from drivers.base import Reading
 
 SCHEMA_VERSION = 1
@@ -155,7 +155,7 @@ class SpcSettings(_Frozen):
     def _both(self) -> SpcSettings:
         if (self.centre is None) != (self.sigma is None):
             raise ValueError("give centre and sigma together, or neither (then the baseline sets them)")
-        from collector.spc import RuleSet
+        from collector.inspection.spc import RuleSet
 
         RuleSet.parse(self.rules, run_length=self.run_length)  # fail at load time, not at the first value
         return self
@@ -260,7 +260,7 @@ class InspectionRecord(_PartContext):
 
     ``hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record))`` where the
     canonical bytes are the record without ``hash`` and ``signature`` as compact JSON with
-    sorted keys (see :func:`collector.records.canonical_bytes`). A re-measure is a new
+    sorted keys (see :func:`collector.inspection.records.canonical_bytes`). A re-measure is a new
     record whose ``supersedes`` names the earlier one, with the ``reason``.
     """
 

@@ -174,7 +174,7 @@ def _spec(record: Mapping[str, Any]) -> tuple[object, ...]:
 def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = None) -> str:
     """The DFQ text (``\\n`` line ends) for the measurement records of ONE part number and revision.
 
-    ``records`` is what :func:`collector.trace.trace` returns (all kinds; only measurements
+    ``records`` is what :func:`collector.evidence.trace.trace` returns (all kinds; only measurements
     become values, invalidations mark their targets). Raises :class:`DfqError` when the
     measurements span several part numbers or revisions (use :func:`dfq_files`), when
     there are none, or when the text cannot be written faithfully.

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from collector import clock
-from collector import mqtt as topics
 from collector.config import Config
 from collector.errors import CollectorError, ConfigError, JournalError, JournalFull
-from collector.journal import Journal, Sealed
-from collector.publisher import Publisher
-from collector.session import CommandError, Outcome, Station
-from collector.views import ViewHub
+from collector.gateway.journal import Journal, Sealed
+from collector.gateway.publisher import Publisher
+from collector.gateway.views import ViewHub
+from collector.inspection.station import CommandError, Outcome, Station
+from collector.mqtt import topics
 from drivers import registry
 from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Item, Reading
 
@@ -127,7 +127,7 @@ class Gateway:
         )
         self._config_in_force()
         if self.settings.operator_view is not None:
-            from collector.operator_view import OperatorView
+            from collector.gateway.operator_view import OperatorView
 
             self.operator_view = OperatorView(self, self.settings.operator_view.bind, self.settings.operator_view.port)
             self.operator_view.start()

@@ -1,6 +1,6 @@
 """Dashboard users and their passwords: settings that are loaded with every configuration.
 
-Kept apart from :mod:`collector.dashboard` because :mod:`collector.config` needs these
+Kept apart from :mod:`collector.dashboard.app` because :mod:`collector.config` needs these
 models on every start of every daemon, and the dashboard's web server, MQTT client and
 exports would otherwise be imported (and held in memory) by gateways that never serve it.
 """

@@ -33,10 +33,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector import mqtt as topics
 from collector.config import MqttSettings
 from collector.errors import JournalError
-from collector.journal import Journal
+from collector.gateway.journal import Journal
+from collector.mqtt import client as mqtt_client
+from collector.mqtt import topics
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Publisher:
         self._retry_at = 0.0
         self._thread: threading.Thread | None = None
         client_id = settings.client_id or f"gateway-{gateway_id}"
-        self.client, self._props = topics.make_client(settings, client_id)
+        self.client, self._props = mqtt_client.make_client(settings, client_id)
         self.client.will_set(self._gateway_topic, self._status_payload("offline", lost=True), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -112,7 +113,7 @@ class Publisher:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        topics.connect_async(self.client, self.settings, self._props)
+        mqtt_client.connect_async(self.client, self.settings, self._props)
         self._thread = threading.Thread(target=self._run, name=f"publisher-{self.gateway_id}", daemon=True)
         self._thread.start()
 
@@ -150,7 +151,7 @@ class Publisher:
 
     # -- paho callbacks (network thread) ---------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if topics.reason_failed(reason):
+        if mqtt_client.reason_failed(reason):
             log.error("broker %s:%s refused the connection: %s", self.settings.host, self.settings.port, reason)
             return
         self.stats.connects += 1
@@ -188,7 +189,7 @@ class Publisher:
     def _settle(self, mid: int, span: tuple[int, int, float], reason: Any) -> None:
         with self._cond:
             first, last, sent = span
-            if topics.reason_failed(reason):
+            if mqtt_client.reason_failed(reason):
                 self.stats.refused += last - first + 1
                 # back off, then walk the journal again from the oldest undelivered record
                 self._retry_at = time.monotonic() + 5.0

@@ -16,7 +16,7 @@ That last check is made here, on exactly the records shown (:func:`check_chain`)
 payload is re-hashed, and where two shown records of one gateway have consecutive
 sequence numbers the later one's ``prev_hash`` must be the earlier one's hash. A serial's
 records are rarely contiguous in their gateway's chain (other parts are measured in
-between), so this cannot prove completeness; a :class:`collector.verify.Report` for the
+between), so this cannot prove completeness; a :class:`collector.evidence.verify.Report` for the
 same period, when given, covers that and is shown beside it.
 
 Every text taken from a record is HTML-escaped: serials, names and reasons come from
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.errors import CollectorError
-from collector.records import recompute_hash
+from collector.evidence.verify import Report
+from collector.inspection.records import recompute_hash
 from collector.store.base import Store, quote_literal
-from collector.verify import Report
 
 __all__ = [
     "ChainCheck",
@@ -239,7 +239,7 @@ def part_report_html(
 ) -> str:
     """The report page for the records of one serial (``trace()`` output, all kinds).
 
-    ``verification`` is a :class:`collector.verify.Report` (or its formatted text) from a
+    ``verification`` is a :class:`collector.evidence.verify.Report` (or its formatted text) from a
     store verification covering these records; the page always adds its own check of the
     records shown. Raises :class:`ReportError` for no records or several serials.
     """

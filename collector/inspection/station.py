@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from collector import records as rec
 from collector.config import CalibrationPolicy, DeviceSettings, PartContext, StationSettings
 from collector.errors import CollectorError, SpecificationError
-from collector.models import Characteristic, Gauge, GaugeStatus, InspectionPlan, ReasonForTest, Verdict
-from collector.records import Record
-from collector.spc import ControlLimits, RuleChecker, RuleSet
-from collector.tolerance import judge
+from collector.inspection import records as rec
+from collector.inspection.models import Characteristic, Gauge, GaugeStatus, InspectionPlan, ReasonForTest, Verdict
+from collector.inspection.records import Record
+from collector.inspection.spc import ControlLimits, RuleChecker, RuleSet
+from collector.inspection.tolerance import judge
 from drivers.base import Reading, ReadingStatus
 
 CONTEXT_KEYS = ("part_number", "serial", "lot", "work_order", "operator")

@@ -2,7 +2,7 @@
 limits and the Nelson / Western Electric run rules.
 
 Everything here is plain ``float`` arithmetic. Judging a single value against its
-tolerance is exact (``collector.tolerance`` works in :class:`~decimal.Decimal`), but a
+tolerance is exact (``collector.inspection.tolerance`` works in :class:`~decimal.Decimal`), but a
 capability index or a 3-sigma limit is an estimate whose own uncertainty dwarfs binary
 rounding, so inputs are accepted as anything with ``__float__`` (``Decimal`` included) and
 converted once. Non-finite inputs are refused: a NaN compares false with every limit and

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.records import recompute_hash, sign
+from collector.evidence.trace import TraceFilter, gateways, iter_gateway_rows
+from collector.inspection.records import recompute_hash, sign
 from collector.store.base import Store
 from collector.store.lineprotocol import mismatches
-from collector.trace import TraceFilter, gateways, iter_gateway_rows
 
 
 @dataclass

@@ -38,11 +38,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from collector import mqtt as topics
 from collector.config import Config, RecorderSettings
 from collector.errors import ConfigError, StoreError
-from collector.models import ALERT_ADAPTER, RECORD_ADAPTER
-from collector.records import recompute_hash
+from collector.inspection.models import ALERT_ADAPTER, RECORD_ADAPTER
+from collector.inspection.records import recompute_hash
+from collector.mqtt import client as mqtt_client
+from collector.mqtt import topics
 from collector.store.base import Store
 from collector.store.lineprotocol import alert_line, record_line
 
@@ -134,7 +135,7 @@ class Recorder:
         self._alert_subscription = f"$share/{self.settings.group}/{self.mqtt.topic_prefix}/+/+/+/alert"
         self._dead_topic = topics.dead_letter_topic(self.mqtt.topic_prefix)
         self._client_id = self.settings.client_id or f"recorder-{self.settings.group}-{os.uname().nodename}"
-        self.client, self._props = topics.make_client(
+        self.client, self._props = mqtt_client.make_client(
             self.mqtt, self._client_id, manual_ack=True, receive_maximum=self.settings.receive_maximum
         )
         self._status_topic = topics.recorder_status_topic(self.mqtt.topic_prefix, self._client_id)
@@ -157,7 +158,7 @@ class Recorder:
         log.info("recorder writing to %s, subscribing to %s", self.store.description, self._subscription)
         self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
         self._thread.start()
-        topics.connect_async(self.client, self.mqtt, self._props)
+        mqtt_client.connect_async(self.client, self.mqtt, self._props)
 
     def stop(self) -> None:
         """Finish the batch in hand (written and acknowledged), then disconnect.
@@ -182,7 +183,7 @@ class Recorder:
 
     # -- paho callbacks ----------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if topics.reason_failed(reason):
+        if mqtt_client.reason_failed(reason):
             log.error("broker %s:%s refused the connection: %s", self.mqtt.host, self.mqtt.port, reason)
             return
         log.info("connected to broker %s:%s", self.mqtt.host, self.mqtt.port)
@@ -201,7 +202,7 @@ class Recorder:
         return json.dumps(body).encode()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
-        if any(topics.reason_failed(r) for r in reasons):
+        if any(mqtt_client.reason_failed(r) for r in reasons):
             log.error("broker refused the subscription to %s: %s", self._subscription, reasons)
             return
         self.subscribed.set()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from collector.records import parse_utc_us
+from collector.inspection.records import parse_utc_us
 from collector.store.base import Store, quote_ident, quote_literal
 from collector.store.lineprotocol import MEASUREMENTS, TAG_KEYS
 

@@ -48,12 +48,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from collector import units
 from collector.errors import CollectorError, SpecificationError
-from collector.models import Characteristic, Rounding
-from collector.records import parse_utc_us
+from collector.inspection import units
+from collector.inspection.models import Characteristic, Rounding
+from collector.inspection.records import parse_utc_us
+from collector.inspection.tolerance import Judgement, judge
 from collector.store.base import Store, quote_literal
-from collector.tolerance import Judgement, judge
 
 __all__ = [
     "ImpactError",

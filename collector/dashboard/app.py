@@ -41,7 +41,7 @@ access from other machines, put a TLS reverse proxy in front and set ``secure_co
 
 Other modules can add trace export formats to :data:`EXPORTERS` (name -> function that
 writes records to a text stream) and a per-part report to :data:`PART_REPORT`; when
-``collector.export_dfq`` or ``collector.report`` exist at import time they are used.
+``collector.evidence.dfq`` or ``collector.evidence.report`` exist at import time they are used.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector import web
-from collector.auth import DashboardSettings, DashboardUser, hash_password, verify_password
 from collector.errors import CollectorError, StoreError
-from collector.records import parse_utc_us
+from collector.evidence.trace import TraceFilter, trace, write_csv, write_json
+from collector.inspection.records import parse_utc_us
+from collector.people.accounts import DashboardSettings, DashboardUser, hash_password, verify_password
 from collector.store.base import Store
-from collector.trace import TraceFilter, trace, write_csv, write_json
 from collector.web import RequestError
 
 if TYPE_CHECKING:
@@ -346,13 +346,13 @@ PART_REPORT: ReportFn | None = None
 
 
 def _dfq_exporter() -> Exporter | None:
-    """``collector.export_dfq`` when it exists, as an exporter of one DFQ file.
+    """``collector.evidence.dfq`` when it exists, as an exporter of one DFQ file.
 
     A download is one file, so the records must cover one part number and plan revision
     (``dfq_files`` makes one file per pair; more than one is refused with a hint).
     """
     try:
-        mod = importlib.import_module("collector.export_dfq")
+        mod = importlib.import_module("collector.evidence.dfq")
     except ImportError:
         return None
     files_fn = getattr(mod, "dfq_files", None)
@@ -384,9 +384,9 @@ def _dfq_exporter() -> Exporter | None:
 
 
 def _report_hook() -> ReportFn | None:
-    """``collector.report.part_report_html(records, verification=...)`` when it exists."""
+    """``collector.evidence.report.part_report_html(records, verification=...)`` when it exists."""
     try:
-        mod = importlib.import_module("collector.report")
+        mod = importlib.import_module("collector.evidence.report")
     except ImportError:
         return None
     fn = getattr(mod, "part_report_html", None)
@@ -413,7 +413,7 @@ def _verify_span(store: Store, records: list[Record]) -> Any:
     """The chain verification of the gateways and time span the part's records lie in."""
     if not records:
         return None
-    from collector.verify import verify
+    from collector.evidence.verify import verify
 
     times = [parse_utc_us(str(r["recorded_at"])) for r in records if r.get("recorded_at")]
     if not times:
@@ -884,10 +884,10 @@ class Dashboard(web.WebApp):
         self._acking: set[str] = set()
         self._pending_lock = threading.Lock()
         self._connected = threading.Event()
-        from collector import mqtt as topics  # imports collector.config (see above)
+        from collector.mqtt import client as mqtt_client
 
         client_id = settings.client_id or f"dashboard-{socket.gethostname()[:20]}-{secrets.token_hex(4)}"
-        self.client, self._props = topics.make_client(config.mqtt, client_id)
+        self.client, self._props = mqtt_client.make_client(config.mqtt, client_id)
         # a plain subscription in a short-lived session: it rides over a reconnect, and a
         # dashboard that is gone leaves nothing queued on the broker for long
         self._props.SessionExpiryInterval = 300
@@ -910,9 +910,9 @@ class Dashboard(web.WebApp):
     def start(self) -> None:
         if not self.start_server(_Handler):
             return
-        from collector import mqtt as topics
+        from collector.mqtt import client as mqtt_client
 
-        topics.connect_async(self.client, self.config.mqtt, self._props)
+        mqtt_client.connect_async(self.client, self.config.mqtt, self._props)
         targets: list[tuple[Callable[[], None], str]] = [
             (self._ticker, "dashboard-ticker"),
             (self._load_acks, "dashboard-acks"),
@@ -1001,9 +1001,9 @@ class Dashboard(web.WebApp):
         ]
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        from collector import mqtt as topics
+        from collector.mqtt import client as mqtt_client
 
-        if topics.reason_failed(reason):
+        if mqtt_client.reason_failed(reason):
             log.error("dashboard: broker %s refused the connection: %s", self.config.mqtt.host, reason)
             return
         client.subscribe(self._filters())

@@ -44,11 +44,11 @@ from urllib.parse import unquote
 
 from collector import web
 from collector.errors import CollectorError, JournalError
-from collector.session import CommandError, ScanError
+from collector.inspection.station import CommandError, ScanError
 from collector.web import RequestError
 
 if TYPE_CHECKING:
-    from collector.gateway import Gateway
+    from collector.gateway.daemon import Gateway
 
 log = logging.getLogger(__name__)
 

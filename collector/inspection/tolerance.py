@@ -2,7 +2,7 @@
 
 The rule, in the order applied:
 
-1. The value is converted exactly to the characteristic's unit (``collector.units``).
+1. The value is converted exactly to the characteristic's unit (``collector.inspection.units``).
 2. The converted value is rounded to the characteristic's ``decimals`` with the
    characteristic's rounding rule (ISO 80000-1 half-even by default, or half-up). This
    is the *judged value*; the unrounded value is kept beside it in the record.
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Literal
 
-from collector import units
 from collector.errors import SpecificationError
-from collector.models import Characteristic, Rounding, Verdict
+from collector.inspection import units
+from collector.inspection.models import Characteristic, Rounding, Verdict
 
 _ROUNDING = {Rounding.HALF_EVEN: ROUND_HALF_EVEN, Rounding.HALF_UP: ROUND_HALF_UP}
 _QUANTUM = [Decimal(1).scaleb(-n) for n in range(10)]

@@ -1,0 +1,7 @@
+"""What an inspection is: specifications, units, the tolerance rule, the station's workflow, SPC.
+
+The domain, with no I/O: models (characteristic, plan, gauge), units and exact conversion,
+the tolerance check, record drafts, the station (who measures which part against which
+plan), statistical process control. May import ``collector.errors`` and ``drivers.base``
+(the Reading it judges); never a daemon, a store, MQTT or the web.
+"""
