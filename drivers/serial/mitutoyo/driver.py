@@ -1,62 +1,30 @@
-"""Mitutoyo Digimatic gauges behind a USB / RS-232 interface adapter (USB-ITN, DP-1VR, U-WAVE).
-
-Each reading is one ASCII line ``CCA±VVVVVVVV`` + CR, e.g. ``01A+0000.123``: a two-digit
-channel, the letter ``A``, a sign, and eight characters of value with a floating decimal
-point. The unit is not on the wire; it comes from configuration.
+"""The ``mitutoyo`` driver: Digimatic interface adapters (USB-ITN, DP-1VR, U-WAVE receivers).
 
 Readings arrive when the operator presses DATA, or, with ``request`` (and optionally
-``poll_interval``) configured, when the driver asks for one. Anything that does not parse,
-adapter error lines (``#...``) included, becomes a ``BAD_FRAME`` event and never a value.
+``poll_interval``) configured, when the driver asks for one. The frame layout is in
+:mod:`.codec`; anything else is a ``BAD_FRAME`` event and never a value. Noise before a
+frame on the same line (line noise while the adapter is plugged in) is reported as a bad
+frame and the frame after it is read.
 
 Channel handling: the channel of every reading is the one in the frame. If ``channel`` is
-configured, frames of any other channel are reported as bad frames: a multiplexer on the
-port sending a channel nobody configured is a wiring or set-up fault worth seeing.
+configured, frames of any other channel are bad frames: a multiplexer sending a channel
+nobody configured is a wiring or set-up fault worth seeing.
 """
 
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from drivers import registry
-from drivers.base import DriverConfig, DriverError, FrameError, Reading
+from drivers.base import DriverConfig, DriverError, Reading
+from drivers.serial.frames import fixed_length
+from drivers.serial.mitutoyo.codec import FRAME_LENGTH, parse_frame
 from drivers.serial.port import SerialDriverConfig, SerialLineDriver
 
 log = logging.getLogger(__name__)
-
-FRAME_LENGTH = 12  # without the CR: the reference's "13 characters" count the terminator
-_DIGITS = frozenset(b"0123456789")
-
-
-def parse_frame(frame: bytes) -> tuple[str, Decimal]:
-    """Parse one frame without its terminator into ``(channel, value)``.
-
-    Surrounding ASCII whitespace is ignored; everything else must be exact. The value keeps
-    the gauge's resolution: ``01A-0012.340`` gives ``Decimal("-12.340")``.
-    Raises :class:`~drivers.base.FrameError` for anything that is not a reading.
-    """
-    body = frame.strip()
-    if body.startswith(b"#"):
-        raise FrameError("adapter error line", frame)
-    if len(body) != FRAME_LENGTH:
-        raise FrameError(f"expected {FRAME_LENGTH} characters, got {len(body)}", frame)
-    channel, letter, sign, digits = body[0:2], body[2:3], body[3:4], body[4:]
-    if not (channel[0] in _DIGITS and channel[1] in _DIGITS):
-        raise FrameError("channel is not two digits", frame)
-    if letter != b"A":
-        raise FrameError(f"expected 'A' after the channel, got {letter!r}", frame)
-    if sign not in (b"+", b"-"):
-        raise FrameError(f"bad sign {sign!r}", frame)
-    if digits.count(b".") > 1:
-        raise FrameError("more than one decimal point", frame)
-    if digits.startswith(b".") or digits.endswith(b"."):
-        raise FrameError("decimal point without digits on both sides", frame)
-    if any(b not in _DIGITS for b in digits.replace(b".", b"")):
-        raise FrameError("value is not decimal digits", frame)
-    return channel.decode("ascii"), Decimal((sign + digits).decode("ascii"))
 
 
 class MitutoyoConfig(SerialDriverConfig):
@@ -64,7 +32,7 @@ class MitutoyoConfig(SerialDriverConfig):
     #: the frame carries no unit
     unit: str = "mm"
     #: sent to ask the adapter for a reading, taken literally: write "1\r" in a double-quoted
-    #: YAML string so that \r becomes a carriage return
+    #: YAML string so that \r becomes a carriage return (adapter dependent; not in the manual)
     request: str | None = None
     #: seconds between requests; needs ``request``. Without it readings come from DATA presses.
     poll_interval: float | None = Field(default=None, gt=0)
@@ -105,16 +73,21 @@ class MitutoyoDriver(SerialLineDriver[MitutoyoConfig]):
 
     # -- Driver -----------------------------------------------------------------------------
 
+    def command_bytes(self, command: str, **kwargs: Any) -> bytes:
+        if command != "read" or kwargs:
+            return super().command_bytes(command, **kwargs)
+        if self._request_bytes is None:
+            raise DriverError(f"{self.device_id}: no request string configured")
+        return self._request_bytes
+
     def request(self, command: str, **kwargs: Any) -> None:
         """``request("read")`` asks the adapter for one reading (needs ``request`` configured).
 
         Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
-        if command != "read":
-            raise DriverError(f"driver 'mitutoyo' does not support request {command!r}")
-        if self.requester is None or self._request_bytes is None:
-            raise DriverError(f"{self.device_id}: no request string configured")
-        self.requester.send(self._request_bytes)
+        data = self.command_bytes(command, **kwargs)
+        assert self.requester is not None  # made with the request string
+        self.requester.send(data)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -128,11 +101,10 @@ class MitutoyoDriver(SerialLineDriver[MitutoyoConfig]):
 
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
         self._request_answered()  # any answer, even a bad one, shows the adapter heard the request
-        try:
-            channel, value = parse_frame(frame)
-        except FrameError as exc:
-            self._bad_frame(exc.reason, raw, timestamp_ns)
+        found = self._find(frame, raw, timestamp_ns, parse_frame, fixed_length(FRAME_LENGTH))
+        if found is None:
             return
+        (channel, value), raw = found
         if self.cfg.channel is not None and channel != self.cfg.channel:
             self._bad_frame(f"channel {channel} is not the configured {self.cfg.channel}", raw, timestamp_ns)
             return

@@ -1,159 +1,54 @@
-"""Generic line-based ASCII instruments: Ohaus balances, Sylvac gauges and their many cousins.
+"""The ``ascii`` driver: line-based ASCII instruments (Ohaus balances, Sylvac gauges and cousins).
 
 Many instruments speak the same shape of protocol: optionally send a request string, get
-one line of text back (or get lines pushed at the operator's key press), find a number in
-it. This driver is configured instead of programmed:
+one line of text back (or get lines pushed at the operator's key press), read a number in
+it. This driver is configured instead of programmed (the line rules are in :mod:`.codec`):
 
-* ``pattern`` is a Python regular expression matched against the whole line (``fullmatch``,
-  after surrounding whitespace is stripped). It must have a named group ``value``; it may
-  have ``unit``, ``channel``, and one of ``stable`` / ``unstable``.
+* ``pattern`` (required) is a Python regular expression matched against the whole line as
+  received, terminator cut off and nothing stripped. It must have a named group ``value``;
+  it may have ``unit``, ``channel``, and one of ``stable`` / ``unstable``. Write the
+  instrument's layout into it: field widths, sign position, the number of decimals, the
+  unit, the stability marker, so that a line that lost or gained a character in transit
+  does not match (the samples beside this module show how, citing their manuals).
 * Stability (``stable_when``):
 
   - pattern with an ``unstable`` group: the reading is UNSTABLE when that group matched
-    something (non-empty), OK otherwise. Ohaus: ``(?P<unstable>\\?)?`` for the trailing ``?``.
+    something (non-empty), OK otherwise. Ohaus: ``(?P<unstable>\\?)?`` for the ``?``.
   - pattern with a ``stable`` group and no ``stable_when``: OK when the group matched
     something, UNSTABLE when it did not take part or matched nothing.
   - pattern with a ``stable`` group and ``stable_when: S``: OK exactly when the group's
-    text (stripped) equals ``S``, UNSTABLE for any other text (e.g. ``S S 12.3 g`` vs
-    ``S D 12.3 g``).
+    text (stripped) equals ``S``, UNSTABLE for any other text.
   - neither group: the instrument says nothing about stability; every value is OK.
 
 * ``error_pattern`` (checked first): a matching line is an ERROR reading, value None, the
   line as error text. ``ignore_pattern`` (checked last): acknowledgements such as Ohaus's
   ``OK!`` that are neither values nor faults. A line matching none of the three patterns is
-  a ``BAD_FRAME`` event, never a value.
-* The value group must hold a plain decimal number: optional sign, spaces allowed between
-  the sign and the digits, digits with at most one decimal point. With ``decimal_comma``
-  the decimal separator is a comma and a point is refused (it would be a thousands
-  separator, which is never guessed at). The number keeps the instrument's digits exactly.
+  a ``BAD_FRAME`` event, never a value. Bytes no instrument prints (controls, 8-bit) before
+  a line that matches are reported as a bad frame and the line is read; no other repair is
+  tried, since a user pattern cannot tell a damaged line from a whole one.
 
-Lines are decoded as latin-1, so every byte is one character and units such as ``µm``
-(0xB5) survive. Requests and commands must be ASCII.
-
-Requests are awaited by :class:`~drivers.serialport.Requester` (the poll loop with response
-timeouts), which the Mitutoyo and Sartorius drivers use as well.
+Requests and commands must be ASCII; requests are awaited by
+:class:`~drivers.serial.port.Requester` (the poll loop with response timeouts).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from drivers import registry
-from drivers.base import DriverConfig, DriverError, FrameError, Reading, ReadingStatus
+from drivers.base import DriverConfig, DriverError, Reading
+from drivers.serial.ascii.codec import LineFormat, ParsedLine, compile_pattern, parse_line
+from drivers.serial.frames import after_noise
 from drivers.serial.port import TERMINATORS, SerialDriverConfig, SerialLineDriver, Terminator, TerminatorText
 
 log = logging.getLogger(__name__)
 
 #: groups the driver understands; any other named group is a typo worth failing on
 PATTERN_GROUPS = frozenset({"value", "unit", "channel", "stable", "unstable"})
-
-#: a signed decimal with an optional unit of letters (and %, µ, °)
-DEFAULT_PATTERN = r"(?P<value>[+-]?\s*\d+(?:[.,]\d+)?)\s*(?P<unit>[A-Za-z%µ°]+)?"
-
-_NUMBER = re.compile(r"([+-]?) *(\d+(?:\.\d*)?|\.\d+)", re.ASCII)
-
-
-# -- line parsing ---------------------------------------------------------------------------------
-
-
-def parse_number(text: str, *, decimal_comma: bool = False) -> Decimal:
-    """A plain decimal number as an instrument prints it: ``+12.345``, ``- 0.5``, ``12,3``.
-
-    Raises ValueError for anything else (exponents, NaN, thousands separators, other digits).
-    """
-    body = text.strip(" \t")
-    if decimal_comma:
-        if "." in body:
-            raise ValueError(f"{text!r} has a decimal point but decimal_comma is set")
-        body = body.replace(",", ".")
-    m = _NUMBER.fullmatch(body)
-    if m is None:
-        raise ValueError(f"{text!r} is not a decimal number")
-    return Decimal(m.group(1) + m.group(2))
-
-
-def compile_pattern(pattern: str, what: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{what} is not a valid regular expression: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class LineFormat:
-    """How to read one line; built from the configuration by :meth:`from_config`."""
-
-    pattern: re.Pattern[str]
-    unit: str | None = None
-    channel: str = "value"
-    stable_when: str | None = None
-    error_pattern: re.Pattern[str] | None = None
-    ignore_pattern: re.Pattern[str] | None = None
-    decimal_comma: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: AsciiLineConfig) -> LineFormat:
-        return cls(
-            pattern=re.compile(cfg.pattern),
-            unit=cfg.unit,
-            channel=cfg.channel,
-            stable_when=cfg.stable_when,
-            error_pattern=re.compile(cfg.error_pattern) if cfg.error_pattern is not None else None,
-            ignore_pattern=re.compile(cfg.ignore_pattern) if cfg.ignore_pattern is not None else None,
-            decimal_comma=cfg.decimal_comma,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedLine:
-    channel: str
-    value: Decimal | None
-    unit: str | None
-    status: ReadingStatus
-    error: str | None = None
-
-
-def parse_line(frame: bytes, fmt: LineFormat) -> ParsedLine | None:
-    """Parse one line (without terminator). None means an acknowledgement to ignore.
-
-    Raises :class:`~drivers.base.FrameError` for a line that is neither a value, nor an
-    error, nor ignorable.
-    """
-    # ASCII whitespace only: str.strip() would also eat NBSP and the separators 0x1C-0x1F
-    text = frame.decode("latin-1").strip(" \t\r\n\x0b\x0c")
-    if fmt.error_pattern is not None and fmt.error_pattern.fullmatch(text):
-        return ParsedLine(fmt.channel, None, None, ReadingStatus.ERROR, text)
-    m = fmt.pattern.fullmatch(text)
-    if m is None:
-        if fmt.ignore_pattern is not None and fmt.ignore_pattern.fullmatch(text):
-            return None
-        raise FrameError("line does not match the pattern", frame)
-    groups = m.groupdict()
-    raw_value = groups.get("value")
-    if raw_value is None:
-        raise FrameError("the value group did not take part in the match", frame)
-    try:
-        value = parse_number(raw_value, decimal_comma=fmt.decimal_comma)
-    except ValueError as exc:
-        raise FrameError(str(exc), frame) from None
-    unit = (groups.get("unit") or "").strip() or fmt.unit
-    channel = (groups.get("channel") or "").strip() or fmt.channel
-    status = ReadingStatus.OK
-    if "unstable" in groups:
-        if groups["unstable"]:
-            status = ReadingStatus.UNSTABLE
-    elif "stable" in groups:
-        marker = (groups["stable"] or "").strip()
-        stable = marker == fmt.stable_when if fmt.stable_when is not None else bool(marker)
-        if not stable:
-            status = ReadingStatus.UNSTABLE
-    return ParsedLine(channel, value, unit, status)
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -180,7 +75,8 @@ class AsciiLineConfig(SerialDriverConfig):
     response_timeout: float = Field(default=1.0, gt=0)
     #: other commands for ``request(name)``, e.g. {zero: "Z\r\n"}; their answers are not awaited
     commands: dict[str, str] = Field(default_factory=dict)
-    pattern: str = DEFAULT_PATTERN
+    #: the whole line, as a regular expression with a named group "value" (required)
+    pattern: str
     #: unit of readings whose line has no (or an empty) ``unit`` group
     unit: str | None = None
     #: channel of readings whose line has no ``channel`` group
@@ -251,7 +147,16 @@ class AsciiLineDriver(SerialLineDriver[AsciiLineConfig]):
 
     def __init__(self, config: DriverConfig) -> None:
         super().__init__(config)
-        self.format = LineFormat.from_config(self.cfg)
+        cfg = self.cfg
+        self.format = LineFormat(
+            pattern=re.compile(cfg.pattern),
+            unit=cfg.unit,
+            channel=cfg.channel,
+            stable_when=cfg.stable_when,
+            error_pattern=re.compile(cfg.error_pattern) if cfg.error_pattern is not None else None,
+            ignore_pattern=re.compile(cfg.ignore_pattern) if cfg.ignore_pattern is not None else None,
+            decimal_comma=cfg.decimal_comma,
+        )
         # commands can be sent without a request string, but only requests are awaited
         self._request_bytes = self._request_string(
             self.cfg.request, poll_interval=self.cfg.poll_interval, response_timeout=self.cfg.response_timeout
@@ -262,22 +167,31 @@ class AsciiLineDriver(SerialLineDriver[AsciiLineConfig]):
 
     # -- Driver -----------------------------------------------------------------------------
 
+    def command_bytes(self, command: str, **kwargs: Any) -> bytes:
+        if kwargs:
+            raise DriverError(f"{self.device_id}: unknown request options {sorted(kwargs)}")
+        if command == "read":
+            if self._request_bytes is None:
+                raise DriverError(f"{self.device_id}: no request string configured")
+            return self._request_bytes
+        text = self.cfg.commands.get(command)
+        if text is None:
+            known = ", ".join(["read", *sorted(self.cfg.commands)])
+            raise DriverError(f"{self.device_id}: unknown request {command!r} (configured: {known})")
+        return text.encode("ascii")
+
     def request(self, command: str, **kwargs: Any) -> None:
         """``request("read")`` sends the request string and awaits the answer; any other
         name sends the configured command of that name without awaiting anything.
 
         Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
+        data = self.command_bytes(command, **kwargs)
         if command == "read":
-            if self.requester is None or self._request_bytes is None:
-                raise DriverError(f"{self.device_id}: no request string configured")
-            self.requester.send(self._request_bytes)
-            return
-        text = self.cfg.commands.get(command)
-        if text is None:
-            known = ", ".join(["read", *sorted(self.cfg.commands)])
-            raise DriverError(f"{self.device_id}: unknown request {command!r} (configured: {known})")
-        self.link.write(text.encode("ascii"))
+            assert self.requester is not None  # made with the request string
+            self.requester.send(data)
+        else:
+            self.link.write(data)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -291,13 +205,15 @@ class AsciiLineDriver(SerialLineDriver[AsciiLineConfig]):
                     text,
                 )
 
+    def _parse(self, line: bytes) -> ParsedLine | None:
+        return parse_line(line, self.format)
+
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
-        try:
-            parsed = parse_line(frame, self.format)
-        except FrameError as exc:
+        found = self._find(frame, raw, timestamp_ns, self._parse, after_noise)
+        if found is None:
             self._request_answered()  # a garbled answer is still an answer: the device heard
-            self._bad_frame(exc.reason, raw, timestamp_ns)
             return
+        parsed, raw = found
         if parsed is None:
             # an acknowledgement answers a command (Ohaus OK! to Z), not the pending read
             log.debug("%s: ignored %r", self.device_id, raw)

@@ -1,16 +1,9 @@
-"""Mettler Toledo balances and scales speaking MT-SICS over RS-232 or a USB-serial adapter.
+"""The ``mt-sics`` driver: Mettler Toledo balances and scales on RS-232 or a USB-serial adapter.
 
 MT-SICS is a strict command/reply protocol: the host sends an ASCII command ended by
-CR LF, the balance answers with one line ended by CR LF. The reply identifier is the
-command, except that ``S``, ``SI`` and ``SIR`` are all answered by ``S ...`` and ``@``
-(reset) by ``I4 A "<serial number>"``::
-
-    S S      100.00 g      stable weight          S D      100.02 g    dynamic weight
-    S I / S L / S + / S -  not executable (busy), logical error, overload, underload
-    ES / ET / EL           syntax, transmission and logical error (any command)
-    Z A, ZI S, ZI D        zero set (ZI D: while the weight was moving)
-    T S   12.00 g, TI S/D, TA A   tare taken / tare memory; TAC A tare cleared
-    I1 A "01" "2.20" ...   identification (I1 level and versions, I2 type, I3 software, I4 serial)
+CR LF, the balance answers with one line ended by CR LF (the layouts, and the manual they
+come from, are in :mod:`.codec`). Lines end at CR LF only: a balance set to another line
+end glues lines together, which shows up as bad frames rather than as guesses.
 
 How replies become readings and events (the station, not the driver, decides what to keep):
 
@@ -39,16 +32,12 @@ balance's input buffer). ``continuous`` sends ``SIR`` once connected, and again 
 reconnect, after any other command (which ends the stream on the balance), and when the
 stream falls silent for ``response_timeout`` (which is also reported as a ``TIMEOUT``):
 a balance that was switched off and on stops streaming without the serial port noticing.
-
-Framing: lines end at LF and a CR before it is dropped, so CR LF (the standard) and LF only
-are both read; a balance set to CR only glues lines together and shows up as bad frames.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -58,6 +47,9 @@ from pydantic import Field
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading, ReadingStatus
+from drivers.serial.frames import find_frame
+from drivers.serial.mt_sics.codec import GENERAL_ERRORS, INFO_IDS, REPLY_ID, Reply, parse_reply
+from drivers.serial.mt_sics.codec import command as encode_command
 from drivers.serial.port import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
 
 log = logging.getLogger(__name__)
@@ -66,24 +58,6 @@ WEIGHT: Final = "weight"
 TARE: Final = "tare"
 ZERO: Final = "zero"
 INFO: Final = "info"
-
-#: command sent -> identifier of the reply that answers it
-REPLY_ID: Final[dict[str, str]] = {
-    "S": "S",
-    "SI": "S",
-    "SIR": "S",
-    "Z": "Z",
-    "ZI": "ZI",
-    "T": "T",
-    "TI": "TI",
-    "TA": "TA",
-    "TAC": "TAC",
-    "@": "I4",
-    "I1": "I1",
-    "I2": "I2",
-    "I3": "I3",
-    "I4": "I4",
-}
 
 #: reply identifier -> reading channel of its values and errors
 CHANNEL: Final[dict[str, str]] = {
@@ -99,115 +73,6 @@ CHANNEL: Final[dict[str, str]] = {
     "I3": INFO,
     "I4": INFO,
 }
-
-GENERAL_ERRORS: Final[dict[str, str]] = {
-    "ES": "syntax error (command not recognised)",
-    "ET": "transmission error (parity, framing or buffer overflow)",
-    "EL": "logical error (command cannot be executed)",
-}
-
-#: statuses after which a weight value and a unit follow
-_WEIGHT_STATUS: Final[dict[str, str]] = {"S": "SD", "T": "S", "TI": "SD", "TA": "A"}
-#: statuses that stand alone
-_PLAIN_STATUS: Final[dict[str, str]] = {
-    "S": "IL+-",
-    "Z": "AI+-",
-    "ZI": "SDI+-",
-    "T": "IL+-",
-    "TI": "IL+-",
-    "TA": "IL",
-    "TAC": "AIL",
-    "I1": "IL",
-    "I2": "IL",
-    "I3": "IL",
-    "I4": "IL",
-}
-_INFO_IDS: Final = frozenset({"I1", "I2", "I3", "I4"})
-_ERROR_STATUS: Final = frozenset("IL+-")
-
-_HEAD = re.compile(r"([A-Z][A-Z0-9]*) +([SDAIL+-])(?: +(.*))?")
-# no "+" sign, no exponent, digits on both sides of the point: anything else is not MT-SICS
-_WEIGHT = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?) +([A-Za-z%][A-Za-z0-9%/]{0,5})")
-_QUOTED = re.compile(r'"[^"]*"(?: +"[^"]*")*')
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One parsed MT-SICS reply line.
-
-    ``command`` is the reply identifier (``S`` for S/SI/SIR, ``I4`` for ``@``) or one of
-    ``ES``/``ET``/``EL``; ``status`` is the one-character status (empty for the general
-    errors); ``value`` and ``unit`` are set for weight replies only, ``texts`` for
-    identification replies only.
-    """
-
-    command: str
-    status: str
-    value: Decimal | None = None
-    unit: str | None = None
-    texts: tuple[str, ...] = ()
-
-    @property
-    def error(self) -> str | None:
-        """What the balance reported, for an error reply; None otherwise."""
-        if self.command in GENERAL_ERRORS:
-            return f"{self.command}: {GENERAL_ERRORS[self.command]}"
-        if self.status not in _ERROR_STATUS:
-            return None
-        return f"{self.command} {self.status}: {_describe(self.command, self.status)}"
-
-    @property
-    def stable(self) -> bool:
-        """False only for a dynamic (``D``) reply."""
-        return self.status != "D"
-
-
-def _describe(command: str, status: str) -> str:
-    if status == "I":
-        return "not executable now (balance busy, or no stable weight in time)"
-    if status == "L":
-        return "logical error (command or parameter not allowed)"
-    if command == "S":
-        return "overload" if status == "+" else "underload"
-    what = "zero setting" if command in ("Z", "ZI") else "taring"
-    return f"{'above' if status == '+' else 'below'} the {what} range"
-
-
-def parse_reply(line: bytes) -> Reply:
-    """Parse one reply line (terminator and surrounding whitespace are ignored).
-
-    The value keeps the balance's resolution: ``S S      100.00 g`` gives
-    ``Decimal("100.00")``. Raises :class:`~drivers.base.FrameError` for anything that is
-    not a documented reply.
-    """
-    body = line.strip()
-    if not body:
-        raise FrameError("empty line", line)
-    if any(b < 0x20 or b > 0x7E for b in body):
-        raise FrameError("non-printable or non-ASCII bytes", line)
-    text = body.decode("ascii")
-    if text in GENERAL_ERRORS:
-        return Reply(text, "")
-    head = _HEAD.fullmatch(text)
-    if head is None:
-        raise FrameError("not '<command> <status> ...'", line)
-    command, status, rest = head.group(1), head.group(2), head.group(3)
-    if command not in _PLAIN_STATUS:
-        raise FrameError(f"unknown reply {command!r}", line)
-    if status in _WEIGHT_STATUS.get(command, ""):
-        weight = _WEIGHT.fullmatch(rest or "")
-        if weight is None:
-            raise FrameError(f"{command} {status} without '<weight> <unit>'", line)
-        return Reply(command, status, Decimal(weight.group(1)), weight.group(2))
-    if command in _INFO_IDS and status == "A":
-        if rest is None or not _QUOTED.fullmatch(rest):
-            raise FrameError(f"{command} A without quoted text", line)
-        return Reply(command, status, texts=tuple(re.findall(r'"([^"]*)"', rest)))
-    if status in _PLAIN_STATUS[command]:
-        if rest is not None:
-            raise FrameError(f"unexpected text after '{command} {status}'", line)
-        return Reply(command, status)
-    raise FrameError(f"status {status!r} is not a reply to {command}", line)
 
 
 class MtSicsConfig(SerialDriverConfig):
@@ -227,7 +92,10 @@ class MtSicsConfig(SerialDriverConfig):
     accept_dynamic: bool = True
     #: emit tare weights as readings on channel "tare" (off: logged and kept in last_tare)
     report_tare: bool = False
-    #: a line longer than this without LF is garbage (wrong baud rate, noise)
+    #: the only units a weight reply may carry (e.g. [g]); empty: any. A balance switched to
+    #: another unit then gives bad frames instead of weights in the wrong unit.
+    units: list[str] = Field(default_factory=list)
+    #: a line longer than this without CR LF is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=128, ge=32)
 
     def _check(self) -> None:
@@ -265,7 +133,7 @@ _REQUESTS: Final[dict[str, tuple[str, str | None]]] = {
 class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
     name = "mt-sics"
     config_model = MtSicsConfig
-    terminator = b"\n"
+    terminator = b"\r\n"
     worker_name = "mt-sics"
 
     def __init__(self, config: DriverConfig) -> None:
@@ -303,6 +171,9 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
 
     # -- Driver --------------------------------------------------------------------------------
 
+    def command_bytes(self, command: str, **kwargs: Any) -> bytes:
+        return b"".join(encode_command(name) for name in self._commands(command, **kwargs))
+
     def request(self, command: str, **kwargs: Any) -> None:
         """Send a command to the balance; its answer arrives at the sink like any other.
 
@@ -312,25 +183,27 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
         interrupts the stream, which the driver restarts once they are answered.
         Raises :class:`~drivers.serial.port.LinkDown` when the port is not connected.
         """
+        for name in self._commands(command, **kwargs):
+            self._send(name)
+
+    def _commands(self, command: str, **kwargs: Any) -> list[str]:
         unknown = set(kwargs) - {"immediate"}
         if unknown:
             raise DriverError(f"{self.device_id}: unknown request options {sorted(unknown)}")
         immediate = bool(kwargs.get("immediate", False))
         if command == "read":
-            self._send("SI" if immediate else self.cfg.command)
-        elif command == "identify":
+            return ["SI" if immediate else self.cfg.command]
+        if command == "identify":
             if immediate:
                 raise DriverError(f"{self.device_id}: 'identify' has no immediate form")
-            for ident in ("I1", "I2", "I3", "I4"):
-                self._send(ident)
-        elif command in _REQUESTS:
+            return ["I1", "I2", "I3", "I4"]
+        if command in _REQUESTS:
             normal, fast = _REQUESTS[command]
             chosen = fast if immediate else normal
             if chosen is None:
                 raise DriverError(f"{self.device_id}: {command!r} has no immediate form")
-            self._send(chosen)
-        else:
-            raise DriverError(f"driver 'mt-sics' does not support request {command!r}")
+            return [chosen]
+        raise DriverError(f"driver 'mt-sics' does not support request {command!r}")
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -347,9 +220,15 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
 
     # -- replies ---------------------------------------------------------------------------------
 
+    def _parse(self, line: bytes) -> Reply:
+        reply = parse_reply(line)
+        if self.cfg.units and reply.unit is not None and reply.unit not in self.cfg.units:
+            raise FrameError(f"unit {reply.unit!r} is not one of the configured {self.cfg.units}", line)
+        return reply
+
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
         try:
-            reply = parse_reply(frame)
+            found = find_frame(frame, self._parse)
         except FrameError as exc:
             with self._cond:
                 # a garbled line is most likely the answer that was due: waiting on for it
@@ -357,6 +236,10 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
                 self._answered(None)
             self._bad_frame(exc.reason, raw, timestamp_ns)
             return
+        if found.skip:
+            self._bad_frame(f"{found.skip} bytes of noise before a frame", raw[: found.skip], timestamp_ns)
+            raw = raw[found.skip :]
+        reply = found.parsed
         with self._cond:
             answered = self._answered(reply)
             if reply.command == "S" and self._stream_deadline is not None:
@@ -403,7 +286,7 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
                     self._dynamic_dropped += 1
                 return
             self._reading(channel, reply.value, reply.unit, raw, timestamp_ns, status, None)
-        elif reply.command in _INFO_IDS:
+        elif reply.command in INFO_IDS:
             text = " ".join(reply.texts)
             with self._cond:
                 self._identification[reply.command] = text
@@ -477,7 +360,7 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
                 self._want_stream = True
             self._cond.notify_all()
         try:
-            self.link.write(command.encode("ascii") + b"\r\n")
+            self.link.write(encode_command(command))
         except LinkDown:
             if not keep_on_failure:
                 with self._cond:
