@@ -110,6 +110,7 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
         super().__init__(link, seed=self.scenario.seed, on_send=on_send)
         self._count = 0  # readings generated, for drift
         self._requests = 0  # request strings received
+        self._reply_delay = 0.0
 
     # -- what was sent ----------------------------------------------------------------------
 
@@ -147,6 +148,11 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
     def send_garbage(self, data: bytes) -> None:
         """Send arbitrary bytes; they are recorded as one bad frame."""
         self._write(Sent(data, "garbage"))
+
+    def set_reply_delay(self, seconds: float) -> None:
+        """Request mode: answer a request only after ``seconds`` (a slow adapter)."""
+        with self._lock:
+            self._reply_delay = seconds
 
     def send_noise(self, data: bytes = b"\x00\xff") -> None:
         """Line noise without a terminator (a cable plugged in): it runs into the next frame."""
@@ -212,6 +218,9 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
                     pending = pending[at + len(self.request) :]
                     with self._lock:
                         self._requests += 1
+                        delay = self._reply_delay
+                    if delay and self._stop.wait(delay):
+                        return
                     if not self._silent.is_set():
                         try:
                             self._emit_one()

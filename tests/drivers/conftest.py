@@ -1,7 +1,8 @@
-"""Shared helpers for driver tests: a sink that can be waited on, drivers and simulators on ptys.
+"""Shared helpers for driver tests: a sink that can be waited on, drivers built as the gateway does.
 
 Test modules get these through fixtures; they import names from here only under
 TYPE_CHECKING, because several conftest.py files share the module name at run time.
+The driver cases of the contract suite are in ``cases.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 import pytest
 
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, EventKind, Reading
-from simulators.mitutoyo import MitutoyoSimulator, Scenario
+from drivers.base import DeviceEvent, Driver, EventKind, Item, Reading
 
 WAIT = 5.0  # generous: a loaded CI box is slow, and a passing wait returns at once
 
@@ -28,9 +28,10 @@ class Collector:
         self._cond = threading.Condition()
         self.items: list[Reading | DeviceEvent] = []
 
-    def __call__(self, item: Reading | DeviceEvent) -> None:
+    def __call__(self, item: Item) -> None:
         with self._cond:
-            self.items.append(item)
+            # one poll cycle's readings arrive as one item: kept one by one, in order
+            self.items.extend(item if isinstance(item, tuple) else (item,))
             self._cond.notify_all()
 
     def snapshot(self) -> list[Reading | DeviceEvent]:
@@ -93,22 +94,7 @@ def no_thread_leaks() -> Iterator[None]:
     Collector.wait_until(lambda: not (set(threading.enumerate()) - before), 2.0, "threads to end")
 
 
-MakeSimulator = Callable[..., MitutoyoSimulator]
 MakeDriver = Callable[..., Driver]
-
-
-@pytest.fixture
-def make_simulator(link_path: Path) -> Iterator[MakeSimulator]:
-    sims: list[MitutoyoSimulator] = []
-
-    def make(scenario: Scenario | None = None, **kwargs: Any) -> MitutoyoSimulator:
-        sim = MitutoyoSimulator(link_path, scenario or Scenario(interval=0.01, seed=7), **kwargs)
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
 
 
 @pytest.fixture
@@ -116,7 +102,7 @@ def make_driver(link_path: Path, collector: Collector) -> Iterator[MakeDriver]:
     """Builds a driver through the registry (as the gateway does) and starts it on ``collector``."""
     started: list[Driver] = []
 
-    def make(driver: str = "mitutoyo", start: bool = True, **settings: Any) -> Driver:
+    def make(driver: str, start: bool = True, **settings: Any) -> Driver:
         raw = {
             "id": "caliper-1",
             "driver": driver,
