@@ -13,9 +13,10 @@ Special codes stand in positions 7-8 of the 16 characters (13-14 of the 22, afte
 ``Stat``), error codes ``Err ###`` in positions 4-10 (``ERR ###`` in 10-16 of the 22), as
 the Master series strings place them.
 
-The balance answers ``ESC P`` with one frame, tares on ``ESC T`` / ``ESC U``, zeroes on
-``ESC V`` and counts calibrations on ``ESC Z``; CR LF after a command (some hosts send it)
-is ignored. In push mode it also prints by itself every ``interval`` seconds (auto print).
+The commands are those of the Cubis MSE operating instructions, "SBI Commands (Data Input
+Format)", format 1 (``Esc`` and one character, CR LF optional): the balance answers
+``ESC P`` with one frame, tares on ``ESC T`` / ``ESC U``, zeroes on ``ESC V`` and counts
+calibrations on ``ESC Z``. In push mode it also prints by itself every ``interval`` seconds (auto print).
 After a tare, a zero, a calibration or a new load it settles: the next ``settle_frames``
 frames have a blank unit field.
 

@@ -70,7 +70,7 @@ class MitutoyoIdhConfig(SerialDriverConfig):
     #: characters of value after the sign, decimal point included ("0016.2345" is 9): a reply
     #: of another width is a bad frame (it lost or gained digits in transit)
     value_width: int = Field(default=DEFAULT_WIDTH, ge=3, le=12)
-    #: a line longer than this without LF is garbage (wrong baud rate, noise)
+    #: a line longer than this without CR LF is garbage (wrong baud rate, noise)
     max_frame_length: int = Field(default=64, ge=24)
 
 
@@ -91,7 +91,7 @@ class _Pending:
 class MitutoyoIdhDriver(SerialLineDriver[MitutoyoIdhConfig]):
     name = "mitutoyo-idh"
     config_model = MitutoyoIdhConfig
-    terminator = b"\n"
+    terminator = b"\r\n"
     worker_name = "idh"
 
     def __init__(self, config: DriverConfig) -> None:

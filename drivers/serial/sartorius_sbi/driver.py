@@ -1,8 +1,10 @@
 """The ``sartorius-sbi`` driver: Sartorius balances speaking SBI (frame layout in :mod:`.codec`).
 
-Commands are ESC plus one letter: ``ESC P`` print (send the displayed value), ``ESC T``
-tare and zero (the tare key), ``ESC U`` tare, ``ESC V`` zero, ``ESC Z`` internal
-calibration. Only ``ESC P`` is answered; the others change the balance and say nothing.
+Commands are ESC plus one letter, CR LF after it optional (Sartorius Cubis MSE operating
+instructions, "SBI Commands (Data Input Format)", format 1): ``ESC P`` print (send the
+displayed value), ``ESC T`` tare and zero (the tare key), ``ESC U`` tare, ``ESC V`` zero,
+``ESC Z`` internal calibration. Only ``ESC P`` is answered; the others change the balance
+and say nothing.
 
 In ``mode: request`` the driver sends ``ESC P`` every ``poll_interval`` seconds and reports
 unanswered requests as ``TIMEOUT`` events; in ``mode: push`` the balance prints by itself
