@@ -45,9 +45,7 @@ def config(**settings: Any) -> ScannerConfig:
         f"{GS}01{GTIN}10ABC{GS}21123",  # FNC1 in first position sent as GS
         f"01{GTIN}{GS}10ABC{GS}21123{GS}",  # needless separators after fixed fields and at the end
         f"(01){GTIN}(10)ABC(21)123",
-        f"(01) {GTIN} (10) ABC (21) 123",  # printed form with spaces
         f"]C1(01){GTIN}(10)ABC(21)123",
-        f"  01{GTIN}10ABC{GS}21123\r",  # surrounding whitespace
     ],
 )
 def test_parse_gs1_forms(code: str) -> None:
@@ -101,6 +99,11 @@ def test_parse_gs1_other_identifiers(code: str, expected: dict[str, str]) -> Non
         ("]C1", "empty code"),
         (GS * 3, "empty code"),
         ("", "empty code"),
+        # nothing is stripped: a blank is in no GS1 value's character set (a damaged serial
+        # 00000 -> "0000 " must not read as the serial 0000)
+        (f"(01) {GTIN} (10) ABC (21) 123", "AI (01) GTIN: expected 14 characters"),
+        (f"01{GTIN}10ABC{GS}21123 ", "outside the GS1 character set"),
+        (f"  01{GTIN}10ABC{GS}21123", "unknown application identifier"),
     ],
 )
 def test_parse_gs1_errors(code: str, message: str) -> None:
@@ -147,7 +150,7 @@ def test_label_format() -> None:
         "serial": "HX000123",
         "lot": "L2026-1121",
     }
-    assert label.decode("]C0HX-4711|HX000123|L1|op-117\r")["operator"] == "op-117"
+    assert label.decode("]C0HX-4711|HX000123|L1|op-117")["operator"] == "op-117"
     with pytest.raises(DecodeError, match="does not match the label pattern"):
         label.decode("HX-4711|HX000123|L1 trailing")
     for bad in ("(?P<badge>\\d+)", "\\d+", "(?P<serial>"):

@@ -69,7 +69,7 @@ _ERROR = re.compile(rb"(Err|ERR) ([0-9]{1,3})")
 
 @dataclass(frozen=True, slots=True)
 class SbiFrame:
-    """One parsed frame. ``identifier`` is None for a 16-character frame or a blank identifier."""
+    """One parsed frame. ``identifier`` is None for a 16-character frame and for ``Stat``."""
 
     identifier: str | None
     value: Decimal | None
@@ -95,7 +95,8 @@ def parse_frame(
 
     ``frame_format`` "16" or "22" accepts only that length; "auto" tells them apart by
     length. ``identifiers``, if given, are the only ID codes accepted (stripped: ``N``,
-    ``G#``); a blank ID is always accepted. ``plus_sign`` is what the balance writes in
+    ``G#``); a blank ID code is refused (every one the manuals list has characters, so a
+    blank one was lost in transit). ``plus_sign`` is what the balance writes in
     position 1 for a positive weight (``+``, or a space where its display shows no plus):
     the other is refused, so a minus lost in transit does not make a positive weight.
     Raises :class:`~drivers.base.FrameError`.
@@ -123,7 +124,7 @@ def parse_frame(
     if gap1 != b" " or gap2 != b" ":
         raise FrameError("positions 2 and 11 must be spaces", frame)
     number = right_aligned_number(weight, "weight (positions 3-10)", frame, sign_inside=False)
-    value = -number if sign == b"-" else number
+    value = number.copy_negate() if sign == b"-" else number  # keeps -0.00 as shown
     unit = unit_field.rstrip(b" ").decode("ascii")
     if not unit:
         return SbiFrame(identifier, value, None, ReadingStatus.UNSTABLE)
@@ -132,10 +133,11 @@ def parse_frame(
     return SbiFrame(identifier, value, unit, ReadingStatus.OK)
 
 
-def _identifier(field: bytes, identifiers: Collection[str], frame: bytes) -> str | None:
+def _identifier(field: bytes, identifiers: Collection[str], frame: bytes) -> str:
     text = field.rstrip(b" ").decode("ascii")
     if not text:
-        return None
+        # every ID code the manuals list has characters; a blank one is a lost one
+        raise FrameError("ID code is blank", frame)
     if field[:1] == b" ":
         raise FrameError("ID code is not left-aligned", frame)
     if identifiers and text not in identifiers and text != "Stat":

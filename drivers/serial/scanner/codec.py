@@ -176,7 +176,7 @@ def parse_gs1(code: str) -> dict[str, str]:
     sets, check digits (00, 01, 02, 402, 41x) and dates (11-17, DD 00 allowed).
     Raises :class:`GS1Error` naming what is wrong.
     """
-    text = code.strip(" \t\r\n")
+    text = code  # nothing is stripped: a blank is in no GS1 value's character set
     if text.startswith("]"):
         symbology = text[:3]
         if symbology not in GS1_SYMBOLOGIES:
@@ -221,8 +221,7 @@ def _parse_hri(text: str) -> dict[str, str]:
         if ai not in AIS:
             raise GS1Error(f"unknown application identifier ({ai})")
         end = following.start() if following is not None else len(text)
-        # GS1 values hold no spaces: any around a value are typography of the printed form
-        value = text[m.end() : end].replace(GS, "").strip(" ")
+        value = text[m.end() : end]
         if not value:
             raise GS1Error(f"AI ({ai}) {AIS[ai].title} has no value")
         _add(out, ai, value)
@@ -246,7 +245,7 @@ class LabelFormat:
 
     def decode(self, code: str) -> dict[str, str]:
         """The named groups that matched (empty ones left out). Raises :class:`DecodeError`."""
-        m = self.pattern.fullmatch(strip_symbology(code).strip(" \t\r\n"))
+        m = self.pattern.fullmatch(strip_symbology(code))
         if m is None:
             raise DecodeError(f"{code!r} does not match the label pattern")
         return {k: v for k, v in m.groupdict().items() if v}

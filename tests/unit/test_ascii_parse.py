@@ -1,4 +1,4 @@
-"""Line parsing of the generic ASCII driver, and the simulator's line formatter."""
+"""Line parsing of the generic ASCII driver, the shipped samples' patterns, and the simulator's formatter."""
 
 from __future__ import annotations
 
@@ -11,17 +11,23 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError, ReadingStatus
-from drivers.serial.ascii_line import AsciiLineConfig, LineFormat, ParsedLine, parse_line, parse_number
+from drivers.serial.ascii import AsciiLineConfig, AsciiLineDriver, LineFormat, ParsedLine, parse_line, parse_number
 from simulators.ascii_line import OHAUS, SYLVAC, Instrument, format_line, format_number
+from tests.drivers.cases import sample
 
-SYLVAC_PATTERN = r"(?P<value>[+-]?\s*\d+(?:\.\d+)?)"
-OHAUS_PATTERN = r"(?P<value>-?\s*\d+(?:\.\d+)?)\s+(?P<unit>[A-Za-z]+)(?:\s*(?P<unstable>\?))?"
-# a plain signed decimal, independently of the driver's number regex
-PLAIN = re.compile(rb"\s*[+-]? *[0-9]+(\.[0-9]+)?\s*")
+SYLVAC_SAMPLE = sample("ascii", "sample-sylvac.yaml")
+OHAUS_SAMPLE = sample("ascii", "sample-ohaus.yaml")
+SYLVAC_PATTERN = SYLVAC_SAMPLE["pattern"]
+OHAUS_PATTERN = OHAUS_SAMPLE["pattern"]
+ANY = r"(?P<value>.*)"
+# the Sylvac layout (sign, digits without a superfluous zero, point, three decimals),
+# independently of the driver's number regex
+SYLVAC_LINE = re.compile(rb"[+-](?:0|[1-9][0-9]*)\.[0-9]{3}")
 
 
 def fmt(**settings: Any) -> LineFormat:
-    return LineFormat.from_config(AsciiLineConfig(id="a", driver="ascii", port="p", **settings))
+    config = AsciiLineConfig(id="a", driver="ascii", port="p", **{"pattern": ANY, **settings})
+    return AsciiLineDriver(config).format
 
 
 @pytest.mark.parametrize(
@@ -29,10 +35,8 @@ def fmt(**settings: Any) -> LineFormat:
     [
         ("+12.345", "12.345"),
         ("-0.0015", "-0.0015"),
-        ("- 12.30", "-12.30"),  # some instruments pad between sign and digits
-        ("  42 ", "42"),
-        ("12.", "12"),
-        (".5", "0.5"),
+        ("    -12.30", "-12.30"),  # a right-aligned field
+        ("42", "42"),
         ("-0.000", "-0.000"),
     ],
 )
@@ -40,7 +44,26 @@ def test_parse_number(text: str, value: str) -> None:
     assert str(parse_number(text)) == value
 
 
-@pytest.mark.parametrize("text", ["", "+", "1e3", "NaN", "Infinity", "1,5", "1.2.3", "12 34", "+-1", "\u0663", "0x1f"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "+",
+        "1e3",
+        "NaN",
+        "Infinity",
+        "1,5",
+        "1.2.3",
+        "12 34",
+        "+-1",
+        "\u0663",
+        "0x1f",
+        "- 12.30",
+        "12.",
+        ".5",
+        "42 ",
+    ],
+)
 def test_parse_number_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_number(text)
@@ -56,11 +79,14 @@ def test_decimal_comma() -> None:
     ("line", "settings", "expected"),
     [
         (b"+12.345", {"pattern": SYLVAC_PATTERN, "unit": "mm"}, ParsedLine("value", Decimal("12.345"), "mm", "ok")),
-        (b"     12.35 g ", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", "ok")),
-        (b"    -12.35 g ?", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("-12.35"), "g", "unstable")),
-        (b"12.3", {}, ParsedLine("value", Decimal("12.3"), None, "ok")),  # default pattern, no unit
-        (b"12.3 kg", {"unit": "g"}, ParsedLine("value", Decimal("12.3"), "kg", "ok")),  # the line's unit wins
-        (b"-4 \xb5m", {}, ParsedLine("value", Decimal("-4"), "\xb5m", "ok")),  # latin-1 micro sign
+        (b"      12.35 g", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", "ok")),
+        (b"     -12.35 g ?", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("-12.35"), "g", "unstable")),
+        (
+            b"12.3 kg",
+            {"pattern": r"(?P<value>\S+) (?P<unit>\S+)", "unit": "g"},
+            ParsedLine("value", Decimal("12.3"), "kg", "ok"),
+        ),
+        (b"-4 \xb5m", {"pattern": r"(?P<value>\S+) (?P<unit>\S+)"}, ParsedLine("value", Decimal("-4"), "\xb5m", "ok")),
         (b"M3 1,5", {"pattern": r"M(?P<channel>\d) (?P<value>\S+)", "decimal_comma": True}, None),
         (b"ST,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)"}, None),
         (b"US,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)", "stable_when": "ST"}, None),
@@ -98,19 +124,28 @@ def test_error_is_checked_before_the_value_and_ignore_after() -> None:
     f = fmt(pattern=r".*?(?P<value>\d+)", error_pattern=r"Err \d+", ignore_pattern=r"OK!|\d+")
     assert parse_line(b"Err 3", f) == ParsedLine("value", None, None, ReadingStatus.ERROR, "Err 3")
     assert parse_line(b"12", f) == ParsedLine("value", Decimal("12"), None, ReadingStatus.OK)
-    assert parse_line(b"  OK!  ", f) is None
+    assert parse_line(b"OK!", f) is None
+    with pytest.raises(FrameError):
+        parse_line(b"  OK!  ", f)  # nothing is stripped: the patterns describe the whole line
 
 
 @pytest.mark.parametrize(
     ("line", "settings", "reason"),
     [
-        (b"ES", {}, "does not match the pattern"),
-        (b"+12.345 mm extra", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # fullmatch
+        (b"ES", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),
+        (b"+12.345 mm", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # fullmatch
+        (b" +12.345", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # nothing stripped
+        (b"+12.34", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # lost a decimal
+        (b"+12345", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # lost its point
+        (b"+012.345", {"pattern": SYLVAC_PATTERN}, "does not match the pattern"),  # gained a zero
+        (b"     12.35 g", {"pattern": OHAUS_PATTERN}, "does not match the pattern"),  # ten characters
+        (b"       12.35 g", {"pattern": OHAUS_PATTERN}, "does not match the pattern"),  # twelve
+        (b"     12.35 kg", {"pattern": OHAUS_PATTERN}, "does not match the pattern"),
         (b"12,5", {}, "is not a decimal number"),  # a comma without decimal_comma
-        (b"1.2.3", {"pattern": r"(?P<value>.+)"}, "is not a decimal number"),
-        (b"1e5", {"pattern": r"(?P<value>.+)"}, "is not a decimal number"),
+        (b"1.2.3", {}, "is not a decimal number"),
+        (b"1e5", {}, "is not a decimal number"),
         (b"x", {"pattern": r"(?P<value>\d+)?x"}, "did not take part"),
-        (b"\x00\xff", {}, "does not match"),
+        (b"\x00\xff", {"pattern": SYLVAC_PATTERN}, "does not match"),
     ],
 )
 def test_parse_line_refuses(line: bytes, settings: dict[str, Any], reason: str) -> None:
@@ -124,20 +159,20 @@ def test_parse_line_refuses(line: bytes, settings: dict[str, Any], reason: str) 
 
 @given(st.binary(max_size=16))
 @example(b"+12.345")
-@example(b"+ 1")
+@example(b"+ 1.000")
 @example(b"1.")
 def test_random_bytes_never_yield_a_number_unless_valid(line: bytes) -> None:
     try:
         parsed = parse_line(line, fmt(pattern=SYLVAC_PATTERN))
     except FrameError:
-        assert not PLAIN.fullmatch(line)
+        assert not SYLVAC_LINE.fullmatch(line)
         return
-    assert parsed is not None and PLAIN.fullmatch(line)
-    assert parsed.value == Decimal(line.decode().replace(" ", "").strip())
+    assert parsed is not None and SYLVAC_LINE.fullmatch(line)
+    assert str(parsed.value) == str(Decimal(line.decode()))
 
 
 @given(
-    value=st.decimals(min_value=-99999, max_value=99999, places=3, allow_nan=False, allow_infinity=False),
+    value=st.decimals(min_value=-9999999, max_value=9999999, places=3, allow_nan=False, allow_infinity=False),
     stable=st.booleans(),
     instrument=st.sampled_from([SYLVAC, OHAUS, Instrument(decimal_comma=True, template="{value} {unit}", unit="mm")]),
 )
@@ -148,7 +183,7 @@ def test_simulated_lines_round_trip(value: Decimal, stable: bool, instrument: In
     settings: dict[str, Any] = {
         "sylvac": {"pattern": SYLVAC_PATTERN},
         "ohaus": {"pattern": OHAUS_PATTERN},
-        "generic": {"decimal_comma": True},
+        "generic": {"pattern": r"(?P<value>\S+) (?P<unit>mm)", "decimal_comma": True},
     }[instrument.name]
     parsed = parse_line(line[: -len(instrument.terminator)], fmt(**settings))
     assert parsed is not None and parsed.value == shown
@@ -162,8 +197,8 @@ def test_simulated_lines_round_trip(value: Decimal, stable: bool, instrument: In
     [
         (Decimal("12.345"), SYLVAC, "+12.345"),
         (Decimal("-0.001"), SYLVAC, "-0.001"),
-        (Decimal("12.30"), OHAUS, "     12.30"),
-        (Decimal("-5"), OHAUS, "     -5.00"),
+        (Decimal("12.30"), OHAUS, "      12.30"),
+        (Decimal("-5"), OHAUS, "      -5.00"),
         (Decimal("1.5"), Instrument(decimal_comma=True, decimals=1, sign="negative"), "1,5"),
     ],
 )
@@ -173,7 +208,8 @@ def test_format_number(value: Decimal, instrument: Instrument, text: str) -> Non
 
 def test_format_line_presets() -> None:
     assert format_line(Decimal("12.345"), SYLVAC) == b"+12.345\r"
-    assert format_line(Decimal("12.34"), OHAUS, stable=False) == b"     12.34 g ?\r\n"
+    assert format_line(Decimal("192.21"), OHAUS) == b"     192.21 g\r\n"  # EN-3: *****192.21_g
+    assert format_line(Decimal("0.01"), OHAUS, stable=False) == b"       0.01 g ?\r\n"  # *******0.01_g_?
     with pytest.raises(ValueError):
         format_line(Decimal("1.2345"), SYLVAC)
     with pytest.raises(ValueError):

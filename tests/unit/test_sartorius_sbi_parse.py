@@ -1,4 +1,4 @@
-"""The SBI frame parser and the simulator's frame formatter."""
+"""The SBI frame parser (Sartorius "Data Output Format") and the simulator's frame formatter."""
 
 from __future__ import annotations
 
@@ -10,36 +10,36 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.base import FrameError, ReadingStatus
-from drivers.serial.sartorius import parse_frame, special_text
+from drivers.serial.sartorius_sbi import UNITS, command, parse_frame
 from simulators.sartorius import format_frame, format_special, parse_serial_settings
 
 # the documented value frame, independently of the parser's own code: sign, space, eight
-# characters of right-aligned number, space, three characters of unit (blank, or one word
-# in any alignment: manuals show it left-aligned, nothing is lost by tolerating the rest)
-VALUE_BODY = re.compile(rb"[+\- ] (?=[ 0-9.]{8} )( *)([0-9]+(?:\.[0-9]+)?) (?=.{3}$)( *[!-~]{0,3} *)")
-IDENTIFIER = re.compile(rb"[ -~]{6}")
+# characters of right-aligned number (leading zeros blanked), space, unit symbol left-aligned
+# in three characters or three blanks
+VALUE_BODY = re.compile(rb"([+-]) (?=[ 0-9.]{8} ) *((?:0|[1-9][0-9]*)(?:\.[0-9]+)?) ([!-~]{1,3} *|   )")
+IDENTIFIER = re.compile(rb"[!-~][ -~]{5}")
 
 
 def independently_valid(frame: bytes) -> bool:
     if len(frame) == 20:
-        return bool(IDENTIFIER.fullmatch(frame[:6])) and independently_valid(frame[6:])
-    return len(frame) == 14 and VALUE_BODY.fullmatch(frame) is not None
+        return bool(IDENTIFIER.fullmatch(frame[:6])) and frame[:4] != b"Stat" and independently_valid(frame[6:])
+    m = VALUE_BODY.fullmatch(frame) if len(frame) == 14 else None
+    return m is not None and (m.group(3).strip() == b"" or m.group(3).strip().decode() in UNITS)
 
 
 @pytest.mark.parametrize(
     ("frame", "identifier", "value", "unit", "status"),
     [
-        (b"+    12.34 g  ", None, "12.34", "g", ReadingStatus.OK),
+        (b"+   1255.7 g  ", None, "1255.7", "g", ReadingStatus.OK),  # FB series example
         (b"-     0.50 kg ", None, "-0.50", "kg", ReadingStatus.OK),
-        (b"     100.0 mg ", None, "100.0", "mg", ReadingStatus.OK),  # space as plus sign
-        (b"+ 12345678 ct ", None, "12345678", "ct", ReadingStatus.OK),
+        (b"+ 12345678 ct ", None, "12345678", "ct", ReadingStatus.OK),  # no decimals: no point
         (b"+ 0.000001 ozt", None, "0.000001", "ozt", ReadingStatus.OK),
-        (b"+    12.34    ", None, "12.34", None, ReadingStatus.UNSTABLE),  # blank unit: settling
+        (b"+    12.34 /lb", None, "12.34", "/lb", ReadingStatus.OK),
+        (b"+    12.34    ", None, "12.34", None, ReadingStatus.UNSTABLE),  # no unit symbol: not stable
         (b"-     0.00    ", None, "-0.00", None, ReadingStatus.UNSTABLE),
+        (b"G#    +   1255.7 g  ", "G#", "1255.7", "g", ReadingStatus.OK),  # Combics example
         (b"N     +    12.34 g  ", "N", "12.34", "g", ReadingStatus.OK),
-        (b"G#    +   112.34 g  ", "G#", "112.34", "g", ReadingStatus.OK),
         (b"T     -     5.00    ", "T", "-5.00", None, ReadingStatus.UNSTABLE),
-        (b"      +    12.34 g  ", None, "12.34", "g", ReadingStatus.OK),  # blank identifier
     ],
 )
 def test_valid(frame: bytes, identifier: str | None, value: str, unit: str | None, status: ReadingStatus) -> None:
@@ -56,29 +56,27 @@ def test_valid(frame: bytes, identifier: str | None, value: str, unit: str | Non
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
-        (b"      High    ", "High (overload)"),
-        (b"  High        ", "High (overload)"),
-        (b"       Low    ", "Low (underload)"),
-        (b"       H      ", "H (overload)"),
-        (b"       LL     ", "LL (underload, checkweighing limit)"),
-        (b"    Err 123   ", "Err 123 (balance error)"),
-        (b"Err 54        ", "Err 54 (balance error)"),
-        (b"Stat ERR 123  ", "Stat ERR 123 (balance status error)"),
-        (b"  Stat  ERR 7 ", "Stat ERR 7 (balance status error)"),
-        (b"     Stat     ", "Stat (balance not ready)"),
-        (b"       C      ", "C (calibration running)"),
-        (b"+     High g  ", "High (overload)"),  # sign and unit left standing around the text
-        (b"N           High    ", "High (overload)"),
-        (b"Stat        ERR 123 ", "Stat ERR 123 (balance status error)"),  # over the identifier columns
+        (b"      H       ", "H (overload)"),
+        (b"      HH      ", "HH (overload during checkweighing)"),
+        (b"      L       ", "L (underload)"),
+        (b"      LL      ", "LL (underload during checkweighing)"),
+        (b"      C       ", "C (calibration/adjustment)"),
+        (b"   Err 123    ", "Err 123 (balance error)"),
+        (b"Stat     ERR 054    ", "ERR 054 (balance error)"),
+        (b"Stat        H       ", "H (overload)"),
+        (b"Stat        High    ", "High (overload)"),
+        (b"Stat        Low     ", "Low (underload)"),
     ],
 )
-def test_special_texts_are_errors(frame: bytes, error: str) -> None:
+def test_special_and_error_codes_are_errors(frame: bytes, error: str) -> None:
     parsed = parse_frame(frame)
-    assert (parsed.value, parsed.unit, parsed.status, parsed.error) == (None, None, ReadingStatus.ERROR, error)
-
-
-def test_special_text_keeps_the_identifier() -> None:
-    assert parse_frame(b"N           High    ").identifier == "N"
+    assert (parsed.identifier, parsed.value, parsed.unit, parsed.status, parsed.error) == (
+        None,
+        None,
+        None,
+        ReadingStatus.ERROR,
+        error,
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,26 +85,33 @@ def test_special_text_keeps_the_identifier() -> None:
         (b"", "expected 16 or 22 characters with CR LF, got 2"),
         (b"+    12.34 g ", "got 15"),
         (b"+    12.34 g   ", "got 17"),
-        (b"*    12.34 g  ", "bad sign"),
-        (b"+x   12.34 g  ", "expected a space on each side"),
-        (b"+    12.34xg  ", "expected a space on each side"),
-        (b"+   12.3 4 g  ", "value is not a decimal number"),
-        (b"+   1.2.34 g  ", "value is not a decimal number"),
-        (b"+  12.34   g  ", "value is not a decimal number"),  # not right-aligned
-        (b"+   -12.34 g  ", "value is not a decimal number"),
-        (b"+    12.   g  ", "value is not a decimal number"),
-        (b"+      .34 g  ", "value is not a decimal number"),
-        (b"+          g  ", "value is not a decimal number"),
-        (b"+    1e-34 g  ", "value is not a decimal number"),
-        (b"+      NaN g  ", "value is not a decimal number"),
-        (b"+    12.34 g g", "bad unit field"),
+        (b"+    1234 g  ", "got 15"),  # 12.34 that lost its decimal point
+        (b"*    12.34 g  ", "position 1 (sign)"),
+        (b"     12.34 g  ", "position 1 (sign)"),  # the balance writes + for plus: a lost minus
+        (b"+x   12.34 g  ", "positions 2 and 11"),
+        (b"+    12.34xg  ", "positions 2 and 11"),
+        (b"+   12.3 4 g  ", "not a right-aligned decimal number"),
+        (b"+   1.2.34 g  ", "not a right-aligned decimal number"),
+        (b"+  12.34   g  ", "not a right-aligned decimal number"),  # not right-aligned
+        (b"+   012.34 g  ", "not a right-aligned decimal number"),  # a blank turned into a zero
+        (b"+   -12.34 g  ", "has a sign where none belongs"),
+        (b"+    12.   g  ", "not a right-aligned decimal number"),
+        (b"+      .34 g  ", "not a right-aligned decimal number"),
+        (b"+          g  ", "blank"),
+        (b"+    1e-34 g  ", "not a right-aligned decimal number"),
+        (b"+      NaN g  ", "not a right-aligned decimal number"),
+        (b"+    12.34 g g", "unit symbol"),
+        (b"+    12.34  g ", "unit symbol"),
+        (b"+    12.34 xyz", "unit symbol"),
         (b"+    12.34 \xb5g ", "not printable ASCII"),
         (b"+    12.34\tg  ", "not printable ASCII"),
         (b"+    12.34 g \r", "not printable ASCII"),
         (b"+  \xd9\xa312.34 g  ", "not printable ASCII"),  # Arabic-Indic digit three
-        (b"       Hi     ", "value is not a decimal number"),
-        (b"       Err    ", "value is not a decimal number"),
-        (b"High          x", "got 17"),
+        (b"       Hi     ", "position 1 (sign)"),
+        (b"   Err        ", "position 1 (sign)"),
+        (b" N    +    12.34 g  ", "ID code is not left-aligned"),
+        (b"Stat  +    12.34 g  ", "ID code Stat with a weight"),
+        (b"      +    12.34 g  ", "ID code is blank"),  # every ID code the manuals list has characters
     ],
 )
 def test_invalid(frame: bytes, reason: str) -> None:
@@ -116,19 +121,26 @@ def test_invalid(frame: bytes, reason: str) -> None:
     assert info.value.raw == frame
 
 
-def test_fixed_frame_format() -> None:
+def test_fixed_frame_format_plus_sign_and_identifiers() -> None:
     assert parse_frame(b"+    12.34 g  ", "16").value == Decimal("12.34")
     assert parse_frame(b"N     +    12.34 g  ", "22").identifier == "N"
     with pytest.raises(FrameError, match="expected 16 characters"):
         parse_frame(b"N     +    12.34 g  ", "16")
     with pytest.raises(FrameError, match="expected 22 characters"):
         parse_frame(b"+    12.34 g  ", "22")
+    assert parse_frame(b"     12.34 g  ", plus_sign=" ").value == Decimal("12.34")
+    with pytest.raises(FrameError, match="position 1"):
+        parse_frame(b"+    12.34 g  ", plus_sign=" ")
+    assert parse_frame(b"N     +    12.34 g  ", identifiers=["N"]).identifier == "N"
+    with pytest.raises(FrameError, match="ID code 'T'"):
+        parse_frame(b"T     +    12.34 g  ", identifiers=["N"])
 
 
-def test_special_text_helper() -> None:
-    assert special_text("  High ") == "High (overload)"
-    assert special_text("Highest") is None
-    assert special_text("12.34") is None
+def test_commands() -> None:
+    assert command("P") == b"\x1bP"
+    assert command("T", b"\r\n") == b"\x1bT\r\n"
+    with pytest.raises(ValueError):
+        command("PP")
 
 
 # -- properties ---------------------------------------------------------------------------------
@@ -174,15 +186,14 @@ def test_random_bytes_never_yield_a_number_unless_valid(frame: bytes) -> None:
     assert m is not None
     sign = "-" if body[:1] == b"-" else ""
     digits = m.group(2).decode()
-    assert parsed.value == Decimal(sign + digits)
-    assert parsed.value.as_tuple().exponent == -len(digits.partition(".")[2])
+    assert str(parsed.value) == sign + digits
     assert parsed.status is (ReadingStatus.OK if body[11:].strip() else ReadingStatus.UNSTABLE)
 
 
 @given(
     value=st.decimals(min_value=-99999, max_value=99999, places=2, allow_nan=False, allow_infinity=False),
-    unit=st.one_of(st.none(), st.from_regex(r"\A[a-zA-Z%]{1,3}\Z")),
-    identifier=st.one_of(st.none(), st.from_regex(r"\A[A-Z#]{1,6}\Z")),
+    unit=st.one_of(st.none(), st.sampled_from(sorted(UNITS))),
+    identifier=st.one_of(st.none(), st.from_regex(r"\A[A-Z#][A-Z#.]{0,5}\Z")),
 )
 def test_valid_frames_round_trip(value: Decimal, unit: str | None, identifier: str | None) -> None:
     frame = format_frame(value, unit, 2, identifier)
@@ -194,20 +205,18 @@ def test_valid_frames_round_trip(value: Decimal, unit: str | None, identifier: s
 
 
 @given(
-    digits=st.text("0123456789", min_size=7, max_size=7),
+    digits=st.text("0123456789", min_size=7, max_size=7).filter(lambda d: d[0] != "0"),
     point=st.integers(min_value=1, max_value=6),
-    sign=st.sampled_from("+- "),
+    sign=st.sampled_from("+-"),
 )
 def test_every_decimal_position_parses(digits: str, point: int, sign: str) -> None:
     field = digits[:point] + "." + digits[point:]
     parsed = parse_frame(f"{sign} {field} g  ".encode())
-    assert parsed.value == Decimal(("-" if sign == "-" else "") + field)
-    # the resolution is the balance's: trailing zeros are kept
-    assert parsed.value is not None and parsed.value.as_tuple().exponent == point - 7
+    assert str(parsed.value) == ("-" if sign == "-" else "") + field  # trailing zeros kept: the resolution
 
 
-@pytest.mark.parametrize("text", ["High", "Low", "Err 123", "Stat ERR 123", "Stat", "H", "LL"])
-@pytest.mark.parametrize("identifier", [None, "N"])
+@pytest.mark.parametrize("text", ["High", "Low", "Err 123", "ERR 54", "H", "LL", "C"])
+@pytest.mark.parametrize("identifier", [None, "Stat"])
 def test_special_frames_round_trip(text: str, identifier: str | None) -> None:
     frame = format_special(text, identifier)
     assert len(frame) == (22 if identifier else 16)
@@ -219,7 +228,7 @@ def test_special_frames_round_trip(text: str, identifier: str | None) -> None:
 @pytest.mark.parametrize(
     ("value", "unit", "decimals", "frame"),
     [
-        (Decimal("12.34"), "g", 2, b"+    12.34 g  \r\n"),
+        (Decimal("1255.7"), "g", 1, b"+   1255.7 g  \r\n"),
         (Decimal("-0.5"), "kg", 3, b"-    0.500 kg \r\n"),
         (Decimal("12.34"), None, 2, b"+    12.34    \r\n"),
         (Decimal("99999999"), "ct", 0, b"+ 99999999 ct \r\n"),
@@ -242,6 +251,12 @@ def test_format_frame(value: Decimal, unit: str | None, decimals: int, frame: by
 def test_format_frame_refuses(value: Decimal, unit: str | None, decimals: int) -> None:
     with pytest.raises(ValueError):
         format_frame(value, unit, decimals)
+
+
+def test_format_special_refuses_what_no_manual_lists() -> None:
+    for text in ("Stat", "Overload", "Err", "Err 1234"):
+        with pytest.raises(ValueError):
+            format_special(text)
 
 
 def test_serial_settings() -> None:
