@@ -95,28 +95,33 @@ def no_thread_leaks() -> Iterator[None]:
 
 
 MakeDriver = Callable[..., Driver]
+BuildDriver = Callable[..., Driver]
 
 
 @pytest.fixture
-def make_driver(link_path: Path, collector: Collector) -> Iterator[MakeDriver]:
-    """Builds a driver through the registry (as the gateway does) and starts it on ``collector``."""
+def build_driver(collector: Collector) -> Iterator[BuildDriver]:
+    """``build(settings, start=True)``: a driver made through the registry from its complete
+    settings (as the gateway does), started on ``collector``; every one is stopped at the end."""
     started: list[Driver] = []
 
-    def make(driver: str, start: bool = True, **settings: Any) -> Driver:
-        raw = {
-            "id": "caliper-1",
-            "driver": driver,
-            "port": str(link_path),
-            "reconnect_min": 0.02,
-            "reconnect_max": 0.2,
-            **settings,
-        }
-        drv = registry.create(registry.parse_config(raw))
+    def build(settings: dict[str, Any], start: bool = True) -> Driver:
+        drv = registry.create(registry.parse_config(settings))
         if start:
             drv.start(collector)
             started.append(drv)
         return drv
 
-    yield make
+    yield build
     for drv in started:
         drv.stop()
+
+
+@pytest.fixture
+def make_driver(link_path: Path, build_driver: BuildDriver) -> MakeDriver:
+    """``make(driver, start=True, **settings)``: a serial driver on ``link_path``, fast to reconnect."""
+
+    def make(driver: str, start: bool = True, **settings: Any) -> Driver:
+        base = {"id": "caliper-1", "driver": driver, "port": str(link_path), "reconnect_min": 0.02}
+        return build_driver({**base, "reconnect_max": 0.2, **settings}, start)
+
+    return make

@@ -23,7 +23,7 @@ from simulators.cli import build_parser
 from tests.drivers.cases import CASES, DriverCase, Peer, Setup
 
 if TYPE_CHECKING:
-    from conftest import Collector
+    from conftest import BuildDriver, Collector
 
 DEVICE = "device-1"
 MakeDriver = Callable[..., Driver]
@@ -67,21 +67,14 @@ def plug(setup: Setup) -> Iterator[Plug]:
 
 
 @pytest.fixture
-def driver(case: DriverCase, setup: Setup, collector: Collector) -> Iterator[MakeDriver]:
+def driver(case: DriverCase, setup: Setup, build_driver: BuildDriver) -> MakeDriver:
     """Builds the case's driver through the registry (as the gateway does) and starts it."""
-    started: list[Driver] = []
 
     def make(start: bool = True, **settings: Any) -> Driver:
         raw = {"id": DEVICE, "driver": case.driver, "reconnect_min": 0.02, "reconnect_max": 0.2}
-        drv = registry.create(registry.parse_config({**raw, **setup.settings, **settings}))
-        if start:
-            drv.start(collector)
-            started.append(drv)
-        return drv
+        return build_driver({**raw, **setup.settings, **settings}, start)
 
-    yield make
-    for drv in started:
-        drv.stop()
+    return make
 
 
 def read_one(case: DriverCase, peer: Peer, drv: Driver) -> None:
@@ -102,6 +95,22 @@ def running(
         peer.start()
     drv = driver(**settings)
     collector.wait_events(EventKind.CONNECTED)
+    return peer, drv
+
+
+def streaming(
+    case: DriverCase, plug: Plug, driver: MakeDriver, collector: Collector, **settings: Any
+) -> tuple[Peer, Driver]:
+    """Readings flowing: an asked device answering a polling driver, or a connected driver
+    listening to a device that pushes by itself."""
+    peer = plug(**settings.pop("faults", {}))
+    if case.asks:
+        peer.start()
+        drv = driver(**case.polling, **settings)
+    else:
+        drv = driver(**settings)
+        collector.wait_events(EventKind.CONNECTED)
+        peer.start()
     return peer, drv
 
 
@@ -134,21 +143,15 @@ def test_unknown_request_is_refused(case: DriverCase, driver: MakeDriver) -> Non
 def test_delivers_exactly_what_was_sent(
     no_thread_leaks: None, case: DriverCase, plug: Plug, driver: MakeDriver, collector: Collector
 ) -> None:
-    peer = plug()
+    peer, drv = streaming(case, plug, driver, collector)
+    collector.wait_readings(10)
     if case.asks:
-        peer.start()
-        drv = driver(**case.polling)
-        collector.wait_readings(10)
-        drv.stop()
+        drv.stop()  # stop asking first: an answer in flight may then be lost, never half read
         peer.stop()
         readings = collector.readings()
     else:
-        drv = driver()
-        collector.wait_events(EventKind.CONNECTED)
-        peer.start()
-        collector.wait_readings(10)
         peer.stop()
-        readings = collector.wait_readings(len(peer.sent()))
+        readings = collector.wait_readings(len(peer.sent()))  # everything pushed arrives
     sent, frames = peer.sent(), peer.sent_frames()
     assert readings and len(readings) <= len(sent)
     assert [case.key(r) for r in readings] == sent[: len(readings)]
@@ -197,14 +200,8 @@ def test_noise_before_a_frame_is_reported_and_the_frame_read(
 def test_corruption_never_yields_a_value_that_was_not_sent(
     case: DriverCase, plug: Plug, driver: MakeDriver, collector: Collector
 ) -> None:
-    peer = plug(bad_rate=0.3)
-    if case.asks:
-        peer.start()
-        drv = driver(**case.polling, response_timeout=0.5)
-    else:
-        drv = driver()
-        collector.wait_events(EventKind.CONNECTED)
-        peer.start()
+    asking = {"response_timeout": 0.5} if case.asks else {}  # a corrupted answer must not time out the next
+    peer, drv = streaming(case, plug, driver, collector, faults={"bad_rate": 0.3}, **asking)
     collector.wait_readings(30)
     drv.stop()
     peer.stop()
@@ -280,15 +277,7 @@ def test_slow_answers_count_and_late_ones_are_still_read(
 def test_unplug_replug_reports_once_and_resumes(
     no_thread_leaks: None, case: DriverCase, plug: Plug, driver: MakeDriver, collector: Collector
 ) -> None:
-    peer = plug()
-    settings: dict[str, Any] = {"reconnect_min": 0.01, "reconnect_max": 0.03}
-    if case.asks:
-        peer.start()
-        driver(**case.polling, **settings)
-    else:
-        driver(**settings)
-        collector.wait_events(EventKind.CONNECTED)
-        peer.start()
+    peer, _ = streaming(case, plug, driver, collector, reconnect_min=0.01, reconnect_max=0.03)
     collector.wait_readings(3)
     peer.unplug()
     collector.wait_events(EventKind.DISCONNECTED)

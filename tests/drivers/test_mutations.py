@@ -186,7 +186,8 @@ def _gs1_code(fields: list[tuple[str, str]], printed: bool) -> bytes:
 
 
 def _gs1_encode(r: Reading) -> bytes | None:
-    """The simulator's encoding of the fields the code holds, in the form it was scanned."""
+    """The simulator's encoding of the fields the code holds, in the form it was scanned
+    (element string with or without a symbology identifier, or the printed form)."""
     text = r.text or ""
     try:
         fields = list(parse_gs1(text).items())
@@ -195,7 +196,13 @@ def _gs1_encode(r: Reading) -> bytes | None:
     # every check digit the simulator knows must hold: a misread GTIN is never a part
     if any(ai == "01" and scanner.check_digit(v[:-1]) != v[-1] for ai, v in fields):
         return None
-    return _try(lambda: _gs1_code(fields, printed=not text.startswith("]")))
+    symbology = text[:3] if text.startswith("]") else None
+    forms = [lambda: scanner.hri(fields), lambda: scanner.element_string(fields, symbology=symbology)]
+    for form in forms:
+        code = _try(lambda form=form: form().encode() + b"\r")  # type: ignore[misc]
+        if code == r.raw:
+            return code
+    return None
 
 
 SCANNER = FrameModel(

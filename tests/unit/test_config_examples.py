@@ -17,8 +17,11 @@ from drivers import registry
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 DEVICE_EXAMPLES = sorted(
-    [*(ROOT / "drivers").glob("*/sample*.yaml"), *(ROOT / "drivers").glob("*/*/sample*.yaml")]
-    + list((CONFIG / "devices").glob("*.yaml"))
+    [
+        *(ROOT / "drivers").glob("*/sample*.yaml"),
+        *(ROOT / "drivers").glob("*/*/sample*.yaml"),
+        *(CONFIG / "devices").glob("*.yaml"),
+    ]
 )
 
 SITE = """

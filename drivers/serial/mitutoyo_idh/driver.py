@@ -31,8 +31,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from drivers import registry
-from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading
-from drivers.serial.frames import find_frame
+from drivers.base import DriverConfig, DriverError, EventKind, Reading
 from drivers.serial.mitutoyo_idh.codec import DEFAULT_WIDTH, MODES, IdhReply, claimed_id, parse_reply
 from drivers.serial.mitutoyo_idh.codec import command as encode_command
 from drivers.serial.port import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
@@ -161,18 +160,13 @@ class MitutoyoIdhDriver(SerialLineDriver[MitutoyoIdhConfig]):
         return parse_reply(line, self.cfg.value_width)
 
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
-        try:
-            found = find_frame(frame, self._parse)
-        except FrameError as exc:
+        found = self._find(frame, raw, timestamp_ns, self._parse)
+        if found is None:
             claimed = claimed_id(frame)
             if claimed is None or claimed == self.cfg.device_id:
                 self._answered(None)  # a garbled line is most likely the answer that was due
-            self._bad_frame(exc.reason, raw, timestamp_ns)
             return
-        if found.skip:
-            self._bad_frame(f"{found.skip} bytes of noise before a frame", raw[: found.skip], timestamp_ns)
-            raw = raw[found.skip :]
-        reply = found.parsed
+        reply, raw = found
         if reply.device_id != self.cfg.device_id:
             self._bad_frame(
                 f"ID No. {reply.device_id:02d} is not the configured {self.cfg.device_id:02d}", raw, timestamp_ns

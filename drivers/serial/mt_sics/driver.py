@@ -47,7 +47,6 @@ from pydantic import Field
 
 from drivers import registry
 from drivers.base import DriverConfig, DriverError, EventKind, FrameError, Reading, ReadingStatus
-from drivers.serial.frames import find_frame
 from drivers.serial.mt_sics.codec import GENERAL_ERRORS, INFO_IDS, REPLY_ID, Reply, parse_reply
 from drivers.serial.mt_sics.codec import command as encode_command
 from drivers.serial.port import LinkDown, SerialDriverConfig, SerialLineDriver, log_timeout, next_slot
@@ -227,19 +226,14 @@ class MtSicsDriver(SerialLineDriver[MtSicsConfig]):
         return reply
 
     def _on_frame(self, frame: bytes, raw: bytes, timestamp_ns: int) -> None:
-        try:
-            found = find_frame(frame, self._parse)
-        except FrameError as exc:
+        found = self._find(frame, raw, timestamp_ns, self._parse)
+        if found is None:
             with self._cond:
                 # a garbled line is most likely the answer that was due: waiting on for it
                 # would only add a timeout to the bad frame
                 self._answered(None)
-            self._bad_frame(exc.reason, raw, timestamp_ns)
             return
-        if found.skip:
-            self._bad_frame(f"{found.skip} bytes of noise before a frame", raw[: found.skip], timestamp_ns)
-            raw = raw[found.skip :]
-        reply = found.parsed
+        reply, raw = found
         with self._cond:
             answered = self._answered(reply)
             if reply.command == "S" and self._stream_deadline is not None:
