@@ -148,7 +148,7 @@ class DriverCase:
     * ``key``: what must be equal between a reading and the frame the device sent.
     * ``terminator``: what ends a frame on the wire (None: not a line protocol); garbage and
       noise tests use it.
-    * ``cli``: the simulator's command line, without ``--link``.
+    * ``cli``: the simulator's command line for a set-up (``simulators <cli...>``).
     """
 
     id: str
@@ -157,7 +157,7 @@ class DriverCase:
     asks: bool
     key: Callable[[Reading], object]
     terminator: bytes | None
-    cli: list[str]
+    cli: Callable[[Setup], list[str]]
     polling: dict[str, Any] = field(default_factory=dict)
 
 
@@ -173,6 +173,11 @@ def sample(folder: str, name: str = "sample.yaml") -> dict[str, Any]:
     for key in ("id", "driver", "port", "gauge", "poll_interval", "reconnect_min", "reconnect_max", *PTY_LINE):
         device.pop(key, None)
     return device
+
+
+def link(argv: list[str]) -> Callable[[Setup], list[str]]:
+    """A pty simulator's command line: ``argv`` and ``--link`` the set-up's path."""
+    return lambda setup: [*argv, "--link", setup.address]
 
 
 def _link(tmp: Path) -> Path:
@@ -286,77 +291,87 @@ def _scanner(tmp: Path) -> Setup:
     return Setup(_settings(link, format="gs1"), plug, str(link))
 
 
+def _case(
+    id: str,
+    driver: str,
+    prepare: Callable[[Path], Setup],
+    cli: list[str],
+    *,
+    asks: bool,
+    terminator: bytes,
+    key: Callable[[Reading], object] = value_text,
+    polling: dict[str, Any] | None = None,
+) -> DriverCase:
+    return DriverCase(id, driver, prepare, asks, key, terminator, link(cli), polling or {})
+
+
+FAST = {"poll_interval": 0.01}
 CASES: list[DriverCase] = [
-    DriverCase(
-        "mitutoyo-push",
-        "mitutoyo",
-        _mitutoyo("push"),
-        False,
-        value_text,
-        b"\r",
-        ["mitutoyo", "--interval", "0.01", "--seed", "1"],
+    _case(
+        "mitutoyo-push", "mitutoyo", _mitutoyo("push"), ["mitutoyo", "--interval", "0.01"], asks=False, terminator=b"\r"
     ),
-    DriverCase(
+    _case(
         "mitutoyo-request",
         "mitutoyo",
         _mitutoyo("request"),
-        True,
-        value_text,
-        b"\r",
-        ["mitutoyo", "--mode", "request", "--request", "1\\r", "--seed", "1"],
-        {"poll_interval": 0.01},
+        ["mitutoyo", "--mode", "request", "--request", "1\\r"],
+        asks=True,
+        terminator=b"\r",
+        polling=FAST,
     ),
-    DriverCase(
+    _case(
         "mitutoyo-idh",
         "mitutoyo-idh",
         _idh,
-        True,
-        lambda r: (r.channel, value_text(r)),
-        b"\r\n",
-        ["mitutoyo-idh", "--seed", "1"],
-        {"poll_interval": 0.01},
+        ["mitutoyo-idh"],
+        asks=True,
+        terminator=b"\r\n",
+        key=lambda r: (r.channel, value_text(r)),
+        polling=FAST,
     ),
-    DriverCase(
-        "mt-sics", "mt-sics", _mt_sics, True, value_text, b"\r\n", ["mt-sics", "--seed", "1"], {"poll_interval": 0.01}
-    ),
-    DriverCase(
+    _case("mt-sics", "mt-sics", _mt_sics, ["mt-sics"], asks=True, terminator=b"\r\n", polling=FAST),
+    _case(
         "sartorius-sbi-16",
         "sartorius-sbi",
         _sbi("16"),
-        True,
-        value_text,
-        b"\r\n",
-        ["sartorius-sbi", "--seed", "1"],
-        {"mode": "request", "poll_interval": 0.01},
+        ["sartorius-sbi"],
+        asks=True,
+        terminator=b"\r\n",
+        polling={"mode": "request", **FAST},
     ),
-    DriverCase(
+    _case(
         "sartorius-sbi-22-push",
         "sartorius-sbi",
         _sbi("22"),
-        False,
-        value_text,
-        b"\r\n",
         ["sartorius-sbi", "--frame", "22", "--mode", "push", "--interval", "0.01"],
+        asks=False,
+        terminator=b"\r\n",
     ),
-    DriverCase(
+    _case(
         "ascii-sylvac",
         "ascii",
         _ascii("sylvac"),
-        True,
-        value_text,
-        b"\r",
-        ["ascii", "--preset", "sylvac", "--seed", "1"],
-        {"poll_interval": 0.01},
+        ["ascii", "--preset", "sylvac"],
+        asks=True,
+        terminator=b"\r",
+        polling=FAST,
     ),
-    DriverCase(
+    _case(
         "ascii-ohaus",
         "ascii",
         _ascii("ohaus"),
-        True,
-        value_text,
-        b"\r\n",
-        ["ascii", "--preset", "ohaus", "--seed", "1"],
-        {"poll_interval": 0.01},
+        ["ascii", "--preset", "ohaus"],
+        asks=True,
+        terminator=b"\r\n",
+        polling=FAST,
     ),
-    DriverCase("scanner-gs1", "scanner", _scanner, False, lambda r: r.text, b"\r", ["scanner", "--interval", "0.01"]),
+    _case(
+        "scanner-gs1",
+        "scanner",
+        _scanner,
+        ["scanner", "--interval", "0.01"],
+        asks=False,
+        terminator=b"\r",
+        key=lambda r: r.text,
+    ),
 ]

@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from drivers import registry
 from drivers.base import DeviceEvent, Driver, EventKind, Item, Reading
+from simulators.base import PtySimulator
 
 WAIT = 5.0  # generous: a loaded CI box is slow, and a passing wait returns at once
 
@@ -96,6 +97,29 @@ def no_thread_leaks() -> Iterator[None]:
 
 MakeDriver = Callable[..., Driver]
 BuildDriver = Callable[..., Driver]
+SimT = TypeVar("SimT", bound=PtySimulator)
+
+
+class PlugSim(Protocol):
+    def __call__(self, cls: type[SimT], *args: Any, start: bool = False, **kwargs: Any) -> SimT: ...
+
+
+@pytest.fixture
+def plug_sim(link_path: Path) -> Iterator[PlugSim]:
+    """``plug(SimulatorClass, *args, start=False, **kwargs)``: a simulator on ``link_path``
+    (started if asked); every one is closed at the end."""
+    sims: list[PtySimulator] = []
+
+    def plug(cls: type[SimT], *args: Any, start: bool = False, **kwargs: Any) -> SimT:
+        sim = cls(link_path, *args, **kwargs)
+        sims.append(sim)
+        if start:
+            sim.start()
+        return sim
+
+    yield plug
+    for sim in sims:
+        sim.close()
 
 
 @pytest.fixture

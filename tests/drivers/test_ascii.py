@@ -7,7 +7,7 @@ that stops matching its instrument fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from simulators.ascii_line import OHAUS, SYLVAC, AsciiLineSimulator, Instrument,
 from tests.drivers.cases import PTY_LINE, sample
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 MakeInstrument = Callable[..., AsciiLineSimulator]
@@ -34,17 +34,11 @@ def example(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_instrument(link_path: Path) -> Iterator[MakeInstrument]:
-    sims: list[AsciiLineSimulator] = []
+def make_instrument(plug_sim: PlugSim) -> MakeInstrument:
+    def make(instrument: Instrument = SYLVAC, scenario: Scenario | None = None, **kw: Any) -> AsciiLineSimulator:
+        return plug_sim(AsciiLineSimulator, instrument, scenario or Scenario(interval=0.01, seed=7), **kw)
 
-    def make(instrument: Instrument = SYLVAC, scenario: Scenario | None = None, **kwargs: Any) -> AsciiLineSimulator:
-        sim = AsciiLineSimulator(link_path, instrument, scenario or Scenario(interval=0.01, seed=7), **kwargs)
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+    return make
 
 
 def line_driver(make_driver: MakeDriver, **settings: Any) -> AsciiLineDriver:

@@ -5,10 +5,9 @@ The contract every driver keeps is in test_contract.py (push and request set-ups
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
@@ -19,23 +18,14 @@ from drivers.serial.mitutoyo import MitutoyoConfig
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MitutoyoSimulator]
 
 
 @pytest.fixture
-def make_sim(link_path: Path) -> Iterator[MakeSim]:
-    sims: list[MitutoyoSimulator] = []
-
-    def make(scenario: Scenario | None = None, **kwargs: Any) -> MitutoyoSimulator:
-        sim = MitutoyoSimulator(link_path, scenario or Scenario(interval=0.01, seed=7), **kwargs)
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+def make_sim(plug_sim: PlugSim) -> MakeSim:
+    return lambda scenario=None, **kw: plug_sim(MitutoyoSimulator, scenario or Scenario(interval=0.01, seed=7), **kw)
 
 
 def test_config_defaults_follow_the_adapter() -> None:

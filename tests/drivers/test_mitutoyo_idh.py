@@ -7,7 +7,7 @@ stop) is in test_contract.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,24 +22,14 @@ from drivers.serial.mitutoyo_idh import MitutoyoIdhConfig, MitutoyoIdhDriver
 from simulators.mitutoyo_idh import MitutoyoIdhSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MitutoyoIdhSimulator]
 
 
 @pytest.fixture
-def make_sim(link_path: Path) -> Iterator[MakeSim]:
-    sims: list[MitutoyoIdhSimulator] = []
-
-    def make(scenario: Scenario | None = None) -> MitutoyoIdhSimulator:
-        sim = MitutoyoIdhSimulator(link_path, scenario or Scenario(seed=7))
-        sims.append(sim)
-        sim.start()
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+def make_sim(plug_sim: PlugSim) -> MakeSim:
+    return lambda scenario=None: plug_sim(MitutoyoIdhSimulator, scenario or Scenario(seed=7), start=True)
 
 
 def indicator(make_driver: MakeDriver, **settings: Any) -> MitutoyoIdhDriver:

@@ -6,7 +6,7 @@ The contract every driver keeps is in test_contract.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,25 +21,14 @@ from drivers.serial.mt_sics import MtSicsConfig, MtSicsDriver
 from simulators.mt_sics import MtSicsSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MtSicsSimulator]
 
 
 @pytest.fixture
-def make_sim(link_path: Path) -> Iterator[MakeSim]:
-    sims: list[MtSicsSimulator] = []
-
-    def make(scenario: Scenario | None = None, start: bool = True) -> MtSicsSimulator:
-        sim = MtSicsSimulator(link_path, scenario or Scenario(seed=7))
-        sims.append(sim)
-        if start:
-            sim.start()
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+def make_sim(plug_sim: PlugSim) -> MakeSim:
+    return lambda scenario=None, start=True: plug_sim(MtSicsSimulator, scenario or Scenario(seed=7), start=start)
 
 
 def scale(make_driver: MakeDriver, **settings: Any) -> MtSicsDriver:

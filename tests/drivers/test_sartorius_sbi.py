@@ -7,7 +7,7 @@ The contract every driver keeps is in test_contract.py (16-character request and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,24 +21,15 @@ from drivers.serial.sartorius_sbi import SartoriusConfig, SartoriusDriver
 from simulators.sartorius import SartoriusSimulator, Scenario, format_frame
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 MakeBalance = Callable[..., SartoriusSimulator]
 
 
 @pytest.fixture
-def make_balance(link_path: Path) -> Iterator[MakeBalance]:
-    sims: list[SartoriusSimulator] = []
-
-    def make(scenario: Scenario | None = None, **kwargs: Any) -> SartoriusSimulator:
-        sim = SartoriusSimulator(link_path, scenario or Scenario(interval=0.01, seed=7), **kwargs)
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+def make_balance(plug_sim: PlugSim) -> MakeBalance:
+    return lambda scenario=None, **kw: plug_sim(SartoriusSimulator, scenario or Scenario(interval=0.01, seed=7), **kw)
 
 
 def scale(make_driver: MakeDriver, **settings: Any) -> SartoriusDriver:

@@ -5,7 +5,7 @@ The contract every driver keeps is in test_contract.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from drivers.serial.scanner import ScannerConfig, ScannerDriver, decode
 from simulators.scanner import ScannerSimulator, ScanScenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver
+    from conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = r"(?P<part_number>[A-Z]{2}-\d{4})\|(?P<serial>HX\d{6})\|(?P<lot>L[\d-]+)"
@@ -27,17 +27,10 @@ MakeScanner = Callable[..., ScannerSimulator]
 
 
 @pytest.fixture
-def make_scanner(link_path: Path) -> Iterator[MakeScanner]:
-    sims: list[ScannerSimulator] = []
-
-    def make(scenario: ScanScenario | None = None, **kwargs: Any) -> ScannerSimulator:
-        sim = ScannerSimulator(link_path, scenario or ScanScenario(interval=0.005, seed=7), **kwargs)
-        sims.append(sim)
-        return sim
-
-    yield make
-    for sim in sims:
-        sim.close()
+def make_scanner(plug_sim: PlugSim) -> MakeScanner:
+    return lambda scenario=None, **kw: plug_sim(
+        ScannerSimulator, scenario or ScanScenario(interval=0.005, seed=7), **kw
+    )
 
 
 def scanner(make_driver: MakeDriver, **settings: Any) -> ScannerDriver:
