@@ -17,6 +17,10 @@ The drivers themselves share more than the link: :class:`SerialDriverConfig` hol
 settings every serial driver has, :func:`link_for` builds the link from them,
 :class:`SerialLineDriver` is the base class that runs it, and :class:`Requester` is the
 poll loop with response timeouts of the drivers that send a request and await one answer.
+
+The module is longer than most because these four share one life cycle (open, read,
+drop, reopen, stop) and its threading rules; split, each piece would need the others'
+internals. The frame rules are apart, in :mod:`drivers.serial.frames`.
 """
 
 from __future__ import annotations
