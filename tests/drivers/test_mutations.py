@@ -19,6 +19,7 @@ keeps the suite fast, a large number (a million) is the soak run.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,6 +37,7 @@ from simulators import ascii_line, mitutoyo, mitutoyo_idh, mt_sics, sartorius, s
 from tests.drivers.cases import sample
 
 EXAMPLES = int(os.environ.get("MUTATION_EXAMPLES", "300"))
+GS = "\x1d"
 
 #: bytes a noisy line or a lost bit most likes to produce, and any byte at all
 NOISE = st.one_of(st.sampled_from(list(b"0123456789.,+- \r\n\x00\xffAgGSN")), st.integers(0, 255))
@@ -185,9 +187,22 @@ def _gs1_code(fields: list[tuple[str, str]], printed: bool) -> bytes:
     return code.encode() + b"\r"
 
 
+def _element_string(fields: list[tuple[str, str]], symbology: str | None) -> re.Pattern[str]:
+    """The simulator's element string, and the separators that carry no data which scanners
+    also send (FNC1 in first position as GS, GS after a field of predefined length or at the
+    end): the codes a device sends for exactly these fields."""
+    parts = [re.escape(symbology or ""), GS + "?"]
+    for n, (ai, value) in enumerate(fields):
+        parts.append(re.escape(ai + value))
+        needed = ai[:2] not in scanner.PREDEFINED_LENGTH and n < len(fields) - 1
+        parts.append(GS if needed else GS + "?")
+    assert re.fullmatch("".join(parts), scanner.element_string(fields, symbology=symbology))
+    return re.compile("".join(parts))
+
+
 def _gs1_encode(r: Reading) -> bytes | None:
-    """The simulator's encoding of the fields the code holds, in the form it was scanned
-    (element string with or without a symbology identifier, or the printed form)."""
+    """The code as scanned, if it is one a device sends for the fields it holds: the printed
+    form, or the element string (with the symbology identifier it came with, if any)."""
     text = r.text or ""
     try:
         fields = list(parse_gs1(text).items())
@@ -197,12 +212,9 @@ def _gs1_encode(r: Reading) -> bytes | None:
     if any(ai == "01" and scanner.check_digit(v[:-1]) != v[-1] for ai, v in fields):
         return None
     symbology = text[:3] if text.startswith("]") else None
-    forms = [lambda: scanner.hri(fields), lambda: scanner.element_string(fields, symbology=symbology)]
-    for form in forms:
-        code = _try(lambda form=form: form().encode() + b"\r")  # type: ignore[misc]
-        if code == r.raw:
-            return code
-    return None
+    if text == scanner.hri(fields):
+        return r.raw
+    return r.raw if _element_string(fields, symbology).fullmatch(text) else None
 
 
 SCANNER = FrameModel(

@@ -93,7 +93,9 @@ def test_parse_gs1_other_identifiers(code: str, expected: dict[str, str]) -> Non
         ("(01)09501101530003(23)ABC", "unknown application identifier (23)"),
         ("(01)", "AI (01) GTIN has no value"),
         ("(1)0950", "parenthesised form must start with (AI)"),
-        (f"(01){GTIN}(10)A(10)B", "AI (10) appears twice with different values: 'A' and 'B'"),
+        (f"(01){GTIN}(10)A(10)B", "AI (10) appears twice: 'A' and 'B'"),
+        (f"(01){GTIN}(10)A(01){GTIN}(10)A", "AI (01) appears twice"),  # two codes glued by a lost CR
+        (f"01{GTIN}10ABC{GS}{GS}21123", "two separators (FNC1) in a row"),
         ("]C0HX-4711", "symbology identifier ']C0' does not announce GS1 data"),
         (f"]d1{GTIN}", "symbology identifier ']d1'"),
         ("]C1", "empty code"),

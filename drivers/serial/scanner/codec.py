@@ -153,8 +153,9 @@ def _check_value(spec: AISpec, value: str) -> None:
 
 def _add(out: dict[str, str], ai: str, value: str) -> None:
     _check_value(AIS[ai], value)
-    if ai in out and out[ai] != value:
-        raise GS1Error(f"AI ({ai}) appears twice with different values: {out[ai]!r} and {value!r}")
+    if ai in out:
+        # a label carries each AI once; twice is what two codes glued by a lost line end look like
+        raise GS1Error(f"AI ({ai}) appears twice: {out[ai]!r} and {value!r}")
     out[ai] = value
 
 
@@ -171,9 +172,10 @@ def parse_gs1(code: str) -> dict[str, str]:
     """Parse a GS1 element string into ``{AI: value}`` in the order of the code.
 
     Accepts an optional GS1 symbology identifier (``]C1``, ``]d2``, ``]Q3``, ``]e0``), FNC1
-    as GS (ASCII 29) between fields (and, tolerated, at the start or after fixed-length
-    fields), or the parenthesised form ``(01)...(10)...``. Verifies lengths, character
-    sets, check digits (00, 01, 02, 402, 41x) and dates (11-17, DD 00 allowed).
+    as GS (ASCII 29) between fields (and, tolerated, one at the start, after fixed-length
+    fields or at the end), or the parenthesised form ``(01)...(10)...``. Verifies lengths,
+    character sets, check digits (00, 01, 02, 402, 41x), dates (11-17, DD 00 allowed), that
+    each AI appears once and that no two separators stand in a row; nothing is stripped.
     Raises :class:`GS1Error` naming what is wrong.
     """
     text = code  # nothing is stripped: a blank is in no GS1 value's character set
@@ -190,6 +192,9 @@ def parse_gs1(code: str) -> dict[str, str]:
     pos = 0
     while pos < len(text):
         if text[pos] == GS:
+            if text[pos + 1 : pos + 2] == GS:
+                # one separator carries no data; a second one is noise
+                raise GS1Error("two separators (FNC1) in a row")
             pos += 1
             continue
         ai = _find_ai(text, pos)
