@@ -155,6 +155,21 @@ sub_prefix() { # the unit with PREFIX instead of /opt/inspection-collector
     sed "s#/opt/inspection-collector#${PREFIX}#g" "$1"
 }
 
+install_device_examples() { # each driver's samples, beside it, as examples/devices/<name>.yaml
+    # drivers/<kind>/<driver>/sample.yaml -> <driver>.yaml (mitutoyo_idh -> mitutoyo-idh),
+    # sample-<name>.yaml -> <name>.yaml; examples still in config/devices/ keep their name
+    local f name
+    for f in "$SRC"/drivers/*/sample*.yaml "$SRC"/drivers/*/*/sample*.yaml "$SRC"/config/devices/*.yaml; do
+        [ -e "$f" ] || continue
+        case "$(basename "$f")" in
+            sample.yaml) name=$(basename "$(dirname "$f")" | tr _ -) ;;
+            sample-*.yaml) name=$(basename "$f" .yaml); name=${name#sample-} ;;
+            *) name=$(basename "$f" .yaml) ;;
+        esac
+        put 0644 "$f" "$share/examples/devices/$name.yaml"
+    done
+}
+
 install_files() {
     put 0644 "$SRC/docs/operations.md" "$share/doc/operations.md" 2>/dev/null \
         || say "docs/operations.md not found; skipped"
@@ -162,11 +177,7 @@ install_files() {
     for name in gateway recorder dashboard; do
         put 0644 "$SRC/deploy/config/$name.yaml.example" "$share/examples/$name.yaml.example"
     done
-    if [ -d "$SRC/config/devices" ]; then
-        for f in "$SRC"/config/devices/*.yaml; do
-            if [ -e "$f" ]; then put 0644 "$f" "$share/examples/devices/$(basename "$f")"; fi
-        done
-    fi
+    install_device_examples
     put 0755 "$SRC/deploy/install.sh" "$share/deploy/install.sh"
     put 0755 "$SRC/deploy/uninstall.sh" "$share/deploy/uninstall.sh"
     if [ "$ROLE" != gateway ]; then

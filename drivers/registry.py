@@ -18,8 +18,8 @@ BUILTIN: dict[str, str] = {
     "mitutoyo": "drivers.serial.mitutoyo",
     "mitutoyo-idh": "drivers.serial.mitutoyo_idh",
     "mt-sics": "drivers.serial.mt_sics",
-    "sartorius-sbi": "drivers.serial.sartorius",
-    "ascii": "drivers.serial.ascii_line",
+    "sartorius-sbi": "drivers.serial.sartorius_sbi",
+    "ascii": "drivers.serial.ascii",
     "scanner": "drivers.serial.scanner",
     "modbus": "drivers.modbus.driver",
 }

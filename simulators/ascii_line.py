@@ -1,5 +1,19 @@
 """A configurable line-based ASCII instrument on a pty, with Sylvac and Ohaus presets.
 
+The presets are written from the instruments' manuals, not from the driver's patterns:
+
+* ``SYLVAC``: Sylvac "Power" instruments' user manual, "Data format" and "Remote
+  commands": a reply is sign (``+``, ``-`` or space), the integral digits, ``.``, the
+  decimals (their number depends on unit and resolution), CR; errors are ``ERR`` and a
+  number (1: incorrect command, 3: measuring range exceeded). ``?`` and ``PRI`` ask for
+  the displayed value (Sylvac remote command list, ``<PRI>, <?>``). 0.001 mm resolution: three
+  decimals.
+* ``OHAUS``: Ohaus RS232 Interface manual, EN-3 "Output examples" (``*****192.21_g``,
+  ``*******0.01_g_?``): the weight right-aligned in eleven characters, a space, the unit, and
+  `` ?`` while unstable, CR LF; Ohaus commands ``P``/``IP`` print (Courier 5000 manual §10.2,
+  which also says invalid commands are answered ``ES``). ``Z``/``T`` are acknowledged
+  ``OK!`` here, as earlier notes of this project have it; the manuals at hand do not say.
+
 An :class:`Instrument` describes the protocol: a line template (``str.format`` with the
 fields ``value``, ``unit`` and ``mark``), how numbers are printed (decimals, width, sign,
 decimal comma), the stability marks, the line terminator, which commands are answered
@@ -75,18 +89,19 @@ SYLVAC = Instrument(
     decimals=3,
     sign="always",
     terminator=b"\r",
-    read_commands=("?",),
+    read_commands=("?", "PRI"),
+    unknown_reply="ERR1",
     serial_settings="4800 7E2",
 )
 
 OHAUS = Instrument(
     name="ohaus",
-    template="{value} {unit} {mark}",
+    template="{value} {unit}{mark}",
     decimals=2,
-    width=10,
+    width=11,
     sign="negative",
     unit="g",
-    unstable_mark="?",
+    unstable_mark=" ?",
     terminator=b"\r\n",
     read_commands=("IP", "P"),
     replies={"Z": "OK!", "T": "OK!"},

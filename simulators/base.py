@@ -216,8 +216,8 @@ class RecordingSimulator(PtySimulator, Generic[RecordT]):
 
 
 class LineCommandSimulator(RecordingSimulator[Sent[V]]):
-    """A device that reads command lines (ended by CR, LF or both) and answers with CR LF
-    lines, one of which is corrupted in transit now and then (``bad_rate``).
+    """A device that reads command lines (ended by CR LF) and answers with CR LF lines, one
+    of which is corrupted in transit now and then (``bad_rate``).
 
     Subclasses answer in :meth:`reply_to`, through :meth:`_send`: a reply the cable or the
     driver loses is dropped (and not recorded), as a real device does not notice either.
@@ -225,6 +225,8 @@ class LineCommandSimulator(RecordingSimulator[Sent[V]]):
 
     #: a longer run without a line end is noise: dropped
     max_command: ClassVar[int] = 64
+    #: what ends a command line
+    command_terminator: ClassVar[bytes] = b"\r\n"
 
     def __init__(
         self,
@@ -283,14 +285,16 @@ class LineCommandSimulator(RecordingSimulator[Sent[V]]):
         return body[:pos] + b"?" + body[pos:] + b"\r\n"  # noise inserted
 
     def _take_lines(self, pending: bytes) -> bytes:
-        """Answers every complete line in ``pending``; returns the incomplete rest."""
-        while True:
-            cut = min((i for i in (pending.find(b"\r"), pending.find(b"\n")) if i >= 0), default=-1)
-            if cut < 0:
-                break
-            line, pending = pending[:cut], pending[cut + 1 :]
-            if line.strip():
-                self.reply_to(line.strip().decode("ascii", errors="replace"))
+        """Answers every complete command line in ``pending``; returns the incomplete rest.
+
+        A command ends with :attr:`command_terminator` exactly; a line with control bytes
+        in it (a lone CR or LF, noise) is no command, and the device ignores it.
+        """
+        term = self.command_terminator
+        while (cut := pending.find(term)) >= 0:
+            line, pending = pending[:cut], pending[cut + len(term) :]
+            if line and all(0x20 <= b <= 0x7E for b in line):
+                self.reply_to(line.decode("ascii"))
         return b"" if len(pending) > self.max_command else pending
 
 

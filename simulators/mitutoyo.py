@@ -1,9 +1,17 @@
 """A Mitutoyo Digimatic interface adapter with a gauge attached, on a pty.
 
+The frame follows Mitutoyo's QM-Height User's Manual No. 99MAF600B, §6.3 "USB Data Output
+Specification": D1 code number ``0``, D2 channel number, D3 measurement item ``A``, D4 the
+sign, D5-D12 eight characters of data with a floating decimal point, D13 CR (9600 baud,
+8 data bits, no parity, 1 stop bit, §6.3.1). The §6.3.4 examples (``01A+0000.123``,
+``01A+00.12345``, ``01A+000.1234``) are what :func:`format_frame` writes.
+
 Push mode behaves like an operator pressing DATA every ``interval`` seconds; request mode
-answers every request string it receives with one frame. Values follow a :class:`Scenario`
+answers every request string it receives with one frame (the request string is adapter
+specific and not in that manual: it is a parameter). Values follow a :class:`Scenario`
 (nominal, noise, drift, out-of-tolerance and bad-frame rates) and are reproducible with a
-seed. Everything sent is recorded so tests can compare what the driver delivered.
+seed. Everything sent is recorded so tests can compare what the driver delivered. Line
+noise on plugging in is :meth:`MitutoyoSimulator.send_noise` before a frame.
 """
 
 from __future__ import annotations
@@ -21,19 +29,20 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["push", "request"]
 
-VALUE_WIDTH = 8  # characters of value, decimal point included
+VALUE_WIDTH = 8  # D5..D12: characters of data, decimal point included
 
 
 def format_frame(channel: str, value: Decimal, decimals: int) -> bytes:
-    """The adapter's frame for ``value``: ``01A+0012.340\\r``.
+    """The adapter's frame for ``value``: ``01A+0012.340\\r``, zero-padded to eight data
+    characters as in every example of §6.3.4.
 
     Raises ValueError if the value has more decimals than the gauge shows, or does not fit
-    in eight characters with its decimal point.
+    in eight characters with its decimal point (every documented frame has one).
     """
     if len(channel) != 2 or not channel.isascii() or not channel.isdigit():
         raise ValueError(f"channel must be two digits, got {channel!r}")
-    if not 0 <= decimals <= 6:
-        raise ValueError(f"decimals must be 0..6, got {decimals}")
+    if not 1 <= decimals <= 6:
+        raise ValueError(f"decimals must be 1..6, got {decimals}")
     if not value.is_finite():
         raise ValueError(f"value {value} is not finite")
     shown = value.quantize(Decimal(1).scaleb(-decimals))
@@ -101,6 +110,7 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
         super().__init__(link, seed=self.scenario.seed, on_send=on_send)
         self._count = 0  # readings generated, for drift
         self._requests = 0  # request strings received
+        self._reply_delay = 0.0
 
     # -- what was sent ----------------------------------------------------------------------
 
@@ -137,6 +147,15 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
 
     def send_garbage(self, data: bytes) -> None:
         """Send arbitrary bytes; they are recorded as one bad frame."""
+        self._write(Sent(data, "garbage"))
+
+    def set_reply_delay(self, seconds: float) -> None:
+        """Request mode: answer a request only after ``seconds`` (a slow adapter)."""
+        with self._lock:
+            self._reply_delay = seconds
+
+    def send_noise(self, data: bytes = b"\x00\xff") -> None:
+        """Line noise without a terminator (a cable plugged in): it runs into the next frame."""
         self._write(Sent(data, "garbage"))
 
     def send_truncated(self) -> bytes:
@@ -199,6 +218,9 @@ class MitutoyoSimulator(RecordingSimulator[Sent[Decimal]]):
                     pending = pending[at + len(self.request) :]
                     with self._lock:
                         self._requests += 1
+                        delay = self._reply_delay
+                    if delay and self._stop.wait(delay):
+                        return
                     if not self._silent.is_set():
                         try:
                             self._emit_one()

@@ -1,5 +1,13 @@
 """A Mettler Toledo balance answering MT-SICS commands on a pty.
 
+Written from Mettler Toledo's MT-SICS Interface Command Reference Manual (No. 11780711):
+commands and replies are lines closed by CR LF ("Command formats"); a reply with a weight
+is ``ID`` space ``Status`` space a ten-character, right-aligned ``WeightValue`` (sign
+directly before the first digit, no leading zeros but the one before the point) space
+``Unit`` ("Response formats"); errors are ``<ID> I``/``L``/``+``/``-`` and ``ES``/``ET``/
+``EL`` ("Error messages"); the commands are those of the command descriptions of ``@``,
+``I1``-``I4``, ``S``, ``SI``, ``SIR``, ``T``, ``TA``, ``TAC``, ``TI``, ``Z`` and ``ZI``.
+
 The balance holds a load (:meth:`MtSicsSimulator.load`) that settles for
 ``Scenario.settle_time`` seconds after every change: meanwhile ``SI`` answers ``S D``
 (dynamic) and ``S``, ``Z`` and ``T`` wait for stability as a real balance does, answering
@@ -43,6 +51,8 @@ def format_weight(reply_id: str, status: str, value: Decimal, unit: str, width: 
     if not unit or not unit.isascii() or " " in unit:
         raise ValueError(f"bad unit {unit!r}")
     digits = format(value, "f")
+    if len(digits) > width:
+        raise ValueError(f"value {value} does not fit the {width}-character weight field")
     return f"{reply_id} {status} {digits:>{width}} {unit}\r\n".encode("ascii")
 
 

@@ -1,14 +1,28 @@
 """A Sartorius balance speaking SBI, on a pty.
 
-The balance answers ``ESC P`` with one frame (16 characters, or 22 with an identifier),
-tares on ``ESC T`` / ``ESC U``, zeroes on ``ESC V`` and counts calibrations on ``ESC Z``;
-CR LF after a command (some hosts send it) is ignored. In push mode it also prints by
-itself every ``interval`` seconds (auto print). After a tare, a zero, a calibration or a
-new load it settles: the next ``settle_frames`` frames have a blank unit field.
+Written from the "Data Output Format" sections of Sartorius balance manuals (FB series:
+16 and 22 characters, special codes, error codes, unit symbols; LE/LP series: output
+format with 16 characters; Master series: data output with ID code, status and error
+strings). A value frame is position 1 the sign (``+`` or ``-``; a space instead of the
+plus on models whose display shows none), 2 a space, 3-10 the weight right-aligned with
+leading zeros as spaces and the decimal point suppressed without decimals, 11 a space,
+12-14 the unit symbol left-aligned, CR LF. While the balance has not stabilised no unit
+symbol is output. With an ID code six characters (``N``, ``G#`` ...) come first.
 
-Faults on demand: a special text instead of values (``High``, ``Low``, ``Err 123``,
-``Stat ERR 123``), garbage, truncated frames, silence, slow answers, unplug and replug.
-Everything sent is recorded so tests can compare what the driver delivered.
+Special codes stand in positions 7-8 of the 16 characters (13-14 of the 22, after
+``Stat``), error codes ``Err ###`` in positions 4-10 (``ERR ###`` in 10-16 of the 22), as
+the Master series strings place them.
+
+The commands are those of the Cubis MSE operating instructions, "SBI Commands (Data Input
+Format)", format 1 (``Esc`` and one character, CR LF optional): the balance answers
+``ESC P`` with one frame, tares on ``ESC T`` / ``ESC U``, zeroes on ``ESC V`` and counts
+calibrations on ``ESC Z``. In push mode it also prints by itself every ``interval`` seconds (auto print).
+After a tare, a zero, a calibration or a new load it settles: the next ``settle_frames``
+frames have a blank unit field.
+
+Faults on demand: a special or error code instead of values, garbage, truncated frames,
+silence, slow answers, unplug and replug. Everything sent is recorded so tests can compare
+what the driver delivered.
 
 Serial settings (``9600 7O1``, ``19200 8N1``) mean nothing on a pty; the parameter exists so
 a bench set-up documents what the real balance would need.
@@ -44,15 +58,21 @@ def _printable(text: str) -> bool:
     return text.isascii() and all(" " <= c <= "~" for c in text)
 
 
+#: special codes and error codes the manuals list
+SPECIAL_CODES = ("H", "HH", "L", "LL", "C", "High", "Low")
+
+
 def _with_identifier(data: str, identifier: str | None) -> bytes:
     if identifier is not None:
-        if len(identifier) > IDENTIFIER_WIDTH or not _printable(identifier):
-            raise ValueError(f"identifier must be up to {IDENTIFIER_WIDTH} printable characters: {identifier!r}")
+        if not identifier or len(identifier) > IDENTIFIER_WIDTH or not _printable(identifier) or identifier[0] == " ":
+            raise ValueError(f"identifier must be 1 to {IDENTIFIER_WIDTH} printable characters: {identifier!r}")
         data = identifier.ljust(IDENTIFIER_WIDTH) + data
     return (data + "\r\n").encode("ascii")
 
 
-def format_frame(value: Decimal, unit: str | None, decimals: int, identifier: str | None = None) -> bytes:
+def format_frame(
+    value: Decimal, unit: str | None, decimals: int, identifier: str | None = None, plus: str = "+"
+) -> bytes:
     """The balance's frame for ``value``: ``+    12.34 g  \\r\\n``; ``unit`` None blanks the
     unit field (not settled); ``identifier`` makes it the 22-character frame.
 
@@ -60,6 +80,8 @@ def format_frame(value: Decimal, unit: str | None, decimals: int, identifier: st
     """
     if not 0 <= decimals <= 6:
         raise ValueError(f"decimals must be 0..6, got {decimals}")
+    if plus not in ("+", " "):
+        raise ValueError(f"the plus sign is '+' or a space, got {plus!r}")
     if not value.is_finite():
         raise ValueError(f"value {value} is not finite")
     shown = value.quantize(Decimal(1).scaleb(-decimals))
@@ -71,16 +93,20 @@ def format_frame(value: Decimal, unit: str | None, decimals: int, identifier: st
     unit_text = unit or ""
     if len(unit_text) > 3 or " " in unit_text or not _printable(unit_text):
         raise ValueError(f"unit must be up to 3 printable characters without spaces: {unit!r}")
-    sign = "-" if shown.is_signed() else "+"
+    sign = "-" if shown.is_signed() else plus
     return _with_identifier(f"{sign} {digits:>{VALUE_WIDTH}} {unit_text:<3}", identifier)
 
 
 def format_special(text: str, identifier: str | None = None) -> bytes:
-    """A frame with a special text (``High``, ``Err 123``, ``Stat ERR 123``) instead of a value."""
-    if not text.strip() or len(text) > DATA_WIDTH or not _printable(text):
-        raise ValueError(f"special text must be 1 to {DATA_WIDTH} printable characters: {text!r}")
-    # short texts stand in the value columns; longer ones (Stat ERR 123) fill the line
-    data = f"  {text:>{VALUE_WIDTH}}    " if len(text) <= VALUE_WIDTH else text.ljust(DATA_WIDTH)
+    """A frame with a special code (``H``, ``LL``, ``High`` ...) or an error code (``Err 123``)
+    instead of a value; with ``identifier`` (``Stat``) the 22-character form."""
+    words = text.split()
+    if len(words) == 1 and text in SPECIAL_CODES:
+        data = f"{'':6}{text:<8}"
+    elif len(words) == 2 and words[0] in ("Err", "ERR") and words[1].isdigit() and len(words[1]) <= 3:
+        data = f"{'':3}{words[0]} {words[1]:<3}{'':4}"
+    else:
+        raise ValueError(f"not a special or error code of the manuals: {text!r}")
     return _with_identifier(data, identifier)
 
 
@@ -101,6 +127,7 @@ class Scenario:
     decimals: int = 2
     unit: str = "g"
     identifier: str | None = None  # None: 16-character frames; "N": 22-character frames
+    plus: str = "+"  # what position 1 holds for a positive weight: "+" or " "
     settle_frames: int = 0  # unstable frames after a tare, zero, calibration or new load
     bad_rate: float = 0.0  # probability that a frame is corrupted instead
     interval: float = 0.5  # push mode: seconds between prints
@@ -114,7 +141,11 @@ class Scenario:
         if self.interval <= 0:
             raise ValueError("interval must be positive")
         format_frame(
-            self.nominal.quantize(Decimal(1).scaleb(-self.decimals)), self.unit, self.decimals, self.identifier
+            self.nominal.quantize(Decimal(1).scaleb(-self.decimals)),
+            self.unit,
+            self.decimals,
+            self.identifier,
+            self.plus,
         )
 
 
@@ -203,7 +234,7 @@ class SartoriusSimulator(RecordingSimulator[Sent]):
         with self._lock:
             special = self._special
             if special is not None:
-                frame = format_special(special, s.identifier)
+                frame = format_special(special, self._status_id())
                 self._write(Sent(frame, "special", special=special))
                 return frame
             value = self.next_value()
@@ -211,7 +242,7 @@ class SartoriusSimulator(RecordingSimulator[Sent]):
             if not stable:
                 self._settle_left -= 1
             try:
-                frame = format_frame(value, s.unit if stable else None, s.decimals, s.identifier)
+                frame = format_frame(value, s.unit if stable else None, s.decimals, s.identifier, s.plus)
             except ValueError as exc:
                 log.warning("sartorius simulator: nothing sent: %s", exc)
                 return None
@@ -227,12 +258,12 @@ class SartoriusSimulator(RecordingSimulator[Sent]):
     def send_value(self, value: Decimal, *, stable: bool = True) -> bytes:
         """Send one value frame now, whatever the pan holds."""
         s = self.scenario
-        frame = format_frame(value, s.unit if stable else None, s.decimals, s.identifier)
+        frame = format_frame(value, s.unit if stable else None, s.decimals, s.identifier, s.plus)
         self._write(Sent(frame, "value" if stable else "unstable", value=value))
         return frame
 
     def send_special(self, text: str) -> bytes:
-        frame = format_special(text, self.scenario.identifier)
+        frame = format_special(text, self._status_id())
         self._write(Sent(frame, "special", special=text))
         return frame
 
@@ -241,7 +272,8 @@ class SartoriusSimulator(RecordingSimulator[Sent]):
 
     def send_truncated(self) -> bytes:
         """A frame that lost characters in transit (its CR LF still arrives)."""
-        frame = format_frame(self.next_value(), self.scenario.unit, self.scenario.decimals, self.scenario.identifier)
+        s = self.scenario
+        frame = format_frame(self.next_value(), s.unit, s.decimals, s.identifier, s.plus)
         with self._lock:
             cut = self._rng.randrange(1, len(frame) - 3)
         bad = frame[:cut] + b"\r\n"
@@ -256,6 +288,10 @@ class SartoriusSimulator(RecordingSimulator[Sent]):
             self._delay = seconds
 
     # -- internals --------------------------------------------------------------------------
+
+    def _status_id(self) -> str | None:
+        """With ID codes on, special and error codes come with the ID code ``Stat``."""
+        return "Stat" if self.scenario.identifier is not None else None
 
     def _corrupt(self, frame: bytes) -> bytes:
         with self._lock:

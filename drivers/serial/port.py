@@ -17,6 +17,10 @@ The drivers themselves share more than the link: :class:`SerialDriverConfig` hol
 settings every serial driver has, :func:`link_for` builds the link from them,
 :class:`SerialLineDriver` is the base class that runs it, and :class:`Requester` is the
 poll loop with response timeouts of the drivers that send a request and await one answer.
+
+The module is longer than most because these four share one life cycle (open, read,
+drop, reopen, stop) and its threading rules; split, each piece would need the others'
+internals. The frame rules are apart, in :mod:`drivers.serial.frames`.
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ import termios
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 
 import serial
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from drivers.backoff import Backoff
-from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Sink
+from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, FrameError, Sink
+from drivers.serial.frames import every_start, find_frame
 
 log = logging.getLogger(__name__)
 
@@ -564,6 +569,7 @@ def link_for(
 
 
 ConfigT = TypeVar("ConfigT", bound=SerialDriverConfig)
+ParsedT = TypeVar("ParsedT")
 
 
 class SerialLineDriver(Driver, Generic[ConfigT]):
@@ -687,10 +693,39 @@ class SerialLineDriver(Driver, Generic[ConfigT]):
             self.requester.cancel()  # the outage is reported; a timeout on top of it would be noise
         self.emit(DeviceEvent(self.device_id, kind, detail, raw, timestamp_ns))
 
+    def command_bytes(self, command: str, **kwargs: Any) -> bytes:
+        """The exact bytes :meth:`request` writes for ``command`` (golden cases check them).
+
+        Raises :class:`~drivers.base.DriverError` for a request the driver does not know.
+        """
+        raise DriverError(f"driver {self.name!r} does not support request {command!r}")
+
     def _request_answered(self) -> None:
         """A frame answered the pending request: the requester (if any) stops waiting for it."""
         if self.requester is not None:
             self.requester.answered()
+
+    def _find(
+        self,
+        frame: bytes,
+        raw: bytes,
+        timestamp_ns: int,
+        parse: Callable[[bytes], ParsedT],
+        starts: Callable[[bytes], Iterable[int]] = every_start,
+    ) -> tuple[ParsedT, bytes] | None:
+        """The frame in a line and its raw bytes, noise before it reported as a bad frame.
+
+        ``parse`` is the codec's strict parser; ``starts`` where a frame may begin after
+        noise (see :mod:`drivers.serial.frames`). None: the line holds no frame, reported.
+        """
+        try:
+            found = find_frame(frame, parse, starts)
+        except FrameError as exc:
+            self._bad_frame(exc.reason, raw, timestamp_ns)
+            return None
+        if found.skip:
+            self._bad_frame(f"{found.skip} bytes of noise before a frame", raw[: found.skip], timestamp_ns)
+        return found.parsed, raw[found.skip :]
 
     def _bad_frame(self, reason: str, raw: bytes, timestamp_ns: int) -> None:
         self._log.warning("%s: bad frame: %s: %r", self.device_id, reason, raw)

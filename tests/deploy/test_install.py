@@ -81,7 +81,9 @@ def test_layout_modes_and_nothing_outside_destdir(installed: Installed) -> None:
     for rel in (
         "doc/operations.md",
         "examples/gateway.yaml.example",
-        "examples/devices/mitutoyo-idh.yaml",
+        "examples/devices/mitutoyo-idh.yaml",  # drivers/serial/mitutoyo_idh/sample.yaml
+        "examples/devices/sartorius-sbi.yaml",
+        "examples/devices/sylvac.yaml",  # drivers/serial/ascii/sample-sylvac.yaml
         "deploy/mosquitto/mosquitto.conf",
         "deploy/mosquitto/make-acl.py",
         "deploy/influxdb/setup-influxdb1.sh",

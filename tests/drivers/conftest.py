@@ -1,7 +1,8 @@
-"""Shared helpers for driver tests: a sink that can be waited on, drivers and simulators on ptys.
+"""Shared helpers for driver tests: a sink that can be waited on, drivers built as the gateway does.
 
 Test modules get these through fixtures; they import names from here only under
 TYPE_CHECKING, because several conftest.py files share the module name at run time.
+The driver cases of the contract suite are in ``cases.py``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from drivers import registry
-from drivers.base import DeviceEvent, Driver, EventKind, Reading
-from simulators.mitutoyo import MitutoyoSimulator, Scenario
+from drivers.base import DeviceEvent, Driver, EventKind, Item, Reading
+from simulators.base import PtySimulator
 
 WAIT = 5.0  # generous: a loaded CI box is slow, and a passing wait returns at once
 
@@ -28,9 +29,10 @@ class Collector:
         self._cond = threading.Condition()
         self.items: list[Reading | DeviceEvent] = []
 
-    def __call__(self, item: Reading | DeviceEvent) -> None:
+    def __call__(self, item: Item) -> None:
         with self._cond:
-            self.items.append(item)
+            # one poll cycle's readings arrive as one item: kept one by one, in order
+            self.items.extend(item if isinstance(item, tuple) else (item,))
             self._cond.notify_all()
 
     def snapshot(self) -> list[Reading | DeviceEvent]:
@@ -93,44 +95,57 @@ def no_thread_leaks() -> Iterator[None]:
     Collector.wait_until(lambda: not (set(threading.enumerate()) - before), 2.0, "threads to end")
 
 
-MakeSimulator = Callable[..., MitutoyoSimulator]
 MakeDriver = Callable[..., Driver]
+BuildDriver = Callable[..., Driver]
+SimT = TypeVar("SimT", bound=PtySimulator)
+
+
+class PlugSim(Protocol):
+    def __call__(self, cls: type[SimT], *args: Any, start: bool = False, **kwargs: Any) -> SimT: ...
 
 
 @pytest.fixture
-def make_simulator(link_path: Path) -> Iterator[MakeSimulator]:
-    sims: list[MitutoyoSimulator] = []
+def plug_sim(link_path: Path) -> Iterator[PlugSim]:
+    """``plug(SimulatorClass, *args, start=False, **kwargs)``: a simulator on ``link_path``
+    (started if asked); every one is closed at the end."""
+    sims: list[PtySimulator] = []
 
-    def make(scenario: Scenario | None = None, **kwargs: Any) -> MitutoyoSimulator:
-        sim = MitutoyoSimulator(link_path, scenario or Scenario(interval=0.01, seed=7), **kwargs)
+    def plug(cls: type[SimT], *args: Any, start: bool = False, **kwargs: Any) -> SimT:
+        sim = cls(link_path, *args, **kwargs)
         sims.append(sim)
+        if start:
+            sim.start()
         return sim
 
-    yield make
+    yield plug
     for sim in sims:
         sim.close()
 
 
 @pytest.fixture
-def make_driver(link_path: Path, collector: Collector) -> Iterator[MakeDriver]:
-    """Builds a driver through the registry (as the gateway does) and starts it on ``collector``."""
+def build_driver(collector: Collector) -> Iterator[BuildDriver]:
+    """``build(settings, start=True)``: a driver made through the registry from its complete
+    settings (as the gateway does), started on ``collector``; every one is stopped at the end."""
     started: list[Driver] = []
 
-    def make(driver: str = "mitutoyo", start: bool = True, **settings: Any) -> Driver:
-        raw = {
-            "id": "caliper-1",
-            "driver": driver,
-            "port": str(link_path),
-            "reconnect_min": 0.02,
-            "reconnect_max": 0.2,
-            **settings,
-        }
-        drv = registry.create(registry.parse_config(raw))
+    def build(settings: dict[str, Any], start: bool = True) -> Driver:
+        drv = registry.create(registry.parse_config(settings))
         if start:
             drv.start(collector)
             started.append(drv)
         return drv
 
-    yield make
+    yield build
     for drv in started:
         drv.stop()
+
+
+@pytest.fixture
+def make_driver(link_path: Path, build_driver: BuildDriver) -> MakeDriver:
+    """``make(driver, start=True, **settings)``: a serial driver on ``link_path``, fast to reconnect."""
+
+    def make(driver: str, start: bool = True, **settings: Any) -> Driver:
+        base = {"id": "caliper-1", "driver": driver, "port": str(link_path), "reconnect_min": 0.02}
+        return build_driver({**base, "reconnect_max": 0.2, **settings}, start)
+
+    return make

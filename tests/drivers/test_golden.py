@@ -2,11 +2,19 @@
 
 Every ``*.yaml`` file under ``tests/golden/<driver>/`` is one case, run through the driver
 named by its folder with no port and no threads: the bytes go through
-``driver.feed()`` (the exact path of bytes read from the port: framing, then parsing).
+``driver.feed()`` (the exact path of bytes read from the port: framing, then parsing), and
+the bytes of requests come from ``driver.command_bytes()`` (what ``request()`` writes).
+Cases are taken from the manuals: each names the document and section it follows.
 Adding a case needs no code. Format::
 
     description: why this case exists          # required
+    source:                                    # required: where the bytes come from
+      document: Mitutoyo QM-Height User's Manual No. 99MAF600B
+      section: 6.3.4 Data format examples
+    sample: sample-ohaus.yaml                  # optional: start from a shipped sample beside the driver
     config: {unit: in}                         # optional driver settings (id, driver, port are filled in)
+    sends:                                     # optional: the exact bytes of requests
+      - {request: read, bytes: "GA01\\r\\n"}     # options: {mode: max} for keyword arguments
     input: "01A+0000.123\\r"                     # a string, or a list of strings fed as separate reads
     end_of_stream: true                        # optional: the stream is cut after the input
     expect:                                    # in order; nothing else may be emitted
@@ -21,6 +29,7 @@ which defaults to ``ok``.
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,12 +39,13 @@ import yaml
 
 from drivers import registry
 from drivers.base import DeviceEvent, EventKind, Reading
-from drivers.serial.port import ByteStreamDriver
+from drivers.serial.port import ByteStreamDriver, SerialLineDriver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 #: golden folders of other components (exports), run by their own tests
 NOT_DRIVERS = {"dfq"}
-CASE_KEYS = {"description", "config", "input", "end_of_stream", "expect"}
+CASE_KEYS = {"description", "source", "sample", "config", "sends", "input", "end_of_stream", "expect"}
+SEND_KEYS = {"request", "options", "bytes"}
 READING_KEYS = {"channel", "value", "unit", "raw", "status", "error", "text"}
 BAD_FRAME_KEYS = {"raw", "detail"}
 
@@ -63,20 +73,38 @@ def _run(path: Path) -> tuple[dict[str, Any], list[Reading | DeviceEvent]]:
     unknown = set(case) - CASE_KEYS
     assert not unknown, f"{path}: unknown keys {sorted(unknown)}"
     assert case.get("description"), f"{path}: say why the case exists"
+    source = case.get("source")
+    assert isinstance(source, dict) and source.get("document") and source.get("section"), (
+        f"{path}: name the document and section the case follows (source: {{document: ..., section: ...}})"
+    )
 
     driver_name = path.parent.name
     model = registry.get(driver_name).config_model
-    settings: dict[str, Any] = {"id": "golden", "driver": driver_name}
+    settings: dict[str, Any] = {}
+    if case.get("sample"):
+        # the shipped sample itself: its pattern is what a plant would run
+        folder = Path(str(sys.modules[registry.get(driver_name).__module__].__file__)).parent
+        settings.update(yaml.safe_load((folder / case["sample"]).read_text(encoding="utf-8"))["devices"][0])
+        settings.pop("gauge", None)
+    settings.update({"id": "golden", "driver": driver_name})
     if "port" in model.model_fields:
         settings["port"] = "/dev/golden"  # never opened
     settings.update(case.get("config") or {})
     driver = registry.create(registry.parse_config(settings))
     assert isinstance(driver, ByteStreamDriver), f"driver {driver_name!r} cannot be fed bytes"
+    assert isinstance(driver, SerialLineDriver)
+
+    for n, send in enumerate(case.get("sends") or []):
+        where = f"{path}: sends[{n}]"
+        assert isinstance(send, dict) and not set(send) - SEND_KEYS, f"{where}: keys are {sorted(SEND_KEYS)}"
+        written = driver.command_bytes(send["request"], **(send.get("options") or {}))
+        assert written == _bytes(send["bytes"], where), f"{where}: wrote {written!r}"
 
     items: list[Reading | DeviceEvent] = []
     # emit() delivers to the sink that start() would set; start() would also open the port
     driver._sink = items.append
-    chunks = case["input"] if isinstance(case["input"], list) else [case["input"]]
+    raw_input = case.get("input", "")
+    chunks = raw_input if isinstance(raw_input, list) else [raw_input]
     for i, chunk in enumerate(chunks):
         driver.feed(_bytes(chunk, f"{path}: input[{i}]"), 1_000 + i)
     if case.get("end_of_stream"):

@@ -1,4 +1,8 @@
-"""Every shipped example configuration loads: the demo, and each driver's device example."""
+"""Every shipped example configuration loads: the demo, and each driver's device samples.
+
+A driver's samples live beside it (``drivers/<kind>/<driver>/sample*.yaml``); examples
+not yet moved there are still read from ``config/devices/``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,15 @@ import yaml
 from collector import config as config_mod
 from drivers import registry
 
-CONFIG = Path(__file__).resolve().parents[2] / "config"
-DEVICE_EXAMPLES = sorted((CONFIG / "devices").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+DEVICE_EXAMPLES = sorted(
+    [
+        *(ROOT / "drivers").glob("*/sample*.yaml"),
+        *(ROOT / "drivers").glob("*/*/sample*.yaml"),
+        *(CONFIG / "devices").glob("*.yaml"),
+    ]
+)
 
 SITE = """
 gateway: {id: gw-example, site: plant-1, line: line-a}
@@ -30,7 +41,7 @@ def test_demo_configuration_is_valid() -> None:
     assert cfg.gateway is not None and cfg.stations
 
 
-@pytest.mark.parametrize("path", DEVICE_EXAMPLES, ids=[p.name for p in DEVICE_EXAMPLES])
+@pytest.mark.parametrize("path", DEVICE_EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in DEVICE_EXAMPLES])
 def test_device_example_is_a_valid_station_device(path: Path) -> None:
     devices = yaml.safe_load(path.read_text(encoding="utf-8"))["devices"]
     assert devices, f"{path.name} has no device entry"
@@ -50,3 +61,13 @@ def test_every_driver_has_an_example() -> None:
     for path in DEVICE_EXAMPLES:
         covered |= {d["driver"] for d in yaml.safe_load(path.read_text(encoding="utf-8"))["devices"]}
     assert set(registry.names()) <= covered, f"drivers without an example: {set(registry.names()) - covered}"
+
+
+def test_every_serial_driver_keeps_its_sample_and_readme_beside_it() -> None:
+    for name, module in registry.BUILTIN.items():
+        if not module.startswith("drivers.serial."):
+            continue
+        folder = ROOT.joinpath(*module.split("."))
+        assert (folder / "sample.yaml").is_file(), f"{name}: no sample.yaml in {folder}"
+        readme = (folder / "README.md").read_text(encoding="utf-8")
+        assert "manual" in readme.lower() or "specification" in readme.lower(), f"{name}: README cites no manual"

@@ -1,4 +1,4 @@
-"""The Mitutoyo frame parser and the simulator's frame formatter."""
+"""The Digimatic adapter frame parser (99MAF600B §6.3) and the simulator's frame formatter."""
 
 from __future__ import annotations
 
@@ -13,24 +13,21 @@ from drivers.base import FrameError
 from drivers.serial.mitutoyo import parse_frame
 from simulators.mitutoyo import Scenario, format_frame
 
-# the documented frame, independently of the parser's own code
-VALID = re.compile(rb"\s*[0-9]{2}A[+-](?=[0-9.]{8}\s*$)[0-9]+(\.[0-9]+)?\s*")
+# the documented frame (D1-D12), independently of the parser's own code
+VALID = re.compile(rb"[0-9]{2}A[+-](?=[0-9.]{8}$)[0-9]+\.[0-9]+")
 
 
 @pytest.mark.parametrize(
     ("frame", "channel", "value"),
     [
-        (b"01A+0000.123", "01", "0.123"),
+        (b"01A+0000.123", "01", "0.123"),  # §6.3.4, mm 0.001
+        (b"01A+0000.125", "01", "0.125"),  # §6.3.4, mm 0.005
+        (b"01A+00.12345", "01", "0.12345"),  # §6.3.4, inch 0.00005
+        (b"01A+000.1234", "01", "0.1234"),  # §6.3.4, inch 0.0001
         (b"01A-0012.340", "01", "-12.340"),  # trailing zero kept: it is the gauge's resolution
-        (b"01A+00.12345", "01", "0.12345"),  # inch, five decimals
         (b"07A+1234.567", "07", "1234.567"),
-        (b"01A+0000.000", "01", "0.000"),
         (b"01A-0000.000", "01", "-0.000"),
-        (b"01A+00000012", "01", "12"),  # no decimal point: a counter, or 0 decimals
         (b"99A+0.000001", "99", "0.000001"),
-        (b"  01A+0000.123 \t", "01", "0.123"),  # surrounding whitespace is tolerated
-        (b"01A+0000.123\r", "01", "0.123"),
-        (b"\n01A+0000.123", "01", "0.123"),
     ],
 )
 def test_valid(frame: bytes, channel: str, value: str) -> None:
@@ -43,30 +40,30 @@ def test_valid(frame: bytes, channel: str, value: str) -> None:
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (b"", "expected 12 characters, got 0"),
+        (b"", "expected 12 characters before CR, got 0"),
         (b"#E", "adapter error line"),
         (b"#01A+0000.123", "adapter error line"),
-        (b"01A+0000.12", "expected 12 characters, got 11"),
-        (b"01A+0000.1234", "expected 12 characters, got 13"),
-        (b"01A+0000.123\r01A+0000.123", "expected 12 characters"),
-        (b"1AA+0000.123", "channel is not two digits"),
-        (b" 1A+0000.123", "expected 12 characters"),  # stripped, then too short
-        (b"01B+0000.123", "expected 'A'"),
-        (b"01a+0000.123", "expected 'A'"),
-        (b"01A 0000.123", "bad sign"),
-        (b"01A*0000.123", "bad sign"),
-        (b"01A+-000.123", "value is not decimal digits"),
-        (b"01A+00.0.123", "more than one decimal point"),
-        (b"01A+000.,123", "value is not decimal digits"),
-        (b"01A+0000 123", "value is not decimal digits"),
-        (b"01A+00001e23", "value is not decimal digits"),
-        (b"01A+.0000123", "decimal point without digits"),
-        (b"01A+0000123.", "decimal point without digits"),
-        (b"01A+\xff000.123", "value is not decimal digits"),
-        (b"01A+\xd9\xa3000.12", "value is not decimal digits"),  # Arabic-Indic digit three
-        (b"01A+0000.123\x00", "expected 12 characters"),
-        (b"01A+NaN00.000", "expected 12 characters"),
-        (b"01A+Infinity", "value is not decimal digits"),
+        (b"01A+0000.12", "got 11"),
+        (b"01A+0000.1234", "got 13"),
+        (b"  01A+0000.123 ", "got 15"),  # nothing is stripped
+        (b"01A+0000.123\r", "got 13"),
+        (b"1AA+0000.123", "not two digits"),
+        (b" 1A+0000.123", "not two digits"),
+        (b"01B+0000.123", "not 'A'"),
+        (b"01a+0000.123", "not 'A'"),
+        (b"01A 0000.123", "D4 (sign)"),
+        (b"01A*0000.123", "D4 (sign)"),
+        (b"01A+00000012", "exactly one decimal point"),  # every documented frame has one
+        (b"01A+-000.123", "not decimal digits"),
+        (b"01A+00.0.123", "exactly one decimal point"),
+        (b"01A+000.,123", "not decimal digits"),
+        (b"01A+0000 123", "exactly one decimal point"),
+        (b"01A+0001e.23", "not decimal digits"),
+        (b"01A+.0000123", "digits on both sides"),
+        (b"01A+0000123.", "digits on both sides"),
+        (b"01A+\xff000.123", "not decimal digits"),
+        (b"01A+\xd9\xa300.123", "not decimal digits"),  # Arabic-Indic digit three
+        (b"01A+NaN0.000", "not decimal digits"),
     ],
 )
 def test_invalid(frame: bytes, reason: str) -> None:
@@ -86,9 +83,8 @@ def test_random_bytes_never_yield_a_value_unless_valid(frame: bytes) -> None:
         assert not VALID.fullmatch(frame)
     else:
         assert VALID.fullmatch(frame)
-        body = frame.strip()
-        assert channel == body[:2].decode()
-        assert value == Decimal(body[3:].decode())
+        assert channel == frame[:2].decode()
+        assert str(value) == str(Decimal(frame[3:].decode()))
 
 
 @given(
@@ -101,7 +97,7 @@ def test_valid_frames_round_trip(channel: str, sign: str, digits: str, point: in
     # put the point inside seven digits, so the field stays eight characters wide
     body = digits[:point] + "." + digits[point:7]
     frame = f"{channel}A{sign}{body}\r".encode()
-    ch, value = parse_frame(frame)
+    ch, value = parse_frame(frame[:-1])
     assert ch == channel
     assert format_frame(ch, value, 7 - point) == frame
 
@@ -125,7 +121,6 @@ def test_formatted_values_parse_back_exactly(value: Decimal) -> None:
         (Decimal("-0.001"), 3, b"01A-0000.001\r"),
         (Decimal("0.5"), 5, b"01A+00.50000\r"),
         (Decimal("9999.999"), 3, b"01A+9999.999\r"),
-        (Decimal("12"), 0, b"01A+00000012\r"),
     ],
 )
 def test_format_frame(value: Decimal, decimals: int, frame: bytes) -> None:
@@ -140,6 +135,7 @@ def test_format_frame(value: Decimal, decimals: int, frame: bytes) -> None:
         ("01", Decimal("0.1234"), 3),  # finer than the gauge
         ("01", Decimal("NaN"), 3),
         ("01", Decimal("1"), 7),
+        ("01", Decimal("12"), 0),  # no decimal point: no documented frame
         ("1", Decimal("1"), 3),
         ("0x", Decimal("1"), 3),
     ],

@@ -45,9 +45,7 @@ def config(**settings: Any) -> ScannerConfig:
         f"{GS}01{GTIN}10ABC{GS}21123",  # FNC1 in first position sent as GS
         f"01{GTIN}{GS}10ABC{GS}21123{GS}",  # needless separators after fixed fields and at the end
         f"(01){GTIN}(10)ABC(21)123",
-        f"(01) {GTIN} (10) ABC (21) 123",  # printed form with spaces
         f"]C1(01){GTIN}(10)ABC(21)123",
-        f"  01{GTIN}10ABC{GS}21123\r",  # surrounding whitespace
     ],
 )
 def test_parse_gs1_forms(code: str) -> None:
@@ -95,12 +93,19 @@ def test_parse_gs1_other_identifiers(code: str, expected: dict[str, str]) -> Non
         ("(01)09501101530003(23)ABC", "unknown application identifier (23)"),
         ("(01)", "AI (01) GTIN has no value"),
         ("(1)0950", "parenthesised form must start with (AI)"),
-        (f"(01){GTIN}(10)A(10)B", "AI (10) appears twice with different values: 'A' and 'B'"),
+        (f"(01){GTIN}(10)A(10)B", "AI (10) appears twice: 'A' and 'B'"),
+        (f"(01){GTIN}(10)A(01){GTIN}(10)A", "AI (01) appears twice"),  # two codes glued by a lost CR
+        (f"01{GTIN}10ABC{GS}{GS}21123", "two separators (FNC1) in a row"),
         ("]C0HX-4711", "symbology identifier ']C0' does not announce GS1 data"),
         (f"]d1{GTIN}", "symbology identifier ']d1'"),
         ("]C1", "empty code"),
         (GS * 3, "empty code"),
         ("", "empty code"),
+        # nothing is stripped: a blank is in no GS1 value's character set (a damaged serial
+        # 00000 -> "0000 " must not read as the serial 0000)
+        (f"(01) {GTIN} (10) ABC (21) 123", "AI (01) GTIN: expected 14 characters"),
+        (f"01{GTIN}10ABC{GS}21123 ", "outside the GS1 character set"),
+        (f"  01{GTIN}10ABC{GS}21123", "unknown application identifier"),
     ],
 )
 def test_parse_gs1_errors(code: str, message: str) -> None:
@@ -147,7 +152,7 @@ def test_label_format() -> None:
         "serial": "HX000123",
         "lot": "L2026-1121",
     }
-    assert label.decode("]C0HX-4711|HX000123|L1|op-117\r")["operator"] == "op-117"
+    assert label.decode("]C0HX-4711|HX000123|L1|op-117")["operator"] == "op-117"
     with pytest.raises(DecodeError, match="does not match the label pattern"):
         label.decode("HX-4711|HX000123|L1 trailing")
     for bad in ("(?P<badge>\\d+)", "\\d+", "(?P<serial>"):
