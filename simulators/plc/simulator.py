@@ -298,7 +298,12 @@ class PlcSimulator:
         self.station.set_dead(unit, dead)
 
     def set_delay(self, unit: int, seconds: float) -> None:
-        """Answer ``unit``'s requests only after ``seconds`` (a busy or slow device)."""
+        """Answer ``unit``'s requests only after ``seconds`` (a busy or slow device).
+
+        Over TCP this is no faithful late reply: pymodbus's server (3.16) tags every answer
+        with the transaction identifier of the newest request on the connection. The serial
+        side's :meth:`reply_late` is one.
+        """
         self.station.set_delay(unit, seconds)
 
     def set_max_registers(self, unit: int, count: int | None) -> None:

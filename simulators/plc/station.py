@@ -203,8 +203,9 @@ class Station:
     def check_unit(self, unit: int, fc: int, address: int, count: int, is_write: bool) -> float:
         """Log the request; raise NoAnswer for a unit that stays silent; return its reply delay."""
         with self.lock:
-            if is_write or fc <= 4:
-                # pymodbus reads back what a write request wrote; that is not a request of its own
+            # one record per request: pymodbus reads back what a write wrote, and reads the
+            # register of a mask write (22) before writing it; neither is a request of its own
+            if fc <= 4 or is_write != (fc == 22):
                 self.requests.append(RequestRecord(unit, fc, address, count, time.monotonic()))
             if unit not in self._images or unit in self._dead:
                 raise NoAnswer(f"unit {unit} does not answer")
