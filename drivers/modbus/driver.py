@@ -40,7 +40,6 @@ import logging
 import os
 import queue
 import random
-import struct
 import threading
 import time
 from collections import deque
@@ -50,21 +49,11 @@ from typing import Any, Final
 
 from drivers import registry
 from drivers.backoff import Backoff, BackoffDelays
-from drivers.base import (
-    DeviceEvent,
-    Driver,
-    DriverConfig,
-    DriverError,
-    EventKind,
-    Item,
-    Reading,
-    ReadingStatus,
-    Sink,
-    ok_reading,
-)
-from drivers.modbus.codec import ORDER_FLAGS, CodecError, Decoder, make_decoder
-from drivers.modbus.config import ModbusConfig, PointConfig, SlaveConfig, encode_point
-from drivers.modbus.health import FaultStreaks, OverrunStreak, SilentSlave
+from drivers.base import DeviceEvent, Driver, DriverConfig, DriverError, EventKind, Item, Reading, Sink
+from drivers.modbus.codec import ORDER_FLAGS, CodecError
+from drivers.modbus.compiled import Point, Read, Slave, Task, Trigger, compile_map
+from drivers.modbus.config import ModbusConfig, PointConfig, encode_point
+from drivers.modbus.health import FaultStreaks
 from drivers.modbus.link import FaultKind, GarbledAnswer, Link, LinkLost, NoAnswer, make_link
 from drivers.modbus.pdu import (
     EXCEPTION_MEANINGS,
@@ -79,19 +68,12 @@ from drivers.modbus.pdu import (
     write_register_request,
     write_registers_request,
 )
-from drivers.modbus.planner import BIT_TABLES, Limits, Span, Table, plan_blocks
-from drivers.modbus.triggers import Handshake, Note, Step
+from drivers.modbus.triggers import Note, Step
 
 log = logging.getLogger(__name__)
 
 #: a TCP gateway answering these says the slave behind it is silent: treated like a timeout
 _GATEWAY_SILENT: Final = frozenset({10, 11})
-_BIT_VALUE: Final = (Decimal(0), Decimal(1))
-_BIT_RAW: Final = (b"\x00", b"\x01")
-_INT_BITS: Final = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
-_TABLES: Final[tuple[Table, ...]] = ("coil", "discrete", "holding", "input")
-# how a register point is decoded in the hot path: from the block's words, or by its decoder
-_U16, _I16, _OTHER = 1, 2, 0
 
 COUNTERS: Final = (
     "requests",
@@ -108,78 +90,10 @@ COUNTERS: Final = (
 )
 
 
-@dataclass(slots=True, eq=False)
-class _Point:
-    cfg: PointConfig
-    name: str
-    table: Table
-    count: int
-    decode: Decoder | None  # None: a coil or discrete input
-    unit: str | None
-    emit: bool
-    kind: int  # _U16, _I16 or _OTHER
-
-
-@dataclass(slots=True, eq=False)
-class _Read:
-    """One planned request and how its answer becomes readings."""
-
-    table: Table
-    start: int
-    count: int
-    request: bytes
-    what: str
-    #: registers: (name, first byte, end byte, word index, kind, decoder, unit) per point decoded
-    plan: tuple[tuple[str, int, int, int, int, Decoder | None, str | None], ...]
-    #: bits: (name, bit index, unit) per point decoded
-    bit_plan: tuple[tuple[str, int, str | None], ...]
-    words: struct.Struct | None  # unpacks the whole block when some point is a plain 16-bit integer
-    offsets: dict[str, int]  # every point of the request -> its offset in the block
-
-
-@dataclass(slots=True, eq=False)
-class _Trigger:
-    point: _Point
-    handshake: Handshake
-    reads: list[_Read]  # the on_trigger points (and part_id)
-    order: list[str]  # emitted, in this order
-    identity: list[str]  # whose bytes tell one part from the next
-    identity_reads: list[_Read] | None  # None: the acquisition's reads
-    ack: _Point | None
-    ack_value: bytes | None  # None: write back the trigger value
-    ack_reset: bytes | None
-
-
-@dataclass(eq=False)
-class _Slave:
-    cfg: SlaveConfig
-    unit: int
-    label: str
-    points: dict[str, _Point]
-    health: SilentSlave
-    trigger: _Trigger | None = None
-    mask_write_unsupported: bool = False
-
-
-@dataclass(eq=False)
-class _Task:
-    slave: _Slave
-    name: str
-    interval: float
-    reads: list[_Read]
-    overrun: OverrunStreak
-    #: (request index, point) of the trigger point when this task reads it
-    trigger_at: tuple[int, _Point] | None = None
-    next_slot: float = 0.0
-    cycles: int = 0
-    charged_mark: float = 0.0  # the bus's charged seconds at the end of the last poll
-    own_mark: float = 0.0  # this slave's share of them
-
-
 @dataclass(eq=False)
 class _WriteJob:
-    slave: _Slave
-    point: _Point
+    slave: Slave
+    point: Point
     payload: bytes
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -202,42 +116,6 @@ class _DeviceException(DriverError):
         super().__init__(f"exception {code} ({self.meaning}): {what}")
 
 
-def _compile_point(p: PointConfig, emit: bool) -> _Point:
-    decoder: Decoder | None = None
-    kind = _OTHER
-    if p.table not in BIT_TABLES:
-        decoder = make_decoder(
-            p.type, p.resolved_order, length=p.length, bit=p.bit, scale=p.scale, offset=p.offset, encoding=p.encoding
-        )
-        plain = p.scale == 1 and p.offset == 0 and ORDER_FLAGS[p.resolved_order][0] == "big"
-        if plain and p.type == "uint16":
-            kind = _U16
-        elif plain and p.type == "int16":
-            kind = _I16
-    return _Point(p, p.name, p.table, p.count, decoder, p.unit, emit, kind)
-
-
-def _plan(points: list[_Point], decoded: set[str], limits: Limits, label: str) -> list[_Read]:
-    """The fewest requests for ``points``; the answers decode the points named in ``decoded``."""
-    reads: list[_Read] = []
-    for table in _TABLES:
-        members = [p for p in points if p.table == table]
-        if not members:
-            continue
-        max_count, max_gap = limits.for_table(table)
-        for b in plan_blocks([Span(p.cfg.address, p.count) for p in members], max_count, max_gap):
-            items = [(members[i], members[i].cfg.address - b.start) for i in b.members]
-            what = f"{label}: read {table} {b.start}..{b.end - 1} ({', '.join(p.name for p, _ in items)})"
-            used = [(p, off) for p, off in items if p.name in decoded]
-            plan = tuple((p.name, 2 * off, 2 * (off + p.count), off, p.kind, p.decode, p.unit) for p, off in used)
-            bit_plan = tuple((p.name, off, p.unit) for p, off in used) if table in BIT_TABLES else ()
-            words = struct.Struct(f">{b.count}H") if any(p.kind != _OTHER for p, _ in used) else None
-            offsets = {p.name: off for p, off in items}
-            request = read_request(table, b.start, b.count)
-            reads.append(_Read(table, b.start, b.count, request, what, plan, bit_plan, words, offsets))
-    return reads
-
-
 @registry.register
 class ModbusDriver(Driver):
     name = "modbus"
@@ -250,12 +128,11 @@ class ModbusDriver(Driver):
         super().__init__(config)
         self.cfg = config
         self.silent_interval = config.silent_interval
-        self.slaves: list[_Slave] = []
-        self.tasks: list[_Task] = []
-        self._points: dict[str, tuple[_Slave, _Point]] = {}
-        self._labels: dict[str, str] = {}
-        for sc in config.slaves:
-            self._compile_slave(sc)
+        compiled = compile_map(config, config.id)
+        self.slaves: list[Slave] = compiled.slaves
+        self.tasks: list[Task] = compiled.tasks
+        self._points = compiled.points
+        self._labels = compiled.labels
         self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._faults = FaultStreaks(config.id, self._event, self._counters)
         #: hot-path counters, kept as attributes (see counters())
@@ -277,80 +154,6 @@ class ModbusDriver(Driver):
         self._slave_backoff = Backoff(min_delay=config.backoff_min, max_delay=config.backoff_max)
 
     # -- configuration -----------------------------------------------------------------------
-
-    def _compile_slave(self, sc: SlaveConfig) -> None:
-        trig = sc.trigger
-        quiet: set[str] = set()
-        if trig is not None:
-            quiet.update([trig.point, *trig.on_trigger, *([trig.part_id] if trig.part_id else [])])
-            if trig.acknowledge is not None:
-                quiet.add(trig.acknowledge.point)
-        points: dict[str, _Point] = {}
-        for pc in sc.points:
-            points[pc.name] = _compile_point(pc, pc.poll if pc.poll is not None else pc.name not in quiet)
-            if pc.label is not None:
-                self._labels[pc.name] = pc.label
-        slave = _Slave(sc, sc.unit, sc.label, points, SilentSlave(sc.label))
-        for p in points.values():
-            self._points[p.name] = (slave, p)
-        limits = self.cfg.limits(sc)
-        grouped = {n for g in sc.groups for n in g.points}
-        emitted = {p.name for p in points.values() if p.emit}
-        main = [p for p in points.values() if p.name not in grouped and p.emit]
-        if trig is not None and trig.point not in grouped and points[trig.point] not in main:
-            main.append(points[trig.point])  # read every poll, emitted only if poll: true
-        groups = [("main", sc.poll_interval, main)] if main else []
-        groups += [(g.name, g.poll_interval, [points[n] for n in g.points]) for g in sc.groups]
-        for name, interval, members in groups:
-            label = sc.label if name == "main" else f"{sc.label} {name}"
-            reads = _plan(members, emitted, limits, label)
-            task = _Task(slave, name, interval, reads, OverrunStreak(f"{self.device_id}: {label}", interval))
-            if trig is not None:
-                for i, read in enumerate(reads):
-                    if trig.point in read.offsets:
-                        task.trigger_at = (i, points[trig.point])
-            self.tasks.append(task)
-        if trig is not None:
-            slave.trigger = self._compile_trigger(sc, points, limits)
-        self.slaves.append(slave)
-
-    def _compile_trigger(self, sc: SlaveConfig, points: dict[str, _Point], limits: Limits) -> _Trigger:
-        trig = sc.trigger
-        assert trig is not None
-        tp = points[trig.point]
-        rise = (trig.mode or ("rise" if tp.cfg.type == "bit" else "change")) == "rise"
-        ack = ack_value = ack_reset = None
-        if trig.acknowledge is not None:
-            ack = points[trig.acknowledge.point]
-            if trig.acknowledge.value != "trigger":
-                ack_value = encode_point(ack.cfg, trig.acknowledge.value)
-            if trig.acknowledge.reset and ack.cfg.type == "bit" and rise:
-                ack_reset = encode_point(ack.cfg, 0)
-        identity = [trig.part_id] if trig.part_id else list(trig.on_trigger)
-        members = [points[n] for n in dict.fromkeys([*trig.on_trigger, *identity])]
-        decoded = {p.name for p in members}
-        handshake = Handshake(
-            label=sc.label,
-            point=tp.name,
-            rise=rise,
-            acknowledge=ack is not None,
-            reset=ack_reset is not None,
-            stall_timeout=trig.stall_timeout,
-            counter_bits=_INT_BITS.get(tp.cfg.type) if tp.cfg.scale == 1 and tp.cfg.offset == 0 else None,
-        )
-        return _Trigger(
-            point=tp,
-            handshake=handshake,
-            reads=_plan(members, decoded, limits, f"{sc.label} trigger"),
-            order=list(trig.on_trigger),
-            identity=identity,
-            identity_reads=_plan([points[trig.part_id]], decoded, limits, f"{sc.label} part id")
-            if trig.part_id
-            else None,
-            ack=ack,
-            ack_value=ack_value,
-            ack_reset=ack_reset,
-        )
 
     @property
     def requests_per_cycle(self) -> int:
@@ -521,7 +324,7 @@ class ModbusDriver(Driver):
         if self._run_jobs():
             return
         now = time.monotonic()
-        best: _Task | None = None
+        best: Task | None = None
         best_due = 0.0
         for task in self.tasks:
             health = task.slave.health
@@ -565,7 +368,7 @@ class ModbusDriver(Driver):
 
     # -- polling -------------------------------------------------------------------------------
 
-    def _poll(self, task: _Task, now: float) -> None:
+    def _poll(self, task: Task, now: float) -> None:
         slave = task.slave
         # a probe of a silent slave starts a fresh schedule: its skipped slots are not overruns
         slot = now if slave.health.down else task.next_slot
@@ -581,9 +384,9 @@ class ModbusDriver(Driver):
                 if got is None:
                     continue
                 data, ts = got
-                self._decode(read, data, ts, readings)
+                read.decode_into(self.config.id, data, ts, readings)
                 if trigger_at is not None and trigger_at[0] == i:
-                    trigger_value = self._trigger_value(read, data, trigger_at[1])
+                    trigger_value = read.value_of(data, trigger_at[1])
         except _SlaveDown:
             return
         finally:
@@ -599,7 +402,7 @@ class ModbusDriver(Driver):
                 return
         self._account(task, slot, now, sink_wait)
 
-    def _account(self, task: _Task, slot: float, started: float, sink_wait: float) -> None:
+    def _account(self, task: Task, slot: float, started: float, sink_wait: float) -> None:
         end = time.monotonic()
         task.cycles += 1
         self.polls += 1
@@ -623,13 +426,13 @@ class ModbusDriver(Driver):
         if task.overrun.late(end, lateness, cause):
             self._event(
                 EventKind.TIMEOUT,
-                f"overrun: {task.overrun.what.split(': ', 1)[1]} {task.name}: poll took {(end - started) * 1e3:.1f} ms "
+                f"overrun: {task.slave.label} {task.name}: poll took {(end - started) * 1e3:.1f} ms "
                 f"({sink_wait * 1e3:.1f} ms of it waiting for the gateway), started {(started - slot) * 1e3:.1f} ms "
                 f"after its slot, interval {task.interval * 1e3:.1f} ms; the next poll starts now "
                 "(further overruns are counted until the rate is met again)",
             )
 
-    def _read(self, slave: _Slave, read: _Read) -> tuple[bytes, int] | None:
+    def _read(self, slave: Slave, read: Read) -> tuple[bytes, int] | None:
         """The data bytes of one planned request and their arrival time; None if refused."""
         try:
             answer, ts = self._execute(slave, read.request, read.what)
@@ -644,52 +447,9 @@ class ModbusDriver(Driver):
             self._on_fault("malformed", slave.unit, f"{read.what}: {exc}", answer)
             return None
 
-    def _decode(self, read: _Read, data: bytes, ts: int, out: list[Reading]) -> None:
-        """Readings of one answer, appended to ``out``: the per-point hot path of the driver."""
-        device = self.config.id
-        append = out.append
-        if read.bit_plan:
-            for name, index, unit in read.bit_plan:
-                bit = (data[index >> 3] >> (index & 7)) & 1
-                append(ok_reading(device, name, _BIT_VALUE[bit], unit, _BIT_RAW[bit], ts))
-            return
-        words = read.words.unpack(data) if read.words is not None else ()
-        for name, lo, hi, index, kind, decode, unit in read.plan:
-            if kind == _U16:
-                append(ok_reading(device, name, Decimal(words[index]), unit, data[lo:hi], ts))
-                continue
-            if kind == _I16:
-                word = words[index]
-                append(
-                    ok_reading(device, name, Decimal(word - 0x10000 if word & 0x8000 else word), unit, data[lo:hi], ts)
-                )
-                continue
-            raw = data[lo:hi]
-            assert decode is not None
-            try:
-                decoded = decode(raw)
-            except CodecError as exc:
-                append(Reading(device, name, None, unit, raw, ts, ReadingStatus.ERROR, str(exc)))
-                continue
-            if isinstance(decoded, str):
-                append(Reading(device, name, None, None, raw, ts, text=decoded))
-            else:
-                append(ok_reading(device, name, decoded, unit, raw, ts))
-
-    @staticmethod
-    def _trigger_value(read: _Read, data: bytes, point: _Point) -> Decimal | None:
-        off = read.offsets[point.name]
-        if point.decode is None:
-            return _BIT_VALUE[(data[off >> 3] >> (off & 7)) & 1]
-        try:
-            value = point.decode(data[2 * off : 2 * (off + point.count)])
-        except CodecError:
-            return None
-        return value if isinstance(value, Decimal) else None
-
     # -- requests ----------------------------------------------------------------------------------
 
-    def _execute(self, slave: _Slave, request: bytes, what: str) -> tuple[bytes, int]:
+    def _execute(self, slave: Slave, request: bytes, what: str) -> tuple[bytes, int]:
         """One request with retries; returns ``(answer PDU, arrival ns)``.
 
         Raises _DeviceException (an exception response), _Refused (garbled answers only),
@@ -734,11 +494,11 @@ class ModbusDriver(Driver):
             raise _SlaveDown(f"{slave.label} is not answering")
         raise _Refused(f"{what}: no sound answer in {attempts} attempt(s)")
 
-    def _charge(self, slave: _Slave, seconds: float) -> None:
+    def _charge(self, slave: Slave, seconds: float) -> None:
         slave.health.charged += seconds
         self._charged += seconds
 
-    def _refused(self, slave: _Slave, exc: _DeviceException) -> None:
+    def _refused(self, slave: Slave, exc: _DeviceException) -> None:
         """An exception response: one event and one log line per request until it is answered again."""
         self._counters["exception_responses"] += 1
         what = str(exc)
@@ -755,7 +515,7 @@ class ModbusDriver(Driver):
         label = next((s.label for s in self.slaves if s.unit == unit), "the line" if unit is None else f"unit {unit}")
         self._faults.fault(kind, unit, label, detail, raw, time.monotonic())
 
-    def _went_silent(self, slave: _Slave, why: str) -> None:
+    def _went_silent(self, slave: Slave, why: str) -> None:
         now = time.monotonic()
         first, delay = slave.health.went_silent(now, self._slave_backoff, self._rng)
         if first:
@@ -772,7 +532,7 @@ class ModbusDriver(Driver):
             # probe reconnects; only a failing reconnect is reported (as DISCONNECTED).
             self._close()
 
-    def _came_back(self, slave: _Slave) -> None:
+    def _came_back(self, slave: Slave) -> None:
         probes = slave.health.probes
         silent_for = slave.health.came_back(time.monotonic())
         self._reanchor(slave)
@@ -780,7 +540,7 @@ class ModbusDriver(Driver):
         log.info("%s: %s", self.device_id, detail)
         self._event(EventKind.CONNECTED, detail)
 
-    def _reanchor(self, slave: _Slave | None) -> None:
+    def _reanchor(self, slave: Slave | None) -> None:
         """Polls missed during an outage (reported as such) are not overruns: restart their schedule."""
         now = time.monotonic()
         for task in self.tasks:
@@ -790,7 +550,7 @@ class ModbusDriver(Driver):
 
     # -- trigger-based acquisition ---------------------------------------------------------------
 
-    def _run_handshake(self, slave: _Slave, trig: _Trigger, value: Decimal) -> None:
+    def _run_handshake(self, slave: Slave, trig: Trigger, value: Decimal) -> None:
         hs = trig.handshake
         step = hs.poll(value, time.monotonic())
         cached: tuple[tuple[Reading, ...], bytes] | None = None
@@ -802,8 +562,9 @@ class ModbusDriver(Driver):
                     return
                 if step is Step.ACQUIRE:
                     got = cached if cached is not None else self._read_part(slave, trig, trig.reads)
-                    if got is None:
-                        return  # the refusal is an event; the next poll fires again
+                    if got is None:  # the refusal is an event; the next poll fires again
+                        step = hs.failed(time.monotonic())
+                        continue
                     self.triggers += 1
                     self._deliver(got[0])
                     step = hs.acquired(got[1], time.monotonic())
@@ -825,9 +586,9 @@ class ModbusDriver(Driver):
             for note in hs.take_notes():
                 self._note(slave, note)
 
-    def _read_part(self, slave: _Slave, trig: _Trigger, reads: list[_Read]) -> tuple[tuple[Reading, ...], bytes] | None:
+    def _read_part(self, slave: Slave, trig: Trigger, reads: list[Read]) -> tuple[tuple[Reading, ...], bytes] | None:
         """The on_trigger readings in their order with one timestamp, and the part's identity bytes."""
-        answers: list[tuple[_Read, bytes]] = []
+        answers: list[tuple[Read, bytes]] = []
         ts = 0
         for read in reads:
             got = self._read(slave, read)
@@ -837,14 +598,14 @@ class ModbusDriver(Driver):
             ts = max(ts, got[1])
         decoded: list[Reading] = []
         for read, data in answers:
-            self._decode(read, data, ts, decoded)
+            read.decode_into(self.config.id, data, ts, decoded)
         by_name = {r.channel: r for r in decoded}
         identity = b"".join(by_name[n].raw for n in trig.identity if n in by_name)
         if reads is trig.identity_reads:
             return (), identity
         return tuple(by_name[n] for n in trig.order), identity
 
-    def _ack_payload(self, slave: _Slave, trig: _Trigger) -> bytes | None:
+    def _ack_payload(self, slave: Slave, trig: Trigger) -> bytes | None:
         if trig.ack_value is not None:
             return trig.ack_value
         assert trig.ack is not None
@@ -855,7 +616,7 @@ class ModbusDriver(Driver):
             self._bad(f"{slave.label}: cannot acknowledge {value} in {trig.ack.name}: {exc}")
             return None
 
-    def _note(self, slave: _Slave, note: Note) -> None:
+    def _note(self, slave: Slave, note: Note) -> None:
         if note.kind == "missed":
             self.missed_triggers += note.count
             log.warning("%s: %s", self.device_id, note.detail)
@@ -872,7 +633,7 @@ class ModbusDriver(Driver):
             first = self._counters["lost_edges"] == 1
             log.log(logging.INFO if first else logging.DEBUG, "%s: %s", self.device_id, note.detail)
 
-    def _try_write(self, slave: _Slave, point: _Point, payload: bytes, purpose: str) -> bool:
+    def _try_write(self, slave: Slave, point: Point, payload: bytes, purpose: str) -> bool:
         try:
             self._write(slave, point, payload)
         except _Refused:
@@ -886,7 +647,7 @@ class ModbusDriver(Driver):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _write(self, slave: _Slave, point: _Point, payload: bytes) -> None:
+    def _write(self, slave: Slave, point: Point, payload: bytes) -> None:
         cfg = point.cfg
         what = f"{slave.label}: write {point.name} ({cfg.table} {cfg.address})"
         if point.table == "coil":
@@ -900,13 +661,13 @@ class ModbusDriver(Driver):
         else:
             self._write_registers(slave, cfg.address, payload, what)
 
-    def _write_registers(self, slave: _Slave, address: int, payload: bytes, what: str) -> None:
+    def _write_registers(self, slave: Slave, address: int, payload: bytes, what: str) -> None:
         if len(payload) == 2 and not self.cfg.force_multiple_write:
             self._confirm(slave, write_register_request(address, int.from_bytes(payload, "big")), what)
         else:
             self._confirm(slave, write_registers_request(address, payload), what)
 
-    def _write_bit(self, slave: _Slave, cfg: PointConfig, on: bool, what: str) -> None:
+    def _write_bit(self, slave: Slave, cfg: PointConfig, on: bool, what: str) -> None:
         assert cfg.bit is not None
         # a register travels big-endian: a byte-swapped device's bit n is wire bit n ^ 8
         mask = 1 << (cfg.bit ^ 8 if ORDER_FLAGS[cfg.resolved_order][0] == "little" else cfg.bit)
@@ -940,7 +701,7 @@ class ModbusDriver(Driver):
         updated = (current | mask) if on else (current & ~mask)
         self._write_registers(slave, cfg.address, updated.to_bytes(2, "big"), what)
 
-    def _confirm(self, slave: _Slave, request: bytes, what: str, *, refusal_ok: bool = False) -> None:
+    def _confirm(self, slave: Slave, request: bytes, what: str, *, refusal_ok: bool = False) -> None:
         """Send a write and check its echo. ``refusal_ok``: exception 1 is raised for the caller to handle."""
         try:
             answer, _ = self._execute(slave, request, what)

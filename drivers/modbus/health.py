@@ -133,7 +133,8 @@ class SilentSlave:
 class OverrunStreak:
     """The overruns of one poll task, reported once per streak."""
 
-    what: str
+    where: str  # device and slave
+    task: str
     interval: float
     count: int = 0
     total: int = 0
@@ -177,8 +178,9 @@ class OverrunStreak:
     def _log(self, now: float, state: str) -> None:
         causes = ", ".join(f"{n} {c}" for c, n in sorted(self.causes.items()))
         log.warning(
-            "%s: overrun streak %s: %d poll(s) late in %.1f s (worst %.1f ms past the next slot; %s); %d in all",
-            self.what,
+            "%s %s: overrun streak %s: %d poll(s) late in %.1f s (worst %.1f ms past the next slot; %s); %d in all",
+            self.where,
+            self.task,
             state,
             self.count,
             now - self.since,

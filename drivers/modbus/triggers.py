@@ -7,7 +7,7 @@ end, parts missed, a drop the poll never saw) collect in :attr:`Handshake.notes`
 
 A part-done bit (``rise``), with an acknowledge::
 
-    IDLE --done=1--> read the part, emit it --> ACK_DUE --ack written--> ACKED
+    IDLE --done=1--> DUE --part read and emitted--> ACK_DUE --ack written--> ACKED
     ACKED --done=0--> RESET_DUE --ack reset written--> IDLE       (four-phase handshake)
     ACKED --done=1, same part--> wait; after stall_timeout: stalled, acknowledge again
                                  every stall_timeout until the PLC answers
@@ -18,10 +18,11 @@ A part-done bit (``rise``), with an acknowledge::
 
 "Same part" compares the bytes of the trigger's ``part_id`` point, or by default of all its
 ``on_trigger`` points together, with those of the part acknowledged. A write that fails is
-retried on the next poll without emitting the part again; a read that fails leaves the
-state as it was, so the next poll tries again. Every state but IDLE waits for the PLC, and
-every such wait ends in a stall report after ``stall_timeout``, so no combination of lost
-edges, slow PLCs or failed writes can stop the station silently.
+retried on the next poll without emitting the part again; a part whose read fails stays DUE
+and is read on the next poll (if part-done drops first, the part is reported missed). Every
+state but IDLE (and SEEN, without a handshake) waits for the PLC or for a request to go
+through, and every such wait ends in a stall report after ``stall_timeout``: no combination
+of lost edges, slow PLCs or failed requests can stop the station silently.
 
 Without an acknowledge a bit fires on each 0 -> 1 seen by the poll (a pulse shorter than the
 poll interval is lost: use a counter). A counter (``change``) fires on every new value, the
@@ -49,6 +50,7 @@ class Step(enum.Enum):
 
 class Phase(enum.Enum):
     IDLE = "idle"
+    DUE = "due"  # a part is waiting to be read
     SEEN = "seen"  # a bit without acknowledge fired: waiting for it to drop
     ACK_DUE = "acknowledge due"
     ACKED = "acknowledged"
@@ -118,9 +120,19 @@ class Handshake:
         if phase is Phase.IDLE:
             if not done:
                 return Step.NONE
-            self.value = _ONE
-            self._overtaken = False
+            self._due(_ONE, now, overtaken=False)
             return Step.ACQUIRE
+        if phase is Phase.DUE:
+            if done:
+                self._check_stall(now)
+                return Step.ACQUIRE
+            # the PLC dropped part-done before the part could be read: that part is lost, and said so
+            self.phase = Phase.IDLE
+            self._progress(now)
+            self.notes.append(
+                Note("missed", f"overrun: {self.label}: {self.point} dropped before the part could be read", 1)
+            )
+            return Step.NONE
         if phase is Phase.SEEN:
             if not done:
                 self.phase = Phase.IDLE
@@ -146,27 +158,38 @@ class Handshake:
         if previous is None:
             self.previous = value  # a baseline: what happened before start-up is unknown
             return Step.NONE
+        pending = self.phase is Phase.DUE
         if value == previous:
+            self.phase = Phase.IDLE  # (a pending change was taken back)
             return Step.NONE
+        if pending and value == self.value:
+            self._check_stall(now)
+            return Step.ACQUIRE  # the same change, not read yet
+        last = self.value if pending and self.value is not None else previous
         if self.counter_bits is not None:
-            step = (int(value) - int(previous)) % (1 << self.counter_bits)
-            if 1 < step < (1 << (self.counter_bits - 1)):
-                missed = step - 1
+            step = (int(value) - int(last)) % (1 << self.counter_bits)
+            missed = (step - 1 if 1 < step < (1 << (self.counter_bits - 1)) else 0) + (1 if pending else 0)
+            if missed:
                 self.notes.append(
                     Note(
                         "missed",
-                        f"overrun: {self.label}: trigger {self.point} went from {previous} to {value}; "
+                        f"overrun: {self.label}: trigger {self.point} went from {last} to {value}; "
                         f"{missed} part(s) finished between two polls were not acquired",
                         missed,
                     )
                 )
-        self.value = value
+        if pending:
+            self.value = value
+            self._check_stall(now)
+        else:
+            self._due(value, now, overtaken=False)
         return Step.ACQUIRE
 
     # -- what the requests achieved ---------------------------------------------------------------
 
     def acquired(self, identity: bytes, now: float) -> Step:
         """The part was read and emitted."""
+        self._progress(now)
         self.previous = self.value
         self.identity = identity
         if not self.acknowledge:
@@ -178,6 +201,11 @@ class Handshake:
             # the acknowledge coil is still high from the previous part: low first, high on the next poll
             return self._write("reset")
         return self._write("ack")
+
+    def failed(self, now: float) -> Step:
+        """The part could not be read (the refusal is reported): the next poll tries again."""
+        self._check_stall(now)
+        return Step.NONE
 
     def identity_read(self, identity: bytes | None, now: float) -> Step:
         """The part in hand after the acknowledge (None: it could not be read this poll)."""
@@ -193,8 +221,7 @@ class Handshake:
                     "the drop between two parts fell between two polls; acquiring the new part",
                 )
             )
-            self._overtaken = True
-            self.value = _ONE
+            self._due(_ONE, now, overtaken=True)
             return Step.ACQUIRE
         self._check_stall(now)
         if self.stalled and now - self._reasserted >= self.stall_timeout:
@@ -223,6 +250,12 @@ class Handshake:
 
     # -- stalls -------------------------------------------------------------------------------------
 
+    def _due(self, value: Decimal, now: float, *, overtaken: bool) -> None:
+        self.phase = Phase.DUE
+        self.value = value
+        self.since = now
+        self._overtaken = overtaken
+
     def _write(self, what: Literal["ack", "reset"]) -> Step:
         self._writing = what
         return Step.WRITE_ACK if what == "ack" else Step.WRITE_RESET
@@ -233,6 +266,7 @@ class Handshake:
         self.stalled = True
         self._stalled_at = self._reasserted = now
         waiting = {
+            Phase.DUE: "the part's values could not be read; tried again every poll",
             Phase.ACK_DUE: "the acknowledge could not be written; retried every poll",
             Phase.ACKED: f"{self.point} is still set for the same part after the acknowledge (the PLC does "
             f"not take it); the acknowledge is repeated every {self.stall_timeout:g} s",

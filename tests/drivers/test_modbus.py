@@ -212,6 +212,9 @@ def point(**kw: Any) -> dict[str, Any]:
     return {"name": "p", "address": 0, **kw}
 
 
+TRIG = [point(), {"name": "d", "table": "discrete", "address": 0}]  # a register and a part-done bit
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -260,6 +263,11 @@ def point(**kw: Any) -> dict[str, Any]:
         {"slaves": [{"unit": 1, "groups": [{"name": "g", "poll_interval": 1, "points": ["x"]}], "points": [point()]}]},
         {"backoff_min": 5, "backoff_max": 1},
         {"max_registers": 126},
+        {"late_reply_window": 0.5},  # TCP matches answers by transaction id
+        {"slaves": [{"unit": 1, "bit_write": "sometimes", "points": [point()]}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "d", "on_trigger": ["p"], "part_id": "p"}, "points": TRIG}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "p", "on_trigger": ["d"], "part_id": "nope"}, "points": TRIG}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "d", "on_trigger": ["p"], "stall_timeout": 0}, "points": TRIG}]},
     ],
 )
 def test_config_rejects(change: dict[str, Any]) -> None:
