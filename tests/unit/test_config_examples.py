@@ -10,8 +10,10 @@ import yaml
 from collector import config as config_mod
 from drivers import registry
 
-CONFIG = Path(__file__).resolve().parents[2] / "config"
-DEVICE_EXAMPLES = sorted((CONFIG / "devices").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+#: shared examples, and those kept beside their driver (drivers/modbus/example.yaml)
+DEVICE_EXAMPLES = sorted((CONFIG / "devices").glob("*.yaml")) + sorted((ROOT / "drivers").glob("*/example.yaml"))
 
 SITE = """
 gateway: {id: gw-example, site: plant-1, line: line-a}
@@ -30,7 +32,7 @@ def test_demo_configuration_is_valid() -> None:
     assert cfg.gateway is not None and cfg.stations
 
 
-@pytest.mark.parametrize("path", DEVICE_EXAMPLES, ids=[p.name for p in DEVICE_EXAMPLES])
+@pytest.mark.parametrize("path", DEVICE_EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in DEVICE_EXAMPLES])
 def test_device_example_is_a_valid_station_device(path: Path) -> None:
     devices = yaml.safe_load(path.read_text(encoding="utf-8"))["devices"]
     assert devices, f"{path.name} has no device entry"
