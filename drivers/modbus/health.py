@@ -178,12 +178,12 @@ class OverrunStreak:
     def _log(self, now: float, state: str) -> None:
         causes = ", ".join(f"{n} {c}" for c, n in sorted(self.causes.items()))
         log.warning(
-            "%s %s: overrun streak %s: %d poll(s) late in %.1f s (worst %.1f ms past the next slot; %s); %d in all",
+            "%s %s: overrun streak %s: %d poll(s) late over %.1f s (worst %.1f ms past the next slot; %s); %d in all",
             self.where,
             self.task,
             state,
             self.count,
-            now - self.since,
+            self.last - self.since,
             self.worst * 1e3,
             causes,
             self.total,

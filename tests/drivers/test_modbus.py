@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import struct
 import threading
 import time
@@ -1173,6 +1174,43 @@ def test_a_failing_sink_does_not_stop_the_bus(
     try:
         collector.wait_for(lambda c: len(by_channel(c, "s")) >= 3, what="readings past the failures")
     finally:
+        drv.stop()
+
+
+def test_a_blocking_sink_makes_polls_late_never_loses_them(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
+) -> None:
+    """The gateway's sink blocks while its bounded queue is full: the driver polls late and says so."""
+    bus = make_bus("tcp")
+    points = [{"name": f"r{i}", "address": 100 + i} for i in range(10)]
+    drv = make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": points}], start=False)
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def full_queue(item: Item) -> None:
+        if isinstance(item, tuple) and len(sink.cycles) % 3 == 2:
+            blocked.set()
+            release.wait(0.1)  # the gateway takes the item once its queue has room
+        sink(item)
+
+    drv.start(full_queue)
+    try:
+        collector.wait_for(lambda c: drv.overruns >= 3, what="overruns while the sink blocks")
+        assert all(len(cycle) == 10 for cycle in list(sink.cycles))  # every poll whole
+        assert len(sink.cycles) == drv.polls or len(sink.cycles) == drv.polls + 1
+        (event,) = [e for e in collector.events(EventKind.TIMEOUT) if e.detail.startswith("overrun")]
+        waited = re.search(r"\(([\d.]+) ms of it waiting for the gateway\)", event.detail)
+        assert waited is not None and float(waited.group(1)) > 50, event.detail  # the cause is named
+        # stop() while the driver is blocked in the sink returns once the gateway releases it
+        blocked.clear()
+        collector.wait_for(lambda c: blocked.is_set(), what="the sink blocking again")
+        stopper = threading.Thread(target=drv.stop)
+        stopper.start()
+        release.set()
+        stopper.join(2.0)
+        assert not stopper.is_alive() and "modbus:plc-1" not in {t.name for t in threading.enumerate()}
+    finally:
+        release.set()
         drv.stop()
 
 
