@@ -1,9 +1,11 @@
 """Modbus TCP, RTU and ASCII master: PLCs and controllers polled through a register map.
 
-Over ~500 lines on purpose: this module is the bus thread (scheduling, polling, decoding into
-readings, writes, running the trigger handshake); each part needs the others' state and
-splitting it would only pass that state around. Configuration, framing, the wire, fault
-accounting and the handshake's logic live in their own modules (see ``README.md``).
+Over ~500 lines on purpose: this module is the bus thread (scheduling, polls, retries and
+their accounting, writes, running the trigger handshake over the bus), and each of those
+needs the others' state (the link, the slaves' health, the charged bus time); splitting it
+would only pass that state around. Configuration, the compiled map and its decoding,
+framing, the wire, fault accounting and the handshake's logic live in their own modules
+(see ``README.md``).
 
 One driver instance owns one link (a TCP socket to a PLC or gateway, or one serial bus) and
 every slave (unit id) behind it. One thread runs the link: one request at a time, each
@@ -32,6 +34,16 @@ Overruns
     task meets its rate again, one log line with the streak's count. The next poll starts at
     once; polls are never queued up to catch up, never skipped, and a sink that blocks (the
     gateway's bounded queue is full) makes polls late, never lost.
+
+Writes
+    ``request("write", point=NAME, value=V)`` encodes ``V`` with the point's type, order,
+    scale and offset and waits until the device confirmed it: a coil with function 5 (15
+    with ``force_multiple_write``), registers with 6 or 16, one bit of a holding register
+    with 22 (mask write) or, per the slave's ``bit_write``, read-modify-write (3, then 6).
+
+RTU pacing
+    Before each request the line stays silent for 3.5 character times (1.75 ms above 19200
+    baud), or ``inter_frame_delay``; see ``link.py`` for flushing and late replies.
 """
 
 from __future__ import annotations
