@@ -179,9 +179,9 @@ class Driver(ABC):
         return None
 
     def counters(self) -> dict[str, int]:
-        """The driver's running totals (requests, faults by kind, overruns ...) for status pages.
-
-        Monotonic since the driver was created; the default is none.
+        """Numbers for status pages and metrics: running totals since the driver was created
+        (requests, faults by kind, overruns ...) and the few current states a driver documents
+        as such (slaves silent now). Safe to call from any thread; the default is none.
         """
         return {}
 

@@ -4,4 +4,5 @@ import sys
 
 from simulators.plc.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the package's modules one by one must not run it
+    sys.exit(main())
