@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from drivers import registry
-from drivers.base import EventKind, Item
+from drivers.base import EventKind, Item, Sink
 from simulators.plc import Addr, PlcSimulator, Scenario
 from tests.conftest import require_binary
 from tests.helpers import wait_for
@@ -58,6 +58,16 @@ def plc() -> Iterator[PlcSimulator]:
         yield sim
     finally:
         sim.stop()
+
+
+def one_by_one(collector: Collector) -> Sink:
+    """The driver's sink: a poll's readings arrive as one tuple; the collector takes them singly."""
+
+    def sink(item: Item) -> None:
+        for one in item if isinstance(item, tuple) else (item,):
+            collector(one)
+
+    return sink
 
 
 def tcp(sim: PlcSimulator, unit: int = 1) -> list[str]:
@@ -297,12 +307,7 @@ def test_the_driver_reads_a_server_written_from_the_specification(
         }
     )
     drv = registry.create(cfg)
-
-    def sink(item: Item) -> None:  # a poll's readings arrive as one tuple
-        for one in item if isinstance(item, tuple) else (item,):
-            collector(one)
-
-    drv.start(sink)
+    drv.start(one_by_one(collector))
     try:
         names = {p["name"] for p in points}
         collector.wait_for(lambda c: names <= {r.channel for r in c.readings()}, what="every point")
@@ -341,12 +346,7 @@ def test_a_late_tcp_answer_is_told_apart_by_its_transaction(
         }
     )
     drv = registry.create(cfg)
-
-    def sink(item: Item) -> None:
-        for one in item if isinstance(item, tuple) else (item,):
-            collector(one)
-
-    drv.start(sink)
+    drv.start(one_by_one(collector))
     try:
         collector.wait_for(lambda c: len(c.readings()) >= 2, what="polls")
         independent_server.delays.append(0.15)  # the answer comes after the timeout, before the retry's
