@@ -5,6 +5,10 @@ Both serve the same :class:`~simulators.plc.station.Station`. The TCP side is py
 serial side frames with :mod:`simulators.plc.serial_line` (written from the serial line
 specification) and answers each request PDU through pymodbus's request classes, the same
 request handling as the TCP side.
+
+A little over 500 lines: this is the simulator's whole public face (lifecycle, the process
+image and fault methods the tests call, both transports and the serial line faults); the PLC
+program and the framing already live in ``station.py`` and ``serial_line.py``.
 """
 
 from __future__ import annotations
