@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -50,11 +50,51 @@ class Reading:
     text: str | None = None  # scanners: the decoded code; other drivers leave it empty
 
 
+def _ok_reading_maker() -> Callable[[str, str, Decimal, str | None, bytes, int], Reading]:
+    names = tuple(f.name for f in fields(Reading))
+    if names != ("device", "channel", "value", "unit", "raw", "timestamp_ns", "status", "error", "text"):
+        raise AssertionError(f"Reading's fields changed to {names}: update ok_reading() with them")
+    new = object.__new__
+    s_device, s_channel, s_value, s_unit, s_raw, s_ts, s_status, s_error, s_text = (
+        getattr(Reading, name).__set__ for name in names
+    )
+    ok = ReadingStatus.OK
+
+    def ok_reading(
+        device: str, channel: str, value: Decimal, unit: str | None, raw: bytes, timestamp_ns: int
+    ) -> Reading:
+        reading: Reading = new(Reading)
+        s_device(reading, device)
+        s_channel(reading, channel)
+        s_value(reading, value)
+        s_unit(reading, unit)
+        s_raw(reading, raw)
+        s_ts(reading, timestamp_ns)
+        s_status(reading, ok)
+        s_error(reading, None)
+        s_text(reading, None)
+        return reading
+
+    return ok_reading
+
+
+#: ``Reading(device, channel, value, unit, raw, timestamp_ns)`` (status ok, no error, no text) at
+#: under half the cost: a frozen dataclass's ``__init__`` sets each field through
+#: ``object.__setattr__``, this sets the same slots through their descriptors. The result is
+#: equal to the constructor's in every respect; for drivers that build tens of thousands of
+#: readings a second (a PLC's registers).
+ok_reading = _ok_reading_maker()
+
+
 class EventKind(enum.StrEnum):
     BAD_FRAME = "bad_frame"  # bytes that do not parse: counted and logged, never a value
     DISCONNECTED = "disconnected"
     CONNECTED = "connected"
     TIMEOUT = "timeout"  # a request got no answer in time
+    #: a handshake with the device (a PLC's part-done / acknowledge) waits longer than it may:
+    #: the station is held up until the matching RESUMED
+    STALLED = "stalled"
+    RESUMED = "resumed"  # the stalled handshake moved on
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +177,13 @@ class Driver(ABC):
         with its own label pattern.
         """
         return None
+
+    def counters(self) -> dict[str, int]:
+        """Numbers for status pages and metrics: running totals since the driver was created
+        (requests, faults by kind, overruns ...) and the few current states a driver documents
+        as such (slaves silent now). Safe to call from any thread; the default is none.
+        """
+        return {}
 
     def emit(self, item: Item) -> None:
         sink = self._sink

@@ -1,6 +1,7 @@
-"""Modbus TCP and RTU: PLCs and multi-channel sensors polled by the gateway.
+"""Modbus TCP, RTU and ASCII: PLCs and multi-channel sensors polled by the gateway.
 
-``driver.py`` runs the poll loop, ``planner.py`` merges addresses into the fewest requests,
-``codec.py`` turns registers into values and back. May import ``drivers.base``,
-``drivers.backoff``, ``drivers.registry``, pymodbus and pydantic; never ``collector``.
+See ``README.md`` beside this file for the modules, the specification sections they rely on,
+and the readings, events and counters the driver delivers; ``sample.yaml`` for the
+configuration. May import ``drivers.base``, ``drivers.backoff``, ``drivers.registry``,
+pyserial and pydantic; never ``collector``.
 """

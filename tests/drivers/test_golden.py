@@ -42,8 +42,9 @@ from drivers.base import DeviceEvent, EventKind, Reading
 from drivers.serial.port import ByteStreamDriver, SerialLineDriver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-#: golden folders of other components (exports), run by their own tests
-NOT_DRIVERS = {"dfq"}
+#: golden folders run by their own tests: exports (dfq), and request/response protocols whose
+#: cases are exchanges rather than a byte stream (modbus: tests/unit/test_modbus_golden.py)
+NOT_DRIVERS = {"dfq", "modbus"}
 CASE_KEYS = {"description", "source", "sample", "config", "sends", "input", "end_of_stream", "expect"}
 SEND_KEYS = {"request", "options", "bytes"}
 READING_KEYS = {"channel", "value", "unit", "raw", "status", "error", "text"}

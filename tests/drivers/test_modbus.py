@@ -7,6 +7,8 @@ here, never with the driver's codec, so the codec and the test cannot share a mi
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import struct
 import threading
 import time
@@ -20,9 +22,11 @@ import pydantic
 import pytest
 
 from drivers import registry
-from drivers.base import DeviceEvent, DriverError, EventKind, Reading, ReadingStatus
-from drivers.modbus.driver import ModbusConfig, ModbusDriver
+from drivers.base import DriverError, EventKind, Item, Reading, ReadingStatus
+from drivers.modbus.config import ModbusConfig
+from drivers.modbus.driver import ModbusDriver
 from simulators.plc import Addr, PlcSimulator, Scenario
+from tests.helpers import wait_for
 
 if TYPE_CHECKING:
     from conftest import Collector
@@ -93,9 +97,31 @@ def make_bus(tmp_path: Path) -> Iterator[MakeBus]:
         sim.stop()
 
 
+class CycleSink:
+    """The driver's sink: keeps each delivered tuple (one poll cycle, one acquisition) and hands
+    its readings, and every event, on to the test's collector one by one."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.cycles: list[tuple[Reading, ...]] = []
+
+    def __call__(self, item: Item) -> None:
+        if isinstance(item, tuple):
+            self.cycles.append(item)
+            for reading in item:
+                self.collector(reading)
+        else:
+            self.collector(item)
+
+
 @pytest.fixture
-def make_driver(collector: Collector) -> Iterator[MakeDriver]:
-    """Builds a driver through the registry (as the gateway does) and starts it on ``collector``."""
+def sink(collector: Collector) -> CycleSink:
+    return CycleSink(collector)
+
+
+@pytest.fixture
+def make_driver(sink: CycleSink) -> Iterator[MakeDriver]:
+    """Builds a driver through the registry (as the gateway does) and starts it on ``sink``."""
     started: list[ModbusDriver] = []
 
     def make(bus: Bus, slaves: list[dict[str, Any]], start: bool = True, **settings: Any) -> ModbusDriver:
@@ -114,7 +140,7 @@ def make_driver(collector: Collector) -> Iterator[MakeDriver]:
         drv = registry.create(registry.parse_config(raw))
         assert isinstance(drv, ModbusDriver)
         if start:
-            drv.start(collector)
+            drv.start(sink)
             started.append(drv)
         return drv
 
@@ -187,6 +213,9 @@ def point(**kw: Any) -> dict[str, Any]:
     return {"name": "p", "address": 0, **kw}
 
 
+TRIG = [point(), {"name": "d", "table": "discrete", "address": 0}]  # a register and a part-done bit
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -235,6 +264,11 @@ def point(**kw: Any) -> dict[str, Any]:
         {"slaves": [{"unit": 1, "groups": [{"name": "g", "poll_interval": 1, "points": ["x"]}], "points": [point()]}]},
         {"backoff_min": 5, "backoff_max": 1},
         {"max_registers": 126},
+        {"late_reply_window": 0.5},  # TCP matches answers by transaction id
+        {"slaves": [{"unit": 1, "bit_write": "sometimes", "points": [point()]}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "d", "on_trigger": ["p"], "part_id": "p"}, "points": TRIG}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "p", "on_trigger": ["d"], "part_id": "nope"}, "points": TRIG}]},
+        {"slaves": [{"unit": 1, "trigger": {"point": "d", "on_trigger": ["p"], "stall_timeout": 0}, "points": TRIG}]},
     ],
 )
 def test_config_rejects(change: dict[str, Any]) -> None:
@@ -509,7 +543,28 @@ def test_a_dead_slave_does_not_stall_the_others(
     # backed off: a handful of probes, not one per poll (2 attempts at first, then single probes)
     probes = bus.sim.request_count(4)
     assert probes <= 2 + 6, probes
-    assert drv.slaves[3].down
+    assert drv.slaves[3].health.down
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_dead_units_probes_are_charged_to_it_not_overruns_of_the_others(
+    transport: str, make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+) -> None:
+    bus = make_bus(transport, units=(1, 2, 3))
+    bus.sim.set_dead(3)
+    interval = poll_interval(transport)
+    slaves = [
+        {"unit": u, "poll_interval": interval, "points": [{"name": f"status{u}", "address": Addr.STATUS}]}
+        for u in (1, 2, 3)
+    ]
+    # every probe of unit 3 holds the bus for two poll intervals: the others' next slots pass meanwhile
+    drv = make_driver(bus, slaves, timeout=2 * interval, backoff_min=0.2, backoff_max=0.4)
+    collector.wait_for(lambda c: bus.sim.request_count(3) >= 6, 10, "a handful of probes")
+    drv.stop()
+    assert drv.counters()["delayed_by_other_slaves"] >= 3
+    assert drv.overruns == 0 and not [e for e in collector.events(EventKind.TIMEOUT) if "overrun" in e.detail]
+    assert drv.slaves[2].health.charged >= 6 * 2 * interval * 0.9  # the probes' time, charged to unit 3
+    assert drv.slaves[0].health.charged == 0 and drv.slaves[1].health.charged == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -532,32 +587,40 @@ def test_a_slave_that_comes_back_is_polled_again(
     assert not [e for e in collector.events(EventKind.TIMEOUT) if e.detail.startswith("overrun: unit 2")]
 
 
-def test_overrun_is_reported_and_no_poll_is_skipped_or_queued(
-    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+def test_overrun_is_one_event_and_one_line_per_streak_and_no_poll_is_skipped_or_queued(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="drivers.modbus")
     bus = make_bus("tcp")
     bus.sim.set_delay(1, 0.05)  # each poll takes 50 ms, the configured interval is 20 ms
     interval = 0.02
     drv = make_driver(bus, [{"unit": 1, "poll_interval": interval, "points": [{"name": "status", "address": 2}]}])
-    collector.wait_for(lambda c: len(c.events(EventKind.TIMEOUT)) >= 5, what="five overruns")
-    overruns = collector.events(EventKind.TIMEOUT)
-    assert all(e.detail.startswith("overrun: unit 1 main: poll took") for e in overruns)
-    assert "interval 20.0 ms" in overruns[0].detail
+    collector.wait_for(lambda c: drv.overruns >= 8, what="eight overruns")
+    (event,) = collector.events(EventKind.TIMEOUT)  # one streak, one event
+    assert event.detail.startswith("overrun: unit 1 main: poll took") and "interval 20.0 ms" in event.detail
     # every late poll still happened and delivered, back to back (the next starts at once)
     polls = by_channel(collector, "status")
-    assert len(polls) >= len(overruns)
+    assert len(polls) >= drv.overruns
     gaps = [(b.timestamp_ns - a.timestamp_ns) / 1e9 for a, b in itertools.pairwise(polls[-5:])]
     assert all(g < 0.05 + 0.04 for g in gaps), gaps
+    assert not [r for r in caplog.records if "overrun" in r.getMessage()]  # the line comes with the count
 
     bus.sim.set_delay(1, 0)
     recovered = len(by_channel(collector, "status"))
-    collector.wait_for(lambda c: len(by_channel(c, "status")) >= recovered + 12, what="polls after recovery")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "overrun streak" in r.getMessage()]
+
+    collector.wait_for(lambda c: bool(lines()), 5, "the streak's line once the rate is met again")
     drv.stop()
-    assert drv.overruns == len(collector.events(EventKind.TIMEOUT))
+    (line,) = lines()
+    late = drv.overruns
+    assert f"overrun streak over: {late} poll(s) late" in line, line
+    assert len(collector.events(EventKind.TIMEOUT)) == 1 and drv.counters()["overruns"] == late
     # no burst to catch up on the slots missed while slow: the schedule restarted at the last poll
     later = by_channel(collector, "status")[recovered + 1 :]
     gaps = [(b.timestamp_ns - a.timestamp_ns) / 1e9 for a, b in itertools.pairwise(later)]
-    assert min(gaps) > interval * 0.5, gaps
+    assert len(later) > 12 and min(gaps) > interval * 0.5, gaps
 
 
 @pytest.mark.parametrize(("baudrate", "delay"), [(1200, None), (19200, 0.04)])
@@ -680,15 +743,14 @@ STATION_POINTS: list[dict[str, Any]] = [
 ACQUIRED = ["counter", "serial", "force", "torque", "length"]
 
 
-def acquisitions(collector: Collector) -> list[list[Reading]]:
-    """Consecutive runs of the on_trigger readings, one run per part."""
-    items = [r for r in collector.readings() if r.channel in ACQUIRED]
-    return [items[i : i + len(ACQUIRED)] for i in range(0, len(items) - len(ACQUIRED) + 1, len(ACQUIRED))]
+def acquisitions(sink: CycleSink) -> list[list[Reading]]:
+    """The acquisitions delivered so far: one tuple of the on_trigger readings per part."""
+    return [list(c) for c in list(sink.cycles) if [r.channel for r in c] == ACQUIRED]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trigger_bit_acquires_every_part_and_completes_the_handshake(
-    transport: str, make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+    transport: str, make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
 ) -> None:
     cycle = 0.1 if transport == "tcp" else 0.3
     bus = make_bus(transport, scenario=Scenario(cycle_time=cycle, seed=4, wait_for_ack=True))
@@ -704,7 +766,7 @@ def test_trigger_bit_acquires_every_part_and_completes_the_handshake(
 
     parts = {p.counter: p for p in bus.sim.parts(1)}
     acked = bus.sim.acknowledged(1)
-    sets = acquisitions(collector)
+    sets = acquisitions(sink)
     assert [int(s[0].value or 0) for s in sets] == acked  # every part once, in order, each acknowledged
     assert acked == list(range(1, len(acked) + 1))
     for s in sets:
@@ -726,7 +788,7 @@ def test_trigger_bit_acquires_every_part_and_completes_the_handshake(
 
 
 def test_trigger_counter_with_write_back_and_missed_parts(
-    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
 ) -> None:
     bus = make_bus("tcp", scenario=Scenario(seed=9, wait_for_ack=False))
     points = [dict(p, poll=True) if p["name"] == "status" else p for p in STATION_POINTS]
@@ -738,26 +800,26 @@ def test_trigger_counter_with_write_back_and_missed_parts(
     }
     drv = make_driver(bus, [slave])
     collector.wait_for(lambda c: len(by_channel(c, "status")) >= 2, what="the baseline poll")
-    assert not acquisitions(collector)  # a counter's first value is only the baseline
+    assert not acquisitions(sink)  # a counter's first value is only the baseline
 
     bus.sim.new_part(1)
-    collector.wait_for(lambda c: len(acquisitions(c)) == 1, what="the first acquisition")
+    collector.wait_for(lambda c: len(acquisitions(sink)) == 1, what="the first acquisition")
     collector.wait_for(lambda c: bus.sim.acknowledged(1) == [1], what="the counter written back")
     assert bus.sim.registers(1, "holding", Addr.ACK_COUNTER, 2) == [0, 1]
 
     bus.sim.new_parts(1, 3)  # three parts between two polls: two are lost, and that is said
-    collector.wait_for(lambda c: len(acquisitions(c)) == 2, what="the second acquisition")
+    collector.wait_for(lambda c: len(acquisitions(sink)) == 2, what="the second acquisition")
     (missed,) = [e for e in collector.events(EventKind.TIMEOUT) if "trigger" in e.detail]
     assert missed.detail.startswith("overrun:") and "from 1 to 4" in missed.detail and "2 part(s)" in missed.detail
     assert drv.missed_triggers == 2
-    last = acquisitions(collector)[-1]
+    last = acquisitions(sink)[-1]
     part = bus.sim.parts(1)[-1]
     assert (last[0].value, last[1].text, last[2].value) == (Decimal(4), part.serial, part.force)
     collector.wait_for(lambda c: bus.sim.acknowledged(1) == [1, 4], what="the second write-back")
 
 
 def test_failed_acquisition_fires_again_on_the_next_poll(
-    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
 ) -> None:
     bus = make_bus("tcp")
     bus.sim.set_exception(1, "holding", Addr.FORCE, 2, 6)  # busy: the trigger set cannot be read
@@ -767,13 +829,247 @@ def test_failed_acquisition_fires_again_on_the_next_poll(
         "points": STATION_POINTS,
         "trigger": {"point": "done", "on_trigger": ACQUIRED, "acknowledge": {"point": "ack"}},
     }
-    make_driver(bus, [slave])
+    drv = make_driver(bus, [slave])
     bus.sim.new_part(1)
-    collector.wait_for(lambda c: len(c.events(EventKind.BAD_FRAME)) >= 3, what="repeated attempts")
-    assert not acquisitions(collector) and bus.sim.acknowledged(1) == []  # no values, no acknowledge
+
+    def reads_of_force() -> int:
+        requests = list(bus.sim.requests)
+        return sum(1 for r in requests if r.function_code == 3 and r.address <= Addr.FORCE < r.address + r.count)
+
+    collector.wait_for(lambda c: reads_of_force() >= 3, what="repeated attempts")
+    assert not acquisitions(sink) and bus.sim.acknowledged(1) == []  # no values, no acknowledge
+    (refused,) = collector.events(EventKind.BAD_FRAME)  # one event for the refusal, however often
+    assert "exception 6 (server device busy)" in refused.detail and refused.raw == bytes([0x83, 6])
+    assert drv.counters()["exception_responses"] >= 3
     bus.sim.clear_faults()
-    collector.wait_for(lambda c: len(acquisitions(c)) == 1, what="the acquisition once the PLC answers")
+    collector.wait_for(lambda c: len(acquisitions(sink)) == 1, what="the acquisition once the PLC answers")
     collector.wait_for(lambda c: bus.sim.acknowledged(1) == [1], what="the acknowledge")
+
+
+HANDSHAKE = {"point": "done", "on_trigger": ACQUIRED, "acknowledge": {"point": "ack", "value": 1}}
+
+
+def every_part_once(sim: PlcSimulator, sink: CycleSink) -> list[int]:
+    """Asserts each acknowledged part was acquired exactly once, in order, with its own values."""
+    parts = {p.counter: p for p in sim.parts(1)}
+    acked = sim.acknowledged(1)
+    counters = [int(s[0].value or 0) for s in acquisitions(sink)]
+    assert counters[: len(acked)] == acked, (counters, acked)
+    assert len(counters) <= len(acked) + 1  # at most the part in hand, not yet acknowledged
+    assert acked == list(range(1, len(acked) + 1))  # no part skipped
+    for s in acquisitions(sink):
+        part = parts[int(s[0].value or 0)]
+        assert (s[1].text, s[2].value, s[3].value, s[4].value) == (part.serial, part.force, part.torque, part.length)
+    return acked
+
+
+@pytest.mark.parametrize("handshake", ["write", "four_phase"])
+@pytest.mark.parametrize("cycle", [0.05, 0.02], ids=["cycle_equal_to_poll", "cycle_shorter_than_poll"])
+def test_handshake_with_a_cycle_not_longer_than_the_poll_records_every_part_once(
+    handshake: Literal["write", "four_phase"],
+    cycle: float,
+    make_bus: MakeBus,
+    make_driver: MakeDriver,
+    collector: Collector,
+    sink: CycleSink,
+) -> None:
+    # "write": the PLC drops part-done on the acknowledge's write and may raise it for the next part
+    # before the next poll, so the poll never sees it drop; "four_phase": it waits for the reset
+    bus = make_bus("tcp", scenario=Scenario(cycle_time=cycle, seed=11, handshake=handshake))
+    slave = {"unit": 1, "poll_interval": 0.05, "points": STATION_POINTS, "trigger": HANDSHAKE}
+    drv = make_driver(bus, [slave])
+    collector.wait_for(lambda c: len(bus.sim.acknowledged(1)) >= 12, 20, "twelve acknowledged parts")
+    drv.stop()
+    acked = every_part_once(bus.sim, sink)
+    assert drv.triggers == len(acquisitions(sink)) >= len(acked)
+    assert not collector.events(EventKind.STALLED) and not collector.events(EventKind.BAD_FRAME)
+    assert bus.sim.blocked_cycles(1) > 0  # the station really was faster than the poll
+    if handshake == "write":
+        assert drv.counters()["lost_edges"] > 0  # and the drop between parts was missed, and handled
+    else:
+        assert drv.counters()["lost_edges"] == 0  # a four-phase PLC cannot get ahead of the reset
+
+
+@pytest.mark.parametrize("handshake", ["write", "four_phase"])
+def test_a_stuck_handshake_is_reported_after_its_timeout_and_recovers(
+    handshake: Literal["write", "four_phase"],
+    make_bus: MakeBus,
+    make_driver: MakeDriver,
+    collector: Collector,
+    sink: CycleSink,
+) -> None:
+    bus = make_bus("tcp", scenario=Scenario(seed=12, handshake=handshake))  # parts only when the test says
+    sim = bus.sim
+    slave = {"unit": 1, "poll_interval": 0.02, "points": STATION_POINTS, "trigger": {**HANDSHAKE, "stall_timeout": 0.3}}
+    drv = make_driver(bus, [slave])
+    for n in (1, 2):
+        sim.new_part(1)
+        wait_for(lambda n=n: sim.acknowledged(1) == list(range(1, n + 1)), 5, f"part {n} acknowledged")  # type: ignore[misc]
+    sim.set_stuck(1)  # the PLC program hangs: it takes no acknowledge
+    sim.new_part(1)
+    t0 = time.monotonic()
+    (stalled,) = collector.wait_events(EventKind.STALLED)
+    assert time.monotonic() - t0 >= 0.3 - 0.05  # not before its timeout
+    assert "unit 1: handshake stalled" in stalled.detail and "still set for the same part" in stalled.detail
+    assert drv.counters()["stalled_handshakes"] == 1
+    # while stalled the acknowledge is repeated every stall_timeout (never the values again)
+    collector.wait_for(lambda c: sim.ignored_acks(1) >= 3, 5, "the acknowledge repeated")
+    assert len(acquisitions(sink)) == 3 and len(collector.events(EventKind.STALLED)) == 1
+
+    sim.set_stuck(1, False)
+    (resumed,) = collector.wait_events(EventKind.RESUMED)
+    assert "handshake resumed after" in resumed.detail
+    collector.wait_for(lambda c: sim.acknowledged(1) == [1, 2, 3], 5, "the stuck part acknowledged")
+    sim.new_part(1)
+    collector.wait_for(lambda c: sim.acknowledged(1) == [1, 2, 3, 4], 5, "the next part")
+    drv.stop()
+    every_part_once(sim, sink)
+    assert len(acquisitions(sink)) == 4
+    assert drv.counters()["handshake_stalls"] == 1 and drv.counters()["stalled_handshakes"] == 0
+    kinds = [e.kind for e in collector.events() if e.kind in (EventKind.STALLED, EventKind.RESUMED)]
+    assert kinds == [EventKind.STALLED, EventKind.RESUMED]
+
+
+def test_part_id_tells_parts_apart(make_bus: MakeBus, make_driver: MakeDriver, sink: CycleSink) -> None:
+    bus = make_bus("tcp", scenario=Scenario(cycle_time=0.02, seed=13))
+    trigger = {**HANDSHAKE, "on_trigger": ["serial", "force", "torque", "length"], "part_id": "counter"}
+    slave = {"unit": 1, "poll_interval": 0.05, "points": STATION_POINTS, "trigger": trigger}
+    drv = make_driver(bus, [slave])
+    sink.collector.wait_for(lambda c: len(bus.sim.acknowledged(1)) >= 8, 20, "eight acknowledged parts")
+    drv.stop()
+    serials = [s[0].text for s in list(sink.cycles) if s[0].channel == "serial"]
+    acked = bus.sim.acknowledged(1)
+    assert serials[: len(acked)] == [f"SN01-{n:06d}" for n in acked] and acked == list(range(1, len(acked) + 1))
+    assert drv.counters()["lost_edges"] > 0
+
+
+def test_a_poll_is_one_tuple(make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink) -> None:
+    bus = make_bus("tcp")
+    points = [
+        {"name": "status", "address": Addr.STATUS},
+        {"name": "temp", "table": "input", "address": Addr.TEMPERATURE, "type": "int16", "scale": "0.1"},
+        {"name": "running", "table": "discrete", "address": Addr.RUNNING},
+    ]
+    make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": points}])
+    collector.wait_for(lambda c: len(sink.cycles) >= 3, what="three polls")
+    for cycle in list(sink.cycles)[:3]:  # three requests (three tables), one item
+        assert [r.channel for r in cycle] == ["status", "running", "temp"] or sorted(r.channel for r in cycle) == [
+            "running",
+            "status",
+            "temp",
+        ]
+        assert isinstance(cycle, tuple) and len(cycle) == 3
+    assert not [i for i in collector.snapshot() if isinstance(i, Reading) and i not in sum(sink.cycles, ())]
+
+
+# -- RTU line faults --------------------------------------------------------------------------------------
+
+
+def rtu_counter(bus: Bus, make_driver: MakeDriver, **settings: Any) -> ModbusDriver:
+    """Unit 1 polled for its request counter (holding 100): each answer carries its own number."""
+    bus.sim.count_requests(1, 100)
+    slaves = [{"unit": 1, "poll_interval": 0.05, "points": [{"name": "n", "address": 100}]}]
+    return make_driver(bus, slaves, **{"timeout": 0.15, **settings})
+
+
+def test_rtu_crc_errors_are_counted_and_one_event_per_streak(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+) -> None:
+    bus = make_bus("rtu")
+    drv = rtu_counter(bus, make_driver)
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= 2, what="polls")
+    bus.sim.corrupt_crc(1, 3)
+    collector.wait_for(lambda c: drv.counters()["crc_errors"] >= 3, what="three CRC errors")
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= 6, what="polls after the noise")
+    (event,) = collector.events(EventKind.BAD_FRAME)
+    assert "unit 1: checksum error: CRC error in an answer from unit 1" in event.detail
+    assert len(event.raw) == 7 and event.raw[:3] == bytes([1, 3, 2])  # the garbled frame as evidence
+    assert drv.counters()["crc_errors"] == 3
+    assert not drv.slaves[0].health.down  # a garbling slave is alive: no silence reported
+    values = [int(r.value or 0) for r in by_channel(collector, "n")]
+    assert values == sorted(set(values))  # no value twice, none from a garbled frame
+
+
+def test_rtu_foreign_answers_are_counted_and_ignored(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+) -> None:
+    bus = make_bus("rtu")
+    drv = rtu_counter(bus, make_driver)
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= 2, what="polls")
+    before = drv.counters()["timeouts"]
+    bus.sim.answer_as(1, 7, also_answer=True)  # unit 7 answers first, then unit 1 itself
+    collector.wait_for(lambda c: drv.counters()["foreign_answers"] == 1, what="the foreign answer")
+    bus.sim.answer_as(1, 7)  # only unit 7 answers: no answer from unit 1 in time, then the retry
+    collector.wait_for(lambda c: drv.counters()["foreign_answers"] == 2, what="the second foreign answer")
+    collector.wait_for(lambda c: drv.counters()["timeouts"] == before + 1, what="the timeout it caused")
+    n = len(by_channel(collector, "n"))
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= n + 2, what="polls after")
+    # two streaks: unit 1's own answer right after the first foreign one ended the first
+    events = collector.events(EventKind.BAD_FRAME)
+    assert len(events) == 2
+    assert all("foreign answer: answer to unit 1 came from unit 7" in e.detail and e.raw[0] == 7 for e in events)
+    values = [int(r.value or 0) for r in by_channel(collector, "n")]
+    assert values == sorted(set(values))
+
+
+def test_rtu_late_reply_is_discarded_not_taken_for_the_retry(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+) -> None:
+    bus = make_bus("rtu")
+    drv = rtu_counter(bus, make_driver, timeout=0.15, retries=1)
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= 2, what="polls")
+    bus.sim.reply_late(1, 0.25)  # after the 0.15 s timeout, while the master would send its retry
+    collector.wait_for(lambda c: drv.counters()["late_replies"] == 1, what="the late reply counted")
+    n = len(by_channel(collector, "n"))
+    collector.wait_for(lambda c: len(by_channel(c, "n")) >= n + 3, what="polls after")
+    (late,) = bus.sim.sent_late
+    stale = int.from_bytes(late.frame[3:5], "big")  # the request number the late answer carries
+    values = [int(r.value or 0) for r in by_channel(collector, "n")]
+    assert stale not in values  # the stale value never became a reading
+    assert values == sorted(set(values))
+    (event,) = collector.events(EventKind.BAD_FRAME)
+    assert "late reply: answer from unit 1 arrived after its timeout" in event.detail and event.raw == late.frame
+    # the retry answered: unit 1 never went silent (its own slow poll is an overrun, and said so)
+    assert [e.detail.split(":")[0] for e in collector.events(EventKind.TIMEOUT)] == ["overrun"]
+
+
+# -- bit writes ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_bit_write_falls_back_to_read_modify_write(
+    transport: str, make_bus: MakeBus, make_driver: MakeDriver, collector: Collector
+) -> None:
+    bus = make_bus(transport, units=(1, 2, 3))
+    for unit in (1, 2, 3):
+        bus.sim.set_unsupported(unit, 22)  # PLCs without mask write
+        bus.sim.set_registers(unit, "holding", 102, [0x8001])
+
+    def flags(u: int, mode: str) -> dict[str, Any]:
+        return {
+            "unit": u,
+            "bit_write": mode,
+            "points": [{"name": f"flag{u}", "address": 102, "type": "bit", "bit": 3, "poll": False}],
+        }
+
+    drv = make_driver(bus, [flags(1, "auto"), flags(2, "mask"), flags(3, "read_modify_write")])
+    collector.wait_events(EventKind.CONNECTED)
+
+    drv.request("write", point="flag1", value=1)  # 22 refused, then 3 + 6
+    assert bus.sim.registers(1, "holding", 102, 1) == [0x8009]
+    drv.request("write", point="flag1", value=0)  # straight to 3 + 6 now
+    assert bus.sim.registers(1, "holding", 102, 1) == [0x8001]
+    assert [r.function_code for r in bus.sim.requests if r.unit == 1] == [22, 3, 6, 3, 6]
+    assert not collector.events(EventKind.BAD_FRAME)  # the expected refusal is no fault
+
+    with pytest.raises(DriverError, match=r"exception 1 \(illegal function\)"):
+        drv.request("write", point="flag2", value=1)  # mask only: refused, and said so
+    assert bus.sim.registers(2, "holding", 102, 1) == [0x8001]
+
+    drv.request("write", point="flag3", value=1)
+    assert bus.sim.registers(3, "holding", 102, 1) == [0x8009]
+    assert [r.function_code for r in bus.sim.requests if r.unit == 3] == [3, 6]
+    assert drv.counters()["bit_writes_read_modify_write"] == 3
 
 
 # -- link faults --------------------------------------------------------------------------------------------
@@ -840,7 +1136,9 @@ def test_poll_groups_run_at_their_own_rate(make_bus: MakeBus, make_driver: MakeD
     assert len(by_channel(collector, "status")) >= 5 * len(by_channel(collector, "counter"))
 
 
-def test_stop_is_prompt_and_joins_its_thread(make_bus: MakeBus, make_driver: MakeDriver, collector: Collector) -> None:
+def test_stop_is_prompt_and_joins_its_thread(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
+) -> None:
     bus = make_bus("tcp", units=(1, 2))
     bus.sim.set_dead(2)
     slaves = [{"unit": u, "poll_interval": 0.01, "points": [{"name": f"s{u}", "address": 2}]} for u in (1, 2)]
@@ -853,27 +1151,66 @@ def test_stop_is_prompt_and_joins_its_thread(make_bus: MakeBus, make_driver: Mak
     drv.stop()  # idempotent
     with pytest.raises(DriverError, match="not running"):
         drv.request("write", point="s1", value=1)
-    drv.start(collector)  # and it starts again
+    drv.start(sink)  # and it starts again
     collector.wait_events(EventKind.CONNECTED, 2)
     drv.stop()
 
 
-def test_a_failing_sink_does_not_stop_the_bus(make_bus: MakeBus, make_driver: MakeDriver, collector: Collector) -> None:
+def test_a_failing_sink_does_not_stop_the_bus(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
+) -> None:
     bus = make_bus("tcp")
     drv = make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": [{"name": "s", "address": 2}]}], start=False)
     calls = 0
 
-    def sink(item: Reading | DeviceEvent) -> None:
+    def failing(item: Item) -> None:
         nonlocal calls
         calls += 1
         if calls % 2:
             raise RuntimeError("sink bug")
-        collector(item)
+        sink(item)
 
-    drv.start(sink)
+    drv.start(failing)
     try:
         collector.wait_for(lambda c: len(by_channel(c, "s")) >= 3, what="readings past the failures")
     finally:
+        drv.stop()
+
+
+def test_a_blocking_sink_makes_polls_late_never_loses_them(
+    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
+) -> None:
+    """The gateway's sink blocks while its bounded queue is full: the driver polls late and says so."""
+    bus = make_bus("tcp")
+    points = [{"name": f"r{i}", "address": 100 + i} for i in range(10)]
+    drv = make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": points}], start=False)
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def full_queue(item: Item) -> None:
+        if isinstance(item, tuple) and len(sink.cycles) % 3 == 2:
+            blocked.set()
+            release.wait(0.1)  # the gateway takes the item once its queue has room
+        sink(item)
+
+    drv.start(full_queue)
+    try:
+        collector.wait_for(lambda c: drv.overruns >= 3, what="overruns while the sink blocks")
+        assert all(len(cycle) == 10 for cycle in list(sink.cycles))  # every poll whole
+        assert len(sink.cycles) == drv.polls or len(sink.cycles) == drv.polls + 1
+        (event,) = [e for e in collector.events(EventKind.TIMEOUT) if e.detail.startswith("overrun")]
+        waited = re.search(r"\(([\d.]+) ms of it waiting for the gateway\)", event.detail)
+        assert waited is not None and float(waited.group(1)) > 50, event.detail  # the cause is named
+        # stop() while the driver is blocked in the sink returns once the gateway releases it
+        blocked.clear()
+        collector.wait_for(lambda c: blocked.is_set(), what="the sink blocking again")
+        stopper = threading.Thread(target=drv.stop)
+        stopper.start()
+        release.set()
+        stopper.join(2.0)
+        assert not stopper.is_alive() and "modbus:plc-1" not in {t.name for t in threading.enumerate()}
+    finally:
+        release.set()
         drv.stop()
 
 

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from drivers import registry
-from drivers.base import EventKind
+from drivers.base import EventKind, Item, Sink
 from simulators.plc import Addr, PlcSimulator, Scenario
 from tests.conftest import require_binary
 from tests.helpers import wait_for
@@ -57,6 +58,16 @@ def plc() -> Iterator[PlcSimulator]:
         yield sim
     finally:
         sim.stop()
+
+
+def one_by_one(collector: Collector) -> Sink:
+    """The driver's sink: a poll's readings arrive as one tuple; the collector takes them singly."""
+
+    def sink(item: Item) -> None:
+        for one in item if isinstance(item, tuple) else (item,):
+            collector(one)
+
+    return sink
 
 
 def tcp(sim: PlcSimulator, unit: int = 1) -> list[str]:
@@ -209,6 +220,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 self.server.requests.append((unit, pdu))
                 if proto != 0 or unit not in _Image.units:
                     continue  # not ours: a gateway with no such slave stays silent here
+                if self.server.delays:
+                    time.sleep(self.server.delays.pop(0))  # a slow answer; later requests wait in the socket
                 answer = self.answer(pdu)
                 sock.sendall(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
 
@@ -243,6 +256,7 @@ class _IndependentServer(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.closing = threading.Event()
         self.requests: list[tuple[int, bytes]] = []
+        self.delays: list[float] = []  # seconds to wait before each of the next answers
 
 
 @pytest.fixture
@@ -293,7 +307,7 @@ def test_the_driver_reads_a_server_written_from_the_specification(
         }
     )
     drv = registry.create(cfg)
-    drv.start(collector)
+    drv.start(one_by_one(collector))
     try:
         names = {p["name"] for p in points}
         collector.wait_for(lambda c: names <= {r.channel for r in c.readings()}, what="every point")
@@ -315,3 +329,33 @@ def test_the_driver_reads_a_server_written_from_the_specification(
     assert fcs == [1, 2, 3, 4]
     coil_read = next(pdu for unit, pdu in independent_server.requests if unit == 1 and pdu[0] == 1)
     assert struct.unpack(">HH", coil_read[1:5]) == (0, 2000)
+
+
+def test_a_late_tcp_answer_is_told_apart_by_its_transaction(
+    independent_server: _IndependentServer, collector: Collector
+) -> None:
+    cfg = registry.parse_config(
+        {
+            "id": "ref",
+            "driver": "modbus",
+            "host": "127.0.0.1",
+            "port": independent_server.server_address[1],
+            "timeout": 0.1,
+            "retries": 1,
+            "slaves": [{"unit": 1, "poll_interval": 0.05, "points": [{"name": "word", "address": 0}]}],
+        }
+    )
+    drv = registry.create(cfg)
+    drv.start(one_by_one(collector))
+    try:
+        collector.wait_for(lambda c: len(c.readings()) >= 2, what="polls")
+        independent_server.delays.append(0.15)  # the answer comes after the timeout, before the retry's
+        wait_for(lambda: drv.counters()["late_replies"] == 1, what="the late answer counted")
+        n = len(collector.readings())
+        collector.wait_for(lambda c: len(c.readings()) >= n + 3, what="polls after")
+    finally:
+        drv.stop()
+    assert drv.counters()["timeouts"] == 1
+    assert {r.value for r in collector.readings()} == {0x1234}
+    (late,) = collector.events(EventKind.BAD_FRAME)
+    assert "late reply: answer to transaction" in late.detail and late.raw == bytes.fromhex("03 02 12 34")

@@ -1,48 +1,54 @@
-"""Benchmark: Modbus polling throughput and CPU cost per reading, driver against the PLC simulator.
+"""Benchmark: Modbus polling rate and CPU cost per point, driver against the PLC simulator.
 
 Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
 
-    .venv/bin/python tests/perf/modbus_poll.py [--duration 10] [--interval 0.01]
-        [--slaves 10] [--dead 1] [--registers 100] [--timeout 0.1]
+    .venv/bin/python tests/perf/modbus_poll.py                     # the peer workload, 10 ms and 5 ms
+    .venv/bin/python tests/perf/modbus_poll.py --intervals 0.01 --duration 20
+    .venv/bin/python tests/perf/modbus_poll.py --slaves 10 --dead 1 --registers 100 --map mixed
+    .venv/bin/python tests/perf/modbus_poll.py --sink-us 50        # a gateway slower than the PLC
 
-What it does:
+The default is the peer workload: one Modbus TCP server whose 200 holding registers change
+every 10 ms (``simulators plc --churn-every 10``), polled every 10 ms and then every 5 ms,
+each register a uint16 point (200 points per poll: 20,000 points/s at 10 ms, 40,000 at 5 ms).
 
-1. starts the PLC simulator (``python -m simulators.plc``) in a process of its own on a
-   free loopback port, with ``--slaves`` units of which the last ``--dead`` never answer;
-2. gives every unit a map of ``--registers`` holding registers at 100..: three fifths of
-   them uint16 points, then a hole of 8 unused registers, then float32 points (CDAB) for the
-   rest; with the default 100 registers that is 60 + 20 = 80 points per unit, 1,000
-   registers across 10 units, and one read request per unit (the planner bridges the hole);
-3. runs one Modbus TCP driver polling every unit every ``--interval`` seconds into a sink
-   that only counts (the gateway's own cost per record is measured by
-   ``gateway_throughput.py``), discards a one-second warm-up, then measures for
-   ``--duration`` seconds.
+What it does, for each interval in ``--intervals``:
 
-It prints exactly one JSON line on stdout:
+1. starts the PLC simulator (``python -m simulators.plc``) in a process of its own on a free
+   loopback port, with ``--slaves`` units of which the last ``--dead`` never answer, and its
+   registers 100.. churning every ``--churn-ms``;
+2. gives every unit a map of ``--registers`` holding registers at 100..: all uint16 points
+   (``--map uint16``), or three fifths uint16, a hole of 8 unused registers, then float32
+   points in CDAB order (``--map mixed``);
+3. runs one Modbus TCP driver into a sink that counts points (``--sink-us`` makes the sink
+   spend that much CPU per point, like a gateway that cannot keep up; the driver must then
+   poll late and report overruns, never lose points), discards a one-second warm-up, then
+   measures for ``--duration`` seconds.
 
-* ``requests_per_cycle``: planned read requests per round over all units, and the
-  requests actually sent per round (the dead unit's backed-off probes included);
-* ``poll_ms``: one unit's poll (request, response, decoding, emitting its readings):
-  mean / p50 / p99;
-* ``cycle_ms``: the realised period between two polls of the same unit (equal to
-  ``--interval`` while the rate is met): mean / p50 / p99;
-* ``readings_per_s`` and ``cpu_us_per_reading`` (CPU time of this process, i.e. the driver
-  thread and the counting sink; the simulator's CPU is its own process's);
-* ``overruns`` in the window (each one also a TIMEOUT event), ``dead_probes`` and the
-  events by kind.
+It prints exactly one JSON line on stdout with one entry per interval in ``runs``:
 
-Exit status 1 when no reading arrived at all.
+* ``polls`` (made) and ``polls_due`` (``duration / interval`` per poll task), ``overruns``
+  (the driver's counter) and ``overrun_events``;
+* ``points``, ``points_per_s`` and ``target_points_per_s``;
+* ``cpu_us_per_point``: CPU time of this whole process (driver thread, sink, an idle main
+  thread) per point; ``driver_cpu_us_per_point``: the driver thread alone, from
+  ``/proc/self/task/<tid>/stat`` (10 ms resolution);
+* ``poll_ms`` (one poll: requests, responses, decoding, the sink) mean / p50 / p99, and
+  ``requests_per_poll``;
+* ``rss_mb`` at the end of the run and ``peak_rss_mb`` (``ru_maxrss``) of this process;
+* ``counters``: the driver's fault counters over the run.
+
+Exit status 1 when a run delivered no point at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -55,11 +61,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import pymodbus  # noqa: E402
-
 from drivers import registry  # noqa: E402
-from drivers.base import DeviceEvent, Reading  # noqa: E402
-from drivers.modbus.driver import ModbusConfig, ModbusDriver  # noqa: E402
+from drivers.base import DeviceEvent, Item, Reading  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -79,18 +85,19 @@ def summary_ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def start_simulator(units: list[int], dead: list[int]) -> tuple[subprocess.Popen[str], int]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "simulators.plc",
-        "--port",
-        "0",
-        "--units",
-        ",".join(map(str, units)),
-        "--cycle-time",
-        "0",
-    ]
+def thread_cpu(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def start_simulator(units: list[int], dead: list[int], churn_ms: float, registers: int) -> tuple[Any, int]:
+    cmd = [sys.executable, "-m", "simulators.plc", "--port", "0", "--units", ",".join(map(str, units))]
+    cmd += ["--cycle-time", "0", "--churn-every", str(churn_ms), "--churn-registers", f"100:{registers + 16}"]
     if dead:
         cmd += ["--dead", ",".join(map(str, dead))]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -103,7 +110,9 @@ def start_simulator(units: list[int], dead: list[int]) -> tuple[subprocess.Popen
     return proc, int(found.group(1))
 
 
-def point_map(unit: int, registers: int) -> list[dict[str, Any]]:
+def point_map(unit: int, registers: int, kind: str) -> list[dict[str, Any]]:
+    if kind == "uint16":
+        return [{"name": f"u{unit}_r{i}", "address": 100 + i} for i in range(registers)]
     ints = (registers * 3 // 5) & ~1
     floats = (registers - ints) // 2
     points: list[dict[str, Any]] = [{"name": f"u{unit}_r{i}", "address": 100 + i} for i in range(ints)]
@@ -115,20 +124,10 @@ def point_map(unit: int, registers: int) -> list[dict[str, Any]]:
     return points
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--interval", type=float, default=0.01, help="poll interval of every unit, seconds")
-    parser.add_argument("--slaves", type=int, default=10)
-    parser.add_argument("--dead", type=int, default=1, help="how many of the units never answer")
-    parser.add_argument("--registers", type=int, default=100, help="registers per unit (<= 117)")
-    parser.add_argument("--timeout", type=float, default=0.1, help="response timeout, seconds")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-
+def run(args: argparse.Namespace, interval: float) -> dict[str, Any]:
     units = list(range(1, args.slaves + 1))
     dead = units[len(units) - args.dead :] if args.dead else []
-    sim, port = start_simulator(units, dead)
+    sim, port = start_simulator(units, dead, args.churn_ms, args.registers)
     cfg = registry.parse_config(
         {
             "id": "bench",
@@ -137,41 +136,53 @@ def main() -> int:
             "port": port,
             "timeout": args.timeout,
             "slaves": [
-                {"unit": u, "poll_interval": args.interval, "points": point_map(u, args.registers)} for u in units
+                {"unit": u, "poll_interval": interval, "points": point_map(u, args.registers, args.map)} for u in units
             ],
         }
     )
-    assert isinstance(cfg, ModbusConfig)
-    driver = registry.create(cfg)
-    assert isinstance(driver, ModbusDriver)
-
-    lock = threading.Lock()
-    counts = {"readings": 0}
+    driver: Any = registry.create(cfg)
+    counts = {"points": 0}
     events: dict[str, int] = {}
-    probe_channel = f"u{units[0]}_r0"
-    stamps: list[int] = []
+    lock = threading.Lock()
+    burn = args.sink_us / 1e6
 
-    def sink(item: Reading | DeviceEvent) -> None:
-        if isinstance(item, Reading):
-            counts["readings"] += 1  # only the driver thread calls the sink
-            if item.channel == probe_channel:
-                stamps.append(item.timestamp_ns)
+    def sink(item: Item) -> None:
+        if isinstance(item, tuple):
+            n = len(item)
+        elif isinstance(item, Reading):
+            n = 1
         else:
+            assert isinstance(item, DeviceEvent)
             with lock:
-                events[item.kind.value] = events.get(item.kind.value, 0) + 1
+                key = item.kind.value + (":overrun" if item.detail.startswith("overrun") else "")
+                events[key] = events.get(key, 0) + 1
+            return
+        counts["points"] += n  # only the driver thread calls the sink
+        if burn:
+            end = time.thread_time() + burn * n
+            while time.thread_time() < end:
+                pass
+
+    def counters() -> dict[str, int]:
+        get = getattr(driver, "counters", None)
+        return dict(get()) if callable(get) else {}
 
     try:
         driver.start(sink)
-        time.sleep(1.0)  # warm-up: connect, first polls, the dead unit found and backed off
-        r0, q0, o0, p0 = counts["readings"], driver.requests_sent, driver.overruns, driver.polls
-        s0, d0 = len(stamps), len(driver.poll_durations)
-        cpu0, t0 = time.process_time(), time.monotonic()
+        time.sleep(1.0)  # warm-up: connect, first polls, a dead unit found and backed off
+        tid = next(t.native_id for t in threading.enumerate() if t.name.startswith("modbus:"))
+        assert tid is not None
+        p0, o0, pts0, d0, c0 = driver.polls, driver.overruns, counts["points"], len(driver.poll_durations), counters()
+        ev0 = dict(events)
+        q0 = driver.requests_sent
+        cpu0, dcpu0, t0 = time.process_time(), thread_cpu(tid), time.monotonic()
         time.sleep(args.duration)
-        cpu1, t1 = time.process_time(), time.monotonic()
-        r1, q1, o1, p1 = counts["readings"], driver.requests_sent, driver.overruns, driver.polls
-        s1, d1 = len(stamps), len(driver.poll_durations)
-        durations = list(driver.poll_durations)[d0:d1]
-        period = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps[s0:s1])]
+        cpu1, dcpu1, t1 = time.process_time(), thread_cpu(tid), time.monotonic()
+        p1, o1, pts1, d1, c1 = driver.polls, driver.overruns, counts["points"], len(driver.poll_durations), counters()
+        q1 = driver.requests_sent
+        ev1 = dict(events)
+        durations = list(driver.poll_durations)[d0:d1] if d1 <= driver.poll_durations.maxlen else []
+        rss = rss_mb()
     finally:
         driver.stop()
         sim.send_signal(signal.SIGTERM)
@@ -181,39 +192,67 @@ def main() -> int:
             sim.kill()
 
     elapsed = t1 - t0
-    readings = r1 - r0
-    rounds = max(1, (s1 - s0))  # polls of the first unit = rounds over all units
+    points = pts1 - pts0
+    polls = p1 - p0
     live = len(units) - len(dead)
+    tasks = len(units)
+    return {
+        "interval_s": interval,
+        "duration_s": round(elapsed, 3),
+        "polls": polls,
+        "polls_due": round(tasks * elapsed / interval),
+        "polls_due_live": round(live * elapsed / interval),
+        "overruns": o1 - o0,
+        "overrun_events": ev1.get("timeout:overrun", 0) - ev0.get("timeout:overrun", 0),
+        "requests_per_poll": round((q1 - q0) / polls, 2) if polls else None,
+        "points": points,
+        "points_per_s": round(points / elapsed),
+        "target_points_per_s": round(live * len(point_map(1, args.registers, args.map)) / interval),
+        "cpu_us_per_point": round((cpu1 - cpu0) / points * 1e6, 2) if points else None,
+        "driver_cpu_us_per_point": round((dcpu1 - dcpu0) / points * 1e6, 2) if points else None,
+        "poll_ms": summary_ms(durations),
+        "rss_mb": round(rss, 1),
+        "counters": {k: v - c0.get(k, 0) for k, v in c1.items() if v - c0.get(k, 0)},
+        "events": {k: v - ev0.get(k, 0) for k, v in ev1.items() if v - ev0.get(k, 0)},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per interval")
+    parser.add_argument(
+        "--intervals",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.01, 0.005],
+        help="poll intervals to run, seconds, comma-separated (default 0.01,0.005)",
+    )
+    parser.add_argument("--slaves", type=int, default=1)
+    parser.add_argument("--dead", type=int, default=0, help="how many of the units never answer")
+    parser.add_argument("--registers", type=int, default=200, help="holding registers per unit")
+    parser.add_argument("--map", choices=("uint16", "mixed"), default="uint16")
+    parser.add_argument("--churn-ms", type=float, default=10.0, help="the simulator's registers change this often")
+    parser.add_argument("--timeout", type=float, default=0.1, help="response timeout, seconds")
+    parser.add_argument("--sink-us", type=float, default=0.0, help="CPU the sink spends per point (a slow gateway)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+
+    runs = [run(args, interval) for interval in args.intervals]
     out = {
         "benchmark": "modbus_poll",
-        "ok": readings > 0,
+        "ok": all(r["points"] > 0 for r in runs),
         "python": platform.python_version(),
-        "pymodbus": pymodbus.__version__,
         "cpus": os.cpu_count(),
-        "slaves": len(units),
-        "dead_slaves": len(dead),
-        "registers": args.registers * len(units),
-        "points": sum(len(s.points) for s in cfg.slaves),
-        "interval_s": args.interval,
-        "duration_s": round(elapsed, 3),
-        "requests_per_cycle": {
-            "planned": driver.requests_per_cycle,
-            "planned_live": driver.requests_per_cycle * live // len(units),
-            "sent": round((q1 - q0) / rounds, 2),
-        },
-        "poll_ms": summary_ms(durations),
-        "cycle_ms": summary_ms(period),
-        "readings": readings,
-        "readings_per_s": round(readings / elapsed),
-        "target_readings_per_s": round(live * len(point_map(1, args.registers)) / args.interval),
-        "cpu_us_per_reading": round((cpu1 - cpu0) / readings * 1e6, 2) if readings else None,
-        "polls": p1 - p0,
-        "overruns": o1 - o0,
-        "dead_probes": sum(s.probes + 1 for s in driver.slaves if s.down),
-        "events": events,
+        "slaves": args.slaves,
+        "dead_slaves": args.dead,
+        "registers_per_slave": args.registers,
+        "map": args.map,
+        "churn_ms": args.churn_ms,
+        "sink_us_per_point": args.sink_us,
+        "runs": runs,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(json.dumps(out), flush=True)
-    return 0 if readings > 0 else 1
+    return 0 if out["ok"] else 1
 
 
 if __name__ == "__main__":
