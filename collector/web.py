@@ -10,11 +10,21 @@ server's own). Those parts live here once, so that a fix to one of them (a strea
 What differs stays in each UI's module: the routes, and the policies (the dashboard's
 sessions, CSRF tokens and roles; the operator view's command argument checks; which
 ``Host`` and ``Origin`` each accepts, which refusals each logs).
+
+Pages are Jinja2 templates in ``collector/templates/<ui>/`` rendered by one shared
+environment (:func:`templates`) with autoescaping on: a value is escaped unless a template
+marks it otherwise, so no page depends on an escape placed by hand.
+
+Behind a reverse proxy. A proxy that terminates TLS forwards the browser's host, scheme and
+address in ``Forwarded`` (RFC 7239) or ``X-Forwarded-Host``/``-Proto``/``-For``. Anyone can
+send those headers, so they are read only on connections from the addresses a UI trusts as
+its proxies (:func:`via`); from anywhere else they are ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -23,12 +33,16 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
+
+import jinja2
 
 from collector.errors import CollectorError
 
@@ -44,6 +58,12 @@ STATIC_TYPES = {
 STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(css|js|svg)$")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 STOP_JOIN = 5.0  # seconds stop waits for the request threads, and then for the server's thread
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: a host name or address with an optional port, as ``Host`` carries it
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
+#: one ``name=value`` pair of a ``Forwarded`` header and what follows it (RFC 7239 section 4)
+_FORWARDED_PAIR = re.compile(r'\s*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)=("(?:[^"\\]|\\.)*"|[^;,"\s]*)\s*([;,]|$)')
 
 
 class RequestError(Exception):
@@ -86,17 +106,134 @@ def base_url(bind: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def same_origin(origin: str, hosts: Iterable[str]) -> bool:
+def same_origin(origin: str, hosts: Iterable[str], scheme: str | None = None) -> bool:
     """Whether a browser's ``Origin`` names one of ``hosts`` (``host[:port]``, any case).
 
     An opaque origin (``null``: a sandboxed frame, a ``file:`` page) is never the same, and
     an empty host matches nothing (a request without ``Host`` cannot vouch for its origin).
+    ``scheme``, when known (``https`` behind a TLS proxy), must be the origin's too.
     """
     origin = origin.strip()
     if origin.lower() == "null":
         return False
+    parts = urlsplit(origin)
+    if scheme is not None and parts.scheme.lower() != scheme:
+        return False
     names = {h.strip().lower() for h in hosts if h.strip()}
-    return urlsplit(origin).netloc.lower() in names
+    return parts.netloc.lower() in names
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses and networks (``10.0.0.5``, ``10.0.0.0/24``, ``::1``); ValueError naming a bad one."""
+    out: list[Network] = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {entry!r}") from None
+    return tuple(out)
+
+
+def _address(text: str | None) -> str | None:
+    """The IP address in a ``for=`` node or an ``X-Forwarded-For`` entry (port and brackets off)."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.startswith("["):  # [2001:db8::1]:4711
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # 192.0.2.4:4711
+        text = text.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None  # "unknown", an obfuscated "_node", or garbage
+
+
+def _trusted(address: str | None, trusted: Sequence[Network]) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in trusted)
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """The elements of a ``Forwarded`` header, nearest proxy last; [] when it is malformed."""
+    elements: list[dict[str, str]] = [{}]
+    pos = 0
+    while pos < len(value):
+        m = _FORWARDED_PAIR.match(value, pos)
+        if m is None:
+            return []
+        name, raw, sep = m.group(1).lower(), m.group(2), m.group(3)
+        if raw.startswith('"'):
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        elements[-1][name] = raw
+        if sep == ",":
+            elements.append({})
+        pos = m.end()
+        if not sep:
+            break
+    return [e for e in elements if e]
+
+
+@dataclass(frozen=True)
+class Via:
+    """Who asked, under which name: as a trusted proxy tells it, else as the connection says."""
+
+    client: str  # the browser's address (the peer's, unless a trusted proxy named another)
+    host: str  # the host[:port] the browser asked for
+    scheme: str  # "http" or "https"
+    forwarded_host: bool  # ``host`` came from a trusted proxy, not from ``Host``
+
+
+def via(peer: str, headers: Message[str, str], trusted: Sequence[Network]) -> Via:
+    """The request's origin, honouring forwarded headers only from ``trusted`` peers.
+
+    The chain of addresses is read from the right (the nearest proxy's entry) past every
+    trusted proxy; the first address that is not one is the client, and its hop's ``host``
+    and ``proto`` are the ones the browser used. ``X-Forwarded-Host``/``-Proto``: their last
+    value (what the nearest proxy set). ``Forwarded`` is preferred when both are sent.
+    """
+    own = Via(peer, headers.get("Host", ""), "http", False)
+    if not _trusted(peer, trusted):
+        return own
+    client, host, proto = peer, None, None
+    forwarded = parse_forwarded(", ".join(headers.get_all("Forwarded") or []))
+    if forwarded:
+        hop: dict[str, str] = {}
+        for hop in reversed(forwarded):
+            address = _address(hop.get("for"))
+            if address is None:
+                break
+            client = address
+            if not _trusted(address, trusted):
+                break
+        host, proto = hop.get("host"), hop.get("proto")
+    else:
+        chain = [a for h in headers.get_all("X-Forwarded-For") or [] for a in h.split(",") if a.strip()]
+        for entry in reversed(chain):
+            address = _address(entry)
+            if address is None:
+                break
+            client = address
+            if not _trusted(address, trusted):
+                break
+        host = _last(headers.get_all("X-Forwarded-Host"))
+        proto = _last(headers.get_all("X-Forwarded-Proto"))
+    scheme = proto.strip().lower() if proto and proto.strip().lower() in ("http", "https") else "http"
+    if host and _HOST.match(host.strip()):
+        return Via(client, host.strip(), scheme, True)
+    return Via(client, own.host, scheme, False)
+
+
+def _last(values: list[str] | None) -> str | None:
+    items = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    return items[-1] if items else None
 
 
 def asset(folder: str, name: str) -> bytes:
@@ -104,10 +241,34 @@ def asset(folder: str, name: str) -> bytes:
     return resources.files("collector").joinpath("static", folder, name).read_bytes()
 
 
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The pages' Jinja2 environment: ``collector/templates/``, autoescaped, strict.
+
+    Package data, so it works from a wheel. An undefined name is an error, not an empty
+    string (a page that silently drops a value would show a wrong picture). Templates are
+    compiled once and kept; the environment is safe to share between request threads.
+    """
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("collector", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def page(name: str, values: Mapping[str, Any]) -> bytes:
+    """The template ``name`` (``dashboard/live.html``) rendered with ``values``, as UTF-8."""
+    return templates().get_template(name).render(values).encode("utf-8")
+
+
 def render(folder: str, name: str, values: Mapping[str, str]) -> bytes:
     """A page of ``collector/static/<folder>/`` with each ``{{key}}`` replaced by its value.
 
-    The values go in as they are: the caller escapes them (each UI knows which are markup).
+    The values go in as they are: the caller escapes them. Kept for the pages that are not
+    templates yet (:func:`page` escapes by itself).
     """
     text = asset(folder, name).decode("utf-8")
     for key, value in values.items():
@@ -147,9 +308,11 @@ class Server(ThreadingHTTPServer, Generic[AppT]):
         label: str,
         logger: logging.Logger,
         thread_name: str,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.app = app
         self.bind = bind
+        self.trusted_proxies = tuple(trusted_proxies)
         self.label = label  # "operator view": the start of its log lines
         self.log = logger
         self.thread_name = thread_name
@@ -225,9 +388,11 @@ class WebApp:
     logger: ClassVar[logging.Logger]
     thread_name: ClassVar[str]
 
-    def __init__(self, bind: str, port: int) -> None:
+    def __init__(self, bind: str, port: int, trusted_proxies: Sequence[Network] = ()) -> None:
         self.bind = bind
         self.port = port  # 0 until started: any free port; then the one it listens on
+        #: peers whose forwarded headers are believed (see :func:`via`)
+        self.trusted_proxies = tuple(trusted_proxies)
         #: set by stop: the open event streams end on it
         self.stopping = threading.Event()
         self._server: Server[Any] | None = None
@@ -259,6 +424,7 @@ class WebApp:
                 label=self.label,
                 logger=self.logger,
                 thread_name=self.thread_name,
+                trusted_proxies=self.trusted_proxies,
             )
         except OSError as exc:
             raise CollectorError(
@@ -308,10 +474,19 @@ class Handler(BaseHTTPRequestHandler, Generic[AppT]):
     #: sent with every page, asset and JSON answer (``send``'s headers may replace one)
     security_headers: ClassVar[Mapping[str, str]] = {}
 
+    _via: Via | None = None
+
     @property
     def app(self) -> AppT:
         """The UI this request is for (the view, the dashboard)."""
         return self.server.app
+
+    @property
+    def via(self) -> Via:
+        """Who asked and under which name (a trusted proxy's forwarded headers honoured)."""
+        if self._via is None:
+            self._via = via(str(self.client_address[0]), self.headers, self.server.trusted_proxies)
+        return self._via
 
     # -- logging: one line per failed request, none per request -------------------------------
     def log_message(self, format: str, *args: Any) -> None:
@@ -363,9 +538,11 @@ class Handler(BaseHTTPRequestHandler, Generic[AppT]):
 
         A DNS-rebinding page reaches a loopback server under its own name; the browser names
         that in ``Host``. ``host_required``: a request without ``Host`` is refused too (else it
-        is let through as not coming from a browser: browsers always send it).
+        is let through as not coming from a browser: browsers always send it). A trusted
+        proxy that forwarded the browser's host has named the site: the check is its job
+        (a page cannot add forwarded headers to a request without the server's consent).
         """
-        if not is_loopback(self.server.bind):
+        if not is_loopback(self.server.bind) or self.via.forwarded_host:
             return
         host = self.headers.get("Host", "")
         if not host and not host_required:
