@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from collector import config as config_mod
-from collector.dashboard.app import Dashboard, DashboardSettings, DashboardUser, hash_password
+from collector.dashboard.app import Dashboard
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
+from collector.people.accounts import DashboardSettings, DashboardUser, hash_password
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
@@ -230,12 +231,10 @@ def test_alerts_live_acknowledgement_station_status_and_traceability(
         assert any(record_id in line and "12.035" in line for line in lines[1:])
         exported = sam.request.get(dashboard.url + str(sam.locator("#export-json").get_attribute("href")))
         assert [r["id"] for r in exported.json()] == [r["id"] for r in expected_rows]
-        if "dfq" in dashboard.exporters:  # collector.evidence.dfq is installed: the hook serves it
-            dfq = sam.request.get(dashboard.url + str(sam.locator("#export-dfq").get_attribute("href")))
-            assert dfq.status == 200 and "K1001 HX-4711" in dfq.text(), dfq.text()
-        if dashboard.part_report is not None:  # collector.evidence.report is installed: serials link to it
-            report = sam.request.get(dashboard.url + str(sam.locator("#part-report").get_attribute("href")))
-            assert report.status == 200 and "HX000001" in report.text()
+        dfq = sam.request.get(dashboard.url + str(sam.locator("#export-dfq").get_attribute("href")))
+        assert dfq.status == 200 and "K1001 HX-4711" in dfq.text(), dfq.text()
+        report = sam.request.get(dashboard.url + str(sam.locator("#part-report").get_attribute("href")))
+        assert report.status == 200 and "HX000001" in report.text()
         shot = screenshot_dir / "dashboard-trace.png"
         sam.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
