@@ -54,7 +54,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector import web
+from collector import forwarded, web
 from collector.dashboard import handlers, records
 from collector.dashboard.auth import Auth
 from collector.dashboard.live import LiveState, utc_us
@@ -97,7 +97,7 @@ class Dashboard(web.WebApp):
     def __init__(
         self, config: Config, settings: DashboardSettings, store: Store, *, clock: Callable[[], float] = time.time
     ) -> None:
-        super().__init__(settings.bind, settings.port, web.networks(settings.trusted_proxies))
+        super().__init__(settings.bind, settings.port, forwarded.networks(settings.trusted_proxies))
         self.config = config
         self.settings = settings
         self.store = store

@@ -60,7 +60,8 @@ class Session:
 
 
 class SignInBusy(Exception):
-    """Another sign-in for the same name from the same place is under way (answer 429)."""
+    """Too many sign-ins under way: for this name from this place, from this place, or at all
+    (answer 429; nothing was checked)."""
 
 
 class Auth:
@@ -93,6 +94,7 @@ class Auth:
         self._checks = threading.BoundedSemaphore(self.MAX_CHECKS)
         self._sessions: dict[str, Session] = {}
         self._device_key = secrets.token_bytes(32)
+        self.busy_refusals = 0  # attempts answered "busy" unchecked
         self._dummy: str | None = None
 
     # -- signing in --------------------------------------------------------------------------------
@@ -106,7 +108,16 @@ class Auth:
         device_id = self.device_id(device, user.name) if user is not None else None
         attempt = self.throttle.begin(source_of(client), name, known=user is not None, device=device_id)
         if attempt is None:
-            log.warning("dashboard: sign-in for %r from %s refused: another one is under way", name[:64], client)
+            with self._lock:
+                self.busy_refusals += 1
+                refusals = self.busy_refusals
+            if refusals & (refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: a flood logs sparingly
+                log.warning(
+                    "dashboard: sign-in for %r from %s refused: too many under way (%d refused so far)",
+                    name[:64],
+                    client,
+                    refusals,
+                )
             raise SignInBusy(name)
         ok = False
         try:

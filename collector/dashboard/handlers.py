@@ -198,7 +198,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
             session = self.dash.auth.login(name, password, client, device)
         except SignInBusy:
             return self._login_page(
-                "Another sign-in for this name is under way. Try again in a moment.",
+                "Too many sign-ins under way. Try again in a moment.",
                 HTTPStatus.TOO_MANY_REQUESTS,
                 name=name,
             )

@@ -18,6 +18,11 @@ What it must withstand, and how:
   successfully before: its *device* cookie (see :mod:`collector.dashboard.auth`) gives its
   attempts a key of their own, which only failures made with that very cookie slow down
   (the device-cookie defence of OWASP's authentication cheat sheet).
+- **Flooding with attempts.** A waiting attempt holds a thread, so attempts under way are
+  bounded too: per source (``max_waiting_per_source``) and overall (``max_waiting``); past
+  either, an attempt is answered "busy" unchecked. Attempts with a device cookie are
+  counted apart, per user (``max_waiting_per_device_user``), so a flood cannot keep a
+  known browser out either.
 - **Flooding the tables.** Names that are not users are kept in a table of their own, so
   inventing names cannot push out what is kept for real users; they are treated exactly like
   users otherwise (same allowance, same delays, one attempt at a time), so neither the
@@ -53,6 +58,11 @@ def source_of(address: str) -> str:
 class _Entry:
     failures: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
     busy: bool = False  # an attempt on this key waits or is being checked
+    waiting: int = 0  # attempts under way from this source (source entries only)
+
+    @property
+    def in_use(self) -> bool:
+        return self.busy or self.waiting > 0
 
 
 class _Table:
@@ -66,7 +76,7 @@ class _Table:
         entry = self._entries.get(key)
         if entry is None:
             while len(self._entries) >= self.limit:
-                oldest = next((k for k, e in self._entries.items() if not e.busy), None)
+                oldest = next((k for k, e in self._entries.items() if not e.in_use), None)
                 if oldest is None:  # every one is under way: the bound is a bound all the same
                     oldest = next(iter(self._entries))
                 del self._entries[oldest]
@@ -87,6 +97,7 @@ class Attempt:
     failures: int  # recent failures on the attempt's own key (user and source, or device)
     _own: _Entry
     _source: _Entry | None
+    _device_user: str | None
 
 
 class Throttle:
@@ -104,6 +115,9 @@ class Throttle:
         max_sources: int = 4096,
         max_sources_per_user: int = 1024,
         max_devices: int = 4096,
+        max_waiting: int = 64,
+        max_waiting_per_source: int = 8,
+        max_waiting_per_device_user: int = 4,
     ) -> None:
         self.clock = clock
         self.window = window
@@ -117,6 +131,11 @@ class Throttle:
         self._per_user: dict[str, _Table] = {}
         self._max_sources_per_user = max_sources_per_user
         self._devices = _Table(max_devices)
+        self.max_waiting = max_waiting
+        self.max_waiting_per_source = max_waiting_per_source
+        self.max_waiting_per_device_user = max_waiting_per_device_user
+        self._waiting = 0  # attempts under way without a device cookie
+        self._device_waiting: dict[str, int] = {}  # per configured user
 
     def begin(self, source: str, name: str, *, known: bool, device: str | None = None) -> Attempt | None:
         """Admit an attempt (None: one for the same key is under way: answer "busy").
@@ -128,27 +147,47 @@ class Throttle:
         with self._lock:
             wide: _Entry | None
             if device is not None:
+                if self._device_waiting.get(name, 0) >= self.max_waiting_per_device_user:
+                    return None
                 own, wide = self._devices.get(device), None
             else:
+                if self._waiting >= self.max_waiting:
+                    return None
                 wide = self._sources.get(source)
+                if wide.waiting >= self.max_waiting_per_source:
+                    return None
                 if known:
                     own = self._per_user.setdefault(name, _Table(self._max_sources_per_user)).get(source)
-                else:
-                    own = self._unknown.get(f"{source}|{name}")
+                else:  # user names are at most 64 characters: longer ones need no more room
+                    own = self._unknown.get(f"{source}|{name[:64]}")
             if own.busy:
                 return None
             own.busy = True
+            if wide is None:
+                self._device_waiting[name] = self._device_waiting.get(name, 0) + 1
+            else:
+                wide.waiting += 1
+                self._waiting += 1
             failures = self._recent(own, now)
             delay = self._delay(failures, self.free_per_user)
             if wide is not None:
                 delay = max(delay, self._delay(self._recent(wide, now), self.free_per_source))
-            return Attempt(delay, failures, own, wide)
+            return Attempt(delay, failures, own, wide, name if wide is None else None)
 
     def end(self, attempt: Attempt, *, ok: bool) -> int:
         """The attempt's outcome; the failures now counted on its own key."""
         now = self.clock()
         with self._lock:
             attempt._own.busy = False
+            if attempt._source is not None:
+                attempt._source.waiting -= 1
+                self._waiting -= 1
+            if attempt._device_user is not None:
+                left = self._device_waiting.get(attempt._device_user, 1) - 1
+                if left > 0:
+                    self._device_waiting[attempt._device_user] = left
+                else:
+                    self._device_waiting.pop(attempt._device_user, None)
             if ok:
                 attempt._own.failures.clear()
                 return 0

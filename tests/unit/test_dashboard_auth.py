@@ -12,7 +12,7 @@ from email.message import Message
 import pydantic
 import pytest
 
-from collector import web
+from collector import forwarded
 from collector.dashboard.auth import Auth, SignInBusy, csrf_problem, may_acknowledge, safe_next
 from collector.dashboard.throttle import Throttle, source_of
 from collector.people.accounts import DashboardSettings, DashboardUser, hash_password, verify_password
@@ -277,6 +277,25 @@ def test_one_attempt_at_a_time_per_name_and_address() -> None:
     assert auth.login("sam", "sam-pw", "10.0.0.9") is not None
 
 
+def test_attempts_under_way_are_bounded_per_source_and_overall_but_not_for_known_browsers() -> None:
+    throttle = Throttle(clock=Clock(), max_waiting=10, max_waiting_per_source=3, max_waiting_per_device_user=2)
+    flood = [throttle.begin("10.0.0.66", f"name-{i}", known=False) for i in range(3)]
+    assert all(a is not None for a in flood)
+    assert throttle.begin("10.0.0.66", "sam", known=True) is None  # the source has enough under way
+    elsewhere = [throttle.begin(f"10.0.1.{i}", "vera", known=True) for i in range(7)]
+    assert all(a is not None for a in elsewhere)
+    assert throttle.begin("10.0.2.1", "sam", known=True) is None  # ten under way in all
+    # a browser that signed in before has its own allowance (per user, so no one else can use it up)
+    devices = [throttle.begin("10.0.0.66", "sam", known=True, device=f"sam|d{i}") for i in range(3)]
+    assert devices[0] is not None and devices[1] is not None and devices[2] is None
+    for attempt in [*flood, *elsewhere, *devices]:
+        if attempt is not None:
+            throttle.end(attempt, ok=False)
+    again = throttle.begin("10.0.0.66", "sam", known=True)
+    assert again is not None  # all released
+    throttle.end(again, ok=True)
+
+
 def test_unknown_names_are_throttled_exactly_like_users() -> None:
     """Neither the delays nor "busy" may tell a guesser which names exist."""
     throttle = Throttle(clock=Clock())
@@ -339,13 +358,13 @@ def headers(**values: str) -> Message[str, str]:
     return m
 
 
-PROXY = web.networks(["127.0.0.1", "10.9.0.0/16"])
+PROXY = forwarded.networks(["127.0.0.1", "10.9.0.0/16"])
 
 
 def test_forwarded_headers_from_anyone_else_are_ignored() -> None:
     h = headers(Host="127.0.0.1:8080", X_Forwarded_Host="evil.example", X_Forwarded_For="10.0.0.1")
-    assert web.via("10.0.0.77", h, PROXY) == web.Via("10.0.0.77", "127.0.0.1:8080", "http", False)
-    assert web.via("127.0.0.1", h, ()) == web.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
+    assert forwarded.via("10.0.0.77", h, PROXY) == forwarded.Via("10.0.0.77", "127.0.0.1:8080", "http", False)
+    assert forwarded.via("127.0.0.1", h, ()) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
 
 
 def test_x_forwarded_headers_from_a_trusted_proxy() -> None:
@@ -355,7 +374,7 @@ def test_x_forwarded_headers_from_a_trusted_proxy() -> None:
         X_Forwarded_Proto="https",
         X_Forwarded_For="6.6.6.6, 10.1.1.1, 10.9.0.2",  # a forged entry, the client, an inner proxy
     )
-    assert web.via("127.0.0.1", h, PROXY) == web.Via("10.1.1.1", "dash.plant.example", "https", True)
+    assert forwarded.via("127.0.0.1", h, PROXY) == forwarded.Via("10.1.1.1", "dash.plant.example", "https", True)
 
 
 def test_rfc7239_forwarded_from_a_trusted_proxy() -> None:
@@ -363,11 +382,12 @@ def test_rfc7239_forwarded_from_a_trusted_proxy() -> None:
         Host="127.0.0.1:8080",
         Forwarded='for=6.6.6.6;host=evil.example, for="[2001:db8::17]:4711";host="dash.plant.example:8443";proto=https',
     )
-    assert web.via("127.0.0.1", h, PROXY) == web.Via("2001:db8::17", "dash.plant.example:8443", "https", True)
+    expected = forwarded.Via("2001:db8::17", "dash.plant.example:8443", "https", True)
+    assert forwarded.via("127.0.0.1", h, PROXY) == expected
     bad = headers(Host="127.0.0.1:8080", Forwarded='for="unterminated;host=x')
-    assert web.via("127.0.0.1", bad, PROXY) == web.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
+    assert forwarded.via("127.0.0.1", bad, PROXY) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
     odd = headers(Host="127.0.0.1:8080", X_Forwarded_Host="evil.example/path@x", X_Forwarded_Proto="gopher")
-    assert web.via("127.0.0.1", odd, PROXY) == web.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
+    assert forwarded.via("127.0.0.1", odd, PROXY) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
 
 
 def test_trusted_proxies_are_validated() -> None:
