@@ -391,3 +391,19 @@ def test_behind_a_trusted_proxy_the_throttle_tells_clients_apart() -> None:
         assert slept == [1, 2]  # ...and sam, at another address behind the same proxy, is not
     finally:
         dash.stop()
+
+
+def test_wrong_passwords_under_a_name_do_not_lock_its_owner_out() -> None:
+    dash = start(EmptyStore())
+    slept: list[float] = []
+    dash.auth.sleep = slept.append  # the delays are asserted, not waited out
+    try:
+        mallory = Browserless(dash)
+        for _ in range(12):  # the old throttle refused sam's own right password after 10 of these
+            assert mallory.login("sam", "guess") == 401
+        sam = Browserless(dash)
+        assert sam.login("sam", "sam-pw") == 303
+        assert sam.request("GET", "/api/me")[0] == 200
+        assert slept and max(slept) == slept[-1]  # slowed down, then let in
+    finally:
+        dash.stop()
