@@ -165,7 +165,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from collector.dashboard.app import hash_password
+    from collector.people.accounts import hash_password
 
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")

@@ -1,19 +1,22 @@
-"""Prometheus metrics and the ``collector status`` health report, with the standard library only.
+"""Prometheus metrics and the ``collector status`` health report.
 
 Metrics
-    :class:`Metric` is one metric family (name, type, help, samples); :func:`render` writes
-    families in the Prometheus text exposition format 0.0.4 (``# HELP``, ``# TYPE``, one
-    line per sample, label values escaped). :class:`MetricsServer` serves ``GET /metrics``
-    from a callable that builds the families at scrape time, so a scrape always shows the
-    counters as they are, and nothing is computed between scrapes.
+    :class:`Metric` is one metric family as the daemons describe it (name, type, help,
+    samples). The exposition is prometheus_client's: :class:`Families` is a custom collector
+    that turns the families into the client's at scrape time, and :func:`render` writes them
+    with the client's text encoder (format 0.0.4: ``# HELP``, ``# TYPE``, escaping, values).
+    :class:`MetricsServer` serves ``GET /metrics`` on the HTTP plumbing the web UIs share
+    (:mod:`collector.web`), from a callable that builds the families at scrape time, so a
+    scrape always shows the counters as they are and nothing is computed between scrapes.
 
     :func:`gateway_metrics` and :func:`recorder_metrics` build the families from a running
-    :class:`~collector.gateway.daemon.Gateway` / :class:`~collector.recorder.daemon.Recorder`. Every
-    gateway family carries a ``gateway`` label and every recorder family a ``recorder``
-    label, so that series from several processes stay apart in a federated Prometheus.
-    Loss is never silent (DESIGN.md): ``collector_gateway_lost_total``,
-    ``collector_gateway_journal_backlog``, ``collector_gateway_journal_oldest_unsent_age_seconds``
-    and ``collector_recorder_dead_letters_total`` are the ones to alert on.
+    :class:`~collector.gateway.daemon.Gateway` / :class:`~collector.recorder.daemon.Recorder`;
+    what they read of the daemon is in one function each (:func:`gateway_figures`,
+    :func:`recorder_figures`). Every gateway family carries a ``gateway`` label and every
+    recorder family a ``recorder`` label, so that series from several processes stay apart
+    in a federated Prometheus. Loss is never silent: ``collector_gateway_lost_total``,
+    ``collector_gateway_journal_backlog``, ``collector_gateway_journal_unconfirmed`` and
+    ``collector_recorder_dead_letters_total`` are the ones to alert on.
 
 Status
     :func:`journal_status` reads a gateway's journal read-only (the gateway may be running,
@@ -29,25 +32,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.server
 import json
 import logging
-import math
 import os
 import re
-import socket
 import sqlite3
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TextIO
 from urllib.parse import quote
 
-from collector import clock
+from prometheus_client import exposition, metrics_core
+
+from collector import clock, web
 from collector.errors import CollectorError
 from collector.inspection.records import format_utc_us
 
@@ -71,7 +73,9 @@ _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 class Metric:
     """One metric family: its samples share the name, type and help text.
 
-    A sample is ``(labels, value)``; a family without labels has one sample with ``{}``.
+    A sample is ``(labels, value)``; a family without labels has one sample with ``{}``. A
+    counter's name ends in ``_total`` (the exposition formats' convention, which the client
+    library applies: a counter named otherwise would be exposed under another name).
     """
 
     name: str
@@ -84,152 +88,95 @@ class Metric:
             raise ValueError(f"not a valid metric name: {self.name!r}")
         if self.kind not in ("counter", "gauge"):
             raise ValueError(f"metric {self.name}: kind must be counter or gauge, not {self.kind!r}")
+        if self.kind == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"metric {self.name}: a counter's name ends in _total")
         for labels, _ in self.samples:
             for key in labels:
                 if not _LABEL.match(key) or key.startswith("__"):
                     raise ValueError(f"metric {self.name}: not a valid label name: {key!r}")
 
+    def family(self) -> metrics_core.Metric:
+        """This family as prometheus_client's (a counter's samples keep their ``_total`` name)."""
+        out: metrics_core.Metric
+        if self.kind == "counter":
+            out = metrics_core.CounterMetricFamily(self.name, self.help)
+        else:
+            out = metrics_core.GaugeMetricFamily(self.name, self.help)
+        for labels, value in self.samples:
+            out.add_sample(self.name, {k: str(v) for k, v in labels.items()}, float(value))
+        return out
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
+class Families:
+    """A prometheus_client custom collector: ``collect`` builds the families when scraped."""
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
 
-
-def format_value(value: float) -> str:
-    """A sample value as the exposition format writes it (``+Inf``, ``-Inf``, ``NaN``)."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        seen: set[str] = set()
+        for m in self._collect():
+            if m.name in seen:
+                raise ValueError(f"metric family {m.name!r} appears twice")
+            seen.add(m.name)
+            yield m.family()
 
 
 def render(metrics: Iterable[Metric]) -> str:
     """The families in the text exposition format 0.0.4, each with ``# HELP`` and ``# TYPE``."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for m in metrics:
-        if m.name in seen:
-            raise ValueError(f"metric family {m.name!r} appears twice")
-        seen.add(m.name)
-        out.append(f"# HELP {m.name} {_escape_help(m.help)}\n")
-        out.append(f"# TYPE {m.name} {m.kind}\n")
-        for labels, value in m.samples:
-            if labels:
-                inner = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-                out.append(f"{m.name}{{{inner}}} {format_value(value)}\n")
-            else:
-                out.append(f"{m.name} {format_value(value)}\n")
-    return "".join(out)
+    families = list(metrics)
+    return exposition.generate_latest(Families(lambda: families)).decode("utf-8")
 
 
 # -- the HTTP endpoint ----------------------------------------------------------------------
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    collect: Callable[[], Iterable[Metric]]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
+class _MetricsHandler(web.Handler["MetricsServer"]):
     server_version = "inspection-collector-metrics"
-    protocol_version = "HTTP/1.0"
+    log_refused_from = 600  # a 404 is routine; a collector that fails logs its own line
+    internal_error = "collecting metrics failed, see the log"
 
-    def _reply(self, code: int, body: bytes, content_type: str, head: bool) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _serve(self, head: bool) -> None:
-        path = self.path.split("?", 1)[0]
+    def route(self, method: str, path: str) -> None:
+        self.need(method, "GET", "HEAD")
         if path == "/metrics":
             try:
-                body = render(self.server.collect()).encode("utf-8")
+                body = render(self.app.collect()).encode("utf-8")
             except Exception as exc:  # a broken collector must not kill the endpoint
                 log.exception("metrics: collecting failed")
-                self._reply(500, f"collecting metrics failed: {exc}\n".encode(), "text/plain; charset=utf-8", head)
-                return
-            self._reply(200, body, CONTENT_TYPE, head)
+                raise web.RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"collecting metrics failed: {exc}") from None
+            self.send(HTTPStatus.OK, CONTENT_TYPE, body, cache="no-store")
         elif path == "/":
-            self._reply(200, b"inspection collector: metrics at /metrics\n", "text/plain; charset=utf-8", head)
+            self.send(HTTPStatus.OK, "text/plain; charset=utf-8", b"inspection collector: metrics at /metrics\n")
         else:
-            self._reply(404, b"not found\n", "text/plain; charset=utf-8", head)
-
-    def do_GET(self) -> None:
-        self._serve(head=False)
-
-    def do_HEAD(self) -> None:
-        self._serve(head=True)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics %s: " + format, self.client_address[0], *args)
+            raise web.RequestError(HTTPStatus.NOT_FOUND, "not found")
 
 
-class MetricsServer:
+class MetricsServer(web.WebApp):
     """``GET /metrics`` on ``bind:port`` (port 0: a free port, see :attr:`port`), in a thread.
 
     ``collect`` is called for every scrape, in the request's thread: it must be thread-safe
     (reading counters is; the builders below take the journal's lock for their queries).
     """
 
-    def __init__(self, bind: str, port: int, collect: Callable[[], Iterable[Metric]]) -> None:
-        self.bind = bind
-        self._requested_port = port
-        self._collect = collect
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+    label = "metrics"
+    logger = log
+    thread_name = "metrics"
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the metrics server has no port until it is started")
-        port: int = self._server.server_address[1]
-        return port
+    def __init__(self, bind: str, port: int, collect: Callable[[], Iterable[Metric]]) -> None:
+        super().__init__(bind, port)
+        self.collect = collect
 
     @property
     def url(self) -> str:
-        host = f"[{self.bind}]" if ":" in self.bind else self.bind
-        return f"http://{host}:{self.port}/metrics"
+        return web.base_url(self.bind, self.port) + "/metrics"
 
     def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server_cls: type[_Server] = _Server
-        if ":" in self.bind:  # an IPv6 address
-
-            class _Server6(_Server):
-                address_family = socket.AF_INET6
-
-            server_cls = _Server6
-        server = server_cls((self.bind, self._requested_port), _Handler)
-        server.collect = self._collect
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
-        self._thread.start()
-        log.info("metrics on %s", self.url)
+        if self.start_server(_MetricsHandler):
+            log.info("metrics on %s", self.url)
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self.stop_server()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -240,17 +187,113 @@ class MetricsServer:
         self.stop()
 
 
-# -- metric families of the daemons -----------------------------------------------------------
+# -- what the daemons say --------------------------------------------------------------------
 
 
-def _counter_items(counter: Mapping[str, int]) -> list[tuple[str, int]]:
+def _counter_items(counter: Mapping[str, int]) -> dict[str, int]:
     # Another thread may add a key while we read: dict() of a dict copies in one step under
     # the GIL, and a retry covers any other interleaving.
     for _ in range(5):
         with contextlib.suppress(RuntimeError):
-            return sorted(dict(counter).items())
-    return []
+            return dict(sorted(dict(counter).items()))
+    return {}
 
+
+@dataclass(frozen=True)
+class GatewayFigures:
+    """What a running gateway's families show, read in one place (:func:`gateway_figures`)."""
+
+    gateway: str
+    readings: int
+    alerts: int
+    refused: int
+    unstable: int
+    lost: int
+    records_by_kind: dict[str, int]
+    device_events: dict[str, int]  # "device:event" -> count
+    messages_sent: int
+    records_sent: int
+    records_acked: int
+    broker_refused: int
+    records_confirmed: int
+    records_dead_lettered: int
+    records_resent: int
+    probes: int
+    connects: int
+    disconnects: int
+    connected: bool
+    ack_latency_ms: float
+    journal: tuple[int, int, int] | None  # last seq, backlog, unconfirmed; None once it is closed
+
+
+def gateway_figures(gateway: Gateway) -> GatewayFigures:
+    """The one function that knows which attributes of the gateway hold its counters."""
+    stats = gateway.stats
+    pub = gateway.publisher.stats
+    journal = gateway.journal
+    figures: tuple[int, int, int] | None
+    try:  # the journal is closed once the gateway stopped
+        figures = (journal.head[0], journal.backlog(), journal.unconfirmed())
+    except (sqlite3.Error, CollectorError) as exc:
+        log.debug("metrics: journal not readable: %s", exc)
+        figures = None
+    return GatewayFigures(
+        gateway=gateway.settings.id,
+        readings=stats.readings,
+        alerts=stats.alerts,
+        refused=stats.refused,
+        unstable=stats.unstable,
+        lost=stats.lost,
+        records_by_kind=_counter_items(stats.by_kind),
+        device_events=_counter_items(stats.device_events),
+        messages_sent=pub.messages_sent,
+        records_sent=pub.records_sent,
+        records_acked=pub.records_acked,
+        broker_refused=pub.refused,
+        records_confirmed=pub.records_confirmed,
+        records_dead_lettered=pub.records_dead_lettered,
+        records_resent=pub.records_resent,
+        probes=pub.probes,
+        connects=pub.connects,
+        disconnects=pub.disconnects,
+        connected=bool(gateway.publisher.connected),
+        ack_latency_ms=pub.last_ack_latency_ms,
+        journal=figures,
+    )
+
+
+@dataclass(frozen=True)
+class RecorderFigures:
+    """What a running recorder's families show, read in one place (:func:`recorder_figures`)."""
+
+    client_id: str
+    group: str
+    messages: int
+    records_written: int
+    dead_letters: int
+    write_failures: int
+    batches: int
+    connected: bool
+    subscribed: bool
+
+
+def recorder_figures(recorder: Recorder) -> RecorderFigures:
+    """The one function that knows which attributes of the recorder hold its counters."""
+    s = recorder.stats
+    return RecorderFigures(
+        client_id=recorder.client_id,
+        group=recorder.settings.group,
+        messages=s.messages,
+        records_written=s.records_written,
+        dead_letters=s.dead_letters,
+        write_failures=s.write_failures,
+        batches=s.batches,
+        connected=recorder.connected.is_set(),
+        subscribed=recorder.subscribed.is_set(),
+    )
+
+
+# -- metric families of the daemons -----------------------------------------------------------
 
 _Row = tuple[str, MetricKind, str, float]
 
@@ -261,64 +304,54 @@ def _families(prefix: str, labels: dict[str, str], rows: Iterable[_Row]) -> list
 
 def gateway_metrics(gateway: Gateway) -> list[Metric]:
     """The gateway's counters and gauges (``collector_gateway_*``), labelled with its id."""
-    gw = {"gateway": gateway.settings.id}
-    stats = gateway.stats
-    pub = gateway.publisher.stats
+    f = gateway_figures(gateway)
+    gw = {"gateway": f.gateway}
     p = "collector_gateway_"
     rows: list[_Row] = [
-        ("readings_total", "counter", "Readings received from devices.", stats.readings),
-        ("alerts_total", "counter", "Alerts published (out of tolerance, refusals, rules).", stats.alerts),
-        ("refused_total", "counter", "Readings refused (calibration, wrong gauge, no station).", stats.refused),
-        ("unstable_total", "counter", "Readings the device marked unsettled (not recorded).", stats.unstable),
-        ("lost_total", "counter", "Readings that could not be journaled (disk full, journal error).", stats.lost),
-        ("messages_sent_total", "counter", "Record messages handed to MQTT.", pub.messages_sent),
-        ("records_sent_total", "counter", "Records sent (a record sent again counts again).", pub.records_sent),
-        ("records_acked_total", "counter", "Records acknowledged by the broker (PUBACK).", pub.records_acked),
+        ("readings_total", "counter", "Readings received from devices.", f.readings),
+        ("alerts_total", "counter", "Alerts published (out of tolerance, refusals, rules).", f.alerts),
+        ("refused_total", "counter", "Readings refused (calibration, wrong gauge, no station).", f.refused),
+        ("unstable_total", "counter", "Readings the device marked unsettled (not recorded).", f.unstable),
+        ("lost_total", "counter", "Readings that could not be journaled (disk full, journal error).", f.lost),
+        ("messages_sent_total", "counter", "Record messages handed to MQTT.", f.messages_sent),
+        ("records_sent_total", "counter", "Records sent (a record sent again counts again).", f.records_sent),
+        ("records_acked_total", "counter", "Records acknowledged by the broker (PUBACK).", f.records_acked),
         (
             "records_broker_refused_total",
             "counter",
             "Records the broker refused (PUBACK reason >= 0x80, e.g. not authorised); retried.",
-            pub.refused,
+            f.broker_refused,
         ),
-        (
-            "records_confirmed_total",
-            "counter",
-            "Records a recorder confirmed stored in InfluxDB.",
-            pub.records_confirmed,
-        ),
+        ("records_confirmed_total", "counter", "Records a recorder confirmed stored in InfluxDB.", f.records_confirmed),
         (
             "records_dead_lettered_total",
             "counter",
             "Records a recorder rejected into its dead-letter file.",
-            pub.records_dead_lettered,
+            f.records_dead_lettered,
         ),
         (
             "records_resent_total",
             "counter",
             "Records sent again: the broker acknowledged them, no recorder confirmed them.",
-            pub.records_resent,
+            f.records_resent,
         ),
-        ("probes_total", "counter", "Probes sent to find a lost tail of records.", pub.probes),
-        ("mqtt_connects_total", "counter", "Successful connections to the broker.", pub.connects),
-        ("mqtt_disconnects_total", "counter", "Broker connections lost.", pub.disconnects),
-        ("mqtt_reconnects_total", "counter", "Connections to the broker after the first.", max(pub.connects - 1, 0)),
-        ("mqtt_connected", "gauge", "1 while connected to the broker.", int(gateway.publisher.connected)),
+        ("probes_total", "counter", "Probes sent to find a lost tail of records.", f.probes),
+        ("mqtt_connects_total", "counter", "Successful connections to the broker.", f.connects),
+        ("mqtt_disconnects_total", "counter", "Broker connections lost.", f.disconnects),
+        ("mqtt_reconnects_total", "counter", "Connections to the broker after the first.", max(f.connects - 1, 0)),
+        ("mqtt_connected", "gauge", "1 while connected to the broker.", int(f.connected)),
         (
             "publish_ack_latency_ms",
             "gauge",
             "Milliseconds from publishing the last acknowledged record message to its PUBACK.",
-            pub.last_ack_latency_ms,
+            f.ack_latency_ms,
         ),
     ]
     synced = clock.kernel_synchronised()
     if synced is not None:
         rows.append(("clock_synchronised", "gauge", "1 while the kernel says the clock is synchronised.", int(synced)))
-    journal = gateway.journal
-    try:  # the journal is closed once the gateway stopped
-        backlog, unconfirmed, (seq, _) = journal.backlog(), journal.unconfirmed(), journal.head
-    except (sqlite3.Error, CollectorError) as exc:
-        log.debug("metrics: journal not readable: %s", exc)
-    else:
+    if f.journal is not None:
+        seq, backlog, unconfirmed = f.journal
         rows += [
             ("journal_last_seq", "gauge", "Sequence number of the newest journaled record.", seq),
             ("journal_backlog", "gauge", "Journaled records not yet acknowledged by the broker.", backlog),
@@ -335,7 +368,7 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
             p + "records_total",
             "counter",
             "Records sealed into the journal, by record kind.",
-            [({**gw, "kind": kind}, n) for kind, n in _counter_items(stats.by_kind)],
+            [({**gw, "kind": kind}, n) for kind, n in f.records_by_kind.items()],
         )
     )
     metrics.append(
@@ -345,7 +378,7 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
             "Device events (connected, disconnected, errors), by device and event.",
             [
                 ({**gw, "device": device, "event": event}, n)
-                for key, n in _counter_items(stats.device_events)
+                for key, n in f.device_events.items()
                 for device, _, event in [key.rpartition(":")]
             ],
         )
@@ -355,23 +388,17 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
 
 def recorder_metrics(recorder: Recorder) -> list[Metric]:
     """The recorder's counters (``collector_recorder_*``), labelled with its MQTT client id."""
-    client_id = str(getattr(recorder, "client_id", None) or getattr(recorder, "_client_id", "recorder"))
-    s = recorder.stats
+    f = recorder_figures(recorder)
     rows: list[_Row] = [
-        ("messages_total", "counter", "Record messages received from the broker.", s.messages),
-        ("records_written_total", "counter", "Records written to InfluxDB.", s.records_written),
-        ("dead_letters_total", "counter", "Records rejected into the dead-letter file.", s.dead_letters),
-        ("write_failures_total", "counter", "InfluxDB writes that failed (retried).", s.write_failures),
-        ("batches_total", "counter", "InfluxDB write batches.", s.batches),
-        ("mqtt_connected", "gauge", "1 while connected to the broker.", int(recorder.connected.is_set())),
-        (
-            "subscribed",
-            "gauge",
-            "1 once the broker confirmed the shared subscription.",
-            int(recorder.subscribed.is_set()),
-        ),
+        ("messages_total", "counter", "Record messages received from the broker.", f.messages),
+        ("records_written_total", "counter", "Records written to InfluxDB.", f.records_written),
+        ("dead_letters_total", "counter", "Records rejected into the dead-letter file.", f.dead_letters),
+        ("write_failures_total", "counter", "InfluxDB writes that failed (retried).", f.write_failures),
+        ("batches_total", "counter", "InfluxDB write batches.", f.batches),
+        ("mqtt_connected", "gauge", "1 while connected to the broker.", int(f.connected)),
+        ("subscribed", "gauge", "1 once the broker confirmed the shared subscription.", int(f.subscribed)),
     ]
-    return _families("collector_recorder_", {"recorder": client_id, "group": recorder.settings.group}, rows)
+    return _families("collector_recorder_", {"recorder": f.client_id, "group": f.group}, rows)
 
 
 # -- collector status: the journal, read-only ------------------------------------------------

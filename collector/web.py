@@ -10,11 +10,23 @@ server's own). Those parts live here once, so that a fix to one of them (a strea
 What differs stays in each UI's module: the routes, and the policies (the dashboard's
 sessions, CSRF tokens and roles; the operator view's command argument checks; which
 ``Host`` and ``Origin`` each accepts, which refusals each logs).
+
+Pages are Jinja2 templates in ``collector/templates/<ui>/`` rendered by one shared
+environment (:func:`templates`) with autoescaping on: a value is escaped unless a template
+marks it otherwise, so no page depends on an escape placed by hand.
+
+Behind a reverse proxy, the browser's host, scheme and address are the ones a trusted
+proxy forwarded (:mod:`collector.forwarded`); from anyone else those headers are ignored.
+
+Over 500 lines because the server, the application's lifecycle and the request handler
+with its defences are one piece of plumbing that both UIs subclass; split, each part would
+only be read together with the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -23,14 +35,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
+import jinja2
+
 from collector.errors import CollectorError
+from collector.forwarded import Network, Via, via
 
 AppT = TypeVar("AppT")
 
@@ -86,17 +101,21 @@ def base_url(bind: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def same_origin(origin: str, hosts: Iterable[str]) -> bool:
+def same_origin(origin: str, hosts: Iterable[str], scheme: str | None = None) -> bool:
     """Whether a browser's ``Origin`` names one of ``hosts`` (``host[:port]``, any case).
 
     An opaque origin (``null``: a sandboxed frame, a ``file:`` page) is never the same, and
     an empty host matches nothing (a request without ``Host`` cannot vouch for its origin).
+    ``scheme``, when known (``https`` behind a TLS proxy), must be the origin's too.
     """
     origin = origin.strip()
     if origin.lower() == "null":
         return False
+    parts = urlsplit(origin)
+    if scheme is not None and parts.scheme.lower() != scheme:
+        return False
     names = {h.strip().lower() for h in hosts if h.strip()}
-    return urlsplit(origin).netloc.lower() in names
+    return parts.netloc.lower() in names
 
 
 def asset(folder: str, name: str) -> bytes:
@@ -104,10 +123,34 @@ def asset(folder: str, name: str) -> bytes:
     return resources.files("collector").joinpath("static", folder, name).read_bytes()
 
 
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The pages' Jinja2 environment: ``collector/templates/``, autoescaped, strict.
+
+    Package data, so it works from a wheel. An undefined name is an error, not an empty
+    string (a page that silently drops a value would show a wrong picture). Templates are
+    compiled once and kept; the environment is safe to share between request threads.
+    """
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("collector", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def page(name: str, values: Mapping[str, Any]) -> bytes:
+    """The template ``name`` (``dashboard/live.html``) rendered with ``values``, as UTF-8."""
+    return templates().get_template(name).render(values).encode("utf-8")
+
+
 def render(folder: str, name: str, values: Mapping[str, str]) -> bytes:
     """A page of ``collector/static/<folder>/`` with each ``{{key}}`` replaced by its value.
 
-    The values go in as they are: the caller escapes them (each UI knows which are markup).
+    The values go in as they are: the caller escapes them. Kept for the pages that are not
+    templates yet (:func:`page` escapes by itself).
     """
     text = asset(folder, name).decode("utf-8")
     for key, value in values.items():
@@ -147,9 +190,11 @@ class Server(ThreadingHTTPServer, Generic[AppT]):
         label: str,
         logger: logging.Logger,
         thread_name: str,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.app = app
         self.bind = bind
+        self.trusted_proxies = tuple(trusted_proxies)
         self.label = label  # "operator view": the start of its log lines
         self.log = logger
         self.thread_name = thread_name
@@ -225,9 +270,11 @@ class WebApp:
     logger: ClassVar[logging.Logger]
     thread_name: ClassVar[str]
 
-    def __init__(self, bind: str, port: int) -> None:
+    def __init__(self, bind: str, port: int, trusted_proxies: Sequence[Network] = ()) -> None:
         self.bind = bind
         self.port = port  # 0 until started: any free port; then the one it listens on
+        #: peers whose forwarded headers are believed (see :func:`via`)
+        self.trusted_proxies = tuple(trusted_proxies)
         #: set by stop: the open event streams end on it
         self.stopping = threading.Event()
         self._server: Server[Any] | None = None
@@ -259,6 +306,7 @@ class WebApp:
                 label=self.label,
                 logger=self.logger,
                 thread_name=self.thread_name,
+                trusted_proxies=self.trusted_proxies,
             )
         except OSError as exc:
             raise CollectorError(
@@ -308,10 +356,19 @@ class Handler(BaseHTTPRequestHandler, Generic[AppT]):
     #: sent with every page, asset and JSON answer (``send``'s headers may replace one)
     security_headers: ClassVar[Mapping[str, str]] = {}
 
+    _via: Via | None = None
+
     @property
     def app(self) -> AppT:
         """The UI this request is for (the view, the dashboard)."""
         return self.server.app
+
+    @property
+    def via(self) -> Via:
+        """Who asked and under which name (a trusted proxy's forwarded headers honoured)."""
+        if self._via is None:
+            self._via = via(str(self.client_address[0]), self.headers, self.server.trusted_proxies)
+        return self._via
 
     # -- logging: one line per failed request, none per request -------------------------------
     def log_message(self, format: str, *args: Any) -> None:
@@ -363,9 +420,11 @@ class Handler(BaseHTTPRequestHandler, Generic[AppT]):
 
         A DNS-rebinding page reaches a loopback server under its own name; the browser names
         that in ``Host``. ``host_required``: a request without ``Host`` is refused too (else it
-        is let through as not coming from a browser: browsers always send it).
+        is let through as not coming from a browser: browsers always send it). A trusted
+        proxy that forwarded the browser's host has named the site: the check is its job
+        (a page cannot add forwarded headers to a request without the server's consent).
         """
-        if not is_loopback(self.server.bind):
+        if not is_loopback(self.server.bind) or self.via.forwarded_host:
             return
         host = self.headers.get("Host", "")
         if not host and not host_required:

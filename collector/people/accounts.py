@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -73,7 +74,20 @@ class DashboardSettings(BaseModel):
     client_id: str | None = None
     #: set the cookie's Secure flag (behind a TLS reverse proxy)
     secure_cookie: bool = False
+    #: addresses or networks (``127.0.0.1``, ``10.0.0.0/24``) of the reverse proxies whose
+    #: ``Forwarded`` / ``X-Forwarded-*`` headers are believed; none by default (then ignored)
+    trusted_proxies: list[str] = Field(default_factory=list)
     title: str = "Inspection dashboard"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {entry!r}") from None
+        return v
 
     @field_validator("shift_timezone")
     @classmethod

@@ -116,14 +116,14 @@ def test_the_virtual_environment_runs_and_names_its_final_path(installed: Instal
     assert f"{PREFIX}/venv/".encode() in pyc.read_bytes()
 
 
-def test_the_installed_package_carries_its_web_assets(installed: Installed) -> None:
-    """The operator view serves collector/static/operator/ from the installed package."""
+@pytest.mark.parametrize("folder", ["static/operator", "static/dashboard", "templates/dashboard"])
+def test_the_installed_package_carries_its_web_assets(installed: Installed, folder: str) -> None:
+    """The web UIs serve collector/static/ and render collector/templates/ from the installed package."""
     site = next(installed.path(f"{PREFIX}/venv/lib").glob("python3*/site-packages"))
-    expected = sorted(p.name for p in (REPO / "collector" / "static" / "operator").iterdir())
-    shipped = site / "collector" / "static" / "operator"
+    expected = sorted(p.name for p in (REPO / "collector" / folder).iterdir())
+    shipped = site / "collector" / folder
     assert shipped.is_dir(), (
-        "pip install . leaves out collector/static/: pyproject.toml needs "
-        '[tool.setuptools.package-data] collector = ["static/**/*"]'
+        f"pip install . leaves out collector/{folder}/: pyproject.toml needs it in [tool.setuptools.package-data]"
     )
     assert sorted(p.name for p in shipped.iterdir()) == expected
 

@@ -1,5 +1,6 @@
-"""collector/metrics.py: the exposition format, the HTTP endpoint, the families of a real
-gateway and recorder, and the read-only journal status behind ``collector status``."""
+"""collector/metrics.py: the exposition format (prometheus_client's encoder), the HTTP endpoint
+on the shared web plumbing, the families of a real gateway and recorder, and the read-only
+journal status behind ``collector status``."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def test_render_writes_help_type_and_escaped_labels() -> None:
         ]
     )
     assert text.startswith('# HELP demo_total Things\\\\counted\\nover "lines".\n# TYPE demo_total counter\n')
-    assert 'demo_level{station="st \\"10\\"",path="C:\\\\gauges\\nline"} 1.5\n' in text
+    # label order carries no meaning; the client library writes them sorted by name
+    assert 'demo_level{path="C:\\\\gauges\\nline",station="st \\"10\\""} 1.5\n' in text
     samples, meta = parse(text)
     assert meta["demo_total"] == ("counter", 'Things\\counted\nover "lines".')
     assert meta["demo_empty"] == ("gauge", "No samples yet.")
@@ -114,6 +116,7 @@ def test_render_writes_help_type_and_escaped_labels() -> None:
         lambda: Metric("ok", "histogram", "x"),  # type: ignore[arg-type]
         lambda: Metric("ok", "gauge", "x", [({"bad-label": "v"}, 1)]),
         lambda: Metric("ok", "gauge", "x", [({"__reserved": "v"}, 1)]),
+        lambda: Metric("ok", "counter", "x"),  # the client would expose it as ok_total
     ],
 )
 def test_invalid_metrics_are_refused(make: Callable[[], Metric]) -> None:

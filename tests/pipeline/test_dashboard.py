@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from collector import config as config_mod
-from collector.dashboard.app import Dashboard, DashboardSettings, DashboardUser, hash_password
+from collector.dashboard.app import Dashboard
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
+from collector.people.accounts import DashboardSettings, DashboardUser, hash_password
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
@@ -230,12 +231,10 @@ def test_alerts_live_acknowledgement_station_status_and_traceability(
         assert any(record_id in line and "12.035" in line for line in lines[1:])
         exported = sam.request.get(dashboard.url + str(sam.locator("#export-json").get_attribute("href")))
         assert [r["id"] for r in exported.json()] == [r["id"] for r in expected_rows]
-        if "dfq" in dashboard.exporters:  # collector.evidence.dfq is installed: the hook serves it
-            dfq = sam.request.get(dashboard.url + str(sam.locator("#export-dfq").get_attribute("href")))
-            assert dfq.status == 200 and "K1001 HX-4711" in dfq.text(), dfq.text()
-        if dashboard.part_report is not None:  # collector.evidence.report is installed: serials link to it
-            report = sam.request.get(dashboard.url + str(sam.locator("#part-report").get_attribute("href")))
-            assert report.status == 200 and "HX000001" in report.text()
+        dfq = sam.request.get(dashboard.url + str(sam.locator("#export-dfq").get_attribute("href")))
+        assert dfq.status == 200 and "K1001 HX-4711" in dfq.text(), dfq.text()
+        report = sam.request.get(dashboard.url + str(sam.locator("#part-report").get_attribute("href")))
+        assert report.status == 200 and "HX000001" in report.text()
         shot = screenshot_dir / "dashboard-trace.png"
         sam.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
@@ -298,4 +297,63 @@ def test_a_wrong_password_is_refused_and_an_expired_session_goes_back_to_sign_in
         assert context.request.get(dashboard.url + "/api/state").status == 401
     finally:
         context.close()
+        dashboard.stop()
+
+
+def test_live_records_arrive_as_sealed_blocks_through_the_broker(
+    stack_config: StackConfig, browser: Browser, users: list[DashboardUser], screenshot_dir: Path
+) -> None:
+    """The record path on its own: blocks as gateways seal them, published to the real broker."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from playwright.sync_api import expect
+
+    from collector.chain import blocks
+
+    _, cfg = stack_config()
+    assert cfg.influxdb is not None
+    dashboard = Dashboard(cfg, DashboardSettings(port=0, users=users, shift_timezone="UTC"), open_store(cfg.influxdb))
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="block-publisher", protocol=mqtt.MQTTv5)
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        dashboard.start()
+        wait_for(lambda: dashboard.connected, what="dashboard connected to the broker")
+        publisher.connect(cfg.mqtt.host, cfg.mqtt.port)
+        publisher.loop_start()
+        page = sign_in(context, dashboard.url, "vera")
+        now = blocks.format_utc_us(time.time_ns() // 1000)
+        measured = [
+            {"kind": "measurement", "id": "rb-1", "serial": "HX9", "characteristic": "D1", "judged_value": "12.001"},
+            {"kind": "measurement", "id": "rb-2", "serial": "HX9", "characteristic": "L1", "judged_value": "45.120"},
+        ]
+        for r in measured:
+            r.update(unit="mm", verdict="pass" if r["id"] == "rb-1" else "fail")
+        block = blocks.seal(
+            measured,
+            gateway="gw-blocks",
+            site="plant-1",
+            line="line-a",
+            station="st-40",
+            first_seq=1,
+            recorded_at=now,
+            clock_synced=True,
+            prev_hash=blocks.GENESIS_HASH,
+            signer=None,
+        )
+        tampered = block.text.replace('"45.120"', '"45.020"')  # its hash no longer matches
+        topic = f"{cfg.mqtt.topic_prefix}/plant-1/line-a/st-40/record"
+        publisher.publish(topic, (tampered + "\n" + block.text).encode(), qos=1).wait_for_publish(5)
+        tile = page.locator('.tile[data-station="st-40"]')
+        expect(tile.locator(".records .n")).to_have_text("2", timeout=10_000)
+        expect(tile.locator(".fails .n")).to_have_text("1")
+        expect(page.locator('.station-records tr[data-id="rb-2"]')).to_contain_text("45.12")
+        wait_for(lambda: dashboard.state.malformed == 1, what="the tampered block counted, not shown")
+        page.wait_for_timeout(500)
+        shot = screenshot_dir / "dashboard-blocks.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
+    finally:
+        context.close()
+        publisher.loop_stop()
+        publisher.disconnect()
         dashboard.stop()

@@ -1,53 +1,22 @@
-"""The dashboard's access control and live state, without a browser or a broker: password
-hashes, sessions and their expiry, roles, the CSRF checks (also over real HTTP), shifts,
-and what the state makes of status, alert and record messages."""
+"""The dashboard's access control without a browser or a broker: password hashes, sessions
+and their expiry and cap per user, roles, the sign-in throttle against guessing, flooding and
+lock-outs, the CSRF checks, and forwarded headers from trusted proxies only."""
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import json
 import logging
-import socket
-import urllib.parse
-from collections.abc import Iterator, Sequence
-from typing import Any
-from zoneinfo import ZoneInfo
+import threading
+from email.message import Message
 
 import pydantic
 import pytest
 
-from collector.config import Config, MqttSettings
-from collector.dashboard.app import (
-    Auth,
-    Dashboard,
-    DashboardSettings,
-    DashboardUser,
-    LiveState,
-    SeqSet,
-    csrf_problem,
-    hash_password,
-    may_acknowledge,
-    safe_next,
-    shift_at,
-    verify_password,
-)
-from collector.store.base import Row, Store
-
-CHEAP = {"n": 2**8, "r": 8, "p": 1}  # the stored parameters are used to verify: fast tests
-
-
-def cheap_hash(password: str) -> str:
-    return hash_password(password, **CHEAP)
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
+from collector import forwarded
+from collector.dashboard.auth import Auth, SignInBusy, csrf_problem, may_acknowledge, safe_next
+from collector.dashboard.throttle import Throttle, source_of
+from collector.people.accounts import DashboardSettings, DashboardUser, hash_password, verify_password
+from tests.unit.dashboard_helpers import Clock, cheap_hash, users
 
 # -- passwords ---------------------------------------------------------------------------------
 
@@ -116,17 +85,10 @@ def test_settings_defaults_and_validation() -> None:
 # -- sessions and roles --------------------------------------------------------------------------
 
 
-def users() -> list[DashboardUser]:
-    return [
-        DashboardUser(name="sam", role="supervisor", password_hash=cheap_hash("sam-pw")),
-        DashboardUser(name="vera", role="viewer", password_hash=cheap_hash("vera-pw")),
-    ]
-
-
 def test_sign_in_makes_a_random_session_that_expires(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     auth = Auth(users(), ttl=60, clock=clock)
-    caplog.set_level(logging.INFO, "collector.dashboard.app")
+    caplog.set_level(logging.INFO, "collector.dashboard")
     s1 = auth.login("sam", "sam-pw", "10.0.0.5")
     s2 = auth.login("sam", "sam-pw", "10.0.0.5")
     assert s1 is not None and s2 is not None
@@ -145,7 +107,7 @@ def test_sign_in_makes_a_random_session_that_expires(caplog: pytest.LogCaptureFi
 
 def test_a_failed_sign_in_is_one_line_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
     auth = Auth(users(), ttl=60)
-    caplog.set_level(logging.INFO, "collector.dashboard.app")
+    caplog.set_level(logging.INFO, "collector.dashboard")
     assert auth.login("sam", "guess-1", "10.0.0.9") is None
     assert auth.login("mallory", "guess-2", "10.0.0.9") is None
     lines = [r.getMessage() for r in caplog.records]
@@ -154,19 +116,6 @@ def test_a_failed_sign_in_is_one_line_without_the_password(caplog: pytest.LogCap
         "dashboard: failed sign-in for unknown user 'mallory' from 10.0.0.9",
     ]
     assert "guess" not in caplog.text
-
-
-def test_repeated_failures_for_a_name_from_one_address_are_throttled_for_a_while() -> None:
-    clock = Clock()
-    auth = Auth(users(), ttl=60, clock=clock)
-    for _ in range(Auth.FAILURES_ALLOWED):
-        assert not auth.throttled("10.0.0.9", "sam")
-        auth.login("sam", "wrong", "10.0.0.9")
-    assert auth.throttled("10.0.0.9", "sam")
-    assert not auth.throttled("10.0.0.10", "sam")  # another address is not affected
-    assert not auth.throttled("10.0.0.9", "vera")  # nor another user behind the same proxy
-    clock.now += Auth.FAILURE_WINDOW + 1
-    assert not auth.throttled("10.0.0.9", "sam")
 
 
 def test_logout_ends_the_session_and_roles_decide_who_acknowledges() -> None:
@@ -179,15 +128,19 @@ def test_logout_ends_the_session_and_roles_decide_who_acknowledges() -> None:
     assert not may_acknowledge("viewer") and not may_acknowledge("")
 
 
-def test_the_session_store_is_bounded() -> None:
+def test_the_session_cap_is_per_user_so_one_account_cannot_end_anothers_sessions() -> None:
     clock = Clock()
     auth = Auth(users(), ttl=60, clock=clock)
-    first = auth.create("sam", "supervisor")
-    for _ in range(Auth.MAX_SESSIONS):
+    sam = auth.create("sam", "supervisor")
+    # the attack: a viewer's account signs in over and over (a global cap evicted the oldest of all)
+    first_vera = auth.create("vera", "viewer")
+    for _ in range(Auth.MAX_SESSIONS_PER_USER * 5):
         clock.now += 0.001
-        auth.create("sam", "supervisor")
-    assert auth.count() == Auth.MAX_SESSIONS
-    assert auth.session(first.token) is None  # the oldest gave way
+        auth.create("vera", "viewer")
+    assert auth.session(sam.token) is sam  # the supervisor is still signed in
+    assert auth.count("vera") == Auth.MAX_SESSIONS_PER_USER  # the store is bounded per user
+    assert auth.count() == Auth.MAX_SESSIONS_PER_USER + 1
+    assert auth.session(first_vera.token) is None  # vera's own oldest gave way
 
 
 # -- CSRF ----------------------------------------------------------------------------------------
@@ -231,376 +184,237 @@ def test_after_sign_in_only_local_paths(target: str | None, expected: str) -> No
     assert safe_next(target) == expected
 
 
-# -- shifts --------------------------------------------------------------------------------------
-
-STARTS = [dt.time(6), dt.time(14), dt.time(22)]
+# -- the sign-in throttle ----------------------------------------------------------------------------
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
-    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
+class Sleeper:
+    """Stands in for waiting: records each delay and moves the clock on by it."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.slept: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.now += seconds
 
 
-def test_shifts_in_utc_including_the_night_shift_over_midnight() -> None:
-    zone = ZoneInfo("UTC")
-    s = shift_at(utc(2026, 11, 21, 10, 30), STARTS, zone)
-    assert (s.start, s.end, s.label) == (utc(2026, 11, 21, 6), utc(2026, 11, 21, 14), "06:00–14:00")
-    s = shift_at(utc(2026, 11, 21, 14, 0), STARTS, zone)
-    assert s.start == utc(2026, 11, 21, 14)  # the boundary belongs to the new shift
-    s = shift_at(utc(2026, 11, 22, 1, 15), STARTS, zone)
-    assert (s.start, s.end, s.label) == (utc(2026, 11, 21, 22), utc(2026, 11, 22, 6), "22:00–06:00")
-    assert s.contains_us(int(utc(2026, 11, 21, 23).timestamp() * 1e6))
-    assert not s.contains_us(s.end_us)
+def throttled_auth() -> tuple[Auth, Clock, Sleeper]:
+    clock = Clock()
+    sleeper = Sleeper(clock)
+    return Auth(users(), ttl=3600, clock=clock, sleep=sleeper), clock, sleeper
 
 
-def test_shifts_in_a_zone_with_daylight_saving() -> None:
-    berlin = ZoneInfo("Europe/Berlin")
-    winter = shift_at(utc(2026, 1, 15, 6, 0), STARTS, berlin)  # 07:00 in Berlin
-    assert winter.start == utc(2026, 1, 15, 5) and winter.label == "06:00–14:00"
-    summer = shift_at(utc(2026, 7, 15, 6, 0), STARTS, berlin)  # 08:00 in Berlin
-    assert summer.start == utc(2026, 7, 15, 4)
-    # the night of the spring change is an hour shorter
-    night = shift_at(utc(2026, 3, 29, 0, 30), STARTS, berlin)
-    assert night.end - night.start == dt.timedelta(hours=7)
+def test_a_guesser_is_slowed_down_and_the_right_password_still_gets_in() -> None:
+    auth, _, sleeper = throttled_auth()
+    free = auth.throttle.free_per_user
+    for _ in range(free):
+        assert auth.login("sam", "guess", "10.0.0.9") is None
+    assert sleeper.slept == []  # a few typos cost nothing
+    for _ in range(7):
+        assert auth.login("sam", "guess", "10.0.0.9") is None
+    assert sleeper.slept == [1, 2, 4, 8, 16, 30, 30]  # doubling, up to max_delay
+    # the old throttle refused every attempt here, the right password too: a lockout anyone
+    # could cause by typing wrong passwords under someone's name. Now it waits, then checks.
+    session = auth.login("sam", "sam-pw", "10.0.0.9")
+    assert session is not None and session.user == "sam"
+    assert sleeper.slept[-1] == 30
+    sleeper.slept.clear()
+    assert auth.login("sam", "guess", "10.0.0.9") is None  # success cleared the count
+    assert sleeper.slept == []
 
 
-# -- the live state ------------------------------------------------------------------------------
-
-NOW = utc(2026, 11, 21, 10, 0).timestamp()
-
-
-def state(clock: Clock | None = None, **settings: Any) -> LiveState:
-    return LiveState(DashboardSettings(shift_timezone="UTC", **settings), clock or Clock(NOW))
-
-
-def at(minutes: float) -> str:
-    t = dt.datetime.fromtimestamp(NOW + minutes * 60, dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def test_a_guesser_elsewhere_does_not_slow_the_user_down() -> None:
+    auth, _, sleeper = throttled_auth()
+    for _ in range(12):
+        auth.login("sam", "guess", "10.0.0.9")
+    sleeper.slept.clear()
+    assert auth.login("sam", "sam-pw", "10.0.0.5") is not None
+    assert auth.login("vera", "vera-pw", "10.0.0.6") is not None
+    assert sleeper.slept == []
 
 
-def record(seq: int, minutes: float = 0, **fields: Any) -> dict[str, Any]:
-    base = {
-        "kind": "measurement",
-        "id": f"r{seq}",
-        "gateway": "gw-1",
-        "seq": seq,
-        "recorded_at": at(minutes),
-        "serial": "SN1",
-        "characteristic": "D1",
-        "judged_value": "12.001",
-        "unit": "mm",
-        "verdict": "pass",
-    }
-    return {**base, **fields}
+def test_spraying_one_password_over_many_names_slows_the_source_down() -> None:
+    throttle = Throttle(clock=Clock())
+    for i in range(throttle.free_per_source):
+        attempt = throttle.begin("10.0.0.66", f"user-{i}", known=False)
+        assert attempt is not None and attempt.delay == 0
+        throttle.end(attempt, ok=False)
+    attempt = throttle.begin("10.0.0.66", "sam", known=True)  # a real user's first failure from there
+    assert attempt is not None and attempt.delay == 1
+    throttle.end(attempt, ok=True)  # still checked, and the right password signs in
+    other = throttle.begin("10.0.0.67", "sam", known=True)
+    assert other is not None and other.delay == 0
 
 
-def alert(record_id: str, minutes: float = 0, kind: str = "out_of_tolerance") -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "severity": "critical",
-        "record_id": record_id,
-        "gateway": "gw-1",
-        "seq": 1,
-        "site": "s",
-        "line": "l",
-        "station": "st-10",
-        "serial": "SN1",
-        "characteristic": "D1",
-        "judged_value": "12.035",
-        "lsl": "11.980",
-        "usl": "12.020",
-        "unit": "mm",
-        "limit": "upper",
-        "at": at(minutes),
-    }
+def test_a_flood_of_unknown_names_neither_resets_nor_evicts_a_users_throttle() -> None:
+    clock = Clock()
+    throttle = Throttle(clock=clock, max_sources=100, max_sources_per_user=100)
+    for _ in range(throttle.free_per_user + 3):
+        attempt = throttle.begin("10.0.0.9", "sam", known=True)
+        assert attempt is not None
+        throttle.end(attempt, ok=False)
+    # the old store of failures was cleared whole past 10,000 keys: inventing names reset it
+    for i in range(20_000):
+        attempt = throttle.begin(f"10.1.{i // 250}.{i % 250}", f"nobody-{i}", known=False)
+        assert attempt is not None
+        throttle.end(attempt, ok=False)
+    attempt = throttle.begin("10.0.0.9", "sam", known=True)
+    assert attempt is not None and attempt.failures == throttle.free_per_user + 3 and attempt.delay == 8
+    sizes = throttle.sizes()
+    assert sizes["unknown"] <= 100 and sizes["sources"] <= 100 and sizes["users"] == 1  # bounded
+    throttle.end(attempt, ok=False)
 
 
-def stations(s: LiveState) -> dict[str, dict[str, Any]]:
-    return {st["station"]: st for st in s.snapshot()[1]["stations"]}
+def test_one_attempt_at_a_time_per_name_and_address() -> None:
+    auth, _, _ = throttled_auth()
+    under_way = auth.throttle.begin(source_of("10.0.0.9"), "sam", known=True)
+    assert under_way is not None
+    with pytest.raises(SignInBusy):
+        auth.login("sam", "sam-pw", "10.0.0.9")
+    assert auth.login("sam", "sam-pw", "10.0.0.5") is not None  # another address: its own turn
+    auth.throttle.end(under_way, ok=False)
+    assert auth.login("sam", "sam-pw", "10.0.0.9") is not None
 
 
-def test_a_gateways_last_will_takes_all_its_stations_offline() -> None:
-    s = state()
-    s.on_gateway_status("gw-1", {"state": "online", "site": "s", "line": "l", "stations": ["st-10", "st-20"]})
-    s.on_station_status("s", "l", "st-10", {"state": "online", "gateway": "gw-1", "station": "st-10"})
-    s.on_station_status("s", "l", "st-20", {"state": "online", "gateway": "gw-1", "station": "st-20"})
-    assert {k: v["state"] for k, v in stations(s).items()} == {"st-10": "online", "st-20": "online"}
-    # the broker publishes the will: only the gateway's topic changes, the stations' stay "online"
-    s.on_gateway_status(
-        "gw-1",
-        {"state": "offline", "site": "s", "line": "l", "stations": ["st-10", "st-20"], "reason": "connection lost"},
+def test_attempts_under_way_are_bounded_per_source_and_overall_but_not_for_known_browsers() -> None:
+    throttle = Throttle(clock=Clock(), max_waiting=10, max_waiting_per_source=3, max_waiting_per_device_user=2)
+    flood = [throttle.begin("10.0.0.66", f"name-{i}", known=False) for i in range(3)]
+    assert all(a is not None for a in flood)
+    assert throttle.begin("10.0.0.66", "sam", known=True) is None  # the source has enough under way
+    elsewhere = [throttle.begin(f"10.0.1.{i}", "vera", known=True) for i in range(7)]
+    assert all(a is not None for a in elsewhere)
+    assert throttle.begin("10.0.2.1", "sam", known=True) is None  # ten under way in all
+    # a browser that signed in before has its own allowance (per user, so no one else can use it up)
+    devices = [throttle.begin("10.0.0.66", "sam", known=True, device=f"sam|d{i}") for i in range(3)]
+    assert devices[0] is not None and devices[1] is not None and devices[2] is None
+    for attempt in [*flood, *elsewhere, *devices]:
+        if attempt is not None:
+            throttle.end(attempt, ok=False)
+    again = throttle.begin("10.0.0.66", "sam", known=True)
+    assert again is not None  # all released
+    throttle.end(again, ok=True)
+
+
+def test_unknown_names_are_throttled_exactly_like_users() -> None:
+    """Neither the delays nor "busy" may tell a guesser which names exist."""
+    throttle = Throttle(clock=Clock())
+    for name, known in (("sam", True), ("mallory", False)):
+        delays = []
+        for _ in range(throttle.free_per_user + 3):
+            attempt = throttle.begin("10.0.0.9", name, known=known)
+            assert attempt is not None
+            assert throttle.begin("10.0.0.9", name, known=known) is None  # busy either way
+            delays.append(attempt.delay)
+            throttle.end(attempt, ok=False)
+        assert delays == [0, 0, 0, 0, 0, 1, 2, 4], name
+
+
+def test_a_browser_that_signed_in_before_is_not_slowed_by_a_guesser_behind_the_same_address() -> None:
+    auth, _, sleeper = throttled_auth()
+    session = auth.login("sam", "sam-pw", "10.0.0.9")
+    assert session is not None
+    device = auth.device_token("sam")  # the dashboard sets it as a cookie after this sign-in
+    for _ in range(12):  # someone at the same address (the plant's NAT) guesses sam's password
+        auth.login("sam", "guess", "10.0.0.9")
+    under_way = auth.throttle.begin(source_of("10.0.0.9"), "sam", known=True)  # and keeps one going
+    sleeper.slept.clear()
+    assert auth.login("sam", "sam-pw", "10.0.0.9", device) is not None
+    assert sleeper.slept == []
+    # the cookie counts for sam only, and a forged one for nobody
+    assert auth.device_id(device, "sam") is not None
+    assert auth.device_id(device, "vera") is None
+    assert auth.device_id(device[:-1] + ("0" if device[-1] != "0" else "1"), "sam") is None
+    with pytest.raises(SignInBusy):
+        auth.login("sam", "sam-pw", "10.0.0.9", "forged.cookie")
+    assert under_way is not None
+    auth.throttle.end(under_way, ok=False)
+
+
+def test_failure_log_lines_thin_out_under_a_flood(caplog: pytest.LogCaptureFixture) -> None:
+    auth, _, _ = throttled_auth()
+    caplog.set_level(logging.INFO, "collector.dashboard")
+    for _ in range(40):
+        auth.login("sam", "guess", "10.0.0.9")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5 + 3  # each of the free ones, then at the 8th, 16th and 32nd failure
+    assert lines[-1] == "dashboard: failed sign-in for 'sam' from 10.0.0.9 (32 recent failures, delayed 30 s)"
+    assert "guess" not in caplog.text
+
+
+def test_ipv6_sources_count_per_64() -> None:
+    assert source_of("2001:db8:1:2:aaaa::1") == source_of("2001:db8:1:2:bbbb::7") == "2001:db8:1:2::/64"
+    assert source_of("::ffff:10.0.0.9") == "10.0.0.9"
+    assert source_of("10.0.0.9") == "10.0.0.9"
+
+
+# -- forwarded headers, from trusted proxies only ----------------------------------------------------
+
+
+def headers(**values: str) -> Message[str, str]:
+    m: Message[str, str] = Message()
+    for key, value in values.items():
+        m[key.replace("_", "-")] = value
+    return m
+
+
+PROXY = forwarded.networks(["127.0.0.1", "10.9.0.0/16"])
+
+
+def test_forwarded_headers_from_anyone_else_are_ignored() -> None:
+    h = headers(Host="127.0.0.1:8080", X_Forwarded_Host="evil.example", X_Forwarded_For="10.0.0.1")
+    assert forwarded.via("10.0.0.77", h, PROXY) == forwarded.Via("10.0.0.77", "127.0.0.1:8080", "http", False)
+    assert forwarded.via("127.0.0.1", h, ()) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
+
+
+def test_x_forwarded_headers_from_a_trusted_proxy() -> None:
+    h = headers(
+        Host="127.0.0.1:8080",
+        X_Forwarded_Host="dash.plant.example",
+        X_Forwarded_Proto="https",
+        X_Forwarded_For="6.6.6.6, 10.1.1.1, 10.9.0.2",  # a forged entry, the client, an inner proxy
     )
-    seen = stations(s)
-    assert {k: v["state"] for k, v in seen.items()} == {"st-10": "offline", "st-20": "offline"}
-    assert seen["st-10"]["reason"] == "connection lost"
-    s.on_gateway_status("gw-1", {"state": "online", "site": "s", "line": "l", "stations": ["st-10", "st-20"]})
-    assert stations(s)["st-20"]["state"] == "online"
+    assert forwarded.via("127.0.0.1", h, PROXY) == forwarded.Via("10.1.1.1", "dash.plant.example", "https", True)
 
 
-def test_counts_per_shift_count_each_record_once_and_only_in_the_shift() -> None:
-    s = state(records_per_station=3)
-    s.on_records("s", "l", "st-10", [record(1), record(2, verdict="fail"), record(3, kind="part", verdict="reject")])
-    s.on_records("s", "l", "st-10", [record(2, verdict="fail")])  # redelivered (at least once)
-    s.on_records("s", "l", "st-10", [record(4, minutes=-300)])  # from the previous shift (a backlog)
-    s.on_alert(alert("r2"))
-    s.on_alert(alert("r2"), retained=True)  # the retained copy after a reconnect
-    s.on_alert(alert("r2", kind="trend"))  # a second alert about the same value
-    s.on_alert(alert("r0", minutes=-300))  # raised in the previous shift
-    st = stations(s)["st-10"]
-    assert st["counts"] == {"records": 3, "fails": 1, "alerts": 2}
-    assert [r["id"] for r in st["records"]] == ["r4", "r3", "r2"]  # the newest first, at most 3
-    # newest first; alerts of one moment (one value) with the latest arrival on top
-    assert [a["key"] for a in s.snapshot()[1]["alerts"]] == ["r2:trend", "r2:out_of_tolerance", "r0:out_of_tolerance"]
-
-
-def test_a_new_shift_starts_the_counts_again() -> None:
-    clock = Clock(NOW)
-    s = state(clock)
-    s.on_records("s", "l", "st-10", [record(1, verdict="fail")])
-    assert stations(s)["st-10"]["counts"]["fails"] == 1
-    clock.now = utc(2026, 11, 21, 14, 0, 1).timestamp()
-    s.tick()
-    snap = s.snapshot()[1]
-    assert snap["shift"]["label"] == "14:00–22:00"
-    assert stations(s)["st-10"]["counts"] == {"records": 0, "fails": 0, "alerts": 0}
-
-
-def test_an_acknowledgement_record_marks_the_alert_on_every_page() -> None:
-    s = state()
-    s.on_alert(alert("r9"))
-    seq = s.hub.seq
-    audit = {
-        "kind": "audit",
-        "id": "a1",
-        "gateway": "gw-1",
-        "seq": 10,
-        "recorded_at": at(1),
-        "event": "alert_ack",
-        "by": "sam",
-        "subject": "r9",
-        "detail": "alert acknowledged: probe contaminated",
-    }
-    s.on_records("s", "l", "st-10", [audit])
-    (only,) = s.snapshot()[1]["alerts"]
-    assert only["ack"] == {"by": "sam", "comment": "probe contaminated", "at": at(1), "record": "a1"}
-    got = s.hub.wait(seq, 0)
-    assert got is not None
-    assert any(b"event: ack" in e and b"probe contaminated" in e for e in got[1])
-    # an alert that arrives after its acknowledgement (a retained one) shows it at once
-    s.on_alert(alert("r9", kind="trend"), retained=True)
-    assert all(a["ack"] is not None for a in s.snapshot()[1]["alerts"])
-
-
-def test_the_event_ring_tells_a_slow_reader_to_start_over() -> None:
-    s = state()
-    seq, _ = s.snapshot()
-    for i in range(2100):
-        s.on_alert(alert(f"r{i}"))
-    assert s.hub.wait(seq, 0) is None
-    latest = s.hub.seq
-    assert s.hub.wait(latest, 0) == (latest, [])
-
-
-def test_seqset() -> None:
-    seen = SeqSet()
-    assert all(seen.add(i) for i in (1, 2, 3, 7, 5, 6, 4))
-    assert len(seen) == 1
-    assert not seen.add(5) and not seen.add(1)
-    assert seen.add(10) and len(seen) == 2
-
-
-# -- over HTTP, without a browser and without a broker ------------------------------------------------
-
-
-class EmptyStore(Store):
-    description = "empty"
-
-    def ensure_database(self) -> None:
-        pass
-
-    def write_lines(self, lines: Sequence[str]) -> None:
-        pass
-
-    def iter_query(self, influxql: str) -> Iterator[Row]:
-        return iter([])
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def dashboard() -> Iterator[Dashboard]:
-    cfg = Config(mqtt=MqttSettings(port=closed_port(), reconnect_min_delay=5, reconnect_max_delay=5))
-    dash = Dashboard(cfg, DashboardSettings(port=0, users=users(), shift_timezone="UTC"), EmptyStore())
-    dash.start()
-    try:
-        yield dash
-    finally:
-        dash.stop()
-
-
-class Browserless:
-    """Requests as a page of the dashboard would send them (or a forger would)."""
-
-    def __init__(self, dash: Dashboard) -> None:
-        self.dash = dash
-        self.cookie = ""
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.dash.port, timeout=10)
-        try:
-            h = {"Host": f"127.0.0.1:{self.dash.port}", **(headers or {})}
-            if self.cookie:
-                h["Cookie"] = self.cookie
-            conn.request(method, path, body=body, headers=h)
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-    def login(self, name: str, password: str) -> int:
-        form = urllib.parse.urlencode({"name": name, "password": password, "next": "/"}).encode()
-        status, headers, _ = self.request("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
-        if "set-cookie" in headers:
-            self.cookie = headers["set-cookie"].split(";", 1)[0]
-        return status
-
-    def csrf(self) -> str:
-        status, _, body = self.request("GET", "/")
-        assert status == 200
-        marker = b'name="csrf-token" content="'
-        start = body.index(marker) + len(marker)
-        return body[start : body.index(b'"', start)].decode()
-
-
-def test_pages_and_apis_need_a_session(dashboard: Dashboard) -> None:
-    client = Browserless(dashboard)
-    status, headers, _ = client.request("GET", "/trace?serial=A1")
-    assert status == 303 and headers["location"] == "/login?next=%2Ftrace%3Fserial%3DA1"
-    for path in ("/api/state", "/events", "/trace/export?format=csv&serial=A1"):
-        assert client.request("GET", path)[0] == 401, path
-    assert client.request("POST", "/alerts/r1/ack", b"{}", {"Content-Type": "application/json"})[0] == 401
-    assert client.request("GET", "/login")[0] == 200
-    assert client.request("GET", "/static/dashboard/dashboard.css")[0] == 200
-    assert client.request("GET", "/static/dashboard/../../config.py")[0] == 404
-    # a loopback-bound dashboard answers loopback names only (DNS rebinding)
-    assert client.request("GET", "/login", headers={"Host": "evil.example"})[0] == 421
-
-
-def test_sign_in_sets_a_strict_http_only_cookie(dashboard: Dashboard) -> None:
-    client = Browserless(dashboard)
-    assert client.login("sam", "wrong") == 401 and client.cookie == ""
-    assert client.login("sam", "sam-pw") == 303
-    status, headers, _ = client.request(
-        "POST",
-        "/login",
-        urllib.parse.urlencode({"name": "sam", "password": "sam-pw"}).encode(),
-        {"Content-Type": "application/x-www-form-urlencoded"},
+def test_rfc7239_forwarded_from_a_trusted_proxy() -> None:
+    h = headers(
+        Host="127.0.0.1:8080",
+        Forwarded='for=6.6.6.6;host=evil.example, for="[2001:db8::17]:4711";host="dash.plant.example:8443";proto=https',
     )
-    cookie = headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert cookie.startswith(dashboard.cookie_name + "=")
-    status, _, body = client.request("GET", "/api/me")
-    assert status == 200 and json.loads(body)["role"] == "supervisor"
-    # a sign-in posted from another site is refused before the password is even looked at
-    status, _, _ = client.request(
-        "POST",
-        "/login",
-        urllib.parse.urlencode({"name": "sam", "password": "sam-pw"}).encode(),
-        {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
-    )
-    assert status == 403
+    expected = forwarded.Via("2001:db8::17", "dash.plant.example:8443", "https", True)
+    assert forwarded.via("127.0.0.1", h, PROXY) == expected
+    bad = headers(Host="127.0.0.1:8080", Forwarded='for="unterminated;host=x')
+    assert forwarded.via("127.0.0.1", bad, PROXY) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
+    odd = headers(Host="127.0.0.1:8080", X_Forwarded_Host="evil.example/path@x", X_Forwarded_Proto="gopher")
+    assert forwarded.via("127.0.0.1", odd, PROXY) == forwarded.Via("127.0.0.1", "127.0.0.1:8080", "http", False)
 
 
-def test_acknowledging_needs_a_supervisor_and_a_same_origin_request(dashboard: Dashboard) -> None:
-    json_ct = {"Content-Type": "application/json"}
-    body = json.dumps({"comment": "x"}).encode()
-    vera = Browserless(dashboard)
-    assert vera.login("vera", "vera-pw") == 303
-    token = vera.csrf()
-    status, _, answer = vera.request("POST", "/alerts/r1/ack", body, {**json_ct, "X-CSRF-Token": token})
-    assert status == 403 and "supervisor" in json.loads(answer)["error"]
-
-    sam = Browserless(dashboard)
-    assert sam.login("sam", "sam-pw") == 303
-    token = sam.csrf()
-    status, _, answer = sam.request("POST", "/alerts/r1/ack", body, json_ct)
-    assert status == 403 and "CSRF" in json.loads(answer)["error"]
-    status, _, _ = sam.request("POST", "/alerts/r1/ack", body, {**json_ct, "X-CSRF-Token": vera.csrf()})
-    assert status == 403  # another session's token does not do
-    status, _, _ = sam.request(
-        "POST", "/alerts/r1/ack", body, {**json_ct, "X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"}
-    )
-    assert status == 403
-    status, _, answer = sam.request(
-        "POST",
-        "/alerts/r1/ack",
-        body,
-        {**json_ct, "X-CSRF-Token": token, "Origin": f"http://127.0.0.1:{dashboard.port}"},
-    )
-    assert status == 404 and "no such alert" in json.loads(answer)["error"]  # allowed; the alert is unknown
-
-    # signing out needs the token too, then the session is gone
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    assert sam.request("POST", "/logout", b"", form)[0] == 403
-    status, headers, _ = sam.request("POST", "/logout", urllib.parse.urlencode({"csrf": token}).encode(), form)
-    assert status == 303 and headers["location"] == "/login?bye=1"
-    assert sam.request("GET", "/api/me")[0] == 401
+def test_trusted_proxies_are_validated() -> None:
+    assert DashboardSettings(trusted_proxies=["127.0.0.1", "10.9.0.0/16", "::1"]).trusted_proxies
+    with pytest.raises(pydantic.ValidationError, match="not an IP address or network"):
+        DashboardSettings(trusted_proxies=["proxy.plant.example"])
 
 
-def test_the_trace_page_searches_and_exports(dashboard: Dashboard) -> None:
-    client = Browserless(dashboard)
-    client.login("vera", "vera-pw")
-    status, _, body = client.request("GET", "/trace")
-    assert status == 200 and b"at least one criterion" in body
-    status, _, body = client.request("GET", "/trace?serial=%3Cscript%3E")
-    assert status == 200 and b"0 record(s)" in body and b"<script>" not in body
-    status, _, body = client.request("GET", "/trace?from=yesterday")
-    assert status == 200 and b"from/to must be" in body
-    status, headers, body = client.request("GET", "/trace/export?format=csv&serial=A1")
-    assert status == 200 and headers["content-type"].startswith("text/csv")
-    assert headers["content-disposition"].startswith('attachment; filename="trace-A1.csv"')
-    assert body.decode().startswith("recorded_at,kind,serial")
-    assert client.request("GET", "/trace/export?format=xlsx&serial=A1")[0] == 400
-    assert client.request("GET", "/trace/export?format=json")[0] == 400  # no criterion
+def test_csrf_origin_against_the_forwarded_host_and_scheme() -> None:
+    h = {"Host": "127.0.0.1:8080", "Origin": "https://dash.plant.example"}
+    assert csrf_problem(h, None) == "request from another origin refused"  # what broke behind a proxy
+    assert csrf_problem(h, None, host="dash.plant.example", scheme="https") is None
+    assert csrf_problem(h, None, host="dash.plant.example", scheme="http") is not None
 
 
-def test_messages_and_acknowledgements_of_retained_alerts_from_the_store() -> None:
-    audit = {
-        "kind": "audit",
-        "id": "a1",
-        "recorded_at": at(1),
-        "event": "alert_ack",
-        "by": "sam",
-        "subject": "r9",
-        "detail": "alert acknowledged: done",
-    }
+def test_sessions_are_thread_safe_under_concurrent_sign_ins() -> None:
+    auth = Auth(users(), ttl=60)
+    barrier = threading.Barrier(4)
 
-    class AuditStore(EmptyStore):
-        def __init__(self) -> None:
-            self.queries: list[str] = []
+    def many() -> None:
+        barrier.wait()
+        for _ in range(50):
+            auth.create("vera", "viewer")
 
-        def iter_query(self, influxql: str) -> Iterator[Row]:
-            self.queries.append(influxql)
-            return iter([{"payload": "not json"}, {"payload": json.dumps(audit)}])
-
-    store = AuditStore()
-    dash = Dashboard(Config(mqtt=MqttSettings(port=closed_port())), DashboardSettings(shift_timezone="UTC"), store)
-    try:
-        dash.handle_message("qc/s/l/st-10/alert", json.dumps(alert("r9")).encode(), retained=True)
-        dash.handle_message("qc/s/l/st-10/alert", b"{broken")  # counted, not fatal
-        dash.handle_message("qc/s/l/st-10/record", b"\n".join(json.dumps(record(i)).encode() for i in (1, 2)))
-        dash.handle_message("qc/gateways/gw-1/status", json.dumps({"state": "online"}).encode())
-        dash.handle_message("other/s/l/st-10/alert", json.dumps(alert("x1")).encode())  # another prefix
-        dash.load_earlier_acks()
-        assert len(store.queries) == 1 and "\"kind\" = 'audit'" in store.queries[0]
-        (only,) = dash.state.snapshot()[1]["alerts"]
-        assert only["retained"] and only["ack"]["by"] == "sam" and only["ack"]["comment"] == "done"
-        assert dash.state.malformed == 1
-        assert [r["id"] for r in dash.state.snapshot()[1]["stations"][0]["records"]] == ["r2", "r1"]
-    finally:
-        dash.stop()
+    threads = [threading.Thread(target=many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert auth.count("vera") == Auth.MAX_SESSIONS_PER_USER

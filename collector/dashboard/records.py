@@ -1,0 +1,151 @@
+"""Where the dashboard's records come from, and what it makes of them for download.
+
+Every place where the dashboard reads the record format or calls the evidence tools
+(:mod:`collector.evidence`) is in this module, so that a change of either is met here:
+
+- :func:`records_in_message`: the records of one live MQTT record message (sealed blocks,
+  ``docs/evidence-format.md``);
+- :func:`search`: the traceability search (``collector trace``);
+- :data:`EXPORTS`: the downloads (JSON, CSV made safe for spreadsheets, Q-DAS DFQ);
+- :func:`part_report`: the printable part report with the verification of its chain;
+- :func:`stored_acknowledgements`: acknowledgements of alerts, read back from the store.
+
+The live view checks each block's hash (a line that is not a sealed block is counted as
+malformed and shown nowhere) but not its signature: the dashboard shows what the broker
+delivers from gateways the broker's ACL admits; proving records is ``collector verify``'s job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from collector.chain import blocks
+from collector.dashboard.live import ack_from_record
+from collector.dashboard.shifts import iso_us
+from collector.errors import CollectorError
+from collector.evidence import dfq, report, verify
+from collector.evidence.trace import TraceFilter, trace, write_csv, write_json
+from collector.inspection.records import parse_utc_us
+from collector.store.base import Store
+
+Record = dict[str, Any]
+
+
+def records_in_message(payload: bytes) -> tuple[list[Record], int]:
+    """The records of one record message (one sealed block per line), and how many lines were not blocks."""
+    records: list[Record] = []
+    bad = 0
+    for line in payload.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.extend(blocks.read(line.decode("utf-8")).materialise())
+        except (blocks.BlockError, UnicodeDecodeError):
+            bad += 1
+    return records, bad
+
+
+def search(store: Store, flt: TraceFilter) -> list[Record]:
+    """The records matching ``flt``, oldest first (raises StoreError when the store fails)."""
+    return trace(store, flt)
+
+
+# -- downloads ------------------------------------------------------------------------------------
+
+#: a cell a spreadsheet would take for a formula: OWASP's list (= + - @ tab CR)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: a plain number is never a formula: negative deviations and limits stay numbers
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` with a ``'`` in front when a spreadsheet would run it as a formula (CSV injection).
+
+    Free text in records (a reason, a comment, a scanned label, a raw frame) comes from
+    people and devices; opened in a spreadsheet, ``=HYPERLINK(...)`` or ``@SUM(...)`` would
+    run. A plain number (``-0.012``) is left alone: it is data, and no formula.
+    """
+    if cell.startswith(_FORMULA_START) and not _NUMBER.match(cell):
+        return "'" + cell
+    return cell
+
+
+def write_safe_csv(records: list[Record], out: IO[str]) -> None:
+    """``collector trace``'s CSV, with every cell made safe for spreadsheets."""
+    plain = io.StringIO()
+    write_csv(records, plain)
+    plain.seek(0)
+    writer = csv.writer(out, lineterminator="\n")
+    for row in csv.reader(plain):
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
+
+
+def write_dfq(records: list[Record], out: IO[str]) -> None:
+    """One Q-DAS DFQ file: the records must be of one part number and plan revision."""
+    files = dfq.dfq_files(records)
+    if not files:
+        raise CollectorError("no measurement records to export as DFQ")
+    if len(files) > 1:
+        raise CollectorError(
+            f"the records make {len(files)} DFQ files ({', '.join(files)}): narrow the search to one part number"
+        )
+    (text,) = files.values()
+    dfq.encode_dfq(text)  # refuses, naming the line, what the file's encoding cannot carry
+    out.write(text.replace("\r\n", "\n").replace("\n", "\r\n"))  # the tools expect CR LF
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    write: Callable[[list[Record], IO[str]], None]
+    content_type: str  # its charset is the encoding of the download
+    extension: str
+
+
+#: format name (``/trace/export?format=``) -> how it is written and served
+EXPORTS: dict[str, ExportFormat] = {
+    "json": ExportFormat(write_json, "application/json; charset=utf-8", "json"),
+    "csv": ExportFormat(write_safe_csv, "text/csv; charset=utf-8", "csv"),
+    "dfq": ExportFormat(write_dfq, "text/plain; charset=iso-8859-1", "dfq"),  # AQDEF's customary 8-bit text
+}
+
+
+# -- the part report --------------------------------------------------------------------------------
+
+
+def part_report(store: Store, records: list[Record]) -> str:
+    """The self-contained HTML report of one serial's records, with the invalidations and
+    dispositions that point at them and the verification of the chain they lie in."""
+    records = report.with_related(store, records)
+    return report.part_report_html(records, verification=verify_span(store, records))
+
+
+def verify_span(store: Store, records: list[Record]) -> verify.Report | None:
+    """The chain verification of the gateways and time span the records lie in."""
+    times = [parse_utc_us(str(r["recorded_at"])) for r in records if r.get("recorded_at")]
+    if not times:
+        return None
+    gateways = sorted({str(r["gateway"]) for r in records if r.get("gateway")})
+    span = TraceFilter(start=iso_us(min(times)), end=iso_us(max(times) + 1))
+    return verify.verify(store, span, only=gateways or None)
+
+
+# -- acknowledgements in the store ---------------------------------------------------------------------
+
+
+def stored_acknowledgements(store: Store, since_us: int) -> Iterator[tuple[str, Record]]:
+    """(alert record id, acknowledgement) of every ``alert_ack`` audit record since ``since_us``."""
+    q = f'SELECT "payload" FROM "event" WHERE "kind" = \'audit\' AND time >= {int(since_us)}u'
+    for row in store.iter_query(q):
+        try:
+            record = json.loads(row.get("payload") or "")
+        except ValueError:
+            continue
+        found = ack_from_record(record) if isinstance(record, dict) else None
+        if found is not None:
+            yield found
