@@ -151,6 +151,42 @@ def _parse_hash(stored: str) -> _ScryptHash:
     return _ScryptHash(n, r, p, salt, digest)
 
 
+def parse_hash(stored: str) -> None:
+    """Raise ValueError (saying what is wrong) unless ``stored`` is a hash this module can check."""
+    _parse_hash(stored)
+
+
+#: what installers, examples and tutorials write where a secret belongs: a daemon refuses to
+#: start with one of these (compared without case, spaces, dashes and underscores)
+PLACEHOLDERS = frozenset(
+    {"changeme", "changeit", "change", "password", "passw0rd", "secret", "example", "default", "admin", "test", "xxx"}
+)
+#: PINs and passwords nobody should be allowed to choose
+_TRIVIAL = frozenset({"0000", "1111", "1234", "12345", "123456", "4321", "9999", "0123", "2580", "qwerty"})
+
+
+def placeholder_problem(secret: str) -> str | None:
+    """Why ``secret`` is not a real secret (empty, or a placeholder such as "changeme"), or None."""
+    if not secret.strip():
+        return "is empty"
+    folded = "".join(c for c in secret.lower() if c not in " -_.")
+    if folded in PLACEHOLDERS or folded.startswith("changeme") or (secret.startswith("<") and secret.endswith(">")):
+        return "is a placeholder: put the real secret there"
+    return None
+
+
+def weak_secret_problem(plain: str) -> str | None:
+    """Why ``plain`` must not become a PIN or password, or None (used by ``collector hash-password``)."""
+    problem = placeholder_problem(plain)
+    if problem is not None:
+        return f"the secret {problem}"
+    if len(plain) < 4:
+        return "a PIN or password needs at least 4 characters"
+    if plain in _TRIVIAL or len(set(plain)) == 1:
+        return "that PIN is too easy to guess"
+    return None
+
+
 def hash_password(plain: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     """``scrypt$n=16384,r=8,p=5$<salt>$<hash>`` (URL-safe base64): salt and cost travel along."""
     if not plain:
