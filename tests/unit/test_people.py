@@ -245,3 +245,19 @@ def test_a_daemon_refuses_to_start_with_a_placeholder_secret(
 def test_trivial_pins_are_not_hashed(secret: str, problem: str | None) -> None:
     found = weak_secret_problem(secret)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_hash_password_refuses_trivial_pins_and_makes_a_hash_the_register_takes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("1234\n"))
+    assert cli.main(["hash-password", "--stdin"]) == 2
+    assert "too easy to guess" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("7391\n"))
+    assert cli.main(["hash-password", "--stdin"]) == 0
+    made = capsys.readouterr().out.strip()
+    person = Person(id="op-1", name="O", roles=(Role.INSPECTOR,), secret_hash=made)
+    auth = Authenticator(UserRegister(users=(person,)))
+    assert auth.authenticate("op-1", "7391").id == "op-1"
