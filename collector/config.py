@@ -526,16 +526,20 @@ def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[tuple[s
     return problems
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
+def _read_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML's node tree (for line numbers) and its data; ConfigError when it is not YAML."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [(where, f"not valid YAML: {reason}")]) from None
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
+    root, data = _read_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -555,13 +559,7 @@ def parse(text: str, source: str = "<config>") -> Config:
 
 def parse_register(text: str, source: str) -> UserRegister:
     """A user register from YAML text; ConfigError naming the file, line, field and reason."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
-        raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+    root, data = _read_yaml(text, source)
     if not isinstance(data, dict) or set(data) - {"users"}:
         raise ConfigError(source, [("(top level)", "a user register is a mapping with one key, users")])
     try:

@@ -28,6 +28,11 @@ calibration, and judges it. Around that it keeps the inspection workflow:
 Every method returns an :class:`Outcome`: the draft records to journal (in order), and
 what the gateway should do besides (alerts from SPC, the andon). The session itself does
 no I/O; its state is saved with the records, in the same journal transaction.
+
+Why one module of this size: everything here reads or changes the one state that is saved
+with the records (the part, the position in the plan, the operator and how they signed in,
+a pending re-measure); what does not (record drafts, the command vocabulary, SPC, the
+tolerance rule) lives in its own module.
 """
 
 from __future__ import annotations

@@ -36,11 +36,7 @@ class DashboardUser(BaseModel):
     @field_validator("password_hash")
     @classmethod
     def _hash_format(cls, v: str) -> str:
-        try:
-            _parse_hash(v)
-        except ValueError as exc:
-            raise ValueError(f"not a password hash made by `collector hash-password`: {exc}") from None
-        return v
+        return checked_hash(v)
 
 
 class DashboardSettings(BaseModel):
@@ -151,9 +147,13 @@ def _parse_hash(stored: str) -> _ScryptHash:
     return _ScryptHash(n, r, p, salt, digest)
 
 
-def parse_hash(stored: str) -> None:
-    """Raise ValueError (saying what is wrong) unless ``stored`` is a hash this module can check."""
-    _parse_hash(stored)
+def checked_hash(stored: str) -> str:
+    """``stored`` when it is a hash :func:`verify_password` can check; else ValueError saying why."""
+    try:
+        _parse_hash(stored)
+    except ValueError as exc:
+        raise ValueError(f"not a password hash made by `collector hash-password`: {exc}") from None
+    return stored
 
 
 #: what installers, examples and tutorials write where a secret belongs: a daemon refuses to

@@ -759,6 +759,33 @@ def test_the_attacks_on_the_view_are_refused_and_leave_a_record(
     assert stations == ["st-10"] * 7 + ["st-20", "st-10", "st-20"]
 
 
+def test_the_competence_gate_refuses_a_sign_in_records_and_alerts_it(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    people = {"register": str(write_register(tmp_path, expires="2001-01-31")), "checks_per_second": 50}
+    data = build_config(
+        tmp_path, broker, influxd, database, topic_prefix, gateway={"operator_view": {"port": 0}, "people": people}
+    )
+    data["stations"][0]["part"]["operator"] = None
+    with running(config_mod.load(write_config(tmp_path, data))) as gateway:
+        client = Client(view_of(gateway))
+        alerts = gateway.stats.alerts
+        status, body = client.post("/station/st-10/command", {"command": "sign_in", "signer": signer("op-42")})
+        assert (status, body["error"]) == (
+            403,
+            "station st-10: sign-in refused: op-42's qualification for HX-4711 expired on 2001-01-31",
+        )
+        assert client.cookie is None and gateway.views.get("st-10")["operator"] is None  # type: ignore[index]
+        (refused,) = [r for r in journal_of(gateway) if r.get("event") == "sign_in_refused"]
+        assert (refused["by"], refused["subject"]) == ("op-42", "op-42") and "expired" in refused["detail"]
+        wait_for(lambda: gateway.stats.alerts == alerts + 1, what="the alert about the refused sign-in")
+
+
 def test_events_stream_the_view_and_end_when_the_view_stops(
     stack_config: Callable[..., tuple[Path, config_mod.Config]], caliper: MitutoyoSimulator
 ) -> None:

@@ -505,21 +505,26 @@
 
   $("btn-signin").addEventListener("click", () => openSignIn("", ""));
 
-  $("form-signin").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const user = $("signin-user").value.trim();
-    const secret = $("signin-secret").value;
-    $("signin-secret").value = "";
-    if (!user || !secret) {
-      $("signin-error").textContent = "enter your badge or user id and your PIN or password";
-      return;
-    }
-    const dialog = $("dlg-signin");
-    command("sign_in", {}, { user, secret }).then((answer) => {
-      if (answer.ok) closeDialog(dialog);
-      else $("signin-error").textContent = answer.error || "refused";
+  // a dialog whose only content is a signature: the command goes out signed, or says what is missing
+  function signedForm(prefix, name, userField, missing) {
+    $("form-" + prefix).addEventListener("submit", (event) => {
+      event.preventDefault();
+      const user = $(userField).value.trim();
+      const secret = $(prefix + "-secret").value;
+      $(prefix + "-secret").value = "";
+      if (!user || !secret) {
+        $(prefix + "-error").textContent = missing;
+        return;
+      }
+      const dialog = $("dlg-" + prefix);
+      command(name, {}, { user, secret }).then((answer) => {
+        if (answer.ok) closeDialog(dialog);
+        else $(prefix + "-error").textContent = answer.error || "refused";
+      });
     });
-  });
+  }
+
+  signedForm("signin", "sign_in", "signin-user", "enter your badge or user id and your PIN or password");
 
   $("btn-release").addEventListener("click", () => {
     const pv = view && view.part_verdict ? view.part_verdict : {};
@@ -530,21 +535,7 @@
     $("release-secret").focus();
   });
 
-  $("form-release").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const user = $("release-signer").value.trim();
-    const secret = $("release-secret").value;
-    $("release-secret").value = "";
-    if (!user || !secret) {
-      $("release-error").textContent = "enter who signs and the PIN or password";
-      return;
-    }
-    const dialog = $("dlg-release");
-    command("release", {}, { user, secret }).then((answer) => {
-      if (answer.ok) closeDialog(dialog);
-      else $("release-error").textContent = answer.error || "refused";
-    });
-  });
+  signedForm("release", "release", "release-signer", "enter who signs and the PIN or password");
 
   $("btn-patrol").addEventListener("click", () => command("patrol", {}));
   $("btn-signout").addEventListener("click", () => command("sign_out", {}));
