@@ -35,7 +35,7 @@ from pydantic import (
 
 from collector.errors import ConfigError
 from collector.inspection.commands import ALWAYS_SIGNED, COMMANDS
-from collector.inspection.models import Gauge, InspectionPlan
+from collector.inspection.models import Gauge, InspectionPlan, PersonId
 from collector.people.accounts import DashboardSettings, placeholder_problem
 from collector.people.register import UserRegister
 from drivers import registry
@@ -273,7 +273,8 @@ class PartContext(_Section):
     serial: str | None = None
     lot: str | None = None
     work_order: str | None = None
-    operator: str | None = None
+    #: a user id (records carry it; with a user register, a person of the register)
+    operator: PersonId | None = None
     first_number: int = Field(default=1, ge=0)
 
     @field_validator("serial")

@@ -170,7 +170,7 @@ class Intake:
                 raise CommandRefused("ack_alert on the acknowledgement topic needs by (the dashboard's user)")
             return Actor(cmd.by, None, _SUPERVISION, "dashboard", "dashboard")
         if isinstance(cmd, AckAlert) and cmd.by is not None:
-            self.refuse(station, name, claimed, "by is for dashboards, on the acknowledgement topic: sign instead")
+            self.refuse(station, name, cmd.by, "by is for dashboards, on the acknowledgement topic: sign instead")
         if request.signer is not None:
             if self.authenticator is None:
                 self.refuse(station, name, claimed, _NO_REGISTER)

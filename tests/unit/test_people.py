@@ -261,3 +261,10 @@ def test_hash_password_refuses_trivial_pins_and_makes_a_hash_the_register_takes(
     person = Person(id="op-1", name="O", roles=(Role.INSPECTOR,), secret_hash=made)
     auth = Authenticator(UserRegister(users=(person,)))
     assert auth.authenticate("op-1", "7391").id == "op-1"
+
+
+def test_an_operator_fixed_in_the_configuration_is_a_user_id() -> None:
+    """Records carry the operator as a user id: the configuration refuses what a recorder would."""
+    bad = "stations: [{id: st-1, plan: P, part: {part_number: P, operator: 'Olga P.\\nshift 2'}}]"
+    with pytest.raises(ConfigError, match=r"stations\[0\]\.part\.operator: String should match pattern"):
+        config_mod.parse(bad, "site.yaml")
