@@ -447,12 +447,15 @@ class Gateway:
     def _carry_out(self, station: Station, cmd: cmds.Command, actor: Actor | None, channel: str) -> Outcome:
         signature = actor.signature if actor is not None else None
         by = actor.user if actor is not None else station.context.get("operator")
-        if actor is not None and actor.method == "session" and station.context.get("operator") != actor.user:
-            ended = f"station {station.id}: the sign-in of {actor.user} has ended: sign in again"
-            raise CommandRefused(ended, "unauthenticated")
-        if isinstance(cmd, cmds.Scan):
-            trusted = actor is not None or channel == "local" or self.intake.register is None
+        ended = actor is not None and actor.method == "session" and station.context.get("operator") != actor.user
+        if isinstance(cmd, cmds.Scan):  # from a page whose sign-in has ended: a badge still starts one
+            trusted = (actor is not None and not ended) or channel == "local" or self.intake.register is None
             return station.scan(cmd.code, trusted=trusted)
+        if ended:
+            assert actor is not None
+            raise CommandRefused(
+                f"station {station.id}: the sign-in of {actor.user} has ended: sign in again", "unauthenticated"
+            )
         if actor is None and not type(cmd).without_register:
             raise CommandRefused(f"{cmd.command} needs someone authenticated", "unauthenticated")
         if isinstance(cmd, cmds.SignIn):

@@ -26,7 +26,9 @@ import pytest
 from collector import config as config_mod
 from collector.gateway.daemon import Gateway
 from collector.gateway.operator_view import MAX_BODY, OperatorView
+from collector.inspection.commands import parse_request
 from collector.inspection.records import uuid7
+from collector.people.register import Actor
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
@@ -621,7 +623,7 @@ def people_gateway(
         gateway={"operator_view": {"port": 0, "allowed_hosts": ["qc-panel.example"]}, "people": people},
     )
     data["stations"][0]["part"]["operator"] = None
-    data["stations"][0]["andon"] = None
+    data["stations"][0]["scan_pattern"] = r"B:(?P<operator>[\w-]+)"  # badges only: the part is numbered
     data["stations"].append({"id": "st-20", "plan": "HX-4711", "part": {"part_number": "HX-4711"}})
     with running(config_mod.load(write_config(tmp_path, data))) as gateway:
         yield gateway
@@ -666,11 +668,21 @@ def test_people_sign_in_with_badge_and_pin_and_sign_what_they_do(
         "secret",
         "invalidated",
     )
-    # someone else signs in at the station: the first page's session is over
+    # someone else signs in at the station (here, as a badge at the station's scanner would):
+    # the page's session is over, and what it sends is refused
+    sam = gateway.config.register.get("sv-3")  # type: ignore[union-attr]
+    assert sam is not None
+    gateway.command("st-10", parse_request({"command": "sign_in"}), Actor.of(sam, "badge", "scanner"))
+    status, body = client.post(cmd, {"command": "patrol"})
+    assert (status, body["error"]) == (401, "station st-10: the sign-in of op-42 has ended: sign in again")
+    # but a badge scanned on that page still starts the next sign-in
+    status, body = client.post("/station/st-10/scan", {"code": "B:op-42"})
+    assert (status, body["message"]) == (200, "badge scanned: enter the PIN or password to sign in")
+    wait_for(lambda: gateway.views.get("st-10")["pending_sign_in"] == "op-42", what="the PIN asked for")  # type: ignore[index]
     other = Client(view_of(gateway))
     assert other.post(cmd, {"command": "sign_in", "signer": signer("sv-3")})[0] == 200
     status, body = client.post(cmd, {"command": "patrol"})
-    assert status == 401 and "sign in first" in body["error"]
+    assert status == 401 and "sign in first" in body["error"]  # a new sign-in ends the station's sessions
     status, body = other.post(cmd, {"command": "sign_out"})
     assert status == 200 and other.cookie is None
     assert other.post(cmd, {"command": "patrol"})[0] == 401
