@@ -222,7 +222,11 @@ class Gateway:
                 for d in station.settings.devices
                 if d.gauge and (g := self.config.gauge(d.gauge)) is not None
             }
-            summary = json.dumps({"config_sha256": digest, "plans": plans, "gauges": gauges}, sort_keys=True)
+            in_force: dict[str, Any] = {"config_sha256": digest, "plans": plans, "gauges": gauges}
+            if self.settings.people is not None:  # who could sign, with which qualifications
+                register = Path(self.settings.people.register_file)
+                in_force["register_sha256"] = hashlib.sha256(register.read_bytes()).hexdigest()
+            summary = json.dumps(in_force, sort_keys=True)
             if self.journal.state(f"config:{sid}") == summary:
                 continue
             drafts.append(station._audit("config_loaded", "system", str(source), summary))

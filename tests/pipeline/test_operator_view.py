@@ -10,6 +10,7 @@ failure there is easy to read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -260,6 +261,9 @@ def test_badge_label_and_caliper_values_show_live_on_the_screen(
         "sign_in",
         "sign_in refused: wrong secret",
     )
+    (loaded,) = [r for r in journal if r.get("event") == "config_loaded"]  # and the register in force
+    register = gateway.settings.people.register_file  # type: ignore[union-attr]
+    assert json.loads(loaded["detail"])["register_sha256"] == hashlib.sha256(register.read_bytes()).hexdigest()
     (signed_in,) = [r for r in journal if r.get("event") == "sign_in"]
     assert (signed_in["signed_by"], signed_in["signature_method"]) == ("op-42", "secret")
     (part,) = [r for r in journal if r["kind"] == "part"]
