@@ -26,7 +26,8 @@ Routes:
 People (with a user register, ``gateway.people``; docs/people.md): a badge scanned at the
 station, or typed, is followed by the person's PIN or password (``sign_in`` with a
 ``signer``); the answer sets a session cookie for that station (``HttpOnly``,
-``SameSite=Strict``, path ``/station/<id>``), which ends at sign-out, after
+``SameSite=Strict``, path ``/station/<id>``; also when a badge alone signs in, where the
+configuration allows that), which ends at sign-out, after
 ``session_idle_timeout`` seconds unused, or when someone else signs in at the station. Every
 command needs the session, or a signer; commands that need a signature carry the signer's
 PIN or password again, and their records carry who signed, how, and what it means. A part
@@ -60,7 +61,7 @@ from urllib.parse import quote, unquote, urlsplit
 from collector import web
 from collector.config import OperatorViewSettings
 from collector.errors import CollectorError, JournalError
-from collector.inspection.commands import CommandRefused, SignIn, SignOut, parse_request
+from collector.inspection.commands import CommandRefused, Scan, SignIn, SignOut, parse_request
 from collector.inspection.station import CommandError, ScanError
 from collector.web import RequestError
 
@@ -152,7 +153,14 @@ class OperatorView(web.WebApp):
         answer = {"ok": True, "message": outcome.message, "records": [str(d["id"]) for d in outcome.drafts]}
         cookie = None
         person = intake.register.get(actor.user) if actor is not None and intake.register is not None else None
-        if isinstance(request.command, SignIn) and person is not None:
+        if isinstance(request.command, Scan) and intake.register is not None:
+            # a badge alone signs in where the configuration allows it: then this page is theirs
+            signed = [d for d in outcome.drafts if d.get("event") == "sign_in" and d.get("signed_by")]
+            person = intake.register.get(str(signed[-1]["signed_by"])) if signed else None
+            if person is not None:
+                cookie = self._cookie(station, intake.sessions.open(station, person))
+                answer["operator"] = person.id
+        elif isinstance(request.command, SignIn) and person is not None:
             cookie = self._cookie(station, intake.sessions.open(station, person))
             answer["operator"] = person.id
         elif isinstance(request.command, SignOut):

@@ -617,20 +617,50 @@ def people_gateway(
     caliper: MitutoyoSimulator,
 ) -> Iterator[Gateway]:
     """Two stations with a user register; nobody signed in; st-10 has the caliper."""
-    people = {"register": str(write_register(tmp_path)), "checks_per_second": 50}
+    with running(people_config(tmp_path, broker, influxd, database, topic_prefix)) as gateway:
+        yield gateway
+
+
+def people_config(
+    tmp_path: Path, broker: Mosquitto, influxd: InfluxD, database: str, prefix: str, **people: Any
+) -> config_mod.Config:
+    people = {"register": str(write_register(tmp_path)), "checks_per_second": 50, **people}
     data = build_config(
         tmp_path,
         broker,
         influxd,
         database,
-        topic_prefix,
+        prefix,
         gateway={"operator_view": {"port": 0, "allowed_hosts": ["qc-panel.example"]}, "people": people},
     )
     data["stations"][0]["part"]["operator"] = None
     data["stations"][0]["scan_pattern"] = r"B:(?P<operator>[\w-]+)"  # badges only: the part is numbered
     data["stations"].append({"id": "st-20", "plan": "HX-4711", "part": {"part_number": "HX-4711"}})
-    with running(config_mod.load(write_config(tmp_path, data))) as gateway:
-        yield gateway
+    return config_mod.load(write_config(tmp_path, data))
+
+
+def test_where_a_badge_alone_signs_in_the_page_that_scanned_it_is_the_operators(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    with running(people_config(tmp_path, broker, influxd, database, topic_prefix, secret_required=[])) as gateway:
+        client = Client(view_of(gateway))
+        status, body = client.post("/station/st-10/scan", {"code": "B:nobody"})
+        assert status == 403 and "unknown badge" in body["error"] and client.cookie is None
+        status, body = client.post("/station/st-10/scan", {"code": "B:op-42"})
+        assert (status, body["operator"]) == (200, "op-42") and client.cookie is not None
+        (signed_in,) = [r for r in journal_of(gateway) if r.get("event") == "sign_in"]
+        assert (signed_in["signed_by"], signed_in["signature_method"]) == ("op-42", "badge")
+        cmd = "/station/st-10/command"
+        assert client.post(cmd, {"command": "patrol"})[0] == 200
+        caliper.send_value(Decimal("12.001"))
+        wait_for(lambda: gateway.stats.measurements == 1, what="a measurement")
+        status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "suspect value"}})
+        assert (status, body["error"]) == (401, "remeasure needs the signer's PIN or password")  # always
 
 
 def test_people_sign_in_with_badge_and_pin_and_sign_what_they_do(
