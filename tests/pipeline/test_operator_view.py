@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from collector import config as config_mod
 from collector.gateway.daemon import Gateway
@@ -830,6 +831,40 @@ def test_the_competence_gate_refuses_a_sign_in_records_and_alerts_it(
         (refused,) = [r for r in journal_of(gateway) if r.get("event") == "sign_in_refused"]
         assert (refused["by"], refused["subject"]) == ("op-42", "op-42") and "expired" in refused["detail"]
         wait_for(lambda: gateway.stats.alerts == alerts + 1, what="the alert about the refused sign-in")
+
+
+def test_the_view_answers_to_its_own_host_names_only_on_any_bind_address(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    data = build_config(
+        tmp_path, broker, influxd, database, topic_prefix, gateway={"operator_view": {"bind": "0.0.0.0"}}
+    )
+    with pytest.raises(config_mod.ConfigError, match="the view needs allowed_hosts"):
+        config_mod.parse(yaml.safe_dump(data), "gateway.yaml")
+    data["gateway"]["operator_view"] = {"bind": "0.0.0.0", "port": 0, "allowed_hosts": ["qc-panel.example"]}
+    with running(config_mod.load(write_config(tmp_path, data))) as gateway:
+        client = Client(view_of(gateway))
+        port = client.port
+        for host, expected in (
+            (f"qc-panel.example:{port}", 200),
+            (f"127.0.0.1:{port}", 200),  # the box's own browser
+            (f"evil.example:{port}", 421),  # a DNS-rebinding page
+            (f"10.9.8.7:{port}", 421),  # an address nobody named
+            ("", 421),
+        ):
+            status, _, _ = client.request("GET", "/station/st-10/view", headers={"Host": host})
+            assert status == expected, host
+        patrol = {"command": "patrol"}
+        behind_a_proxy = {"Origin": "https://qc-panel.example", "X-Forwarded-Host": "qc-panel.example"}
+        assert client.post("/station/st-10/command", patrol, behind_a_proxy)[0] == 200
+        forwarded_evil = {"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"}
+        status, body = client.post("/station/st-10/command", patrol, forwarded_evil)
+        assert status == 421 and "own host names only" in body["error"]
 
 
 def test_events_stream_the_view_and_end_when_the_view_stops(
