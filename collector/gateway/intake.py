@@ -184,10 +184,10 @@ class Intake:
             actor = Actor.of(session.person, "session", channel)
         elif isinstance(cmd, Scan) and channel == VIEW:
             return None  # a badge, perhaps: the station refuses a part label from nobody
-        elif self.register is None and model.without_register:
-            return None  # nobody can be authenticated here: as before the register
-        elif self.register is None:
+        elif self.register is None and (channel == MQTT or not model.without_register):
             self.refuse(station, name, None, f"{name} needs a signature, and {_NO_REGISTER}")
+        elif self.register is None:
+            return None  # at the station's screen, where nobody can be authenticated: as before the register
         elif channel == MQTT:
             self.refuse(station, name, None, f"{name} needs signer credentials ({{user, secret}}) on the command topic")
         elif isinstance(cmd, SignIn):

@@ -271,6 +271,12 @@ def test_an_overdue_gauge_is_refused_recorded_and_alerted(
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
         caliper.send_value(Decimal("12.001"))
         wait_for(lambda: any(a["kind"] == "refused" for a in op.alerts), what="the refusal alert")
+        # no user register here: nobody can sign, so the command topic takes nothing at all
+        unsigned = op.send("patrol")
+        assert unsigned["error"] == (
+            "patrol needs a signature, and this gateway has no user register: nobody can be authenticated "
+            "here (gateway.people.register)"
+        )
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
     finally:
