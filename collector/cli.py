@@ -165,17 +165,21 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from collector.people.accounts import hash_password
+    from collector.people.accounts import hash_password, weak_secret_problem
 
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("Password: ")
+        password = getpass.getpass("Password or PIN: ")
         if getpass.getpass("Again: ") != password:
             print("the passwords differ", file=sys.stderr)
             return EXIT_CONFIG
     if not password:
         print("an empty password cannot be used", file=sys.stderr)
+        return EXIT_CONFIG
+    problem = weak_secret_problem(password)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return EXIT_CONFIG
     print(hash_password(password))
     return EXIT_OK
@@ -416,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age", type=float, default=300.0, metavar="SECONDS")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("hash-password", help="print a password hash for a dashboard user")
+    p = sub.add_parser("hash-password", help="print a password or PIN hash for a dashboard user or the user register")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_hash_password)
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,8 +34,10 @@ from pydantic import (
 )
 
 from collector.errors import ConfigError
-from collector.inspection.models import Gauge, InspectionPlan
-from collector.people.accounts import DashboardSettings
+from collector.inspection.commands import ALWAYS_SIGNED, COMMANDS
+from collector.inspection.models import Gauge, InspectionPlan, PersonId
+from collector.people.accounts import DashboardSettings, placeholder_problem
+from collector.people.register import UserRegister
 from drivers import registry
 from drivers.base import DriverConfig
 
@@ -56,7 +59,16 @@ def _resolve_secret(value: Any) -> Any:
     return value
 
 
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+def _real_secret(value: SecretStr) -> SecretStr:
+    problem = placeholder_problem(value.get_secret_value())
+    if problem is not None:
+        raise ValueError(f"the secret {problem}")
+    return value
+
+
+#: a password, token or key: refused when empty or a placeholder ("changeme"), so that a
+#: daemon installed from the examples does not start with a secret everybody knows
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret), AfterValidator(_real_secret)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
@@ -139,10 +151,77 @@ class MetricsSettings(_Section):
 
 
 class OperatorViewSettings(_Section):
-    """The inspector's screen: a local web page served by the gateway."""
+    """The inspector's screen: a local web page served by the gateway.
+
+    ``allowed_hosts``: the names and addresses browsers reach it under (what they send as
+    ``Host``); a request naming another host is refused (DNS rebinding, a foreign page).
+    The loopback names and a specific bind address are allowed as well; bound to every
+    address, the list is required.
+    """
 
     bind: str = "127.0.0.1"  # the workstation's own browser; another address to serve a panel PC
     port: int = Field(default=8081, ge=0, le=65535)  # 0: any free port (tests)
+    allowed_hosts: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]_-]{1,253}$")], ...] = ()
+    #: the session cookie's Secure flag (behind a TLS reverse proxy)
+    secure_cookie: bool = False
+
+    @model_validator(mode="after")
+    def _hosts(self) -> OperatorViewSettings:
+        if self.bind in ("", "0.0.0.0", "::") and not self.allowed_hosts:
+            raise ValueError(
+                f"bound to every address ({self.bind or 'empty'}), the view needs allowed_hosts: the names "
+                "the panels' browsers use for it (a request naming another host is refused)"
+            )
+        return self
+
+
+CommandName = Literal[
+    "scan", "sign_in", "sign_out", "remeasure", "invalidate", "dispose", "abandon", "patrol", "andon_off",
+    "ack_alert", "release",
+]  # fmt: skip
+
+
+class PeopleSettings(_Section):
+    """Who may sign at the stations, and what needs a signature (docs/people.md).
+
+    ``register``: the user register (YAML: ids, names, badges, roles, hashed PINs or
+    passwords, qualifications), loaded and checked with the configuration.
+    ``secret_required``: the commands whose signer must enter a PIN or password each time;
+    ``remeasure``, ``invalidate``, ``dispose`` and ``release`` always do. Without
+    ``sign_in`` here a registered badge alone signs in; with ``release``, every completed
+    part waits for its release to be signed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: ``register`` in the file (the name pydantic's BaseModel.register would shadow)
+    register_file: Path = Field(alias="register")
+    secret_required: tuple[CommandName, ...] = ("sign_in", "remeasure", "invalidate", "dispose")
+    #: seconds a sign-in session of the operator view lasts without use
+    session_idle_timeout: float = Field(default=900.0, gt=0)
+    #: wrong PINs/passwords in a row before the user is locked out for ``lockout`` seconds
+    max_failures: int = Field(default=5, ge=1, le=100)
+    lockout: float = Field(default=300.0, gt=0)
+    #: secrets checked per second at most, for the whole gateway (each check costs a scrypt hash)
+    checks_per_second: float = Field(default=2.0, gt=0, le=100)
+    #: refuse a sign-in, and readings, of a person with no valid qualification for the plan
+    competence_gate: bool = True
+    #: refused commands recorded individually per minute at most (the rest are counted)
+    refusal_records_per_minute: int = Field(default=30, ge=1, le=10_000)
+
+    @field_validator("secret_required")
+    @classmethod
+    def _floor(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name not in COMMANDS:
+                raise ValueError(f"unknown command {name!r}")
+        if "release" in v:
+            return tuple(dict.fromkeys(v))
+        return tuple(dict.fromkeys((*v, *sorted(ALWAYS_SIGNED - {"release"}))))
+
+    @property
+    def signed_release(self) -> bool:
+        return "release" in self.secret_required
 
 
 class GatewaySettings(_Section):
@@ -157,6 +236,9 @@ class GatewaySettings(_Section):
     #: settled records (confirmed in InfluxDB) older than this leave the journal (0: keep all)
     keep_delivered_days: float = Field(default=30.0, ge=0)
     calibration: CalibrationPolicy = CalibrationPolicy()
+    #: the user register and the signature rules; without it nobody can be authenticated, and
+    #: the commands that need a signature are refused
+    people: PeopleSettings | None = None
     operator_view: OperatorViewSettings | None = None
     metrics: MetricsSettings | None = None
     #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
@@ -191,7 +273,8 @@ class PartContext(_Section):
     serial: str | None = None
     lot: str | None = None
     work_order: str | None = None
-    operator: str | None = None
+    #: a user id (records carry it; with a user register, a person of the register)
+    operator: PersonId | None = None
     first_number: int = Field(default=1, ge=0)
 
     @field_validator("serial")
@@ -317,6 +400,12 @@ class Config(_Section):
     plans: list[InspectionPlan] = Field(default_factory=list)
     stations: list[StationSettings] = Field(default_factory=list)
     _source: str = PrivateAttr(default="<config>")
+    _register: UserRegister | None = PrivateAttr(default=None)
+
+    @property
+    def register(self) -> UserRegister | None:
+        """The user register ``gateway.people.register`` names (loaded with the configuration)."""
+        return self._register
 
     def plan_for(self, part_number: str) -> InspectionPlan | None:
         for p in self.plans:
@@ -438,16 +527,20 @@ def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[tuple[s
     return problems
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
+def _read_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML's node tree (for line numbers) and its data; ConfigError when it is not YAML."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [(where, f"not valid YAML: {reason}")]) from None
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
+    root, data = _read_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -460,7 +553,29 @@ def parse(text: str, source: str = "<config>") -> Config:
     if refs:
         raise ConfigError(source, [(_where(root, loc), msg) for loc, msg in refs])
     cfg._source = source
+    if cfg.gateway is not None and cfg.gateway.people is not None:
+        cfg._register = load_register(cfg.gateway.people.register_file)
     return cfg
+
+
+def parse_register(text: str, source: str) -> UserRegister:
+    """A user register from YAML text; ConfigError naming the file, line, field and reason."""
+    root, data = _read_yaml(text, source)
+    if not isinstance(data, dict) or set(data) - {"users"}:
+        raise ConfigError(source, [("(top level)", "a user register is a mapping with one key, users")])
+    try:
+        return UserRegister.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc, root)) from None
+
+
+def load_register(path: str | os.PathLike[str]) -> UserRegister:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [("(file)", f"cannot read the user register: {exc.strerror or exc}")]) from None
+    return parse_register(text, str(p))
 
 
 def load(path: str | os.PathLike[str]) -> Config:

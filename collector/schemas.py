@@ -13,7 +13,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from collector.config import Config
+from collector.inspection.commands import Request
 from collector.inspection.models import Alert, Characteristic, Gauge, InspectionPlan, InspectionRecord
+from collector.people.register import UserRegister
 from drivers import registry
 from drivers.base import Reading
 
@@ -43,6 +45,34 @@ def _config_schema() -> dict[str, Any]:
     return schema
 
 
+def _command_schema() -> dict[str, Any]:
+    """A command as it is sent: the command's name, its arguments under ``args``, the signer."""
+    schema = Request.model_json_schema(mode="validation")
+    defs = schema.setdefault("$defs", {})
+    branches = []
+    for name, ref in schema["properties"]["command"]["discriminator"]["mapping"].items():
+        model = defs[ref.rsplit("/", 1)[1]]
+        args = {k: v for k, v in model.get("properties", {}).items() if k != "command"}
+        branch: dict[str, Any] = {
+            "properties": {"command": {"const": name}, "args": {"type": "object", "properties": args}},
+            "required": ["command"],
+        }
+        required = [r for r in model.get("required", []) if r != "command"]
+        if required:
+            branch["properties"]["args"]["required"] = required
+            branch["required"] = ["command", "args"]
+        branch["properties"]["args"]["additionalProperties"] = False
+        branches.append(branch)
+    properties = {k: v for k, v in schema["properties"].items() if k != "command"}
+    properties["command"] = {"enum": sorted(schema["properties"]["command"]["discriminator"]["mapping"])}
+    properties["args"] = {"type": "object"}
+    schema["properties"] = properties
+    schema["oneOf"] = branches
+    schema["required"] = ["command"]
+    schema["additionalProperties"] = False
+    return schema
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     models: dict[str, type[BaseModel]] = {
         "inspection-record": InspectionRecord,
@@ -50,9 +80,11 @@ def schemas() -> dict[str, dict[str, Any]]:
         "characteristic": Characteristic,
         "inspection-plan": InspectionPlan,
         "gauge": Gauge,
+        "user-register": UserRegister,
     }
     out = {name: m.model_json_schema(mode="validation") for name, m in models.items()}
     out["reading"] = TypeAdapter(Reading).json_schema(mode="serialization")
+    out["command"] = _command_schema()
     out["config"] = _config_schema()
     for name, schema in out.items():
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

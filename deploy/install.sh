@@ -11,11 +11,17 @@
 # What goes where:
 #   PREFIX/venv                      the project in its own virtual environment (replaced whole on upgrade)
 #   PREFIX/share/                    examples, templates, operations guide, post-install.sh
-#   /etc/inspection-collector/       configuration, 0750 root:collector; ROLE.yaml (0640) is created
-#                                    from the example only when absent: an upgrade never overwrites it
-#   /etc/inspection-collector/secrets/   passwords and tokens ({file: ...} in the configuration)
-#   /var/lib/inspection-collector/   data (the gateway's journal, dead letters), 0750 collector:collector;
-#                                    never touched by an upgrade
+#   /etc/inspection-collector/       configuration, 0750 root:collector; ROLE.yaml (0640 root:collector-ROLE)
+#                                    and the gateway's user register people.yaml are created from the
+#                                    examples only when absent: an upgrade never overwrites them
+#   /etc/inspection-collector/secrets/   passwords, tokens, keys ({file: ...} in the configuration):
+#                                    gateway-*, recorder-*, dashboard-* (and influxdb-recorder-*,
+#                                    influxdb-reader-*) are readable by that service only
+#   /var/lib/inspection-collector/ROLE/  each service's data (the gateway's journal, the recorder's
+#                                    dead letters), 0750 collector-ROLE; never touched by an upgrade
+#
+# One system user per service (collector-gateway, collector-recorder, collector-dashboard), all
+# in group collector, which may read the configuration directory and nothing else.
 #   UNIT_DIR/inspection-*.service    systemd units (/etc/systemd/system; /lib/systemd/system under DESTDIR)
 #   /etc/udev/rules.d/99-inspection-gauges.rules.example   stable device names (inactive until renamed)
 #
@@ -43,7 +49,7 @@ DESTDIR=${DESTDIR:-}
 CONF_DIR=/etc/inspection-collector
 DATA_DIR=/var/lib/inspection-collector
 UDEV_DIR=/etc/udev/rules.d
-SVC_USER=collector
+SVC_GROUP=collector           # may read /etc/inspection-collector (each service's files are its own)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -67,11 +73,12 @@ while [ $# -gt 0 ]; do
 done
 
 case "$ROLE" in
-    gateway) UNITS=(inspection-gateway); CONFIGS=(gateway) ;;
-    central) UNITS=(inspection-recorder inspection-dashboard); CONFIGS=(recorder dashboard) ;;
-    all) UNITS=(inspection-gateway inspection-recorder inspection-dashboard); CONFIGS=(gateway recorder dashboard) ;;
+    gateway) CONFIGS=(gateway) ;;
+    central) CONFIGS=(recorder dashboard) ;;
+    all) CONFIGS=(gateway recorder dashboard) ;;
     *) die "--role must be gateway, central or all, not '$ROLE'" ;;
 esac
+UNITS=("${CONFIGS[@]/#/inspection-}")
 case "$PREFIX" in
     /*) ;;
     *) die "--prefix must be an absolute path: $PREFIX" ;;
@@ -174,7 +181,7 @@ install_files() {
     put 0644 "$SRC/docs/operations.md" "$share/doc/operations.md" 2>/dev/null \
         || say "docs/operations.md not found; skipped"
     local name f
-    for name in gateway recorder dashboard; do
+    for name in gateway recorder dashboard people; do
         put 0644 "$SRC/deploy/config/$name.yaml.example" "$share/examples/$name.yaml.example"
     done
     install_device_examples
@@ -191,9 +198,11 @@ install_files() {
         done
     fi
 
-    # configuration: the directory and the role's files, never overwritten
+    # configuration: the directory and the role's files (the gateway's user register too), never overwritten
     install -d -m 0750 "$root$CONF_DIR" "$root$CONF_DIR/secrets"
-    for name in "${CONFIGS[@]}"; do
+    local files=("${CONFIGS[@]}")
+    if [ "$ROLE" != central ]; then files+=(people); fi
+    for name in "${files[@]}"; do
         local target=$root$CONF_DIR/$name.yaml
         if [ -e "$target" ]; then
             say "kept $CONF_DIR/$name.yaml (the new example is $share/examples/$name.yaml.example)"
@@ -203,8 +212,11 @@ install_files() {
         fi
     done
 
-    # data: created if missing, its contents never touched
-    install -d -m 0750 "$root$DATA_DIR"
+    # data: one directory per service, created if missing, their contents never touched
+    install -d -m 0755 "$root$DATA_DIR"
+    for name in "${CONFIGS[@]}"; do
+        install -d -m 0750 "$root$DATA_DIR/$name"
+    done
 
     local unit
     for unit in "${UNITS[@]}"; do
@@ -223,7 +235,7 @@ install_files() {
 write_post_install() {
     local script=$root$share/post-install.sh
     local units="${UNITS[*]/%/.service}"
-    local name
+    local name user
     mkdir -p "$(dirname "$script")"
     {
         echo '#!/usr/bin/env bash'
@@ -231,23 +243,64 @@ write_post_install() {
         echo '# the system itself. install.sh runs it unless DESTDIR was set; then run it on the'
         echo '# target, as root, once the files are in place. Safe to run again.'
         echo 'set -euo pipefail'
-        echo "getent group $SVC_USER >/dev/null || groupadd --system $SVC_USER"
-        echo "id -u $SVC_USER >/dev/null 2>&1 || useradd --system --gid $SVC_USER --home-dir $DATA_DIR \\"
-        echo "    --no-create-home --shell /usr/sbin/nologin --comment 'inspection collector' $SVC_USER"
+        echo "# group $SVC_GROUP may read the configuration directory; one system user per service"
+        echo "getent group $SVC_GROUP >/dev/null || groupadd --system $SVC_GROUP"
+        for name in "${CONFIGS[@]}"; do
+            user=collector-$name
+            echo "getent group $user >/dev/null || groupadd --system $user"
+            echo "id -u $user >/dev/null 2>&1 || useradd --system --gid $user --groups $SVC_GROUP \\"
+            echo "    --home-dir $DATA_DIR/$name --no-create-home --shell /usr/sbin/nologin --comment 'inspection $name' $user"
+            echo "usermod --append --groups $SVC_GROUP $user"
+        done
         if [ "$ROLE" != central ]; then
             echo '# serial ports belong to group dialout'
             echo "getent group dialout >/dev/null || groupadd --system dialout"
-            echo "usermod --append --groups dialout $SVC_USER"
+            echo "usermod --append --groups dialout collector-gateway"
         fi
-        echo "chown root:$SVC_USER $CONF_DIR $CONF_DIR/secrets"
+        echo "chown root:$SVC_GROUP $CONF_DIR $CONF_DIR/secrets"
         echo "chmod 0750 $CONF_DIR $CONF_DIR/secrets"
         for name in "${CONFIGS[@]}"; do
             local f=$CONF_DIR/$name.yaml
-            echo "if [ -f $f ]; then chown root:$SVC_USER $f; chmod 0640 $f; fi"
+            echo "if [ -f $f ]; then chown root:collector-$name $f; chmod 0640 $f; fi"
         done
-        echo "find $CONF_DIR/secrets -type f -exec chown root:$SVC_USER {} + -exec chmod 0640 {} +"
-        echo "chown $SVC_USER:$SVC_USER $DATA_DIR"
-        echo "chmod 0750 $DATA_DIR"
+        if [ "$ROLE" != central ]; then
+            echo "if [ -f $CONF_DIR/people.yaml ]; then chown root:collector-gateway $CONF_DIR/people.yaml; chmod 0640 $CONF_DIR/people.yaml; fi"
+        fi
+        cat <<POST
+# each secret is readable by the service its name starts with, and by no other
+for f in $CONF_DIR/secrets/*; do
+    [ -f "\$f" ] || continue
+    case "\$(basename "\$f")" in
+        gateway-*) owner=collector-gateway ;;
+        recorder-*|influxdb-recorder-*) owner=collector-recorder ;;
+        dashboard-*|influxdb-reader-*) owner=collector-dashboard ;;
+        *) owner=root; echo "post-install: \$f: no service may read it (name it gateway-*, recorder-* or dashboard-*)" >&2 ;;
+    esac
+    getent group "\$owner" >/dev/null || owner=root
+    chown "root:\$owner" "\$f"
+    chmod 0640 "\$f"
+    # the daemons refuse to start with one of these; say so now
+    if [ ! -s "\$f" ] || head -n 1 "\$f" | grep -qixE '[[:space:]]*(change[ _.-]?me.*|changeit|password|secret|example|default|admin|xxx)?[[:space:]]*'; then
+        echo "post-install: \$f holds a placeholder or nothing: put the real secret there" >&2
+    fi
+done
+POST
+        echo "chown root:root $DATA_DIR"
+        echo "chmod 0755 $DATA_DIR"
+        for name in "${CONFIGS[@]}"; do
+            echo "chown collector-$name:collector-$name $DATA_DIR/$name"
+            echo "chmod 0750 $DATA_DIR/$name"
+        done
+        if [ "$ROLE" != central ]; then
+            cat <<POST
+if [ -e $DATA_DIR/journal.sqlite ]; then
+    echo "post-install: a journal of an earlier version is in $DATA_DIR/journal.sqlite; the gateway now runs" >&2
+    echo "  as collector-gateway in $DATA_DIR/gateway/. Move it (docs/operations.md, 'Upgrading to one user" >&2
+    echo "  per service'): systemctl stop inspection-gateway; mv $DATA_DIR/journal.sqlite* $DATA_DIR/gateway/;" >&2
+    echo "  chown collector-gateway: $DATA_DIR/gateway/journal.sqlite*; set gateway.journal in gateway.yaml." >&2
+fi
+POST
+        fi
         echo 'if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then'
         echo '    systemctl daemon-reload'
         echo '    # an upgrade: services that run are restarted on the new version; stopped ones stay stopped'
@@ -264,7 +317,7 @@ post=$(write_post_install)
 
 if [ -n "$DESTDIR" ]; then
     say "installed into DESTDIR=$DESTDIR; nothing outside it was changed."
-    say "on the target, run as root: $share/post-install.sh (creates the $SVC_USER user, sets ownership, reloads systemd)"
+    say "on the target, run as root: $share/post-install.sh (creates the service users, sets ownership, reloads systemd)"
 else
     bash "$post"
     say "installed (role $ROLE) in $PREFIX."

@@ -6,7 +6,8 @@
 # Kept always: /var/lib/inspection-collector (the gateway's journal holds records that may
 # not be in InfluxDB yet, and its hash chain continues on reinstallation; delete it by
 # hand once "collector status" shows nothing unconfirmed and you have a backup), and the
-# collector user. Kept unless --purge: /etc/inspection-collector (configuration, secrets).
+# service users (collector-gateway, -recorder, -dashboard). Kept unless --purge:
+# /etc/inspection-collector (configuration, user register, secrets).
 # Honours DESTDIR like install.sh: under DESTDIR, systemctl is not called.
 set -euo pipefail
 
@@ -63,4 +64,4 @@ if [ "$PURGE" = yes ]; then
 else
     echo "uninstall.sh: kept $CONF_DIR (remove it with --purge)" >&2
 fi
-echo "uninstall.sh: kept /var/lib/inspection-collector (the journal) and the collector user" >&2
+echo "uninstall.sh: kept /var/lib/inspection-collector (the journal) and the service users" >&2

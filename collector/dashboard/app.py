@@ -61,6 +61,7 @@ from collector.dashboard.live import LiveState, utc_us
 from collector.dashboard.shifts import iso_us
 from collector.errors import StoreError
 from collector.mqtt import client as mqtt_client
+from collector.mqtt import topics
 from collector.people.accounts import DashboardSettings
 from collector.store.base import Store
 
@@ -216,7 +217,7 @@ class Dashboard(web.WebApp):
             (f"{p}/+/+/+/alert", 1),
             (f"{p}/+/+/+/status", 1),
             (f"{p}/+/+/+/record", 1),
-            (f"{p}/+/+/+/command/reply", 1),
+            (f"{p}/+/+/+/ack/reply", 1),
             (f"{p}/gateways/+/status", 1),
         ]
 
@@ -272,7 +273,7 @@ class Dashboard(web.WebApp):
             elif kind == "status":
                 self.state.on_station_status(site, line, station, body)
             return
-        if len(parts) == 5 and parts[3] == "command" and parts[4] == "reply":
+        if len(parts) == 5 and parts[3] == "ack" and parts[4] == "reply":
             body = _json_object(payload)
             request_id = str(body.get("request_id")) if body else None
             if body is None or request_id is None:
@@ -305,7 +306,8 @@ class Dashboard(web.WebApp):
             pending = self._pending[request_id] = _Pending()
         try:
             timeout = self.settings.reply_timeout
-            topic = f"{self.prefix}/{station.site}/{station.line}/{station.station}/command"  # mqtt.station_topic
+            # the dashboard's account may publish acknowledgements only (the ACL's "ack" topic)
+            topic = topics.station_topic(self.prefix, station.site, station.line, station.station, "ack")
             args: Record = {"record_id": record_id, "by": by}
             if comment:
                 args["comment"] = comment

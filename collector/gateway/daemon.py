@@ -26,11 +26,14 @@ from typing import Any
 from collector import clock
 from collector.config import Config
 from collector.errors import CollectorError, ConfigError, JournalError, JournalFull
+from collector.gateway.intake import Intake
 from collector.gateway.journal import Journal, Sealed
 from collector.gateway.publisher import Publisher
 from collector.gateway.views import ViewHub
-from collector.inspection.station import CommandError, Outcome, Station
+from collector.inspection import commands as cmds
+from collector.inspection.station import CommandError, CommandRefused, Outcome, Station
 from collector.mqtt import topics
+from collector.people.register import Actor
 from drivers import registry
 from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Item, Reading
 
@@ -71,6 +74,7 @@ class Gateway:
         self.drivers: list[Driver] = []
         self._driver_of: dict[str, Driver] = {}
         plans = {p.part_number: p for p in config.plans}
+        self.intake = Intake(self)  # the user register, sign-in sessions, who may do what
         for st in config.stations:
             station = Station(
                 st,
@@ -80,6 +84,7 @@ class Gateway:
                 line=gw.line,
                 saved_state=self.journal.state(f"station:{st.id}"),
                 calibration=gw.calibration,
+                people=self.intake.rules,
             )
             self.stations[st.id] = station
             for dev in st.devices:
@@ -129,7 +134,8 @@ class Gateway:
         if self.settings.operator_view is not None:
             from collector.gateway.operator_view import OperatorView
 
-            self.operator_view = OperatorView(self, self.settings.operator_view.bind, self.settings.operator_view.port)
+            ov = self.settings.operator_view
+            self.operator_view = OperatorView(self, ov.bind, ov.port, ov)
             self.operator_view.start()
         self.publisher.start()
         self._thread = threading.Thread(target=self._run, name=f"gateway-{self.settings.id}", daemon=True)
@@ -140,6 +146,7 @@ class Gateway:
     def stop(self) -> None:
         if self.operator_view is not None:
             self.operator_view.stop()  # first: no command may wait on a processing thread that has ended
+        self.intake.stop()
         for driver in self.drivers:
             try:
                 driver.stop()
@@ -157,42 +164,49 @@ class Gateway:
         """The drivers' sink: thread-safe, never blocks a driver."""
         self._queue.put(item)
 
-    # -- commands (operator view, MQTT command topic, tests) ----------------------------------
-    COMMANDS = (
-        "scan",
-        "sign_in",
-        "sign_out",
-        "remeasure",
-        "invalidate",
-        "dispose",
-        "abandon",
-        "patrol",
-        "andon_off",
-        "ack_alert",
-    )
+    # -- commands (operator view, MQTT command topics, tests) ----------------------------------
+    COMMANDS = tuple(cmds.COMMANDS)
 
-    def command(self, station_id: str, name: str, timeout: float = 10.0, **args: Any) -> Outcome:
-        """Run an operator command on a station; returns once its records are journaled.
+    def command(
+        self,
+        station_id: str,
+        request: cmds.Request,
+        actor: Actor | None = None,
+        timeout: float = 10.0,
+        *,
+        channel: str = "local",
+    ) -> Outcome:
+        """Carry out a command (parsed, its actor authenticated and authorised: see intake.py)
+        on a station; returns once its records are journaled.
 
-        Raises :class:`CommandError` (or :class:`ScanError`) when the command cannot be done,
-        and :class:`JournalError` when its records could not be stored.
+        Raises :class:`CommandError` (or :class:`ScanError`) when the command cannot be done
+        (:class:`CommandRefused` when it is refused: the refusal is on record), and
+        :class:`JournalError` when its records could not be stored.
         """
-        call = self.command_async(station_id, name, **args)
+        call = self.command_async(station_id, request.name, request, actor, channel=channel)
         if not call.done.wait(timeout):
-            raise CommandError(f"station {station_id}: {name} timed out")
+            raise CommandError(f"station {station_id}: {request.name} timed out")
         if call.error is not None:
             raise call.error
         assert call.outcome is not None
         return call.outcome
 
     def command_async(
-        self, station_id: str, name: str, on_done: Callable[[_Call], None] | None = None, **args: Any
+        self,
+        station_id: str,
+        name: str,
+        request: cmds.Request | None,
+        actor: Actor | None,
+        on_done: Callable[[_Call], None] | None = None,
+        *,
+        channel: str = "local",
+        args: dict[str, Any] | None = None,
     ) -> _Call:
         if station_id not in self.stations:
             raise CommandError(f"no station {station_id!r} on gateway {self.settings.id}")
-        if name not in self.COMMANDS:
+        if request is None and name != "refused":
             raise CommandError(f"unknown command {name!r} (known: {', '.join(self.COMMANDS)})")
-        call = _Call(station_id, name, dict(args), on_done)
+        call = _Call(station_id, name, dict(args or {}), on_done, request=request, actor=actor, channel=channel)
         self._queue.put(call)
         return call
 
@@ -208,7 +222,11 @@ class Gateway:
                 for d in station.settings.devices
                 if d.gauge and (g := self.config.gauge(d.gauge)) is not None
             }
-            summary = json.dumps({"config_sha256": digest, "plans": plans, "gauges": gauges}, sort_keys=True)
+            in_force: dict[str, Any] = {"config_sha256": digest, "plans": plans, "gauges": gauges}
+            if self.settings.people is not None:  # who could sign, with which qualifications
+                register = Path(self.settings.people.register_file)
+                in_force["register_sha256"] = hashlib.sha256(register.read_bytes()).hexdigest()
+            summary = json.dumps(in_force, sort_keys=True)
             if self.journal.state(f"config:{sid}") == summary:
                 continue
             drafts.append(station._audit("config_loaded", "system", str(source), summary))
@@ -219,36 +237,12 @@ class Gateway:
             log.info("configuration %s (sha256 %s…) recorded as in force", source, digest[:12])
 
     def _mqtt_command(self, station: str, topic: str, payload: bytes) -> None:
-        """``{"command": "remeasure", "args": {...}, "request_id": "..."}`` on a station's command topic."""
-        reply_topic = topic + "/reply"
-        try:
-            body = json.loads(payload)
-            name = str(body["command"])
-            args = dict(body.get("args") or {})
-            request_id = body.get("request_id")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            self.publisher.publish(reply_topic, json.dumps({"ok": False, "error": "malformed command"}).encode())
-            return
-
-        def reply(call: _Call) -> None:
-            body: dict[str, Any] = {"request_id": request_id, "command": name, "ok": call.error is None}
-            if call.error is not None:
-                body["error"] = str(call.error)
-            elif call.outcome is not None:
-                body["message"] = call.outcome.message
-                body["records"] = [d["id"] for d in call.outcome.drafts]
-            self.publisher.publish(reply_topic, json.dumps(body).encode())
-
-        try:
-            self.command_async(station, name, on_done=reply, **args)
-        except CollectorError as exc:
-            self.publisher.publish(
-                reply_topic, json.dumps({"request_id": request_id, "ok": False, "error": str(exc)}).encode()
-            )
+        """A message on a station's command or acknowledgement topic (see intake.py)."""
+        self.intake.from_mqtt(station, topic, payload)
 
     def scan(self, station_id: str, code: str) -> Outcome:
-        """A scanned label for a station (keyboard-wedge scanners type into the operator view)."""
-        return self.command(station_id, "scan", code=code)
+        """A code scanned at the station (as a scanner device's), for in-process callers."""
+        return self.command(station_id, cmds.parse_request({"command": "scan", "args": {"code": code}}))
 
     # -- processing ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -431,34 +425,69 @@ class Gateway:
             self.views.update(sid, view)
 
     def _run_command(self, station: Station, call: _Call) -> Outcome:
-        a = call.args
         if call.name == "check_idle":
             return station.check_idle()
-        if call.name == "scan":
-            return station.scan(str(a["code"]))
-        if call.name == "sign_in":
-            return station.sign_in(str(a["operator"]))
-        if call.name == "sign_out":
-            return station.sign_out(a.get("by"))
-        if call.name == "remeasure":
-            return station.remeasure(a.get("characteristic"), str(a.get("reason") or ""), a.get("by"))
-        if call.name == "invalidate":
-            return station.invalidate(str(a["record_id"]), str(a.get("reason") or ""), str(a["by"]))
-        if call.name == "dispose":
-            nc_id = str(a["nonconformance_id"])
-            nc = self.journal.find(nc_id)
-            if nc is None or nc.get("kind") != "nonconformance" or nc.get("station") != station.id:
-                raise CommandError(f"no nonconformance {nc_id} of station {station.id} in this gateway's journal")
-            return station.dispose(nc, str(a["decision"]), str(a["by"]), a.get("concession"), a.get("comment"))
-        if call.name == "abandon":
-            return station.abandon(a.get("by"), str(a.get("reason") or "abandoned"))
-        if call.name == "patrol":
-            return station.patrol(a.get("by"))
-        if call.name == "andon_off":
-            return station.andon_off(a.get("by"))
-        if call.name == "ack_alert":
-            return station.ack_alert(str(a["record_id"]), str(a.get("by") or ""), a.get("comment"))
-        raise CommandError(f"unknown command {call.name!r}")
+        if call.name == "refused":  # the record of a command refused before it came here
+            a = call.args
+            return station.refused_command(str(a["command"]), a.get("by"), str(a["reason"]))
+        if call.request is None:
+            raise CommandError(f"unknown command {call.name!r}")
+        try:
+            return self._carry_out(station, call.request.command, call.actor, call.channel)
+        except CommandRefused as exc:
+            if exc.kind not in ("forbidden", "unauthenticated", "not_found"):
+                raise
+            # acting on another's record, or for someone no longer signed in: on record
+            call.refusal = exc
+            self.intake.refused[exc.kind] += 1
+            log.warning("station %s: %s refused: %s", station.id, call.name, exc)
+            left_out = self.intake.budget.take()
+            if left_out is None:
+                raise
+            by = call.actor.user if call.actor is not None else None
+            reason = str(exc) + (f" ({left_out} earlier refusal(s) were counted, not recorded)" if left_out else "")
+            return station.refused_command(call.name, by, reason)
+
+    def _carry_out(self, station: Station, cmd: cmds.Command, actor: Actor | None, channel: str) -> Outcome:
+        signature = actor.signature if actor is not None else None
+        by = actor.user if actor is not None else station.context.get("operator")
+        ended = actor is not None and actor.method == "session" and station.context.get("operator") != actor.user
+        if isinstance(cmd, cmds.Scan):  # from a page whose sign-in has ended: a badge still starts one
+            trusted = (actor is not None and not ended) or channel == "local" or self.intake.register is None
+            return station.scan(cmd.code, trusted=trusted)
+        if ended:
+            assert actor is not None
+            raise CommandRefused(
+                f"station {station.id}: the sign-in of {actor.user} has ended: sign in again", "unauthenticated"
+            )
+        if actor is None and not type(cmd).without_register:
+            raise CommandRefused(f"{cmd.command} needs someone authenticated", "unauthenticated")
+        if isinstance(cmd, cmds.SignIn):
+            assert actor is not None
+            return station.sign_in(actor.user, signature)
+        if isinstance(cmd, cmds.SignOut):
+            return station.sign_out(by, signature=signature)
+        if isinstance(cmd, cmds.Patrol):
+            return station.patrol(by, signature)
+        if isinstance(cmd, cmds.Abandon):
+            return station.abandon(by, cmd.reason, signature)
+        assert signature is not None  # the rest need someone authenticated (see above)
+        if isinstance(cmd, cmds.Remeasure):
+            return station.remeasure(cmd.characteristic, cmd.reason, by, signature)
+        if isinstance(cmd, cmds.Release):
+            return station.release(signature)
+        if isinstance(cmd, cmds.Invalidate):
+            target = station.own(self.journal.find(cmd.record_id), cmd.record_id)
+            return station.invalidate(target, cmd.reason, signature)
+        if isinstance(cmd, cmds.Dispose):
+            nc = station.own(self.journal.find(cmd.nonconformance_id), cmd.nonconformance_id)
+            return station.dispose(nc, cmd.decision, signature, cmd.concession, cmd.comment)
+        if isinstance(cmd, cmds.AndonOff):
+            return station.andon_off(by, signature)
+        if isinstance(cmd, cmds.AckAlert):
+            target = station.own(self.journal.find(cmd.record_id), cmd.record_id)
+            return station.ack_alert(target, signature, cmd.comment)
+        raise CommandError(f"unknown command {cmd.command!r}")
 
     def _reading(self, station: Station, reading: Reading) -> Outcome:
         if reading.text is not None and reading.value is None:
@@ -492,11 +521,15 @@ class Gateway:
     def _after(self, sealed: list[Sealed], outcomes: list[tuple[Station, Outcome]]) -> None:
         """Alerts and the andon, once the records they are about are durable."""
         trends: dict[str, list[int]] = {}
+        alerts: dict[str, tuple[str, str, str]] = {}  # the station's own (a refused sign-in)
         for _, out in outcomes:
             trends.update(out.trends)
+            alerts.update(out.alerts)
         for item in sealed:
             r = item.record
             kind = r["kind"]
+            if r["id"] in alerts:
+                self._alert(r, *alerts[r["id"]])
             if kind == "measurement":
                 if r["verdict"] == "fail":
                     limit = r["limit"]
@@ -634,8 +667,16 @@ class _Call:
     outcome: Outcome | None = None
     error: Exception | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    request: cmds.Request | None = None
+    actor: Actor | None = None  # who gives it (None: nobody authenticated, where allowed)
+    channel: str = "local"  # operator view, command topic, acknowledgement topic, local
+    refusal: CommandRefused | None = None  # refused: its outcome is the record of the refusal
 
     def finish(self, error: Exception | None = None) -> None:
+        if error is None and self.refusal is not None:
+            error = self.refusal
+        elif error is None and self.outcome is not None and self.outcome.refused:
+            error = CommandRefused(self.outcome.refused, "forbidden")
         self.error = error
         self.done.set()
         if self.on_done is not None:

@@ -18,19 +18,34 @@ Routes:
 - ``GET /station/<id>``: the page; ``GET /station/<id>/view``: the view as JSON;
 - ``GET /station/<id>/events``: the view at once, then every new version (SSE);
 - ``POST /station/<id>/scan`` ``{"code": ...}`` and ``POST /station/<id>/command``
-  ``{"command": ..., "args": {...}}``: ``{"ok": true, "message": ...}`` (200) or
-  ``{"ok": false, "error": ...}`` (400 when the gateway refuses, 500 on a fault).
+  ``{"command": ..., "args": {...}, "signer": {"user": ..., "secret": ...}}`` (the command
+  vocabulary of :mod:`collector.inspection.commands`): ``{"ok": true, "message": ...}`` (200)
+  or ``{"ok": false, "error": ...}``: 400 (invalid, or the station cannot do it), 401 (sign
+  in, or enter the PIN), 403 (not allowed: role, another station's record), 404, 500.
 
-Access: the view has no login of its own; whoever reaches it can sign operators in and
-send commands. It binds to 127.0.0.1 by default, for the workstation's own browser, and
-then also refuses requests whose ``Host`` is not a loopback name (a DNS-rebinding page).
-POSTs must be ``application/json`` and, when the browser names an ``Origin``, come from
-the page's own origin (``Host`` or ``X-Forwarded-Host``), so another web page open in the
-same browser cannot send commands. Serving it to a panel PC or across the network needs a
-reverse proxy with TLS and access control in front of the loopback address (keep nginx's
-default ``proxy_set_header Host $proxy_host``; pass ``X-Forwarded-Host``; do not buffer
-``/station/*/events``), or another ``bind`` address behind a host firewall ACL that admits
-only the panel PCs. Pages and logs carry no secrets; one log line per failed request.
+People (with a user register, ``gateway.people``; docs/people.md): a badge scanned at the
+station, or typed, is followed by the person's PIN or password (``sign_in`` with a
+``signer``); the answer sets a session cookie for that station (``HttpOnly``,
+``SameSite=Strict``, path ``/station/<id>``; also when a badge alone signs in, where the
+configuration allows that), which ends at sign-out, after
+``session_idle_timeout`` seconds unused, or when someone else signs in at the station. Every
+command needs the session, or a signer; commands that need a signature carry the signer's
+PIN or password again, and their records carry who signed, how, and what it means. A part
+label scanned with nobody signed in is refused. Without a register, only scans, sign-out,
+patrol and abandon are taken (as before people were authenticated); everything that needs
+a signature is refused.
+
+Access: requests must name one of the view's own host names in ``Host`` (and in
+``X-Forwarded-Host``, behind a proxy): the loopback names, the address it is bound to, and
+``operator_view.allowed_hosts`` (required when bound to every address), so a DNS-rebinding
+page is refused on any bind address. POSTs must be ``application/json`` and,
+when the browser names an ``Origin``, come from the page's own origin, so another web page
+open in the same browser cannot send commands. Serving it to a panel PC across the network:
+a reverse proxy with TLS (``secure_cookie: true``) in front of the loopback address (keep
+nginx's default ``proxy_set_header Host $proxy_host``; pass ``X-Forwarded-Host``; do not
+buffer ``/station/*/events``), or another ``bind`` address with ``allowed_hosts`` behind a
+host firewall that admits only the panel PCs. Pages and logs carry no secrets; one log line
+per failed request.
 """
 
 from __future__ import annotations
@@ -39,11 +54,14 @@ import html
 import logging
 import re
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from collector import web
+from collector.config import OperatorViewSettings
 from collector.errors import CollectorError, JournalError
+from collector.inspection.commands import CommandRefused, Scan, SignIn, SignOut, parse_request
 from collector.inspection.station import CommandError, ScanError
 from collector.web import RequestError
 
@@ -56,21 +74,15 @@ MAX_BODY = 16 * 1024  # bytes of a request body at most
 KEEPALIVE = 1.0  # seconds between SSE keepalive comments when nothing changes
 _SLICE = 0.25  # seconds an SSE stream waits for a new view before it looks at the stop flag
 
-#: arguments each command takes from a client: (required, optional); values are strings
-COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "scan": (frozenset({"code"}), frozenset()),
-    "sign_in": (frozenset({"operator"}), frozenset()),
-    "sign_out": (frozenset(), frozenset({"by"})),
-    "remeasure": (frozenset({"reason"}), frozenset({"characteristic", "by"})),
-    "invalidate": (frozenset({"record_id", "reason", "by"}), frozenset()),
-    "dispose": (frozenset({"nonconformance_id", "decision", "by"}), frozenset({"concession", "comment"})),
-    "abandon": (frozenset(), frozenset({"by", "reason"})),
-    "patrol": (frozenset(), frozenset({"by"})),
-    "andon_off": (frozenset(), frozenset({"by"})),
-    "ack_alert": (frozenset({"record_id"}), frozenset({"by", "comment"})),
+COOKIE = "station_session"
+#: HTTP status of each kind of refusal (collector.inspection.commands.CommandRefused)
+_STATUS = {
+    "invalid": HTTPStatus.BAD_REQUEST,
+    "unauthenticated": HTTPStatus.UNAUTHORIZED,
+    "forbidden": HTTPStatus.FORBIDDEN,
+    "not_found": HTTPStatus.NOT_FOUND,
+    "busy": HTTPStatus.SERVICE_UNAVAILABLE,
 }
-_MAX_ARG = 512  # characters of one argument at most
-_RESERVED = frozenset({"station_id", "name", "timeout", "on_done"})  # Gateway.command's own parameters
 
 _STATIC = "operator"  # collector/static/operator/
 _STATION_PATH = re.compile(r"^/station/([^/]+)(?:/(view|events|scan|command))?/?$")
@@ -91,9 +103,16 @@ class OperatorView(web.WebApp):
     logger = log
     thread_name = "operator-view"
 
-    def __init__(self, gateway: Gateway, bind: str, port: int) -> None:
+    def __init__(self, gateway: Gateway, bind: str, port: int, settings: OperatorViewSettings | None = None) -> None:
         super().__init__(bind, port)
         self.gateway = gateway
+        self.settings = settings or OperatorViewSettings(bind=bind, port=port)
+        # the loopback names always: a rebinding page comes under its own name, never these
+        names = {h.lower() for h in self.settings.allowed_hosts} | web.LOOPBACK_NAMES
+        if bind not in ("", "0.0.0.0", "::"):
+            names.add(bind.lower())
+        #: the host names requests may name (Host, X-Forwarded-Host)
+        self.allowed_hosts = frozenset(names)
 
     def start(self) -> None:
         if self.start_server(_Handler):
@@ -110,36 +129,56 @@ class OperatorView(web.WebApp):
     def has_station(self, station: str) -> bool:
         return station in self.gateway.stations
 
-    def run(self, station: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run an operator command; the JSON answer (raises RequestError when refused).
+    def run(self, station: str, body: dict[str, Any], token: str | None) -> tuple[dict[str, Any], str | None]:
+        """Carry out a command from a page: the JSON answer, and the cookie to set (or None).
 
-        The arguments of the commands in :data:`COMMAND_ARGS` are checked here, so that a
-        malformed request is a 400 and never an error in the gateway's processing thread;
-        another command of ``Gateway.COMMANDS`` gets its (string) arguments as they are.
+        Raises RequestError when it is refused (400, 401, 403, 404, 500, 503).
         """
-        required, optional = COMMAND_ARGS.get(name, (frozenset(), frozenset()))
-        missing = sorted(required - set(args))
-        if missing:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} needs {', '.join(missing)}")
-        allowed = required | optional if name in COMMAND_ARGS else set(args) - _RESERVED
-        unknown = sorted(set(args) - allowed)
-        if unknown:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} takes no {', '.join(unknown)}")
-        for key, value in args.items():
-            if value is not None and not isinstance(value, str):
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} must be a string")
-            if isinstance(value, str) and len(value) > _MAX_ARG:
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} is longer than {_MAX_ARG} characters")
-        clean = {k: v for k, v in args.items() if v is not None and (v != "" or k in required)}
+        intake = self.gateway.intake
         try:
-            outcome = self.gateway.command(station, name, **clean)
+            request = parse_request(body)
+        except CommandRefused as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        session = intake.sessions.get(token, station)
+        try:
+            outcome, actor = intake.run(station, request, session=session)
+        except CommandRefused as exc:
+            raise RequestError(_STATUS.get(exc.kind, HTTPStatus.BAD_REQUEST), str(exc)) from None
         except (CommandError, ScanError) as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         except JournalError as exc:
             raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"not recorded: {exc}") from None
         except CollectorError as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-        return {"ok": True, "message": outcome.message, "records": [str(d["id"]) for d in outcome.drafts]}
+        answer = {"ok": True, "message": outcome.message, "records": [str(d["id"]) for d in outcome.drafts]}
+        cookie = None
+        person = intake.register.get(actor.user) if actor is not None and intake.register is not None else None
+        if isinstance(request.command, Scan) and intake.register is not None:
+            # a badge alone signs in where the configuration allows it: then this page is theirs
+            signed = [d for d in outcome.drafts if d.get("event") == "sign_in" and d.get("signed_by")]
+            person = intake.register.get(str(signed[-1]["signed_by"])) if signed else None
+            if person is not None:
+                cookie = self._cookie(station, intake.sessions.open(station, person))
+                answer["operator"] = person.id
+        elif isinstance(request.command, SignIn) and person is not None:
+            cookie = self._cookie(station, intake.sessions.open(station, person))
+            answer["operator"] = person.id
+        elif isinstance(request.command, SignOut):
+            intake.sessions.end_station(station)
+            cookie = self._cookie(station, "", expire=True)
+        return answer, cookie
+
+    def _cookie(self, station: str, token: str, *, expire: bool = False) -> str:
+        parts = [f"{COOKIE}={token}", f"Path=/station/{quote(station, safe='')}", "HttpOnly", "SameSite=Strict"]
+        if self.settings.secure_cookie:
+            parts.append("Secure")
+        if expire:
+            parts.append("Max-Age=0")
+        return "; ".join(parts)
+
+    def host_allowed(self, host: str) -> bool:
+        name = urlsplit(f"//{host.strip()}").hostname if host.strip() else None
+        return name is not None and name.lower() in self.allowed_hosts
 
 
 class _Handler(web.Handler[OperatorView]):
@@ -154,7 +193,7 @@ class _Handler(web.Handler[OperatorView]):
 
     # -- routing ---------------------------------------------------------------------------------
     def route(self, method: str, path: str) -> None:
-        self.check_host("this view answers on the loopback address only", host_required=False)
+        self._check_hosts()
         if path in ("", "/"):
             self.need(method, "GET", "HEAD")
             self._index()
@@ -197,10 +236,17 @@ class _Handler(web.Handler[OperatorView]):
         self.send(HTTPStatus.OK, "text/html; charset=utf-8", body)
 
     def _page(self, station: str) -> None:
+        people = self.view.gateway.settings.people
+        signed = sorted(people.secret_required) if people is not None else []
         body = web.render(
             _STATIC,
             "station.html",
-            {"station": html.escape(station), "gateway": html.escape(self.view.gateway.settings.id)},
+            {
+                "station": html.escape(station),
+                "gateway": html.escape(self.view.gateway.settings.id),
+                "register": "yes" if self.view.gateway.intake.register is not None else "no",
+                "signed": html.escape(" ".join(signed)),
+            },
         )
         self.send(HTTPStatus.OK, "text/html; charset=utf-8", body)
 
@@ -234,17 +280,38 @@ class _Handler(web.Handler[OperatorView]):
             code = body.get("code")
             if not isinstance(code, str) or not code.strip():
                 raise RequestError(HTTPStatus.BAD_REQUEST, "scan needs a code")
-            result = self.view.run(station, "scan", {"code": code})
-        else:
-            name = body.get("command")
-            commands = self.view.gateway.COMMANDS
-            if not isinstance(name, str) or name not in commands:
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown command {name!r} (known: {', '.join(commands)})")
-            args = body.get("args") or {}
-            if not isinstance(args, dict):
-                raise RequestError(HTTPStatus.BAD_REQUEST, "args must be an object")
-            result = self.view.run(station, name, args)
-        self.send_json(HTTPStatus.OK, result)
+            body = {"command": "scan", "args": {"code": code}}
+        result, cookie = self.view.run(station, body, self._session_token())
+        self.send_json(HTTPStatus.OK, result, headers={"Set-Cookie": cookie} if cookie else None)
+
+    def _session_token(self) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        try:
+            jar = SimpleCookie(raw)
+        except CookieError:
+            return None
+        morsel = jar.get(COOKIE)
+        return morsel.value if morsel is not None else None
+
+    def _check_hosts(self) -> None:
+        """421 unless the request names one of the view's own host names (on any bind address).
+
+        A DNS-rebinding page reaches the view under the attacker's name, and the browser sends
+        that name in ``Host``; behind a reverse proxy the name the browser used is in
+        ``X-Forwarded-Host``. Browsers always send ``Host``: a request without is refused too.
+        """
+        names = [self.headers.get("Host", "")]
+        forwarded = self.headers.get("X-Forwarded-Host")
+        if forwarded is not None:
+            names.append(forwarded.split(",")[0])
+        for name in names:
+            if not self.view.host_allowed(name):
+                raise RequestError(
+                    HTTPStatus.MISDIRECTED_REQUEST,
+                    "this view answers to its own host names only (loopback, or operator_view.allowed_hosts)",
+                )
 
     def _check_origin(self) -> None:
         """Commands come from this view's own pages (JSON, same origin), not from another site.

@@ -88,7 +88,9 @@ class Publisher:
         self._gateway_topic = topics.gateway_status_topic(prefix, gateway_id)
         self._stored_topic = topics.stored_topic(prefix, gateway_id)
         self._on_command = on_command
-        self._command_topic = {topics.station_topic(prefix, site, line, s, "command"): s for s in stations}
+        self._command_topic = {
+            topics.station_topic(prefix, site, line, s, kind): s for s in stations for kind in topics.COMMAND_KINDS
+        }
         self.confirm_timeout = confirm_timeout
         self._stored: list[tuple[int, int]] = []
         self._next_requeue = time.monotonic() + confirm_timeout

@@ -33,6 +33,19 @@ UtcTimestamp = Annotated[
 HexDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
+#: no control characters (C0, DEL, C1) and no Unicode line or paragraph separators: free text
+#: in a record is one line, as line protocol, logs and screens need it
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+#: a person (operator, signer, who acknowledged) or "system"/"auto": a user id of the user
+#: register, a badge code a station's label pattern read, a dashboard user name
+PersonId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", examples=["op-117"])]
+#: a person's name as printed with a signature (21 CFR 11.50)
+PersonName = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_CONTROL)]
+#: free text a person types: a reason, a comment, a concession reference
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
+#: free text the station composes around a person's text ("invalidated: <reason>")
+LongText = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL)]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -230,8 +243,42 @@ class CalibrationStatus(enum.StrEnum):
     OVERDUE = "overdue"  # past due: accepted only under a warn/grace policy, and flagged
 
 
+class SignatureMeaning(enum.StrEnum):
+    """What a person's signature on a record means (21 CFR 11.50(a)(3))."""
+
+    SIGNED_IN = "signed_in"  # takes responsibility for the station's measurements
+    SIGNED_OUT = "signed_out"
+    RELEASED = "released"  # an accepted part
+    REJECTED = "rejected"  # a rejected part's verdict
+    REMEASURED = "remeasured"  # the reason for a re-measure (on the new value)
+    INVALIDATED = "invalidated"
+    DISPOSITIONED = "dispositioned"  # a nonconformance decided (scrap, rework, concession ...)
+    ABANDONED = "abandoned"
+    PATROL_REQUESTED = "patrol_requested"
+    ACKNOWLEDGED = "acknowledged"  # an alert
+    ANDON_CLEARED = "andon_cleared"
+
+
+class SignatureMethod(enum.StrEnum):
+    """How the signer was authenticated for this signature."""
+
+    SECRET = "secret"  # PIN or password entered for this very signature (with badge or user id)
+    BADGE = "badge"  # the badge alone (sign-in, where the configuration allows it)
+    SESSION = "session"  # within the signer's session, opened with badge and secret
+    DASHBOARD = "dashboard"  # the dashboard authenticated its user; only dashboards may send it
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class _Sealed(_Frozen):
-    """What every record carries: identity, place in its gateway's chain, time, place."""
+    """What every record carries: identity, place in its gateway's chain, time, place.
+
+    A record made by a person's command also carries the signature: who signed
+    (``signed_by``, ``signer_name``), what the signature means and how the signer was
+    authenticated. The four keys are absent from records nobody signed.
+    """
 
     schema_version: Literal[1]
     id: Annotated[str, Field(min_length=26, max_length=36)]
@@ -245,10 +292,14 @@ class _Sealed(_Frozen):
     site: Name
     line: Name
     station: Name
+    signed_by: PersonId | None = Field(default=None, exclude_if=_absent)
+    signer_name: PersonName | None = Field(default=None, exclude_if=_absent)
+    signature_meaning: SignatureMeaning | None = Field(default=None, exclude_if=_absent)
+    signature_method: SignatureMethod | None = Field(default=None, exclude_if=_absent)
 
 
 class _PartContext(_Sealed):
-    operator: str | None
+    operator: PersonId | None
     part_number: str | None
     serial: str | None
     lot: str | None
@@ -291,7 +342,7 @@ class InspectionRecord(_PartContext):
     limit: Literal["lower", "upper"] | None  # the limit that was violated
     reason_for_test: ReasonForTest = ReasonForTest.ONGOING
     supersedes: str | None = None
-    reason: str | None = None
+    reason: LongText | None = None
 
 
 class PartRecord(_PartContext):
@@ -304,8 +355,8 @@ class PartRecord(_PartContext):
     records: list[str]  # ids of the measurement records the verdict rests on (latest per characteristic)
     failed: list[str]  # characteristics whose latest value failed
     missing: list[str]  # characteristics never measured (incomplete parts)
-    released_by: str | None  # the operator who released it; "auto" for an automatic station
-    reason: str | None = None  # why incomplete (abandoned, timed out, signed out ...)
+    released_by: PersonId | None  # the operator who released it; "auto" for an automatic station
+    reason: LongText | None = None  # why incomplete (abandoned, timed out, signed out ...)
     reason_for_test: ReasonForTest = ReasonForTest.ONGOING
     supersedes: str | None = None  # an earlier verdict for the same part, before a re-measure
 
@@ -331,8 +382,8 @@ class InvalidationRecord(_PartContext):
     kind: Literal[RecordKind.INVALIDATION]
     target: str  # id of the record declared void; it is never changed or deleted
     characteristic: str | None
-    by: Name
-    reason: Name
+    by: PersonId
+    reason: Text
 
 
 class NonconformanceRecord(_PartContext):
@@ -350,15 +401,15 @@ class DispositionRecord(_PartContext):
     kind: Literal[RecordKind.DISPOSITION]
     nonconformance_id: str  # id of the nonconformance record decided on
     decision: Literal["scrap", "rework", "use_as_is", "return_to_supplier", "regrade"]
-    concession: str | None  # the concession / deviation permit for use-as-is
-    by: Name
-    comment: str | None
+    concession: Text | None  # the concession / deviation permit for use-as-is
+    by: PersonId
+    comment: Text | None
 
 
 class AuditRecord(_Sealed):
     kind: Literal[RecordKind.AUDIT]
-    event: Name  # sign_in, sign_out, idle_timeout, config_loaded, alert_ack, remeasure, scan ...
-    by: str | None
+    event: Name  # sign_in, sign_out, idle_timeout, config_loaded, alert_ack, command_refused ...
+    by: PersonId | None
     subject: str | None  # the id or name the event is about
     detail: str
 

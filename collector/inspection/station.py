@@ -8,8 +8,12 @@ calibration, and judges it. Around that it keeps the inspection workflow:
 - **part context**: set by a scanned label (a GS1 code or the shop's own format), or by
   the configuration (a fixed part number, a serial template ``SN-{n:05d}`` that numbers
   parts), or by a PLC (a serial read from registers starts a new part);
-- **operator**: signed in by scanning a badge, signed out by command or after an idle
-  timeout; every record carries the operator;
+- **operator**: signed in by scanning a badge (and, with a user register, entering a PIN
+  or password), signed out by command or after an idle timeout; every record carries the
+  operator, and a person's command is signed (who, how authenticated, what it means);
+- **competence gate**: with a user register, a person with no valid qualification for the
+  plan is refused at sign-in, and readings while they are signed in are refused, recorded
+  and alerted, as readings from an overdue gauge are;
 - **guided sequence**: readings fill the plan's characteristics in order, unless a device
   is bound to characteristics by channel (automatic stations) or limited to some of them
   (a reading for another characteristic is refused as coming from the wrong gauge);
@@ -24,6 +28,11 @@ calibration, and judges it. Around that it keeps the inspection workflow:
 Every method returns an :class:`Outcome`: the draft records to journal (in order), and
 what the gateway should do besides (alerts from SPC, the andon). The session itself does
 no I/O; its state is saved with the records, in the same journal transaction.
+
+Why one module of this size: everything here reads or changes the one state that is saved
+with the records (the part, the position in the plan, the operator and how they signed in,
+a pending re-measure); what does not (record drafts, the command vocabulary, SPC, the
+tolerance rule) lives in its own module.
 """
 
 from __future__ import annotations
@@ -35,27 +44,58 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from collector.config import CalibrationPolicy, DeviceSettings, PartContext, StationSettings
 from collector.errors import CollectorError, SpecificationError
 from collector.inspection import records as rec
+from collector.inspection.commands import CommandError, CommandRefused
 from collector.inspection.models import Characteristic, Gauge, GaugeStatus, InspectionPlan, ReasonForTest, Verdict
 from collector.inspection.records import Record
 from collector.inspection.spc import ControlLimits, RuleChecker, RuleSet
 from collector.inspection.tolerance import judge
+from collector.people.register import Signature, is_person_id
 from drivers.base import Reading, ReadingStatus
 
+__all__ = ["CommandError", "CommandRefused", "Outcome", "PeopleGate", "Refusal", "ScanError", "Station"]
+
 CONTEXT_KEYS = ("part_number", "serial", "lot", "work_order", "operator")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: audit events made by a person's command -> what their signature on it means
+_MEANINGS = {
+    "sign_in": "signed_in",
+    "sign_out": "signed_out",
+    "abandon": "abandoned",
+    "patrol": "patrol_requested",
+    "alert_ack": "acknowledged",
+    "andon_off": "andon_cleared",
+}
 
 
 class ScanError(CollectorError):
     """A scanned code that cannot be used (format, unknown part number)."""
 
 
-class CommandError(CollectorError):
-    """An operator command that cannot be carried out (unknown record, nothing to re-measure)."""
+class PeopleGate(Protocol):
+    """What a station asks of the user register (the gateway provides it; None: no register)."""
+
+    @property
+    def badge_alone(self) -> bool:
+        """A registered badge signs in without a PIN or password."""
+        ...
+
+    @property
+    def signed_release(self) -> bool:
+        """Each completed part waits for its release to be signed (the ``release`` command)."""
+        ...
+
+    def identify(self, badge: str) -> Signature | None:
+        """The person a badge names (signed with the badge alone), or None."""
+        ...
+
+    def competence(self, user: str, part_number: str, today: dt.date) -> str | None:
+        """Why ``user`` may not inspect ``part_number`` today, or None (or when the gate is off)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +118,16 @@ class Outcome:
     andon: bool | None = None
     #: what an operator screen shows about what just happened
     message: str = ""
+    #: the command was refused; ``drafts`` hold the record of the refusal
+    refused: str | None = None
+    #: draft id -> (kind, severity, message): alerts about these records once journaled
+    alerts: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def extend(self, other: Outcome) -> Outcome:
         self.drafts.extend(other.drafts)
         self.trends.update(other.trends)
+        self.alerts.update(other.alerts)
+        self.refused = other.refused or self.refused
         if other.andon is not None:
             self.andon = other.andon
         self.refusal = other.refusal or self.refusal
@@ -99,6 +145,7 @@ class _Part:
     results: dict[str, tuple[str, str]] = field(default_factory=dict)  # characteristic -> (record id, verdict)
     history: dict[str, str] = field(default_factory=dict)  # every measurement id of the part -> characteristic
     record_id: str | None = None  # the part record, once written
+    released: bool = False  # its verdict is signed (or needs no signature)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +155,7 @@ class _Part:
             "results": self.results,
             "history": self.history,
             "record_id": self.record_id,
+            "released": self.released,
         }
 
 
@@ -128,8 +176,10 @@ class Station:
         calibration: CalibrationPolicy | None = None,
         today: Callable[[], dt.date] = _utc_today,
         monotonic: Callable[[], float] = time.monotonic,
+        people: PeopleGate | None = None,
     ) -> None:
         self.settings = settings
+        self.people = people
         self.id = settings.id
         self.plans = plan if isinstance(plan, dict) else {plan.part_number: plan}
         self.plan = self.plans[settings.plan]
@@ -154,6 +204,10 @@ class Station:
         self.next_index = 0
         self.context: dict[str, str | None] = {k: getattr(part, k) for k in CONTEXT_KEYS}
         self.badge_operator = False  # the operator signed in with a badge (idle timeout applies)
+        #: how the operator signed in (user, name, method), when authenticated: releases are
+        #: signed with it, within the sign-in session
+        self.operator_signature: dict[str, str | None] | None = None
+        self.pending_badge: str | None = None  # a badge scanned, waiting for its PIN
         self.parts_seen = 0  # parts started by a label or a PLC serial (for the sample plan)
         self.sampled = True  # the part in front of the station is to be inspected
         self.reason_for_test = ReasonForTest.FIRST_PIECE.value if settings.first_piece else "ongoing"
@@ -182,6 +236,7 @@ class Station:
                 "awaiting_label": self.awaiting_label,
                 "labelled": self.labelled,
                 "badge_operator": self.badge_operator,
+                "operator_signature": self.operator_signature,
                 "parts_seen": self.parts_seen,
                 "sampled": self.sampled,
                 "reason_for_test": self.reason_for_test,
@@ -204,6 +259,7 @@ class Station:
         self.awaiting_label = bool(saved.get("awaiting_label", False))
         self.labelled = bool(saved.get("labelled", False))
         self.badge_operator = bool(saved.get("badge_operator", False))
+        self.operator_signature = saved.get("operator_signature")
         self.parts_seen = int(saved.get("parts_seen", 0))
         self.sampled = bool(saved.get("sampled", True))
         self.reason_for_test = str(saved.get("reason_for_test", self.reason_for_test))
@@ -223,6 +279,7 @@ class Station:
             results={k: (v[0], v[1]) for k, v in data.get("results", {}).items()},
             history=dict(data.get("history", {})),
             record_id=data.get("record_id"),
+            released=bool(data.get("released", True)),
         )
 
     def _apply_template(self) -> None:
@@ -252,6 +309,9 @@ class Station:
         return {
             "station": self.id,
             "operator": self.context.get("operator"),
+            "operator_name": (self.operator_signature or {}).get("name"),
+            "pending_sign_in": self.pending_badge,
+            "awaiting_release": self.awaiting_release,
             "part_number": self.plan.part_number,
             "plan_revision": self.plan.revision,
             "serial": self.context.get("serial"),
@@ -280,16 +340,20 @@ class Station:
         }
 
     # -- labels: parts and badges --------------------------------------------------------------
-    def scan(self, code: str) -> Outcome:
-        """A scanned code: a part label or an operator badge, by the station's label pattern."""
+    def scan(self, code: str, *, trusted: bool = True) -> Outcome:
+        """A scanned code: a part label or an operator badge, by the station's label pattern.
+
+        ``trusted``: from a scanner at the station (or a signed-in person's screen); an
+        untrusted code may be a badge only (a part label needs someone signed in).
+        """
         if self._scan is None:
             raise ScanError(f"station {self.id}: no scan pattern configured")
         m = self._scan.fullmatch(code.strip())
         if m is None:
-            raise ScanError(f"station {self.id}: {code!r} does not match the label format")
-        return self.apply_label({k: v for k, v in m.groupdict().items() if v is not None})
+            raise ScanError(f"station {self.id}: the code does not match the label format")
+        return self.apply_label({k: v for k, v in m.groupdict().items() if v is not None}, trusted=trusted)
 
-    def apply_label(self, fields: dict[str, str]) -> Outcome:
+    def apply_label(self, fields: dict[str, str], *, trusted: bool = True) -> Outcome:
         """Set the part context (or sign an operator in) from a decoded label."""
         found = {k: v.strip() for k, v in fields.items() if k in CONTEXT_KEYS and v and v.strip()}
         if not found:
@@ -297,13 +361,17 @@ class Station:
         bad = [k for k, v in found.items() if _CONTROL.search(v)]
         if bad:
             raise ScanError(f"station {self.id}: control characters in the label's {', '.join(bad)}")
+        if not trusted and set(found) - {"operator"}:
+            raise CommandRefused(
+                f"station {self.id}: sign in first (badge and PIN), then scan the part label", "unauthenticated"
+            )
         part_number = found.get("part_number")
         if part_number is not None and part_number not in self.plans:
             raise ScanError(f"station {self.id}: no inspection plan for part number {part_number!r}: not inspected")
         out = Outcome()
         operator = found.pop("operator", None)
         if operator is not None and operator != self.context.get("operator"):
-            out.extend(self.sign_in(operator))
+            out.extend(self._badge(operator))
         if not found:
             return out
         out.extend(self._close_part("abandoned: another part's label was scanned"))
@@ -335,26 +403,68 @@ class Station:
         out.message = ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
         return out
 
-    def sign_in(self, operator: str) -> Outcome:
+    def _badge(self, badge: str) -> Outcome:
+        """A badge was scanned: sign in, or wait for the PIN (with a user register)."""
+        if self.people is None:
+            if not is_person_id(badge):
+                raise ScanError(f"station {self.id}: the badge is not a valid operator id")
+            return self.sign_in(badge)
+        if self.people.badge_alone:
+            signature = self.people.identify(badge)
+            if signature is None:
+                return self._refused_sign_in(None, "unknown badge: not in the user register", alert=False)
+            return self.sign_in(signature.user, signature)
+        self.pending_badge = badge
+        return Outcome(message="badge scanned: enter the PIN or password to sign in")
+
+    def sign_in(self, operator: str, signature: Signature | None = None) -> Outcome:
+        """``operator`` signs in (``signature``: how they were authenticated, with a register)."""
+        self.pending_badge = None
+        problem = None
+        if self.people is not None:
+            problem = self.people.competence(operator, self.plan.part_number, self._today())
+        if problem is not None:
+            return self._refused_sign_in(operator, problem, alert=True)
         out = Outcome()
         if self.context.get("operator") and self.badge_operator:
             out.extend(self.sign_out(by=self.context["operator"], event="sign_out", reason="another badge scanned"))
         self.context["operator"] = operator
         self.badge_operator = True
+        self.operator_signature = (
+            {"user": signature.user, "name": signature.name, "method": signature.method} if signature else None
+        )
         self._last_activity = self._monotonic()
-        out.drafts.append(self._audit("sign_in", operator, operator, f"operator {operator} signed in"))
+        audit = self._audit("sign_in", operator, operator, f"operator {operator} signed in", signature)
+        out.drafts.append(audit)
         out.message = f"operator {operator} signed in"
         return out
 
-    def sign_out(self, by: str | None = None, *, event: str = "sign_out", reason: str = "signed out") -> Outcome:
+    def _refused_sign_in(self, user: str | None, reason: str, *, alert: bool) -> Outcome:
+        """A refused sign-in: an audit record, and (competence) an alert, like an overdue gauge's."""
+        draft = self._audit("sign_in_refused", user, user, f"sign-in refused: {reason}")
+        out = Outcome(drafts=[draft], refused=f"station {self.id}: sign-in refused: {reason}", message=reason)
+        if alert:
+            out.alerts[draft["id"]] = ("refused", "warning", f"sign-in refused: {reason}")
+        return out
+
+    def sign_out(
+        self,
+        by: str | None = None,
+        *,
+        event: str = "sign_out",
+        reason: str = "signed out",
+        signature: Signature | None = None,
+    ) -> Outcome:
         out = Outcome()
         operator = self.context.get("operator")
         if operator is None:
             raise CommandError(f"station {self.id}: nobody is signed in")
         out.extend(self._close_part(f"incomplete: operator {reason}"))
-        out.drafts.append(self._audit(event, by or operator, operator, f"operator {operator} {reason}"))
+        by = signature.user if signature is not None else by
+        out.drafts.append(self._audit(event, by or operator, operator, f"operator {operator} {reason}", signature))
         self.context["operator"] = None
         self.badge_operator = False
+        self.operator_signature = None
         out.message = f"operator {operator} {reason}"
         return out
 
@@ -427,6 +537,12 @@ class Station:
             return Refusal(self.id, reading.device, "this part is not in the sample: no inspection", "not_sampled")
         if self.settings.require_operator and not self.context.get("operator"):
             return Refusal(self.id, reading.device, "no operator signed in: scan a badge first", "no_operator")
+        operator = self.context.get("operator")
+        if self.people is not None and operator:
+            plan = self._last.plan if remeasuring_last and self._last is not None else self.plan
+            problem = self.people.competence(operator, plan.part_number, self._today())
+            if problem is not None:
+                return Refusal(self.id, reading.device, f"operator not qualified: {problem}", "not_qualified")
         try:
             characteristic = self._target(device, reading)
         except CommandError as exc:
@@ -476,6 +592,8 @@ class Station:
         if pending is not None:
             if pending.get("by"):
                 draft["operator"] = pending["by"]
+            if pending.get("signature"):
+                draft.update(pending["signature"])
             self._pending = None
         elif not device.channels:
             self.next_index = (self.next_index + 1) % len(self.plan.characteristics)
@@ -544,18 +662,59 @@ class Station:
         part.results[cid] = (str(record["id"]), str(record["verdict"]))
         part.history[str(record["id"])] = cid
         if part is self._last:
-            return self._verdict(part, released_by=record.get("operator"), supersedes=part.record_id)
+            return self._release(part, record.get("operator"), automatic=False, supersedes=part.record_id)
         if all(c.id in part.results for c in self.plan.characteristics):
-            out = self._verdict(part, released_by="auto" if automatic else record.get("operator"))
+            out = self._release(part, record.get("operator"), automatic=automatic)
             self._complete()
             return out
         return Outcome()
+
+    def _release(self, part: _Part, operator: Any, *, automatic: bool, supersedes: str | None = None) -> Outcome:
+        """The verdict of a complete part, released by the operator (signed within the session),
+        automatically, or, where releases are signed one by one, waiting for the release."""
+        if automatic:
+            part.released = True
+            return self._verdict(part, released_by="auto", supersedes=supersedes)
+        if self.people is not None and self.people.signed_release:
+            part.released = False
+            return self._verdict(part, released_by=None, supersedes=supersedes)
+        part.released = True
+        signed = self.operator_signature
+        signature = None
+        if signed is not None and signed.get("user") == operator:
+            signature = Signature(str(signed["user"]), signed.get("name"), "session")
+        return self._verdict(part, released_by=operator, supersedes=supersedes, signature=signature)
+
+    @property
+    def awaiting_release(self) -> bool:
+        """The part just completed waits for its release to be signed."""
+        part = self._last
+        return part is not None and part.record_id is not None and not part.released and self._complete_part(part)
+
+    def _complete_part(self, part: _Part) -> bool:
+        return all(c.id in part.results for c in part.plan.characteristics)
+
+    def release(self, signature: Signature) -> Outcome:
+        """The signer releases the part just completed (where releases are signed one by one)."""
+        part = self._last
+        if part is None or part.record_id is None or not self._complete_part(part):
+            raise CommandError(f"station {self.id}: no completed part to release")
+        if part.released:
+            raise CommandError(f"station {self.id}: part {part.context.get('serial') or ''} is released already")
+        part.released = True
+        return self._verdict(part, released_by=signature.user, supersedes=part.record_id, signature=signature)
 
     def _last_has(self, record_id: str) -> bool:
         return self._last is not None and any(rid == record_id for rid, _ in self._last.results.values())
 
     def _verdict(
-        self, part: _Part, *, released_by: str | None, reason: str | None = None, supersedes: str | None = None
+        self,
+        part: _Part,
+        *,
+        released_by: str | None,
+        reason: str | None = None,
+        supersedes: str | None = None,
+        signature: Signature | None = None,
     ) -> Outcome:
         ids = [part.results[c.id][0] for c in part.plan.characteristics if c.id in part.results]
         failed = [c.id for c in part.plan.characteristics if c.id in part.results and part.results[c.id][1] == "fail"]
@@ -576,6 +735,8 @@ class Station:
             reason_for_test=part.reason_for_test,
         )
         draft["supersedes"] = supersedes
+        if signature is not None and released_by is not None and not missing:
+            draft.update(signature.fields("rejected" if failed else "released"))
         part.record_id = draft["id"]
         return Outcome(drafts=[draft], message=f"part {part.context.get('serial') or ''} {verdict}".strip())
 
@@ -608,18 +769,20 @@ class Station:
         self._apply_template()
         return out
 
-    def abandon(self, by: str | None, reason: str = "abandoned") -> Outcome:
+    def abandon(self, by: str | None, reason: str = "abandoned", signature: Signature | None = None) -> Outcome:
         if self._current is None or not self._current.results:
             raise CommandError(f"station {self.id}: no part in progress")
         out = self._close_part(f"incomplete: {reason}")
-        out.drafts.append(self._audit("abandon", by, self._current_serial(out), reason))
+        out.drafts.append(self._audit("abandon", by, self._current_serial(out), reason, signature))
         return out
 
     def _current_serial(self, out: Outcome) -> str | None:
         return next((str(d.get("serial")) for d in out.drafts if d.get("serial")), None)
 
     # -- operator commands -------------------------------------------------------------------
-    def remeasure(self, characteristic: str | None, reason: str, by: str | None) -> Outcome:
+    def remeasure(
+        self, characteristic: str | None, reason: str, by: str | None, signature: Signature | None = None
+    ) -> Outcome:
         """The next reading re-measures ``characteristic`` (default: the last one measured)."""
         part = self._current if self._current and self._current.results else self._last
         if part is None or not part.results:
@@ -629,20 +792,43 @@ class Station:
             raise CommandError(f"station {self.id}: {cid} has no value yet on this part")
         if not reason:
             raise CommandError("a re-measure needs a reason")
-        self._pending = {"characteristic": cid, "supersedes": part.results[cid][0], "reason": reason, "by": by}
+        self._pending = {
+            "characteristic": cid,
+            "supersedes": part.results[cid][0],
+            "reason": reason,
+            "by": signature.user if signature is not None else by,
+            "signature": signature.fields("remeasured") if signature is not None else None,
+        }
         return Outcome(message=f"re-measure {cid}: {reason}")
 
-    def invalidate(self, record_id: str, reason: str, by: str) -> Outcome:
+    def own(self, record: Record | None, record_id: str, *, kinds: tuple[str, ...] = ()) -> Record:
+        """``record`` (found by ``record_id`` in the gateway's journal) when it is this station's.
+
+        A station acts on its own records only: another station's record, one this gateway
+        does not hold, or one of the wrong kind is refused.
+        """
+        if record is None:
+            raise CommandRefused(f"station {self.id}: no record {record_id} in this gateway's journal", "not_found")
+        if record.get("station") != self.id:
+            raise CommandRefused(
+                f"station {self.id}: record {record_id} is not this station's: a station acts on its own records only",
+                "forbidden",
+            )
+        if kinds and record.get("kind") not in kinds:
+            raise CommandRefused(f"station {self.id}: record {record_id} is not a {' or '.join(kinds)}")
+        return record
+
+    def invalidate(self, target: Record, reason: str, signature: Signature) -> Outcome:
         """Declare a value void. It stays; an invalidation record points at it; it is re-measured."""
         if not reason:
             raise CommandError("an invalidation needs a reason")
-        cid = None
-        context: dict[str, str | None] = {k: None for k in CONTEXT_KEYS}  # a record no longer in memory
+        record_id = str(self.own(target, str(target.get("id")), kinds=("measurement",))["id"])
+        cid = str(target.get("characteristic")) if target.get("characteristic") else None
+        context: dict[str, str | None] = {k: target.get(k) for k in CONTEXT_KEYS}
         current = False  # the invalidated value is the one its characteristic stands on
         for part in (self._current, self._last):
             if part is not None and record_id in part.history:
-                cid, context = part.history[record_id], part.context
-                current = part.results.get(cid, ("", ""))[0] == record_id
+                current = part.results.get(part.history[record_id], ("", ""))[0] == record_id
         draft = rec.invalidation_record(
             site=self.site,
             line=self.line,
@@ -650,65 +836,87 @@ class Station:
             context=context,
             target=record_id,
             characteristic=cid,
-            by=by,
+            by=signature.user,
             reason=reason,
         )
-        draft["operator"] = by
+        draft["operator"] = signature.user
+        draft.update(signature.fields("invalidated"))
         if cid is not None and current:
             self._pending = {
                 "characteristic": cid,
                 "supersedes": record_id,
                 "reason": f"invalidated: {reason}",
-                "by": by,
+                "by": signature.user,
+                "signature": None,  # the invalidation record carries the signature
             }
         return Outcome(drafts=[draft], message=f"record {record_id} invalidated")
 
     def dispose(
-        self, nonconformance: Record, decision: str, by: str, concession: str | None, comment: str | None
+        self,
+        nonconformance: Record,
+        decision: str,
+        signature: Signature,
+        concession: str | None,
+        comment: str | None,
     ) -> Outcome:
         """The decision on a nonconformance (scrap, rework, use as is under a concession ...)."""
+        nc = self.own(nonconformance, str(nonconformance.get("id")), kinds=("nonconformance",))
         if decision == "use_as_is" and not concession:
             raise CommandError("use as is needs a concession (deviation permit) reference")
         draft = rec.disposition_record(
             site=self.site,
             line=self.line,
             station=self.id,
-            context={k: nonconformance.get(k) for k in CONTEXT_KEYS},
-            nonconformance_id=str(nonconformance["id"]),
+            context={k: nc.get(k) for k in CONTEXT_KEYS},
+            nonconformance_id=str(nc["id"]),
             decision=decision,
             concession=concession,
-            by=by,
+            by=signature.user,
             comment=comment,
         )
-        draft["operator"] = by
-        return Outcome(drafts=[draft], message=f"nonconformance {nonconformance['id']}: {decision}")
+        draft["operator"] = signature.user
+        draft.update(signature.fields("dispositioned"))
+        return Outcome(drafts=[draft], message=f"nonconformance {nc['id']}: {decision}")
 
-    def patrol(self, by: str | None) -> Outcome:
+    def patrol(self, by: str | None, signature: Signature | None = None) -> Outcome:
         """The next part is a patrol inspection (recorded as the reason for test)."""
         if self._current is None or not self._current.results:
             self.reason_for_test = ReasonForTest.PATROL.value
         else:
             self._patrol_next = True
         return Outcome(
-            drafts=[self._audit("patrol", by, None, "patrol inspection requested")],
+            drafts=[self._audit("patrol", by, None, "patrol inspection requested", signature)],
             message="patrol inspection: the next part is recorded as a patrol",
         )
 
-    def ack_alert(self, record_id: str, by: str, comment: str | None) -> Outcome:
-        """A supervisor acknowledged the alert about ``record_id`` (from the dashboard)."""
-        if not by:
-            raise CommandError("an acknowledgement needs the name of who acknowledges")
+    def ack_alert(self, target: Record, signature: Signature, comment: str | None) -> Outcome:
+        """A supervisor acknowledged the alert about ``target``, a record of this station."""
+        record_id = str(self.own(target, str(target.get("id")))["id"])
         detail = f"alert acknowledged{': ' + comment if comment else ''}"
-        return Outcome(drafts=[self._audit("alert_ack", by, record_id, detail)], message=detail)
+        draft = self._audit("alert_ack", signature.user, record_id, detail, signature)
+        return Outcome(drafts=[draft], message=detail)
 
-    def andon_off(self, by: str | None) -> Outcome:
+    def andon_off(self, by: str | None, signature: Signature | None = None) -> Outcome:
         self._andon_on = False
-        return Outcome(drafts=[self._audit("andon_off", by, None, "andon switched off")], andon=False)
+        return Outcome(drafts=[self._audit("andon_off", by, None, "andon switched off", signature)], andon=False)
 
-    def _audit(self, event: str, by: str | None, subject: str | None, detail: str) -> Record:
-        return rec.audit_record(
+    def refused_command(self, command: str, by: str | None, reason: str) -> Outcome:
+        """The record of a command refused (unauthenticated, wrong role, another's record)."""
+        draft = self._audit("command_refused", by, command, f"{command} refused: {reason}"[:500])
+        return Outcome(drafts=[draft], refused=reason, message=reason)
+
+    def _audit(
+        self, event: str, by: str | None, subject: str | None, detail: str, signature: Signature | None = None
+    ) -> Record:
+        draft = rec.audit_record(
             site=self.site, line=self.line, station=self.id, event=event, by=by, subject=subject, detail=detail
         )
+        if signature is not None:
+            meaning = _MEANINGS.get(event)
+            if meaning is not None:
+                draft["by"] = signature.user
+                draft.update(signature.fields(meaning))
+        return draft
 
     # -- SPC ---------------------------------------------------------------------------------
     def _spc(self, record: Record) -> list[int]:

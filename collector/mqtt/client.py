@@ -1,6 +1,5 @@
 """The paho client every process builds the same way: MQTT 5, persistent session, TLS, jittered reconnect."""
 
-
 from __future__ import annotations
 
 import random

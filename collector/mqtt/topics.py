@@ -5,6 +5,9 @@ Topics (``<prefix>/<site>/<line>/<station>/<kind>``):
 - ``record``: inspection records, newline-delimited JSON, one or more per message, QoS 1
 - ``alert``: out-of-tolerance alerts, QoS 1
 - ``status``: retained station status (online/offline, which gateway serves it)
+- ``command``: commands signed with a person's credentials (operator-view accounts), and
+  ``ack``: alert acknowledgements (dashboard accounts only); each answered on ``.../reply``
+  (``command/reply``, ``ack/reply``). See docs/people.md.
 
 and ``<prefix>/gateways/<gateway id>/status``: the gateway's own retained status, which
 the broker's last will sets to offline when the gateway vanishes (MQTT allows one will
@@ -14,6 +17,9 @@ per connection, and one gateway may serve several stations); and
 """
 
 from __future__ import annotations
+
+#: the station topics a gateway takes commands from: signed commands, and acknowledgements
+COMMAND_KINDS = ("command", "ack")
 
 
 def station_topic(prefix: str, site: str, line: str, station: str, kind: str) -> str:

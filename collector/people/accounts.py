@@ -37,11 +37,7 @@ class DashboardUser(BaseModel):
     @field_validator("password_hash")
     @classmethod
     def _hash_format(cls, v: str) -> str:
-        try:
-            _parse_hash(v)
-        except ValueError as exc:
-            raise ValueError(f"not a password hash made by `collector hash-password`: {exc}") from None
-        return v
+        return checked_hash(v)
 
 
 class DashboardSettings(BaseModel):
@@ -163,6 +159,46 @@ def _parse_hash(stored: str) -> _ScryptHash:
     if len(salt) < 8 or not 16 <= len(digest) <= 64:
         raise ValueError("salt or hash too short")
     return _ScryptHash(n, r, p, salt, digest)
+
+
+def checked_hash(stored: str) -> str:
+    """``stored`` when it is a hash :func:`verify_password` can check; else ValueError saying why."""
+    try:
+        _parse_hash(stored)
+    except ValueError as exc:
+        raise ValueError(f"not a password hash made by `collector hash-password`: {exc}") from None
+    return stored
+
+
+#: what installers, examples and tutorials write where a secret belongs: a daemon refuses to
+#: start with one of these (compared without case, spaces, dashes and underscores)
+PLACEHOLDERS = frozenset(
+    {"changeme", "changeit", "change", "password", "passw0rd", "secret", "example", "default", "admin", "test", "xxx"}
+)
+#: PINs and passwords nobody should be allowed to choose
+_TRIVIAL = frozenset({"0000", "1111", "1234", "12345", "123456", "4321", "9999", "0123", "2580", "qwerty"})
+
+
+def placeholder_problem(secret: str) -> str | None:
+    """Why ``secret`` is not a real secret (empty, or a placeholder such as "changeme"), or None."""
+    if not secret.strip():
+        return "is empty"
+    folded = "".join(c for c in secret.lower() if c not in " -_.")
+    if folded in PLACEHOLDERS or folded.startswith("changeme") or (secret.startswith("<") and secret.endswith(">")):
+        return "is a placeholder: put the real secret there"
+    return None
+
+
+def weak_secret_problem(plain: str) -> str | None:
+    """Why ``plain`` must not become a PIN or password, or None (used by ``collector hash-password``)."""
+    problem = placeholder_problem(plain)
+    if problem is not None:
+        return f"the secret {problem}"
+    if len(plain) < 4:
+        return "a PIN or password needs at least 4 characters"
+    if plain in _TRIVIAL or len(set(plain)) == 1:
+        return "that PIN is too easy to guess"
+    return None
 
 
 def hash_password(plain: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:

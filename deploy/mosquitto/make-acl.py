@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
-"""Write Mosquitto's ACL file for the collector: who may publish and read which topics.
+"""Write Mosquitto's ACL file for the collector: each account may publish and read what its role needs.
 
-Topics (collector/mqtt/topics.py): ``<prefix>/<site>/<line>/<station>/{record,alert,status,
-command,command/reply}``, ``<prefix>/gateways/<id>/{status,stored}``,
-``<prefix>/recorders/<client id>/status`` and ``<prefix>/dead-letter``.
+Topics (collector/mqtt/topics.py, docs/evidence-format.md): ``<prefix>/<site>/<line>/<station>/
+{record,alert,status,command,command/reply,ack,ack/reply}``, ``<prefix>/gateways/<id>/{status,
+checkpoint,stored}``, ``<prefix>/recorders/<user>/status`` and ``<prefix>/dead-letter``.
 
-Each gateway's MQTT user name is its gateway id. A Mosquitto ACL pattern cannot map a
-gateway to *its* stations, so each gateway gets a ``user`` block listing its stations'
-topics, and may:
+One account per role and per instance (least privilege). MQTT 5 does not tell a subscriber who
+published a message, so the topic an account may write is what binds a message to an account:
 
-- publish records, alerts, station status and command replies of its own stations only,
-  and its own gateway status (and last will);
-- read its own stations' commands and its own confirmations (``.../gateways/<id>/stored``).
+- **gateways** (user name = gateway id; a Mosquitto pattern cannot map a gateway to *its*
+  stations, so each gets a ``user`` block): publish records, alerts, status and command
+  replies of their own stations only, their own status (and last will) and checkpoint; read
+  their own stations' command and acknowledgement topics and their own confirmations
+  (``gateways/<id>/stored``). A gateway confirms nothing.
+- **recorders**: read records (through the shared subscription), alerts, checkpoints and
+  statuses; publish confirmations (``gateways/+/stored``: any recorder may take any
+  gateway's records), dead letters, and their own status (``recorders/<user>/status``:
+  give each recorder its user name as ``recorder.client_id``). Only recorders confirm.
+- **dashboards**: read records, alerts, statuses and dead letters; publish alert
+  acknowledgements only (``<station>/ack``, which the gateway takes as the dashboard's
+  signed-in user's) and read their replies.
+- **operator_views**: remote operator screens or MES clients that send commands signed with
+  a person's credentials (``<station>/command``, checked by the gateway against its user
+  register: use TLS) and read the replies. Nothing else.
+- **monitors**: the broker's ``$SYS`` statistics only.
 
-Recorders read every station's records (through the shared subscription
-``$share/<group>/<prefix>/+/+/+/record``) and publish confirmations, dead letters and their
-own status. Dashboards read alerts, status, records, command replies and every status
-topic, and publish commands (acknowledging alerts, invalidations...). Nobody else may do
-anything: Mosquitto denies what the ACL file does not grant.
+Nobody else may do anything: Mosquitto denies what the ACL file does not grant.
 
 Input: a YAML list of the clients::
 
@@ -26,7 +34,8 @@ Input: a YAML list of the clients::
       - {id: gw-01, site: plant-1, line: line-a, stations: [st-10, st-20]}
     recorders: [recorder-1, recorder-2]
     dashboards: [dashboard-1]
-    monitors: [prometheus]        # optional: may read $SYS/# (broker statistics)
+    operator_views: []            # optional
+    monitors: [prometheus]        # optional
 
 and/or gateway configuration files (``--gateway-config /etc/inspection-collector/gateway.yaml``,
 repeatable), whose ``gateway`` and ``stations`` sections name the same things. Secrets in
@@ -75,6 +84,7 @@ class Clients:
     gateways: list[GatewayEntry] = field(default_factory=list)
     recorders: list[str] = field(default_factory=list)
     dashboards: list[str] = field(default_factory=list)
+    operator_views: list[str] = field(default_factory=list)
     monitors: list[str] = field(default_factory=list)
 
 
@@ -104,7 +114,7 @@ def read_clients(path: Path, clients: Clients) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise AclError(f"{path}: expected a mapping")
-    unknown = set(data) - {"topic_prefix", "gateways", "recorders", "dashboards", "monitors"}
+    unknown = set(data) - {"topic_prefix", "gateways", "recorders", "dashboards", "operator_views", "monitors"}
     if unknown:
         raise AclError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
     if "topic_prefix" in data:
@@ -124,6 +134,7 @@ def read_clients(path: Path, clients: Clients) -> None:
         )
     clients.recorders += _names(data.get("recorders"), f"{path}: recorders")
     clients.dashboards += _names(data.get("dashboards"), f"{path}: dashboards")
+    clients.operator_views += _names(data.get("operator_views"), f"{path}: operator_views")
     clients.monitors += _names(data.get("monitors"), f"{path}: monitors")
 
 
@@ -162,6 +173,7 @@ def check(clients: Clients) -> None:
         ("gateway", [g.id for g in clients.gateways]),
         ("recorder", clients.recorders),
         ("dashboard", clients.dashboards),
+        ("operator view", clients.operator_views),
         ("monitor", clients.monitors),
     ):
         for name in names:
@@ -190,6 +202,7 @@ def render(clients: Clients) -> str:
         out.append(f"# gateway {gw.id}: site {gw.site}, line {gw.line}, station(s) {', '.join(gw.stations) or '-'}")
         out.append(f"user {gw.id}")
         out.append(f"topic write {p}/gateways/{gw.id}/status")
+        out.append(f"topic write {p}/gateways/{gw.id}/checkpoint")
         out.append(f"topic read {p}/gateways/{gw.id}/stored")
         for st in gw.stations:
             base = f"{p}/{gw.site}/{gw.line}/{st}"
@@ -199,30 +212,45 @@ def render(clients: Clients) -> str:
                 f"topic write {base}/status",
                 f"topic read {base}/command",
                 f"topic write {base}/command/reply",
+                f"topic read {base}/ack",
+                f"topic write {base}/ack/reply",
             ]
         out.append("")
     for rec in sorted(clients.recorders):
         out += [
-            f"# recorder {rec}: reads every record (shared subscription), confirms, dead-letters",
+            f"# recorder {rec}: reads records (shared subscription), alerts, checkpoints and statuses;",
+            "# confirms what it stored, dead-letters what it refused",
             f"user {rec}",
             f"topic read {p}/+/+/+/record",
+            f"topic read {p}/+/+/+/alert",
+            f"topic read {p}/+/+/+/status",
+            f"topic read {p}/gateways/+/status",
+            f"topic read {p}/gateways/+/checkpoint",
             f"topic write {p}/gateways/+/stored",
             f"topic write {p}/dead-letter",
-            f"topic write {p}/recorders/+/status",
+            f"topic write {p}/recorders/{rec}/status",
             "",
         ]
     for dash in sorted(clients.dashboards):
         out += [
-            f"# dashboard {dash}: reads alerts, status and records, sends commands",
+            f"# dashboard {dash}: reads alerts, statuses and records; sends alert acknowledgements only",
             f"user {dash}",
             f"topic read {p}/+/+/+/record",
             f"topic read {p}/+/+/+/alert",
             f"topic read {p}/+/+/+/status",
-            f"topic write {p}/+/+/+/command",
-            f"topic read {p}/+/+/+/command/reply",
+            f"topic write {p}/+/+/+/ack",
+            f"topic read {p}/+/+/+/ack/reply",
             f"topic read {p}/gateways/+/status",
             f"topic read {p}/recorders/+/status",
             f"topic read {p}/dead-letter",
+            "",
+        ]
+    for view in sorted(clients.operator_views):
+        out += [
+            f"# operator view {view}: sends commands signed with a person's credentials (checked by the gateway)",
+            f"user {view}",
+            f"topic write {p}/+/+/+/command",
+            f"topic read {p}/+/+/+/command/reply",
             "",
         ]
     for mon in sorted(clients.monitors):

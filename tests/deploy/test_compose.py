@@ -123,13 +123,17 @@ def test_every_shipped_mosquitto_configuration_sets_the_limits_deliberately(path
 
 
 def _with_secrets(text: str, tmp_path: Path) -> str:
-    """The configuration with every {file: ...} secret moved to an existing temporary file."""
+    """The configuration with every {file: ...} secret moved to an existing temporary file,
+    and the gateway's user register to a copy of the shipped example."""
 
     def move(match: re.Match[str]) -> str:
         secret = tmp_path / Path(match.group(1)).name
-        secret.write_text("secret")
+        secret.write_text("s3cret-for-the-test")  # not a placeholder: those are refused
         return f"{{file: {secret}}}"
 
+    register = tmp_path / "people.yaml"
+    register.write_text((DEPLOY / "config" / "people.yaml.example").read_text())
+    text = text.replace("register: /etc/inspection-collector/people.yaml", f"register: {register}")
     return re.sub(r"\{file: ([^}]+)\}", move, text)
 
 
@@ -150,9 +154,15 @@ def test_shipped_configurations_are_valid(path: Path, tmp_path: Path) -> None:
     if cfg.gateway is not None:
         assert cfg.mqtt.username == cfg.gateway.id  # the ACL's rule
         assert cfg.mqtt.tls is not None and cfg.mqtt.port == 8883
-        assert str(cfg.gateway.journal).startswith("/var/lib/inspection-collector/")
+        assert str(cfg.gateway.journal).startswith(
+            "/var/lib/inspection-collector/gateway/"
+        )  # the unit's StateDirectory
+        assert cfg.gateway.people is not None and cfg.register is not None  # people sign what they do
     if cfg.recorder is not None:
         assert str(cfg.recorder.dead_letter_file).startswith("/var/lib/inspection-collector/")
+        assert cfg.recorder.client_id == cfg.mqtt.username  # its status topic is granted by user name
+    if path.parent.name == "config" and cfg.recorder is not None:
+        assert str(cfg.recorder.dead_letter_file).startswith("/var/lib/inspection-collector/recorder/")
 
 
 def test_compose_recorder_writes_where_grafana_reads() -> None:

@@ -44,7 +44,10 @@ CHILD = textwrap.dedent(
     tmp = Path(sys.argv[1])
     example = Path(sys.argv[2]).read_text()
     secret = tmp / "secret"
-    secret.write_text("x")
+    secret.write_text("s3cret-x")
+    register = tmp / "people.yaml"
+    register.write_text("users: []")
+    example = example.replace("/etc/inspection-collector/people.yaml", str(register))
     config.parse(re.sub(r"\\{file: [^}]+\\}", "{file: %s}" % secret, example), "gateway.yaml")
     assert clock.kernel_synchronised() is not None
     journal = Journal(tmp / "journal.sqlite", "gw-1")

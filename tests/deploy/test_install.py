@@ -64,12 +64,16 @@ def mode(path: Path) -> int:
 def test_layout_modes_and_nothing_outside_destdir(installed: Installed) -> None:
     etc = installed.path("/etc/inspection-collector")
     assert mode(etc) == 0o750 and mode(etc / "secrets") == 0o750
-    for name in ROLES_CONFIG:
+    for name in (*ROLES_CONFIG, "people"):  # the gateway's user register too
         config = etc / f"{name}.yaml"
         assert mode(config) == 0o640
         assert config.read_text() == (DEPLOY / "config" / f"{name}.yaml.example").read_text()
     data = installed.path("/var/lib/inspection-collector")
-    assert data.is_dir() and mode(data) == 0o750 and not any(data.iterdir())
+    assert data.is_dir() and mode(data) == 0o755
+    # one data directory per service, each its own (the units' StateDirectory=)
+    assert sorted(p.name for p in data.iterdir()) == sorted(ROLES_CONFIG)
+    for name in ROLES_CONFIG:
+        assert mode(data / name) == 0o750 and not any((data / name).iterdir())
     for unit in UNITS:  # under DESTDIR, units go where packages put them
         path = installed.path(f"/lib/systemd/system/{unit}.service")
         assert mode(path) == 0o644
@@ -133,14 +137,22 @@ def test_post_install_script_does_what_destdir_left_out(installed: Installed) ->
     assert os.access(script, os.X_OK)
     text = script.read_text()
     for expected in (
-        "useradd --system --gid collector",
-        "usermod --append --groups dialout collector",
+        "groupadd --system collector",
+        "useradd --system --gid collector-gateway --groups collector",
+        "useradd --system --gid collector-recorder --groups collector",
+        "useradd --system --gid collector-dashboard --groups collector",
+        "usermod --append --groups dialout collector-gateway",
         "chown root:collector /etc/inspection-collector /etc/inspection-collector/secrets",
-        "chown collector:collector /var/lib/inspection-collector",
+        "chown root:collector-gateway /etc/inspection-collector/gateway.yaml",
+        "chown root:collector-gateway /etc/inspection-collector/people.yaml",
+        "chown root:collector-recorder /etc/inspection-collector/recorder.yaml",
+        "chown collector-gateway:collector-gateway /var/lib/inspection-collector/gateway",
+        "chown collector-recorder:collector-recorder /var/lib/inspection-collector/recorder",
         "systemctl daemon-reload",
         "systemctl try-restart inspection-gateway.service inspection-recorder.service inspection-dashboard.service",
     ):
         assert expected in text, expected
+    assert "useradd --system --gid collector " not in text  # no shared service user any more
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     shellcheck = need("shellcheck", "shellcheck")
     out = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
@@ -180,6 +192,65 @@ def test_systemd_analyze_verify_accepts_every_unit(installed: Installed) -> None
         assert float(line.rsplit(":", 1)[1].split()[0]) <= 3.0, line
 
 
+def test_each_service_runs_as_its_own_user(installed: Installed) -> None:
+    users = {}
+    for unit in UNITS:
+        text = installed.path(f"/lib/systemd/system/{unit}.service").read_text()
+        fields = dict(
+            line.split("=", 1)
+            for line in text.splitlines()
+            if line.split("=", 1)[0] in ("User", "Group", "StateDirectory")
+        )
+        role = unit.removeprefix("inspection-")
+        assert fields == {
+            "User": f"collector-{role}",
+            "Group": f"collector-{role}",
+            "StateDirectory": f"inspection-collector/{role}",
+        }, unit
+        assert f"ReadWritePaths=/var/lib/inspection-collector/{role}\n" in text
+        users[unit] = fields["User"]
+    assert len(set(users.values())) == len(UNITS)
+
+
+def test_post_install_sets_each_secret_to_its_service_and_warns_of_placeholders(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The secrets loop of post-install.sh, run on a copy (chown to root: the test may not be root)."""
+    script = installed.path(f"{PREFIX}/share/post-install.sh").read_text()
+    start = script.index("for f in /etc/inspection-collector/secrets/*; do")
+    loop = script[start : script.index("\ndone\n", start) + 6]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, value in (
+        ("gateway-mqtt-password", "s3cret-1"),
+        ("recorder-mqtt-password", "CHANGEME\n"),
+        ("influxdb-reader-token", ""),
+        ("notes.txt", "x"),
+    ):
+        (secrets / name).write_text(value)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("chown", "getent"):  # record, do not change ownership; every group "exists"
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\n')
+        (fake / tool).chmod(0o755)
+    run = subprocess.run(
+        ["bash", "-c", loop.replace("/etc/inspection-collector/secrets", str(secrets))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+    )
+    assert run.returncode == 0, run.stderr
+    calls = (tmp_path / "calls").read_text()
+    assert f"chown root:collector-gateway {secrets}/gateway-mqtt-password" in calls
+    assert f"chown root:collector-recorder {secrets}/recorder-mqtt-password" in calls
+    assert f"chown root:collector-dashboard {secrets}/influxdb-reader-token" in calls
+    assert f"chown root:root {secrets}/notes.txt" in calls
+    assert f"{secrets}/recorder-mqtt-password holds a placeholder" in run.stderr
+    assert f"{secrets}/influxdb-reader-token holds a placeholder or nothing" in run.stderr
+    assert "gateway-mqtt-password holds" not in run.stderr
+    assert all(mode(p) == 0o640 for p in secrets.iterdir())
+
+
 def test_systemd_analyze_verify_notices_a_broken_unit(installed: Installed, tmp_path: Path) -> None:
     """The check above would catch a mistake: a missing binary, an unknown directive."""
     analyze = need("systemd-analyze", "systemd")
@@ -212,7 +283,8 @@ def test_upgrade_keeps_config_secrets_and_journal_then_uninstall(installed: Inst
     edited = "# the operator's own settings\n" + (etc / "gateway.yaml").read_text()
     (etc / "gateway.yaml").write_text(edited)
     (etc / "secrets" / "gateway-mqtt-password").write_text("s3cret")
-    journal = installed.path("/var/lib/inspection-collector/journal.sqlite")
+    (etc / "people.yaml").write_text("users: []  # the plant's own\n")
+    journal = installed.path("/var/lib/inspection-collector/gateway/journal.sqlite")
     journal.write_bytes(b"not really a journal, but it must stay exactly as it is")
     marker = installed.path(f"{PREFIX}/venv/old-version-marker")
     marker.write_text("x")
@@ -222,6 +294,7 @@ def test_upgrade_keeps_config_secrets_and_journal_then_uninstall(installed: Inst
     assert "kept /etc/inspection-collector/gateway.yaml" in result.stderr
     assert (etc / "gateway.yaml").read_text() == edited
     assert (etc / "secrets" / "gateway-mqtt-password").read_text() == "s3cret"
+    assert (etc / "people.yaml").read_text() == "users: []  # the plant's own\n"
     assert journal.read_bytes() == b"not really a journal, but it must stay exactly as it is"
     assert not marker.exists()  # the environment was rebuilt and swapped in whole
     assert not installed.path(f"{PREFIX}/venv.old").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -42,6 +44,7 @@ from tests.conftest import require_binary
 from tests.deploy.conftest import DEPLOY, need
 from tests.helpers import wait_for
 from tests.pipeline.conftest import build_config, count_all
+from tests.pipeline.people import signer, write_register
 
 MAKE_ACL = DEPLOY / "mosquitto" / "make-acl.py"
 NOT_AUTHORISED = 0x87
@@ -49,10 +52,18 @@ NOT_AUTHORISED = 0x87
 CLIENTS = {
     "topic_prefix": "qc",
     "gateways": [{"id": "gw-02", "site": "plant-1", "line": "line-b", "stations": ["st-30"]}],
-    "recorders": ["recorder-1"],
+    "recorders": ["recorder-1", "recorder-2"],
     "dashboards": ["dashboard-1"],
+    "operator_views": ["panel-1"],
 }
-PASSWORDS = {"gw-test-1": "pw-gw1", "gw-02": "pw-gw2", "recorder-1": "pw-rec", "dashboard-1": "pw-dash"}
+PASSWORDS = {
+    "gw-test-1": "pw-gw1",
+    "gw-02": "pw-gw2",
+    "recorder-1": "pw-rec",
+    "recorder-2": "pw-rec2",
+    "dashboard-1": "pw-dash",
+    "panel-1": "pw-panel",
+}
 
 
 def make_acl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -243,12 +254,15 @@ def test_a_gateway_may_publish_only_for_its_own_stations(secured_broker: Broker)
         dashboard.subscribe("qc/#")
         assert not gw.publish("qc/plant-1/line-b/st-30/record", b"mine").is_failure
         assert not gw.publish("qc/gateways/gw-02/status", b"online").is_failure
+        assert not gw.publish("qc/gateways/gw-02/checkpoint", b"{}").is_failure
         for topic in (
             "qc/plant-1/line-a/st-10/record",  # another gateway's station
             "qc/plant-1/line-b/st-31/record",  # a station of its line it does not serve
             "qc/gateways/gw-test-1/status",  # another gateway's status
-            "qc/gateways/gw-02/stored",  # confirmations come from recorders only
-            "qc/plant-1/line-b/st-30/command",  # commands come from dashboards only
+            "qc/gateways/gw-test-1/checkpoint",  # another gateway's checkpoint
+            "qc/gateways/gw-02/stored",  # the gateway's own account confirms nothing
+            "qc/plant-1/line-b/st-30/command",  # commands come from operator views, signed
+            "qc/plant-1/line-b/st-30/ack",  # acknowledgements from dashboards
         ):
             reason = gw.publish(topic, b"forged")
             assert reason.is_failure and reason.value == NOT_AUTHORISED, topic
@@ -261,17 +275,80 @@ def test_a_gateway_may_publish_only_for_its_own_stations(secured_broker: Broker)
 def test_commands_reach_only_the_gateway_serving_the_station(secured_broker: Broker) -> None:
     with (
         connect(secured_broker, "dashboard-1") as dashboard,
+        connect(secured_broker, "panel-1") as panel,
         connect(secured_broker, "gw-02") as gw2,
         connect(secured_broker, "gw-test-1") as gw1,
     ):
-        gw2.subscribe("qc/plant-1/line-b/st-30/command")
+        gw2.subscribe("qc/plant-1/line-b/st-30/command", "qc/plant-1/line-b/st-30/ack")
         gw1.subscribe("qc/plant-1/line-b/st-30/command")  # granted, but the ACL delivers nothing
-        assert not dashboard.publish("qc/plant-1/line-b/st-30/command", b'{"command": "andon_off"}').is_failure
-        wait_for(lambda: gw2.messages, what="the command at gw-02")
+        assert not panel.publish("qc/plant-1/line-b/st-30/command", b'{"command": "patrol"}').is_failure
+        assert not dashboard.publish("qc/plant-1/line-b/st-30/ack", b'{"command": "ack_alert"}').is_failure
+        wait_for(lambda: len(gw2.messages) == 2, what="the command and the acknowledgement at gw-02")
         time.sleep(0.3)
         assert gw1.messages == []
-        reason = dashboard.publish("qc/gateways/gw-02/stored", b"{}")  # dashboards cannot confirm records
-        assert reason.is_failure and reason.value == NOT_AUTHORISED
+        for client, topic in (
+            (dashboard, "qc/plant-1/line-b/st-30/command"),  # the dashboard sends acknowledgements only
+            (dashboard, "qc/gateways/gw-02/stored"),  # dashboards cannot confirm records
+            (panel, "qc/plant-1/line-b/st-30/ack"),  # an operator view cannot pass for a dashboard
+            (panel, "qc/plant-1/line-b/st-30/record"),
+        ):
+            reason = client.publish(topic, b"{}")
+            assert reason.is_failure and reason.value == NOT_AUTHORISED, topic
+        assert len(gw2.messages) == 2
+
+
+def test_recorders_read_alerts_and_checkpoints_and_only_recorders_confirm(secured_broker: Broker) -> None:
+    with (
+        connect(secured_broker, "recorder-1") as recorder,
+        connect(secured_broker, "recorder-2") as other_recorder,
+        connect(secured_broker, "gw-02") as gw,
+        connect(secured_broker, "dashboard-1") as dashboard,
+    ):
+        recorder.subscribe(
+            "$share/recorders/qc/+/+/+/alert", "qc/gateways/+/checkpoint", "qc/gateways/+/status", "qc/+/+/+/status"
+        )
+        gw.subscribe("qc/gateways/gw-02/stored")
+        for topic in (
+            "qc/plant-1/line-b/st-30/alert",
+            "qc/gateways/gw-02/checkpoint",
+            "qc/gateways/gw-02/status",
+            "qc/plant-1/line-b/st-30/status",
+        ):
+            assert not gw.publish(topic, b"{}").is_failure
+        wait_for(lambda: len(recorder.messages) == 4, what="alert, checkpoint and statuses at the recorder")
+        assert not recorder.publish("qc/gateways/gw-02/stored", b'{"stored": [[1, 1]]}').is_failure
+        assert not recorder.publish("qc/recorders/recorder-1/status", b"online").is_failure
+        assert not recorder.publish("qc/dead-letter", b"{}").is_failure
+        wait_for(lambda: gw.messages, what="the confirmation at the gateway")
+        for client, topic in (
+            (recorder, "qc/recorders/recorder-2/status"),  # another recorder's status
+            (recorder, "qc/plant-1/line-b/st-30/record"),  # recorders do not make records
+            (recorder, "qc/plant-1/line-b/st-30/command"),
+            (other_recorder, "qc/recorders/recorder-1/status"),
+            (dashboard, "qc/gateways/gw-02/stored"),
+        ):
+            reason = client.publish(topic, b"{}")
+            assert reason.is_failure and reason.value == NOT_AUTHORISED, topic
+        time.sleep(0.3)
+        assert gw.messages == [("qc/gateways/gw-02/stored", b'{"stored": [[1, 1]]}')]  # the recorder's only
+
+
+def ask(client: Client, topic: str, command: str, *, signer: dict[str, str] | None = None, **args: Any) -> Any:
+    """Send a command and wait for the gateway's reply (the client subscribed to ``topic/reply``)."""
+    request_id = uuid.uuid4().hex
+    body: dict[str, Any] = {"command": command, "args": args, "request_id": request_id}
+    if signer is not None:
+        body["signer"] = signer
+    assert not client.publish(topic, json.dumps(body).encode()).is_failure
+
+    def reply() -> dict[str, Any] | None:
+        for t, payload in client.messages:
+            answer = json.loads(payload)
+            if t == topic + "/reply" and answer.get("request_id") == request_id:
+                return dict(answer)
+        return None
+
+    return wait_for(reply, timeout=10, what=f"the reply to {command}")
 
 
 def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
@@ -282,8 +359,10 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
     caliper: MitutoyoSimulator,
 ) -> None:
     """Everything the collector publishes and subscribes to is granted: records, alerts,
-    station and gateway status, confirmations, the recorder's status. A topic the ACL forgot
-    would show as a refused PUBACK or as records never confirmed."""
+    station and gateway status, checkpoints, confirmations, the recorder's status, commands
+    and their replies. A topic the ACL forgot would show as a refused PUBACK or as records
+    never confirmed. And the attacks on the command topics are refused: by the broker where
+    an account may not write, by the gateway (with a reply and a record) where it may."""
     data = build_config(
         tmp_path,
         cast(Mosquitto, SimpleNamespace(host="localhost", port=secured_broker.tls_port)),  # host and port only
@@ -291,7 +370,10 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
         database,
         "qc",
         mqtt={"tls": {"ca_file": str(secured_broker.ca)}},
+        recorder={"client_id": "recorder-1"},  # its status topic is granted by its user name
+        gateway={"people": {"register": str(write_register(tmp_path)), "checks_per_second": 50}},
     )
+    data["stations"][0]["part"]["operator"] = "op-42"
     (tmp_path / "gw-password").write_text(PASSWORDS["gw-test-1"])
     (tmp_path / "rec-password").write_text(PASSWORDS["recorder-1"] + "\n")
     gw_data = {
@@ -309,13 +391,46 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
     gateway = Gateway(gw_cfg)
     recorder.start()
     gateway.start()
+    cmd, ack = "qc/plant-1/line-a/st-10/command", "qc/plant-1/line-a/st-10/ack"
     try:
         wait_for(recorder.subscribed.is_set, timeout=20, what="recorder subscribed over TLS")
         wait_for(lambda: gateway.publisher.connected, timeout=20, what="gateway connected over TLS")
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
-        for value in ("12.001", "12.09"):  # a pass and an out-of-tolerance value (an alert)
+        for value in ("12.001", "12.09"):  # a pass and an out-of-tolerance value (an alert, an NC)
             caliper.send_value(Decimal(value))
         wait_for(lambda: gateway.stats.measurements == 2, what="two measurements")
+        journal = [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+        failed = next(r for r in journal if r["kind"] == "measurement" and r["verdict"] == "fail")
+        nc = next(r for r in journal if r["kind"] == "nonconformance")
+        with connect(secured_broker, "dashboard-1") as dashboard, connect(secured_broker, "panel-1") as panel:
+            dashboard.subscribe(ack + "/reply")
+            panel.subscribe(cmd + "/reply")
+            # the dashboard's account ran sign_in, invalidate and andon_off: the broker refuses them now
+            for attack in (
+                {"command": "sign_in", "args": {"operator": "plant-manager"}},
+                {"command": "invalidate", "args": {"record_id": failed["id"], "reason": "x", "by": "auditor"}},
+                {"command": "andon_off", "args": {"by": "plant-manager"}},
+            ):
+                reason = dashboard.publish(cmd, json.dumps(attack).encode())
+                assert reason.is_failure and reason.value == NOT_AUTHORISED, attack
+            # on its own topic it acknowledges, for its signed-in user, and does nothing else
+            wrong = ask(dashboard, ack, "invalidate", record_id=failed["id"], reason="x")
+            assert (wrong["ok"], wrong["refused"]) == (False, "forbidden")
+            assert wrong["error"] == "only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)"
+            name = ask(dashboard, ack, "ack_alert", record_id=failed["id"], by="plant\nmanager")
+            assert name["error"] == "by is not a user id (letters, digits, '.', '_', '@', '-')"
+            assert ask(dashboard, ack, "ack_alert", record_id=failed["id"], by="sam", comment="seen")["ok"]
+            # an operator view's account: commands carry the signer's credentials
+            unsigned = ask(panel, cmd, "andon_off")
+            assert unsigned["error"] == "andon_off needs signer credentials ({user, secret}) on the command topic"
+            guessed = ask(
+                panel, cmd, "invalidate", signer={"user": "sv-3", "secret": "1234"}, record_id=nc["id"], reason="x"
+            )
+            assert guessed["error"] == "unknown user or wrong PIN/password" and guessed["refused"] == "unauthenticated"
+            long_reason = ask(panel, cmd, "invalidate", signer=signer("sv-3"), record_id=failed["id"], reason="x" * 300)
+            assert long_reason["error"] == "reason is longer than 200 characters"
+            disposed = ask(panel, cmd, "dispose", signer=signer("qe-7"), nonconformance_id=nc["id"], decision="scrap")
+            assert disposed["ok"] and len(disposed["records"]) == 1
         journaled = gateway.stats.records
         wait_for(
             lambda: gateway.publisher.stats.records_confirmed >= journaled,
@@ -326,13 +441,39 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
         assert gateway.publisher.stats.refused == 0
         assert recorder.stats.records_written >= journaled and recorder.stats.dead_letters == 0
         assert count_all(recorder.store) == journaled  # type: ignore[arg-type]
+        # the recorder reads alerts: a deployed system keeps them in InfluxDB
+        alerts = wait_for(
+            lambda: recorder.store.query(f'SELECT * FROM "alert" WHERE "record_id" = \'{failed["id"]}\''),
+            what="the alert in InfluxDB",
+        )
+        assert alerts[0]["kind"] == "out_of_tolerance"
+        journal = [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
     finally:
         gateway.stop()
         recorder.stop()
+    audits = [(r["event"], r["by"], r.get("signature_method")) for r in journal if r["kind"] == "audit"]
+    assert ("alert_ack", "sam", "dashboard") in audits
+    refused = [(r["by"], r["subject"], r["detail"]) for r in journal if r.get("event") == "command_refused"]
+    assert refused == [
+        (
+            None,
+            "invalidate",
+            "invalidate refused: only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)",
+        ),
+        (
+            None,
+            "andon_off",
+            "andon_off refused: andon_off needs signer credentials ({user, secret}) on the command topic",
+        ),
+        ("sv-3", "invalidate", "invalidate refused: wrong secret"),
+    ]
+    (disposition,) = [r for r in journal if r["kind"] == "disposition"]
+    assert (disposition["signed_by"], disposition["signature_meaning"]) == ("qe-7", "dispositioned")
     # and the broker denied them nothing: not the alerts, statuses and confirmations either,
     # whose PUBACKs nobody counts (it logs each denied publish with the client id)
     denied = [line for line in secured_broker.log.read_text(errors="replace").splitlines() if "Denied" in line]
-    assert not [line for line in denied if "gateway-gw-test-1" in line or "rec-qc" in line], denied
+    ours = ("from gateway-gw-test-1 (", "from recorder-1 (")  # the daemons' client ids
+    assert not [line for line in denied if any(who in line for who in ours)], denied
 
 
 def test_acl_example_is_what_make_acl_writes_for_the_clients_example() -> None:

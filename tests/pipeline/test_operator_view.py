@@ -10,6 +10,7 @@ failure there is easy to read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -22,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from collector import config as config_mod
 from collector.gateway.daemon import Gateway
 from collector.gateway.operator_view import MAX_BODY, OperatorView
+from collector.inspection.commands import parse_request
+from collector.inspection.records import uuid7
+from collector.people.register import Actor
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
@@ -34,6 +39,7 @@ from simulators.mitutoyo import MitutoyoSimulator
 from tests.conftest import require_binary
 from tests.helpers import wait_for
 from tests.pipeline.conftest import build_config, write_config
+from tests.pipeline.people import SECRET, signer, write_register
 
 pytestmark = pytest.mark.services
 
@@ -57,8 +63,11 @@ TIMEOUT_MS = 5000
 def labelled_station_config(
     tmp_path: Path, broker: Mosquitto, influxd: InfluxD, database: str, prefix: str
 ) -> config_mod.Config:
-    """One station that waits for a part label and needs an operator signed in by badge."""
-    data = build_config(tmp_path, broker, influxd, database, prefix, gateway={"operator_view": {"port": 0}})
+    """One station that waits for a part label and needs an operator signed in by badge and PIN."""
+    people = {"register": str(write_register(tmp_path)), "checks_per_second": 50}
+    data = build_config(
+        tmp_path, broker, influxd, database, prefix, gateway={"operator_view": {"port": 0}, "people": people}
+    )
     station = data["stations"][0]
     station["part"] = None
     station["scan_pattern"] = SCAN_PATTERN
@@ -145,6 +154,19 @@ def scanner(page: Any, code: str) -> None:
     page.keyboard.press("Enter")
 
 
+def badge_and_pin(page: Any, expect: Any, badge: str = "B:op-42", pin: str = SECRET["op-42"]) -> None:
+    """The badge scanned, then the PIN typed into the dialog that asks for it."""
+    scanner(page, badge)
+    dialog = page.locator("#dlg-signin")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#signin-user")).to_have_value(badge.removeprefix("B:"))
+    assert page.evaluate("document.activeElement.id") == "signin-secret"
+    page.keyboard.type(pin)
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    wait_for(lambda: page.evaluate("document.activeElement.id") == "scan", what="the scan field refocused")
+
+
 def background(page: Any, selector: str) -> tuple[int, int, int]:
     colour = page.eval_on_selector(selector, "e => getComputedStyle(e).backgroundColor")
     r, g, b = (int(x) for x in re.findall(r"\d+", colour)[:3])
@@ -180,7 +202,17 @@ def test_badge_label_and_caliper_values_show_live_on_the_screen(
     assert page.evaluate("document.activeElement.id") == "scan"
 
     scanner(page, "B:op-42")  # no click first: the scan field has the focus
-    expect(page.locator("#operator")).to_have_text("op-42")
+    expect(page.locator("#dlg-signin")).to_be_visible()  # the badge alone is not enough: the PIN
+    page.keyboard.type("1111")
+    page.keyboard.press("Enter")
+    expect(page.locator("#signin-error")).to_have_text("unknown user or wrong PIN/password")
+    expect(page.locator("#operator")).to_have_text("sign in: scan your badge")
+    screenshot(page, tmp_path, "operator-view-sign-in.png")
+    page.locator("#signin-secret").fill(SECRET["op-42"])
+    page.locator("#signin-ok").click()
+    expect(page.locator("#dlg-signin")).to_be_hidden()
+    expect(page.locator("#operator")).to_have_text("op-42 · Olga Petrova")
+    wait_for(lambda: page.evaluate("document.activeElement.id") == "scan", what="the scan field refocused")
 
     scanner(page, "HX-4711|HX000123|L-7")
     expect(page.locator("#serial")).to_have_text("HX000123")
@@ -223,6 +255,24 @@ def test_badge_label_and_caliper_values_show_live_on_the_screen(
         ("L1", "12.08", "fail"),
     ]
     assert {(r["operator"], r["serial"], r["lot"]) for r in records} == {("op-42", "HX000123", "L-7")}
+    journal = [json.loads(payload) for _, payload, _ in gateway.journal.iter_payloads()]
+    (refused,) = [r for r in journal if r.get("event") == "command_refused"]  # the wrong PIN, on record
+    assert (refused["by"], refused["subject"], refused["detail"]) == (
+        "op-42",
+        "sign_in",
+        "sign_in refused: wrong secret",
+    )
+    (loaded,) = [r for r in journal if r.get("event") == "config_loaded"]  # and the register in force
+    register = gateway.settings.people.register_file  # type: ignore[union-attr]
+    assert json.loads(loaded["detail"])["register_sha256"] == hashlib.sha256(register.read_bytes()).hexdigest()
+    (signed_in,) = [r for r in journal if r.get("event") == "sign_in"]
+    assert (signed_in["signed_by"], signed_in["signature_method"]) == ("op-42", "secret")
+    (part,) = [r for r in journal if r["kind"] == "part"]
+    assert (part["released_by"], part["signature_meaning"], part["signature_method"]) == (
+        "op-42",
+        "rejected",
+        "session",
+    )
 
 
 # -- 2. refusals in the banner -------------------------------------------------------------------------
@@ -232,8 +282,8 @@ def test_an_unknown_part_number_is_refused_in_the_banner_and_nothing_is_recorded
     gateway = labelled_gateway
     page, expect = browser
     open_station(page, expect, gateway)
-    scanner(page, "B:op-42")
-    expect(page.locator("#operator")).to_have_text("op-42")
+    badge_and_pin(page, expect)
+    expect(page.locator("#operator")).to_have_text("op-42 · Olga Petrova")
     before = gateway.stats.measurements
 
     scanner(page, "HX-9999|HX000001|L-1")
@@ -282,8 +332,8 @@ def test_remeasure_through_the_dialog_supersedes_the_first_value(
         with running(cfg) as gateway:
             page, expect = browser
             open_station(page, expect, gateway)
-            scanner(page, "B:op-42")
-            expect(page.locator("#operator")).to_have_text("op-42")
+            badge_and_pin(page, expect)
+            expect(page.locator("#operator")).to_have_text("op-42 · Olga Petrova")
             scanner(page, "HX-4711|HX000200|L-7")
             expect(page.locator("#serial")).to_have_text("HX000200")
             page.get_by_role("button", name="Patrol").click()
@@ -302,8 +352,16 @@ def test_remeasure_through_the_dialog_supersedes_the_first_value(
             expect(page.locator("#remeasure-error")).to_have_text("choose a reason")
             page.locator("#remeasure-reason").select_option("gauge not seated")
             page.locator("#remeasure-text").fill("anvil tilted")
+            # the reason is signed: who signs (the operator, filled in) and the PIN again
+            expect(page.locator("#remeasure-signature")).to_be_visible()
+            expect(page.locator("#remeasure-signer")).to_have_value("op-42")
+            dialog.get_by_role("button", name="Re-measure").click()
+            expect(page.locator("#remeasure-error")).to_have_text("enter who signs and the PIN or password")
+            page.locator("#remeasure-secret").fill(SECRET["op-42"])
+            screenshot(page, tmp_path, "operator-view-remeasure-signed.png")
             dialog.get_by_role("button", name="Re-measure").click()
             expect(dialog).to_be_hidden()
+            assert page.locator("#remeasure-secret").input_value() == ""  # the PIN is not kept
             expect(page.locator("#remeasure-flag")).to_be_visible()
             expect(page.locator("#next-id")).to_have_text("D1")
             expect(page.locator("#banner")).to_contain_text("re-measure D1: gauge not seated: anvil tilted")
@@ -322,6 +380,11 @@ def test_remeasure_through_the_dialog_supersedes_the_first_value(
             assert second["characteristic"] == "D1" and second["judged_value"] == "12.002"
             assert second["supersedes"] == first["id"]
             assert second["reason"] == "gauge not seated: anvil tilted" and second["operator"] == "op-42"
+            assert (second["signed_by"], second["signature_meaning"], second["signature_method"]) == (
+                "op-42",
+                "remeasured",
+                "secret",
+            )
 
             def stored() -> list[dict[str, Any]]:
                 rows = v1_store.query('SELECT "payload" FROM "inspection"')
@@ -344,23 +407,37 @@ def test_remeasure_through_the_dialog_supersedes_the_first_value(
             page.get_by_role("button", name="Sign out").click()
             expect(page.locator("#operator")).to_have_text("sign in: scan your badge")
             expect(page.get_by_role("button", name="Sign out")).to_be_disabled()
+            # signed out, the page's session has ended: nothing more without signing in again
+            scanner(page, "HX-4711|HX000201|L-7")
+            expect(page.locator("#banner")).to_contain_text("sign in first")
+            assert gateway.views.get("st-10")["serial"] != "HX000201"  # type: ignore[index]
     finally:
         recorder.stop()
 
 
 # -- plain HTTP: JSON, SSE, errors ---------------------------------------------------------------------
 class Client:
+    """A plain HTTP client that keeps the view's session cookie, as a browser would."""
+
     def __init__(self, view: OperatorView) -> None:
         self.host, self.port = "127.0.0.1", view.port
+        self.cookie: str | None = None
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        sent = dict(headers or {})
+        if self.cookie is not None:
+            sent.setdefault("Cookie", self.cookie)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=sent)
             resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+            got = {k.lower(): v for k, v in resp.getheaders()}
+            if "set-cookie" in got:
+                pair = got["set-cookie"].split(";", 1)[0]
+                self.cookie = None if "Max-Age=0" in got["set-cookie"] else pair
+            return resp.status, got, resp.read()
         finally:
             conn.close()
 
@@ -470,28 +547,28 @@ def test_pages_and_json_endpoints(plain_gateway: Gateway) -> None:
 
 
 def test_commands_answer_ok_or_a_readable_error(plain_gateway: Gateway, caliper: MitutoyoSimulator) -> None:
+    """Without a user register: scans, patrol, abandon and sign-out only; the rest needs a signature."""
     gateway = plain_gateway
     client = Client(view_of(gateway))
     cmd = "/station/st-10/command"
 
     status, body = client.post("/station/st-10/scan", {"code": "HX-4711|HX000001|L-1"})
     assert status == 400 and body == {"ok": False, "error": "station st-10: no scan pattern configured"}
-    status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "suspect value"}})
-    assert status == 400 and body["error"] == "station st-10: nothing measured yet to re-measure"
-
     caliper.send_value(Decimal("12.001"))
     wait_for(lambda: gateway.stats.measurements == 1, what="one measurement")
-    status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "suspect value", "by": "op-117"}})
-    assert status == 200 and body["ok"] is True and body["message"] == "re-measure D1: suspect value"
-    wait_for(lambda: gateway.views.get("st-10")["next"]["remeasure"], what="the view shows the re-measure")  # type: ignore[index]
-    status, body = client.post(cmd, {"command": "patrol", "args": {"by": "op-117"}})
+    status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "suspect value"}})
+    assert status == 403 and body["error"] == (
+        "remeasure needs a signature, and this gateway has no user register: nobody can be authenticated "
+        "here (gateway.people.register)"
+    )
+    status, body = client.post(cmd, {"command": "patrol"})
     assert status == 200 and len(body["records"]) == 1
 
     bad: list[tuple[Any, int, str]] = [
         ({"command": "remeasure", "args": {}}, 400, "remeasure needs reason"),
         ({"command": "remeasure", "args": {"reason": "x", "timeout": "0"}}, 400, "remeasure takes no timeout"),
-        ({"command": "invalidate", "args": {"reason": "x", "by": "op-1"}}, 400, "invalidate needs record_id"),
-        ({"command": "patrol", "args": {"by": 17}}, 400, "by must be a string"),
+        ({"command": "invalidate", "args": {"reason": "x"}}, 400, "invalidate needs record_id"),
+        ({"command": "patrol", "args": {"by": "op-1"}}, 400, "patrol takes no by"),
         ({"command": "patrol", "args": ["op-1"]}, 400, "args must be an object"),
         (["scan"], 400, "the body must be a JSON object"),
         (b"{not json", 400, "the body is not valid JSON"),
@@ -512,12 +589,282 @@ def test_commands_answer_ok_or_a_readable_error(plain_gateway: Gateway, caliper:
     status, body = client.post(cmd, {"command": "patrol"}, {"Origin": "http://evil.example"})
     assert status == 403 and "own pages" in body["error"]
     status, body = client.post(cmd, {"command": "patrol"}, {"Host": "evil.example:80"})
-    assert status == 421 and "loopback" in body["error"]
+    assert status == 421 and "own host names only" in body["error"]
     status, body = client.post(cmd, {"command": "patrol"}, {"Origin": f"http://127.0.0.1:{client.port}"})
     assert status == 200
-    behind_a_proxy = {"Origin": "https://qc-panel.example", "X-Forwarded-Host": "qc-panel.example"}
-    assert client.post(cmd, {"command": "patrol"}, behind_a_proxy)[0] == 200
     assert gateway.stats.measurements == 1
+
+
+def journal_of(gateway: Gateway) -> list[dict[str, Any]]:
+    return [json.loads(payload) for _, payload, _ in gateway.journal.iter_payloads()]
+
+
+def refusals(gateway: Gateway) -> list[tuple[str | None, str, str]]:
+    """(by, command, reason) of every refused command on record."""
+    return [
+        (r["by"], r["subject"], r["detail"].split(" refused: ", 1)[1])
+        for r in journal_of(gateway)
+        if r["kind"] == "audit" and r["event"] == "command_refused"
+    ]
+
+
+@pytest.fixture
+def people_gateway(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> Iterator[Gateway]:
+    """Two stations with a user register; nobody signed in; st-10 has the caliper."""
+    with running(people_config(tmp_path, broker, influxd, database, topic_prefix)) as gateway:
+        yield gateway
+
+
+def people_config(
+    tmp_path: Path, broker: Mosquitto, influxd: InfluxD, database: str, prefix: str, **people: Any
+) -> config_mod.Config:
+    people = {"register": str(write_register(tmp_path)), "checks_per_second": 50, **people}
+    data = build_config(
+        tmp_path,
+        broker,
+        influxd,
+        database,
+        prefix,
+        gateway={"operator_view": {"port": 0, "allowed_hosts": ["qc-panel.example"]}, "people": people},
+    )
+    data["stations"][0]["part"]["operator"] = None
+    data["stations"][0]["scan_pattern"] = r"B:(?P<operator>[\w-]+)"  # badges only: the part is numbered
+    data["stations"].append({"id": "st-20", "plan": "HX-4711", "part": {"part_number": "HX-4711"}})
+    return config_mod.load(write_config(tmp_path, data))
+
+
+def test_where_a_badge_alone_signs_in_the_page_that_scanned_it_is_the_operators(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    with running(people_config(tmp_path, broker, influxd, database, topic_prefix, secret_required=[])) as gateway:
+        client = Client(view_of(gateway))
+        status, body = client.post("/station/st-10/scan", {"code": "B:nobody"})
+        assert status == 403 and "unknown badge" in body["error"] and client.cookie is None
+        status, body = client.post("/station/st-10/scan", {"code": "B:op-42"})
+        assert (status, body["operator"]) == (200, "op-42") and client.cookie is not None
+        (signed_in,) = [r for r in journal_of(gateway) if r.get("event") == "sign_in"]
+        assert (signed_in["signed_by"], signed_in["signature_method"]) == ("op-42", "badge")
+        cmd = "/station/st-10/command"
+        assert client.post(cmd, {"command": "patrol"})[0] == 200
+        caliper.send_value(Decimal("12.001"))
+        wait_for(lambda: gateway.stats.measurements == 1, what="a measurement")
+        status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "suspect value"}})
+        assert (status, body["error"]) == (401, "remeasure needs the signer's PIN or password")  # always
+
+
+def test_people_sign_in_with_badge_and_pin_and_sign_what_they_do(
+    people_gateway: Gateway, caliper: MitutoyoSimulator
+) -> None:
+    gateway = people_gateway
+    client = Client(view_of(gateway))
+    cmd = "/station/st-10/command"
+    status, body = client.post(cmd, {"command": "sign_in", "signer": {"user": "op-42", "secret": "1111"}})
+    assert (status, body["error"]) == (401, "unknown user or wrong PIN/password") and client.cookie is None
+    status, body = client.post(cmd, {"command": "sign_in", "signer": signer("op-42")})
+    assert status == 200 and body["operator"] == "op-42" and client.cookie is not None
+    caliper.send_value(Decimal("12.031"))
+    wait_for(lambda: gateway.stats.measurements == 1, what="one measurement")
+    first = next(r for r in journal_of(gateway) if r["kind"] == "measurement")
+    assert first["operator"] == "op-42"
+    # the session is enough for a patrol; a re-measure's reason needs the PIN again
+    assert client.post(cmd, {"command": "patrol"})[0] == 200
+    status, body = client.post(cmd, {"command": "remeasure", "args": {"reason": "gauge not seated"}})
+    assert (status, body["error"]) == (401, "remeasure needs the signer's PIN or password")
+    remeasure = {"command": "remeasure", "args": {"reason": "gauge not seated"}, "signer": signer("op-42")}
+    assert client.post(cmd, remeasure)[0] == 200
+    caliper.send_value(Decimal("12.002"))
+    wait_for(lambda: gateway.stats.measurements == 2, what="the re-measure")
+    second = [r for r in journal_of(gateway) if r["kind"] == "measurement"][1]
+    assert (second["supersedes"], second["signed_by"], second["signer_name"], second["signature_meaning"]) == (
+        first["id"],
+        "op-42",
+        "Olga Petrova",
+        "remeasured",
+    )
+    # a supervisor walks up and invalidates the first value with her own PIN
+    invalidate = {"command": "invalidate", "args": {"record_id": first["id"], "reason": "probe contaminated"}}
+    assert client.post(cmd, {**invalidate, "signer": signer("sv-3")})[0] == 200
+    (inv,) = [r for r in journal_of(gateway) if r["kind"] == "invalidation"]
+    assert (inv["by"], inv["signed_by"], inv["signature_method"], inv["signature_meaning"]) == (
+        "sv-3",
+        "sv-3",
+        "secret",
+        "invalidated",
+    )
+    # someone else signs in at the station (here, as a badge at the station's scanner would):
+    # the page's session is over, and what it sends is refused
+    sam = gateway.config.register.get("sv-3")  # type: ignore[union-attr]
+    assert sam is not None
+    gateway.command("st-10", parse_request({"command": "sign_in"}), Actor.of(sam, "badge", "scanner"))
+    status, body = client.post(cmd, {"command": "patrol"})
+    assert (status, body["error"]) == (401, "station st-10: the sign-in of op-42 has ended: sign in again")
+    # but a badge scanned on that page still starts the next sign-in
+    status, body = client.post("/station/st-10/scan", {"code": "B:op-42"})
+    assert (status, body["message"]) == (200, "badge scanned: enter the PIN or password to sign in")
+    wait_for(lambda: gateway.views.get("st-10")["pending_sign_in"] == "op-42", what="the PIN asked for")  # type: ignore[index]
+    other = Client(view_of(gateway))
+    assert other.post(cmd, {"command": "sign_in", "signer": signer("sv-3")})[0] == 200
+    status, body = client.post(cmd, {"command": "patrol"})
+    assert status == 401 and "sign in first" in body["error"]  # a new sign-in ends the station's sessions
+    status, body = other.post(cmd, {"command": "sign_out"})
+    assert status == 200 and other.cookie is None
+    assert other.post(cmd, {"command": "patrol"})[0] == 401
+
+
+def test_the_attacks_on_the_view_are_refused_and_leave_a_record(
+    people_gateway: Gateway, caliper: MitutoyoSimulator
+) -> None:
+    """Nobody acts as anyone: no credentials, the wrong role, another station's record, bad text."""
+    gateway = people_gateway
+    anyone = Client(view_of(gateway))
+    cmd = "/station/st-10/command"
+    # 1. no credentials: sign in as the plant manager
+    status, body = anyone.post(cmd, {"command": "sign_in", "args": {"operator": "plant-manager"}})
+    assert (status, body["error"]) == (400, "sign_in takes no operator")
+    status, body = anyone.post(cmd, {"command": "sign_in", "signer": {"user": "plant-manager", "secret": "x"}})
+    assert (status, body["error"]) == (401, "unknown user or wrong PIN/password")
+    assert gateway.views.get("st-10")["operator"] is None  # type: ignore[index]
+    # an inspector signs in and measures a value out of tolerance (an NC, the andon)
+    olga = Client(view_of(gateway))
+    assert olga.post(cmd, {"command": "sign_in", "signer": signer("op-42")})[0] == 200
+    caliper.send_value(Decimal("12.031"))
+    wait_for(lambda: gateway.stats.by_kind["nonconformance"] == 1, what="the nonconformance")
+    value = next(r for r in journal_of(gateway) if r["kind"] == "measurement")
+    nc = next(r for r in journal_of(gateway) if r["kind"] == "nonconformance")
+    # 2. invalidate "by auditor": no such argument, and nobody signed in on that page
+    invalidate = {"command": "invalidate", "args": {"record_id": value["id"], "reason": "x"}}
+    status, body = anyone.post(cmd, {**invalidate, "args": {**invalidate["args"], "by": "auditor"}})
+    assert (status, body["error"]) == (400, "invalidate takes no by")
+    status, body = anyone.post(cmd, invalidate)
+    assert (status, body["error"]) == (401, "sign in first: invalidate needs someone signed in")
+    # the inspector's session is not a supervisor's signature
+    status, body = olga.post(cmd, {**invalidate, "signer": signer("op-42")})
+    assert (status, body["error"]) == (403, "invalidate needs the role quality or supervisor (op-42 has inspector)")
+    # 3. a disposition needs quality (the MRB), not a supervisor
+    dispose = {"command": "dispose", "args": {"nonconformance_id": nc["id"], "decision": "scrap"}}
+    status, body = olga.post(cmd, {**dispose, "signer": signer("sv-3")})
+    assert (status, body["error"]) == (403, "dispose needs the role quality (sv-3 has supervisor)")
+    status, body = olga.post(cmd, {**dispose, "signer": {"user": "qe-7", "secret": "guess"}})
+    assert (status, body["error"]) == (401, "unknown user or wrong PIN/password")
+    assert olga.post(cmd, {**dispose, "signer": signer("qe-7")})[0] == 200
+    # 4. the andon: not by anyone, not by an inspector
+    assert anyone.post(cmd, {"command": "andon_off"})[0] == 401
+    status, body = olga.post(cmd, {"command": "andon_off"})
+    assert (status, body["error"]) == (403, "andon_off needs the role quality or supervisor (op-42 has inspector)")
+    # 5. one station's view acts on its own records only: not st-10's, not another gateway's
+    st20 = "/station/st-20/command"
+    status, body = anyone.post(st20, {**invalidate, "signer": signer("sv-3")})
+    assert status == 403 and body["error"] == (
+        f"station st-20: record {value['id']} is not this station's: a station acts on its own records only"
+    )
+    elsewhere = uuid7()
+    status, body = olga.post(
+        cmd, {"command": "invalidate", "args": {"record_id": elsewhere, "reason": "x"}, "signer": signer("sv-3")}
+    )
+    assert (status, body["error"]) == (404, f"station st-10: no record {elsewhere} in this gateway's journal")
+    status, body = anyone.post(
+        st20, {"command": "ack_alert", "args": {"record_id": value["id"]}, "signer": signer("sv-3")}
+    )
+    assert status == 403 and "not this station's" in body["error"]
+    # 6. text the record schema would refuse is refused before anything is journaled
+    head = gateway.journal.head[0]
+    long_reason = {"command": "invalidate", "args": {"record_id": value["id"], "reason": "x" * 300}}
+    status, body = olga.post(cmd, {**long_reason, "signer": signer("sv-3")})
+    assert (status, body["error"]) == (400, "reason is longer than 200 characters")
+    status, body = anyone.post(cmd, {"command": "sign_in", "signer": {"user": "op-42\nplant-manager", "secret": "1"}})
+    assert (status, body["error"]) == (400, "signer.user contains a control character or a line break")
+    assert gateway.journal.head[0] == head
+    # and every refusal of who may do what is on record, in the station's chain, in order
+    foreign = f"record {value['id']} is not this station's: a station acts on its own records only"
+    expected = [
+        ("plant-manager", "sign_in", "unknown user or badge"),
+        (None, "invalidate", "sign in first: invalidate needs someone signed in"),
+        ("op-42", "invalidate", "invalidate needs the role quality or supervisor (op-42 has inspector)"),
+        ("sv-3", "dispose", "dispose needs the role quality (sv-3 has supervisor)"),
+        ("qe-7", "dispose", "wrong secret"),
+        (None, "andon_off", "sign in first: andon_off needs someone signed in"),
+        ("op-42", "andon_off", "andon_off needs the role quality or supervisor (op-42 has inspector)"),
+        ("sv-3", "invalidate", f"station st-20: {foreign}"),
+        ("sv-3", "invalidate", f"station st-10: no record {elsewhere} in this gateway's journal"),
+        ("sv-3", "ack_alert", f"station st-20: {foreign}"),
+    ]
+    wait_for(lambda: len(refusals(gateway)) == len(expected), what="the refusals on record")
+    assert refusals(gateway) == expected
+    stations = [r["station"] for r in journal_of(gateway) if r.get("event") == "command_refused"]
+    assert stations == ["st-10"] * 7 + ["st-20", "st-10", "st-20"]
+
+
+def test_the_competence_gate_refuses_a_sign_in_records_and_alerts_it(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    people = {"register": str(write_register(tmp_path, expires="2001-01-31")), "checks_per_second": 50}
+    data = build_config(
+        tmp_path, broker, influxd, database, topic_prefix, gateway={"operator_view": {"port": 0}, "people": people}
+    )
+    data["stations"][0]["part"]["operator"] = None
+    with running(config_mod.load(write_config(tmp_path, data))) as gateway:
+        client = Client(view_of(gateway))
+        alerts = gateway.stats.alerts
+        status, body = client.post("/station/st-10/command", {"command": "sign_in", "signer": signer("op-42")})
+        assert (status, body["error"]) == (
+            403,
+            "station st-10: sign-in refused: op-42's qualification for HX-4711 expired on 2001-01-31",
+        )
+        assert client.cookie is None and gateway.views.get("st-10")["operator"] is None  # type: ignore[index]
+        (refused,) = [r for r in journal_of(gateway) if r.get("event") == "sign_in_refused"]
+        assert (refused["by"], refused["subject"]) == ("op-42", "op-42") and "expired" in refused["detail"]
+        wait_for(lambda: gateway.stats.alerts == alerts + 1, what="the alert about the refused sign-in")
+
+
+def test_the_view_answers_to_its_own_host_names_only_on_any_bind_address(
+    tmp_path: Path,
+    broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
+    topic_prefix: str,
+    caliper: MitutoyoSimulator,
+) -> None:
+    data = build_config(
+        tmp_path, broker, influxd, database, topic_prefix, gateway={"operator_view": {"bind": "0.0.0.0"}}
+    )
+    with pytest.raises(config_mod.ConfigError, match="the view needs allowed_hosts"):
+        config_mod.parse(yaml.safe_dump(data), "gateway.yaml")
+    data["gateway"]["operator_view"] = {"bind": "0.0.0.0", "port": 0, "allowed_hosts": ["qc-panel.example"]}
+    with running(config_mod.load(write_config(tmp_path, data))) as gateway:
+        client = Client(view_of(gateway))
+        port = client.port
+        for host, expected in (
+            (f"qc-panel.example:{port}", 200),
+            (f"127.0.0.1:{port}", 200),  # the box's own browser
+            (f"evil.example:{port}", 421),  # a DNS-rebinding page
+            (f"10.9.8.7:{port}", 421),  # an address nobody named
+            ("", 421),
+        ):
+            status, _, _ = client.request("GET", "/station/st-10/view", headers={"Host": host})
+            assert status == expected, host
+        patrol = {"command": "patrol"}
+        behind_a_proxy = {"Origin": "https://qc-panel.example", "X-Forwarded-Host": "qc-panel.example"}
+        assert client.post("/station/st-10/command", patrol, behind_a_proxy)[0] == 200
+        forwarded_evil = {"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"}
+        status, body = client.post("/station/st-10/command", patrol, forwarded_evil)
+        assert status == 421 and "own host names only" in body["error"]
 
 
 def test_events_stream_the_view_and_end_when_the_view_stops(

@@ -1,6 +1,7 @@
 """The inspection workflow end to end: calibration gate, out-of-tolerance with its
 nonconformance and disposition, re-measure and invalidation through the MQTT command
-topic, all found in InfluxDB, attributed and in the gateway's chain."""
+topic, signed by people of the user register, all found in InfluxDB, attributed and in
+the gateway's chain."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from collector.mqtt import topics
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
-from collector.testing.services import Mosquitto
+from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import count_all
+from tests.pipeline.conftest import build_config, count_all, write_config
+from tests.pipeline.people import signer, write_register
 
 
 class Operator:
@@ -33,13 +35,14 @@ class Operator:
 
     def __init__(self, broker: Mosquitto, prefix: str, station: str = "st-10") -> None:
         self.topic = topics.station_topic(prefix, "plant-1", "line-a", station, "command")
+        self.ack_topic = topics.station_topic(prefix, "plant-1", "line-a", station, "ack")
         self.alert_topic = topics.station_topic(prefix, "plant-1", "line-a", station, "alert")
         self.replies: dict[str, dict[str, Any]] = {}
         self.alerts: list[dict[str, Any]] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe([(self.topic + "/reply", 1), (self.alert_topic, 1)])
+        self.client.subscribe([(self.topic + "/reply", 1), (self.ack_topic + "/reply", 1), (self.alert_topic, 1)])
         self.client.loop_start()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -49,11 +52,20 @@ class Operator:
         else:
             self.replies[str(body.get("request_id"))] = body
 
-    def send(self, command: str, **args: Any) -> dict[str, Any]:
+    def send(
+        self, command: str, signed_by: str | None = None, *, topic: str | None = None, **args: Any
+    ) -> dict[str, Any]:
+        """A command on the station's command topic, signed by ``signed_by`` (with their secret)."""
         request_id = uuid.uuid4().hex
-        body = {"command": command, "args": args, "request_id": request_id}
-        self.client.publish(self.topic, json.dumps(body), qos=1).wait_for_publish(5)
+        body: dict[str, Any] = {"command": command, "args": args, "request_id": request_id}
+        if signed_by is not None:
+            body["signer"] = signer(signed_by)
+        self.client.publish(topic or self.topic, json.dumps(body), qos=1).wait_for_publish(5)
         return wait_for(lambda: self.replies.get(request_id), what=f"the reply to {command}")
+
+    def ack(self, command: str = "ack_alert", **args: Any) -> dict[str, Any]:
+        """As a dashboard does: on the acknowledgement topic, its user in ``by``."""
+        return self.send(command, topic=self.ack_topic, **args)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -66,14 +78,20 @@ def history(capsys: pytest.CaptureFixture[str], path: str, *args: str) -> list[d
 
 
 def test_out_of_tolerance_remeasure_invalidation_and_disposition(
-    stack_config,
+    tmp_path: Path,
     broker: Mosquitto,
+    influxd: InfluxD,
+    database: str,
     caliper: MitutoyoSimulator,
     v1_store: InfluxV1Store,
     topic_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path, cfg = stack_config()
+    people = {"register": str(write_register(tmp_path)), "checks_per_second": 50}
+    data = build_config(tmp_path, broker, influxd, database, topic_prefix, gateway={"people": people})
+    data["stations"][0]["part"]["operator"] = "op-42"  # in the register, qualified for every plan
+    path = write_config(tmp_path, data)
+    cfg = config_mod.load(path)
     recorder = Recorder(cfg, open_store(cfg.influxdb))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
@@ -94,26 +112,40 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
         )
         first_id = alert["record_id"]
 
-        reply = op.send("remeasure", reason="gauge_not_square", by="op-117")
+        unsigned = op.send("remeasure", reason="gauge_not_square")
+        assert unsigned == {
+            "request_id": unsigned["request_id"],
+            "command": "remeasure",
+            "ok": False,
+            "error": "remeasure needs signer credentials ({user, secret}) on the command topic",
+            "refused": "forbidden",
+        }
+        reply = op.send("remeasure", "op-42", reason="gauge_not_square")
         assert reply["ok"] and "re-measure D1" in reply["message"]
         caliper.send_value(Decimal("12.004"))  # the re-measure, in tolerance
         caliper.send_value(Decimal("12.01"))  # L1 completes the part
         wait_for(lambda: gateway.stats.by_kind["part"] == 1, what="the part verdict")
 
-        bad = op.send("remeasure", reason="", by="op-117")
-        assert not bad["ok"] and "needs a reason" in bad["error"]
+        bad = op.send("remeasure", "op-42", reason="")
+        assert not bad["ok"] and bad["error"] == "reason must not be empty"
         unknown = op.send("teleport")
         assert not unknown["ok"] and "unknown command" in unknown["error"]
-        incomplete = op.send("invalidate", reason="x")
-        assert not incomplete["ok"] and "missing argument 'record_id'" in incomplete["error"]
+        incomplete = op.send("invalidate", "qe-7", reason="x")
+        assert not incomplete["ok"] and incomplete["error"] == "invalidate needs record_id"
 
         nc_id = next(r for r in records(gateway) if r["kind"] == "nonconformance")["id"]
-        reply = op.send("dispose", nonconformance_id=nc_id, decision="use_as_is", by="qe-7")
+        reply = op.send("dispose", "qe-7", nonconformance_id=nc_id, decision="use_as_is")
         assert not reply["ok"] and "concession" in reply["error"]
-        reply = op.send("dispose", nonconformance_id=nc_id, decision="rework", by="qe-7", comment="re-bore")
+        reply = op.send("dispose", "sv-3", nonconformance_id=nc_id, decision="rework", comment="re-bore")
+        assert (reply["ok"], reply["error"]) == (False, "dispose needs the role quality (sv-3 has supervisor)")
+        reply = op.send("dispose", "qe-7", nonconformance_id=nc_id, decision="rework", comment="re-bore")
         assert reply["ok"]
-        reply = op.send("invalidate", record_id=first_id, reason="probe contaminated", by="qe-7")
+        reply = op.send("invalidate", "qe-7", record_id=first_id, reason="probe contaminated")
         assert reply["ok"]
+        # a dashboard acknowledges on its own topic, for its signed-in user; nothing else goes there
+        assert op.ack(record_id=first_id, by="sam", comment="seen, re-bored")["ok"]
+        wrong_topic = op.ack("invalidate", record_id=first_id, reason="x")
+        assert wrong_topic["error"] == "only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)"
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
         stored_alerts = wait_for(
@@ -140,7 +172,7 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
     d1 = [r for r in by_kind["measurement"] if r["characteristic"] == "D1"]
     assert [(r["judged_value"], r["verdict"]) for r in d1[:2]] == [("12.035", "fail"), ("12.004", "pass")]
     assert d1[1]["supersedes"] == d1[0]["id"] and d1[1]["reason"] == "gauge_not_square"
-    assert d1[1]["operator"] == "op-117"
+    assert (d1[1]["operator"], d1[1]["signed_by"], d1[1]["signature_meaning"]) == ("op-42", "op-42", "remeasured")
     (part,) = by_kind["part"]
     assert part["verdict"] == "accept" and part["records"][0] == d1[1]["id"]  # the latest value counts
     (nc,) = by_kind["nonconformance"]
@@ -152,8 +184,23 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
         "qe-7",
         "HX000001",
     )
+    assert (disp["signer_name"], disp["signature_meaning"], disp["signature_method"]) == (
+        "Quentin Eder",
+        "dispositioned",
+        "secret",
+    )
     (inv,) = by_kind["invalidation"]
     assert (inv["target"], inv["by"], inv["reason"]) == (d1[0]["id"], "qe-7", "probe contaminated")
+    assert inv["signature_meaning"] == "invalidated"
+    station_trail = history(capsys, str(path), "--station", "st-10")
+    audits = {(r["event"], r.get("by"), r.get("signature_method")) for r in station_trail if r["kind"] == "audit"}
+    assert ("alert_ack", "sam", "dashboard") in audits
+    refused = [r for r in station_trail if r["kind"] == "audit" and r["event"] == "command_refused"]
+    assert [(r["by"], r["subject"]) for r in refused] == [
+        (None, "remeasure"),
+        ("sv-3", "dispose"),
+        (None, "invalidate"),
+    ]
     # the original out-of-tolerance value is still there, unchanged
     assert d1[0]["judged_value"] == "12.035"
     assert cli.main(["verify", "--config", str(path)]) == 0
@@ -224,6 +271,12 @@ def test_an_overdue_gauge_is_refused_recorded_and_alerted(
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
         caliper.send_value(Decimal("12.001"))
         wait_for(lambda: any(a["kind"] == "refused" for a in op.alerts), what="the refusal alert")
+        # no user register here: nobody can sign, so the command topic takes nothing at all
+        unsigned = op.send("patrol")
+        assert unsigned["error"] == (
+            "patrol needs a signature, and this gateway has no user register: nobody can be authenticated "
+            "here (gateway.people.register)"
+        )
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
     finally:

@@ -9,6 +9,9 @@
 (function () {
   const body = document.body;
   const station = body.dataset.station;
+  // with a user register, people sign in with badge and PIN, and these commands need the PIN again
+  const register = body.dataset.register === "yes";
+  const signed = new Set((body.dataset.signed || "").split(" ").filter((x) => x));
   const base = "/station/" + encodeURIComponent(station);
   const $ = (id) => document.getElementById(id);
   const scan = $("scan");
@@ -18,6 +21,7 @@
   let reconnectTimer = null;
   let queue = Promise.resolve(); // commands go to the gateway one at a time, in order
   let stickyUntil = 0; // a refused scan stays in the banner a while, over mere news
+  let askedFor = null; // the badge whose PIN the sign-in dialog asked for last
   const specs = {}; // characteristic -> {lsl, usl, nominal, unit, name}, as the views showed them
 
   const REASONS = { first_piece: "First piece", patrol: "Patrol", ongoing: "Ongoing" };
@@ -50,7 +54,7 @@
   }
 
   function idleHint(v) {
-    if (!v.operator) return "Scan your badge to sign in";
+    if (!v.operator) return register ? "Scan your badge (or press Sign in), then enter your PIN" : "Scan your badge to sign in";
     if (v.awaiting_label) return "Scan the part label";
     return "Measure " + v.next.characteristic + " " + (v.next.name || "");
   }
@@ -73,9 +77,18 @@
 
     // operator
     const op = $("operator");
-    op.textContent = v.operator || "sign in: scan your badge";
+    op.textContent = v.operator ? v.operator + (v.operator_name ? " · " + v.operator_name : "") : "sign in: scan your badge";
     op.classList.toggle("missing", !v.operator);
     $("btn-signout").disabled = !v.operator;
+    $("btn-signin").classList.toggle("hidden", !register || !!v.operator);
+    $("btn-release").classList.toggle("hidden", !v.awaiting_release);
+    // a badge scanned at the station (here or on its scanner) waits for the PIN
+    if (v.pending_sign_in && v.pending_sign_in !== askedFor && !dialogOpen()) {
+      askedFor = v.pending_sign_in;
+      openSignIn(v.pending_sign_in, "");
+    } else if (!v.pending_sign_in) {
+      askedFor = null;
+    }
 
     // part context
     setText("part-number", v.part_number);
@@ -310,7 +323,8 @@
         .catch(() => ({ status: 0, answer: { ok: false, error: "the gateway cannot be reached" } }));
     const result = queue.then(run);
     queue = result.then(() => undefined);
-    return result.then(({ answer }) => {
+    return result.then(({ status, answer }) => {
+      answer.status = status;
       if (!answer.ok) {
         stickyUntil = Date.now() + 4000;
         banner("error", answer.error || "refused");
@@ -323,14 +337,48 @@
     });
   }
 
-  function command(name, args) {
+  // signer: {user, secret} for the commands that carry a signature (never kept: the fields are cleared)
+  function command(name, args, signer) {
     const clean = {};
     for (const [k, v] of Object.entries(args || {})) if (v !== null && v !== undefined && v !== "") clean[k] = v;
-    return post("/command", { command: name, args: clean });
+    const payload = { command: name, args: clean };
+    if (signer) payload.signer = signer;
+    return post("/command", payload).then((answer) => {
+      // the sign-in has ended (idle, or someone else signed in): ask for it again
+      if (answer.status === 401 && name !== "sign_in" && !signer && register) openSignIn(operator() || "", answer.error);
+      return answer;
+    });
   }
 
   function operator() {
     return view && view.operator ? view.operator : null;
+  }
+
+  // -- signatures ---------------------------------------------------------------------------------------
+  // a dialog's "Signed by" and "PIN or password" fields, shown where the command needs them
+  function prepareSignature(prefix, name) {
+    const needed = register && signed.has(name);
+    $(prefix + "-signature").classList.toggle("hidden", !needed);
+    $(prefix + "-signer").value = operator() || "";
+    $(prefix + "-secret").value = "";
+    return needed;
+  }
+
+  function readSignature(prefix, name) {
+    if (!(register && signed.has(name))) return { signer: null };
+    const user = $(prefix + "-signer").value.trim();
+    const secret = $(prefix + "-secret").value;
+    $(prefix + "-secret").value = "";
+    if (!user || !secret) return { error: "enter who signs and the PIN or password" };
+    return { signer: { user, secret } };
+  }
+
+  function openSignIn(user, message) {
+    $("signin-user").value = user || "";
+    $("signin-secret").value = "";
+    openDialog($("dlg-signin"));
+    $("signin-error").textContent = message || "";
+    (user ? $("signin-secret") : $("signin-user")).focus();
   }
 
   // -- the scan field keeps the focus -----------------------------------------------------------
@@ -338,8 +386,12 @@
     return document.querySelector("dialog[open]") !== null;
   }
 
-  function refocus() {
-    if (!dialogOpen() && document.activeElement !== scan) scan.focus({ preventScroll: true });
+  // force: after a dialog closed. Chromium gives the focus back to the scan field, but keys
+  // typed then do not reach it until it is focused again (seen with Debian's Chromium 156)
+  function refocus(force) {
+    if (dialogOpen()) return;
+    if (force === true && document.activeElement === scan) scan.blur();
+    if (document.activeElement !== scan) scan.focus({ preventScroll: true });
   }
 
   scan.addEventListener("keydown", (event) => {
@@ -370,12 +422,13 @@
   }
 
   function closeDialog(dialog) {
+    dialog.querySelectorAll('input[type="password"]').forEach((e) => (e.value = ""));
     dialog.close();
-    refocus();
+    refocus(true);
   }
 
   document.querySelectorAll("dialog").forEach((dialog) => {
-    dialog.addEventListener("close", () => setTimeout(refocus, 0));
+    dialog.addEventListener("close", () => setTimeout(() => refocus(true), 0));
     dialog.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => closeDialog(dialog)));
   });
 
@@ -407,6 +460,7 @@
     if (last && measured.some((c) => c.characteristic === last)) select.value = last;
     $("remeasure-reason").value = "";
     $("remeasure-text").value = "";
+    prepareSignature("remeasure", "remeasure");
     openDialog($("dlg-remeasure"));
     $("remeasure-reason").focus();
   });
@@ -414,22 +468,22 @@
   $("form-remeasure").addEventListener("submit", (event) => {
     event.preventDefault();
     const r = reasonText($("remeasure-reason"), $("remeasure-text"));
-    if (r.error) {
-      $("remeasure-error").textContent = r.error;
+    const s = readSignature("remeasure", "remeasure");
+    if (r.error || s.error) {
+      $("remeasure-error").textContent = r.error || s.error;
       return;
     }
     const dialog = $("dlg-remeasure");
-    command("remeasure", { reason: r.reason, by: operator(), characteristic: $("remeasure-char").value }).then(
-      (answer) => {
-        if (answer.ok) closeDialog(dialog);
-        else $("remeasure-error").textContent = answer.error || "refused";
-      }
-    );
+    command("remeasure", { reason: r.reason, characteristic: $("remeasure-char").value }, s.signer).then((answer) => {
+      if (answer.ok) closeDialog(dialog);
+      else $("remeasure-error").textContent = answer.error || "refused";
+    });
   });
 
   $("btn-abandon").addEventListener("click", () => {
     $("abandon-reason").value = "";
     $("abandon-text").value = "";
+    prepareSignature("abandon", "abandon");
     openDialog($("dlg-abandon"));
     $("abandon-reason").focus();
   });
@@ -437,19 +491,54 @@
   $("form-abandon").addEventListener("submit", (event) => {
     event.preventDefault();
     const r = reasonText($("abandon-reason"), $("abandon-text"));
-    if (r.error) {
-      $("abandon-error").textContent = r.error;
+    const s = readSignature("abandon", "abandon");
+    if (r.error || s.error) {
+      $("abandon-error").textContent = r.error || s.error;
       return;
     }
     const dialog = $("dlg-abandon");
-    command("abandon", { reason: r.reason, by: operator() }).then((answer) => {
+    command("abandon", { reason: r.reason }, s.signer).then((answer) => {
       if (answer.ok) closeDialog(dialog);
       else $("abandon-error").textContent = answer.error || "refused";
     });
   });
 
-  $("btn-patrol").addEventListener("click", () => command("patrol", { by: operator() }));
-  $("btn-signout").addEventListener("click", () => command("sign_out", { by: operator() }));
+  $("btn-signin").addEventListener("click", () => openSignIn("", ""));
+
+  // a dialog whose only content is a signature: the command goes out signed, or says what is missing
+  function signedForm(prefix, name, userField, missing) {
+    $("form-" + prefix).addEventListener("submit", (event) => {
+      event.preventDefault();
+      const user = $(userField).value.trim();
+      const secret = $(prefix + "-secret").value;
+      $(prefix + "-secret").value = "";
+      if (!user || !secret) {
+        $(prefix + "-error").textContent = missing;
+        return;
+      }
+      const dialog = $("dlg-" + prefix);
+      command(name, {}, { user, secret }).then((answer) => {
+        if (answer.ok) closeDialog(dialog);
+        else $(prefix + "-error").textContent = answer.error || "refused";
+      });
+    });
+  }
+
+  signedForm("signin", "sign_in", "signin-user", "enter your badge or user id and your PIN or password");
+
+  $("btn-release").addEventListener("click", () => {
+    const pv = view && view.part_verdict ? view.part_verdict : {};
+    $("release-serial").textContent = pv.serial || "";
+    $("release-signer").value = operator() || "";
+    $("release-secret").value = "";
+    openDialog($("dlg-release"));
+    $("release-secret").focus();
+  });
+
+  signedForm("release", "release", "release-signer", "enter who signs and the PIN or password");
+
+  $("btn-patrol").addEventListener("click", () => command("patrol", {}));
+  $("btn-signout").addEventListener("click", () => command("sign_out", {}));
 
   window.addEventListener("resize", fitAll);
 

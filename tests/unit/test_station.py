@@ -1,9 +1,10 @@
-"""The station session: plan order, part numbering, scanned labels, refusals, the draft record."""
+"""The station: plan order, part numbering, scanned labels, refusals, the draft record, people."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ import pytest
 
 from collector import config as config_mod
 from collector.config import CalibrationPolicy, Config
+from collector.gateway.intake import PeopleRules
 from collector.gateway.journal import Journal
 from collector.inspection.models import RECORD_ADAPTER
 from collector.inspection.records import format_utc_us
-from collector.inspection.station import Outcome, Refusal, ScanError, Station
+from collector.inspection.station import CommandError, CommandRefused, Outcome, Refusal, ScanError, Station
+from collector.people.accounts import hash_password
+from collector.people.register import Signature
 from drivers.base import Reading, ReadingStatus
 
 D = Decimal
@@ -424,3 +428,182 @@ def test_sample_plan_inspects_n_of_every_m_parts_and_records_the_others() -> Non
 def test_a_sample_plan_cannot_inspect_more_than_it_counts() -> None:
     with pytest.raises(ValueError, match="cannot inspect 4 of every 3"):
         config_mod.SamplingSettings(inspect=4, every=3)
+
+
+# -- people: sign-in, the competence gate, signatures -------------------------------------------------
+OLGA_HASH = hash_password("2468", n=2**4, r=1, p=1)
+PEOPLE = f"""
+users:
+  - {{id: op-42, name: Olga Petrova, badge: "B-0042", roles: [inspector], secret_hash: "{OLGA_HASH}",
+      qualifications: [{{plan: HX-4711, expires: 2026-11-30}}]}}
+  - {{id: sv-3, name: Sam Vogt, badge: "B-0003", roles: [supervisor], secret_hash: "{OLGA_HASH}",
+      qualifications: [{{plan: "*", expires: 2027-12-31}}]}}
+  - {{id: qe-7, name: Quentin Eder, roles: [quality], secret_hash: "{OLGA_HASH}"}}
+"""
+
+
+def people_station(
+    *, secret_required: tuple[str, ...] = ("sign_in",), today: dt.date = TODAY, index: int = 0
+) -> tuple[Station, list[dt.date]]:
+    """A station with a user register; the returned list holds 'today' (a test moves it)."""
+    cfg = load()
+    rules = PeopleRules(
+        config_mod.PeopleSettings.model_validate({"register": "people.yaml", "secret_required": secret_required}),
+        config_mod.parse_register(PEOPLE, "people.yaml"),
+    )
+    day = [today]
+    st = cfg.stations[index].model_copy(
+        update={"part": cfg.stations[index].part and cfg.stations[index].part.model_copy(update={"operator": None})}
+    )
+    s = Station(
+        st,
+        {p.part_number: p for p in cfg.plans},
+        {g.id: g for g in cfg.gauges},
+        site="plant-1",
+        line="line-a",
+        calibration=LENIENT,
+        today=lambda: day[0],
+        people=rules,
+    )
+    return s, day
+
+
+def valid(drafts: list[dict[str, Any]], tmp_path: Path) -> list[Any]:
+    """The drafts sealed by a journal and read back through the record schema (the recorder's check)."""
+    j = Journal(tmp_path / "j.sqlite", "gw-1", clock_us=lambda: AT_NS // 1000)
+    try:
+        return [RECORD_ADAPTER.validate_json(x.payload) for x in j.append(drafts, {})]
+    finally:
+        j.close()
+
+
+OLGA = Signature("op-42", "Olga Petrova", "secret")
+
+
+def test_a_badge_waits_for_the_pin_and_the_sign_in_is_signed(tmp_path: Path) -> None:
+    s, _ = people_station()
+    pattern = r"(?P<operator>B-\d{4})|(?P<part_number>[A-Z]{2}-\d{4})\|(?P<serial>SN-\d{5})\|(?P<lot>L[\w-]+)"
+    s.settings = s.settings.model_copy(update={"scan_pattern": pattern})
+    s._scan = re.compile(str(s.settings.scan_pattern))
+    out = s.scan("B-0042")
+    assert out.drafts == [] and s.context["operator"] is None  # a badge alone is not enough here
+    assert s.pending_badge == "B-0042" and s.view()["pending_sign_in"] == "B-0042"
+    out = s.sign_in("op-42", OLGA)
+    (audit,) = out.drafts
+    assert (audit["event"], audit["by"], audit["signed_by"], audit["signer_name"]) == (
+        "sign_in",
+        "op-42",
+        "op-42",
+        "Olga Petrova",
+    )
+    assert (audit["signature_meaning"], audit["signature_method"]) == ("signed_in", "secret")
+    assert s.pending_badge is None and s.view()["operator_name"] == "Olga Petrova"
+    # from nobody (an operator view without a session) a part label is refused; a badge is not
+    with pytest.raises(CommandRefused, match="sign in first") as caught:
+        s.scan("HX-4711|SN-12345|L-9", trusted=False)
+    assert caught.value.kind == "unauthenticated" and s.context["serial"] == "SN-00001"
+    assert valid(out.drafts, tmp_path)[0].signature_method == "secret"
+
+
+def test_with_the_badge_alone_allowed_a_registered_badge_signs_in() -> None:
+    s, _ = people_station(secret_required=())
+    out = s.apply_label({"operator": "B-0003"})
+    assert s.context["operator"] == "sv-3"
+    assert out.drafts[-1]["signature_method"] == "badge" and out.drafts[-1]["signed_by"] == "sv-3"
+    refused = s.apply_label({"operator": "B-9999"})
+    assert refused.refused is not None and "unknown badge" in refused.refused
+    assert refused.drafts[0]["event"] == "sign_in_refused" and s.context["operator"] == "sv-3"
+
+
+def test_the_competence_gate_refuses_sign_in_and_readings_like_an_overdue_gauge(tmp_path: Path) -> None:
+    s, day = people_station()
+    out = s.sign_in("qe-7", Signature("qe-7", "Quentin Eder", "secret"))  # no qualification at all
+    assert out.refused == "station st-10: sign-in refused: qe-7 (Quentin Eder) has no qualification for HX-4711"
+    (audit,) = out.drafts
+    assert (audit["event"], audit["by"], audit["subject"]) == ("sign_in_refused", "qe-7", "qe-7")
+    assert "signed_by" not in audit  # a refusal is not a signature
+    assert out.alerts == {audit["id"]: ("refused", "warning", "sign-in refused: " + out.message)}
+    assert s.context["operator"] is None
+    # Olga is qualified until 2026-11-30: she signs in, measures, and the next day is refused
+    day[0] = dt.date(2026, 11, 30)
+    assert s.sign_in("op-42", OLGA).refused is None
+    assert record(s.handle(reading("12.001")))["operator"] == "op-42"
+    day[0] = dt.date(2026, 12, 1)
+    refused = s.handle(reading("45.01"))
+    assert refused.refusal is not None and refused.refusal.reason_code == "not_qualified"
+    (draft,) = refused.drafts
+    assert draft["kind"] == "refusal" and draft["reason"] == (
+        "operator not qualified: op-42's qualification for HX-4711 expired on 2026-11-30"
+    )
+    assert s.next_characteristic == "L1"  # the slot is not used up
+    assert [m.kind for m in valid([audit, draft], tmp_path)] == ["audit", "refusal"]
+
+
+def test_a_completed_part_is_released_within_the_sign_in_session(tmp_path: Path) -> None:
+    s, _ = people_station()
+    s.sign_in("op-42", OLGA)
+    drafts = [d for i, v in enumerate(["12.001", "45.01", "6.40"]) for d in s.handle(reading(v, n=i)).drafts]
+    (part,) = [d for d in drafts if d["kind"] == "part"]
+    assert (part["verdict"], part["released_by"], part["signed_by"]) == ("reject", "op-42", "op-42")
+    assert (part["signature_meaning"], part["signature_method"]) == ("rejected", "session")
+    measurements = [d for d in drafts if d["kind"] == "measurement"]
+    assert all("signed_by" not in d for d in measurements)  # a value is not a signature
+    models = valid(drafts, tmp_path)
+    assert [m.kind for m in models].count("part") == 1
+
+
+def test_where_releases_are_signed_the_part_waits_for_its_release() -> None:
+    s, _ = people_station(secret_required=("sign_in", "release"))
+    s.sign_in("op-42", OLGA)
+    drafts = [d for i, v in enumerate(PART) for d in s.handle(reading(v, n=i)).drafts]
+    (unreleased,) = [d for d in drafts if d["kind"] == "part"]
+    assert (unreleased["verdict"], unreleased["released_by"]) == ("accept", None) and "signed_by" not in unreleased
+    assert s.awaiting_release and s.view()["awaiting_release"]
+    out = s.release(OLGA)
+    (released,) = out.drafts
+    assert (released["supersedes"], released["released_by"], released["signature_meaning"]) == (
+        unreleased["id"],
+        "op-42",
+        "released",
+    )
+    assert released["records"] == unreleased["records"] and not s.awaiting_release
+    with pytest.raises(CommandError, match="released already"):
+        s.release(OLGA)
+    again = station(saved_state=s.state())
+    assert not again.awaiting_release
+
+
+def test_signed_commands_carry_the_signature_and_act_on_this_stations_records_only(tmp_path: Path) -> None:
+    s, _ = people_station()
+    s.sign_in("op-42", OLGA)
+    first = record(s.handle(reading("12.031")))
+    out = s.remeasure(None, "gauge not seated", "op-42", OLGA)
+    assert out.drafts == []  # the new value carries the signed reason
+    again = record(s.handle(reading("12.001", n=1)))
+    assert (again["supersedes"], again["reason"], again["signed_by"], again["signature_meaning"]) == (
+        first["id"],
+        "gauge not seated",
+        "op-42",
+        "remeasured",
+    )
+    sam = Signature("sv-3", "Sam Vogt", "secret")
+    (inv,) = s.invalidate(first, "probe contaminated", sam).drafts
+    assert (inv["target"], inv["by"], inv["signed_by"], inv["signature_meaning"], inv["serial"]) == (
+        first["id"],
+        "sv-3",
+        "sv-3",
+        "invalidated",
+        "SN-00001",
+    )
+    foreign = {**first, "station": "st-99"}
+    with pytest.raises(CommandRefused, match="not this station's: a station acts on its own records only") as caught:
+        s.invalidate(foreign, "x", sam)
+    assert caught.value.kind == "forbidden"
+    with pytest.raises(CommandRefused, match="no record 0195"):
+        s.own(None, "0195-unknown")
+    with pytest.raises(CommandRefused, match="is not a nonconformance"):
+        s.dispose(first, "scrap", Signature("qe-7", "Quentin Eder", "secret"), None, None)
+    ack = s.ack_alert(first, Signature("sam", None, "dashboard"), "seen")
+    assert ack.drafts[0]["signature_method"] == "dashboard" and ack.drafts[0]["by"] == "sam"
+    models = valid([first, again, inv, ack.drafts[0]], tmp_path)
+    assert [m.kind for m in models] == ["measurement", "measurement", "invalidation", "audit"]
