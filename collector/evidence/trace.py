@@ -231,7 +231,12 @@ def trace_evidence(store: Store, flt: TraceFilter, keys: KeyRing | None = None, 
         found = c.load(refs, f"the lookup index for {key} {value!r}")
     else:
         measurements = sorted({MEASUREMENTS.get(flt.kind, "event")}) if flt.kind else list(RECORD_MEASUREMENTS)
-        conds = [queries.eq(k, v) for k in flt.MATCHED if (v := getattr(flt, k)) is not None]
+        # a kind with a measurement of its own is selected by the measurement alone, so that a
+        # point there without (or with another) kind tag is still seen, and reported
+        own = flt.kind is not None and MEASUREMENTS.get(flt.kind, "event") != "event"
+        conds = [
+            queries.eq(k, v) for k in flt.MATCHED if (v := getattr(flt, k)) is not None and not (own and k == "kind")
+        ]
         refs = set()
         for ref, row in queries.record_refs(store, conds, measurements, start, end):
             if ref is None:
