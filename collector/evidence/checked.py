@@ -71,7 +71,9 @@ class CheckedBlock:
 
 def check_block(block: Block, row: Row | None, keys: KeyRing | None) -> CheckedBlock:
     """Check ``block`` (read from ``row``, its stored point) against its point and the register."""
-    at = BlockRef(str(row.get("gateway") if row else block.gateway), int(row["time"]) if row else block.recorded_us)
+    at = BlockRef(
+        str(row.get("gateway") if row else block.gateway), int(row["time"]) if row else block.recorded_us, block.station
+    )
     checked = CheckedBlock(block, at)
     if row is not None:
         tags, fields, at_us = block_columns(block)
@@ -124,7 +126,7 @@ def load_blocks(store: Store, refs: Iterable[BlockRef], keys: KeyRing | None) ->
     wanted = set(refs)
     loaded = Loaded()
     for row in queries.blocks_at(store, wanted):
-        ref = BlockRef(str(row.get("gateway")), int(row["time"]))
+        ref = BlockRef(str(row.get("gateway")), int(row["time"]), str(row.get("station") or ""))
         block = queries.read_block(row)
         if isinstance(block, Unreadable):
             loaded.unreadable.append(block)

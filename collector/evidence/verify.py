@@ -377,8 +377,8 @@ class _Walk:
             )
 
     def lookup_points(self, block: Block, t: int, rows: list[Row]) -> None:
-        column = lookup_field(self.gw)
-        stored: dict[str, object] = {str(r.get("bucket")): r.get(column) for r in rows}
+        column = lookup_field(self.gw, block.station)
+        stored: dict[str, object] = {str(r.get("bucket")): r.get(column) for r in rows if r.get(column) is not None}
         for b, values in lookup_entries(block).items():
             if b not in stored:
                 self.add(

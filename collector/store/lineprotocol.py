@@ -22,15 +22,16 @@ The storage schema of ``docs/evidence-format.md`` (schema version 2), in one pla
 
 Timestamps are microseconds since the epoch (``precision=u`` on the write).
 
-Why the lookup has one field per gateway
+Why the lookup has one field per gateway and station
     Points on one series with one timestamp are one point in InfluxDB: a second write
     replaces the fields the first one shares with it. Blocks of different gateways can
     carry the same ``recorded_at`` (each gateway's clock is its own), so lookup points of
     two gateways in one bucket at one microsecond would overwrite each other, and a trace
     would silently miss a block. A gateway's own block times never repeat, so each
-    gateway writes its own field (``gw:<gateway>``) and two such points merge instead of
-    replacing each other. The field holds the JSON list of the bucket's values in that
-    block, so the point is at the block's own time and nothing needs a per-record offset.
+    gateway's station writes its own field (``gw:<gateway>/<station>``) and two such points
+    merge instead of replacing each other. The field holds the JSON list of the bucket's
+    values in that block, so the point is at the block's own time. Naming the station lets a
+    trace read the blocks of one station's series only (see ``collector.store.queries``).
 
 Escaping follows the line protocol reference: measurement names escape commas and
 spaces; tag keys, tag values and field keys escape commas, equals signs and spaces;
@@ -303,8 +304,20 @@ def lookup_entries(block: Block) -> dict[str, list[str]]:
     return found
 
 
-def lookup_field(gateway: str) -> str:
-    return LOOKUP_FIELD_PREFIX + gateway
+def lookup_field(gateway: str, station: str) -> str:
+    """The lookup field of a gateway's station: ``gw:<gateway>/<station>``."""
+    return f"{LOOKUP_FIELD_PREFIX}{gateway}/{station}"
+
+
+def parse_lookup_field(key: str) -> tuple[str, str] | None:
+    """(gateway, station) of a lookup field key; None for any other column.
+
+    A gateway id has no ``/`` (letters, digits, ``_``, ``.``, ``-``), so the first ``/`` ends it.
+    """
+    if not key.startswith(LOOKUP_FIELD_PREFIX):
+        return None
+    gateway, sep, station = key[len(LOOKUP_FIELD_PREFIX) :].partition("/")
+    return (gateway, station) if sep and gateway and station else None
 
 
 def encode_lookup(values: list[str]) -> str:
@@ -433,7 +446,7 @@ def _record_lines(block: Block, block_us: int) -> Iterator[str]:
 
 
 def lookup_lines(block: Block, block_us: int | None = None) -> list[str]:
-    field = escape_tag("gateway", lookup_field(block.gateway))
+    field = escape_tag("station", lookup_field(block.gateway, block.station))
     at = utc_us(block.recorded_at) if block_us is None else block_us
     return [
         f"{LOOKUP_MEASUREMENT},bucket={escape_tag('bucket', b)} "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collector.chain import blocks as chain_blocks
 from collector.chain import checkpoints as chain_checkpoints
@@ -32,13 +32,13 @@ from collector.store.base import Row, Store, quote_ident, quote_literal
 from collector.store.lineprotocol import (
     BLOCK_MEASUREMENT,
     CHECKPOINT_MEASUREMENT,
-    LOOKUP_FIELD_PREFIX,
     LOOKUP_MEASUREMENT,
     PAYLOAD_FIELD,
     RECORD_MEASUREMENTS,
     bucket,
     decode_lookup,
     lookup_field,
+    parse_lookup_field,
 )
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "gateways_in_store",
     "gateways_of_stations",
     "lookup",
+    "lookup_fields",
     "lookup_rows",
     "points_without_gateway",
     "quote_ident",
@@ -133,10 +134,11 @@ def _statements(store: Store, statements: Sequence[str]) -> Iterator[Row]:
 
 @dataclass(frozen=True, order=True)
 class BlockRef:
-    """Where a block point is: its gateway and its time (µs)."""
+    """Where a block point is: its gateway and its time (µs); the station, when known, narrows the read."""
 
     gateway: str
     time: int
+    station: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -206,20 +208,104 @@ def lookup(store: Store, key: str, values: Iterable[str]) -> dict[str, set[Block
         for row in store.iter_query(select("*", LOOKUP_MEASUREMENT, [cond])):
             names = by_bucket.get(str(row.get("bucket")), set())
             for column, text in row.items():
-                if not column.startswith(LOOKUP_FIELD_PREFIX) or text is None:
+                where = parse_lookup_field(column) if text is not None else None
+                if where is None:
                     continue
                 for v in decode_lookup(text) or ():
                     if v in names:
-                        found[v].add(BlockRef(column[len(LOOKUP_FIELD_PREFIX) :], int(row["time"])))
+                        found[v].add(BlockRef(where[0], int(row["time"]), where[1]))
     return found
 
 
+#: refs of one station further apart than this are read by separate statements
+CLUSTER_GAP_US = 3_600_000_000
+#: blocks a range read may bring that were not asked for, between two that were
+MAX_UNWANTED_RUN = 64
+
+
 def blocks_at(store: Store, refs: Iterable[BlockRef]) -> Iterator[Row]:
-    """The ``block`` rows at these places (one statement each, many per request)."""
-    statements = [
-        select("*", BLOCK_MEASUREMENT, [eq("gateway", r.gateway), f"time = {int(r.time)}u"]) for r in sorted(set(refs))
+    """The ``block`` rows at these places.
+
+    Reading one block by its exact time costs InfluxDB about as much as reading the hundreds
+    around it (the payload column is decompressed a TSM block at a time), so the blocks of
+    one gateway's station that lie close together are read with one range statement each.
+    Which blocks a range holds is listed first from a small column (``first_seq``): a range
+    is split where more than :data:`MAX_UNWANTED_RUN` blocks nobody asked for lie between
+    two that were, so a read never brings many more blocks than it was asked for. Rows
+    come back for the asked places only.
+    """
+    wanted = set(refs)
+    if not wanted:
+        return
+    clusters = _clusters(wanted)
+    listing = [
+        select(
+            ["first_seq", "gateway", "station"],
+            BLOCK_MEASUREMENT,
+            [*_series(c[0]), f"time >= {c[0].time}u", f"time <= {c[-1].time}u"],
+        )
+        for c in clusters
+        if len(c) > 1
     ]
-    return _statements(store, statements)
+    stored: dict[str, list[tuple[int, str]]] = {}  # gateway -> (time, station) of its blocks in the clusters
+    for row in _statements(store, listing):
+        stored.setdefault(str(row.get("gateway")), []).append((int(row["time"]), str(row.get("station") or "")))
+    statements = []
+    for c in clusters:
+        asked = {r.time for r in c}
+        station = c[0].station
+        lo, hi = c[0].time, c[-1].time
+        near = {t for t, s in stored.get(c[0].gateway, ()) if lo <= t <= hi and (not station or s == station)}
+        for first, last in _windows(sorted(near | asked), asked):
+            where = [f"time = {first}u"] if first == last else [f"time >= {first}u", f"time <= {last}u"]
+            statements.append(select("*", BLOCK_MEASUREMENT, [*_series(c[0]), *where]))
+    times_wanted = {(r.gateway, r.time) for r in wanted}
+    for row in _statements(store, statements):
+        if (str(row.get("gateway")), int(row["time"])) in times_wanted:
+            yield row
+
+
+def _series(ref: BlockRef) -> list[str]:
+    return [eq("gateway", ref.gateway)] + ([eq("station", ref.station)] if ref.station else [])
+
+
+def _clusters(refs: set[BlockRef]) -> list[list[BlockRef]]:
+    """Refs grouped by gateway and station, split where they lie more than an hour apart."""
+    by_series: dict[tuple[str, str], list[BlockRef]] = {}
+    for r in refs:
+        by_series.setdefault((r.gateway, r.station), []).append(r)
+    out: list[list[BlockRef]] = []
+    for series in by_series.values():
+        series.sort()
+        current = [series[0]]
+        for r in series[1:]:
+            if r.time - current[-1].time > CLUSTER_GAP_US:
+                out.append(current)
+                current = []
+            current.append(r)
+        out.append(current)
+    return out
+
+
+def _windows(times: list[int], asked: set[int]) -> list[tuple[int, int]]:
+    """(first, last) time ranges covering the asked times, none with a long run of others inside."""
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    last_asked = 0
+    unwanted = 0
+    for t in times:
+        if t in asked:
+            if start is None:
+                start = t
+            elif unwanted > MAX_UNWANTED_RUN:
+                out.append((start, last_asked))
+                start = t
+            last_asked, unwanted = t, 0
+        elif start is not None:
+            unwanted += 1
+    if start is not None:
+        out.append((start, last_asked))
+    return out
 
 
 def block_rows(
@@ -260,10 +346,10 @@ def record_refs(
     """
     where = [*conditions, *time_range(start_us, end_us)]
     for m in measurements:
-        for row in store.iter_query(select(["block_time", "gateway", "seq"], m, where)):
+        for row in store.iter_query(select(["block_time", "gateway", "station", "seq"], m, where)):
             gateway, block_time = row.get("gateway"), row.get("block_time")
             if isinstance(gateway, str) and gateway and type(block_time) is int:
-                yield BlockRef(gateway, block_time), row
+                yield BlockRef(gateway, block_time, str(row.get("station") or "")), row
             else:
                 yield None, row
 
@@ -286,11 +372,18 @@ def gateways_in_store(store: Store) -> set[str]:
         for row in store.iter_query(f"SHOW TAG VALUES FROM {quote_ident(m)} WITH KEY = {quote_ident('gateway')}"):
             if row.get("value"):
                 found.add(str(row["value"]))
-    for row in store.iter_query(f"SHOW FIELD KEYS FROM {quote_ident(LOOKUP_MEASUREMENT)}"):
-        key = str(row.get("fieldKey") or "")
-        if key.startswith(LOOKUP_FIELD_PREFIX) and len(key) > len(LOOKUP_FIELD_PREFIX):
-            found.add(key[len(LOOKUP_FIELD_PREFIX) :])
+    found |= {gateway for gateway, _ in lookup_fields(store)}
     return found
+
+
+def lookup_fields(store: Store) -> list[tuple[str, str]]:
+    """(gateway, station) of every lookup field the store has."""
+    out = []
+    for row in store.iter_query(f"SHOW FIELD KEYS FROM {quote_ident(LOOKUP_MEASUREMENT)}"):
+        where = parse_lookup_field(str(row.get("fieldKey") or ""))
+        if where is not None:
+            out.append(where)
+    return out
 
 
 def count_records(store: Store, start_us: int | None = None, end_us: int | None = None) -> int:
@@ -303,8 +396,11 @@ def count_records(store: Store, start_us: int | None = None, end_us: int | None 
 
 
 def lookup_rows(store: Store, gateway: str, start_us: int | None = None, end_us: int | None = None) -> Iterator[Row]:
-    """One gateway's lookup entries (its ``gw:<gateway>`` field), in time order."""
-    return store.iter_query(select([lookup_field(gateway), "bucket"], LOOKUP_MEASUREMENT, time_range(start_us, end_us)))
+    """One gateway's lookup entries (its ``gw:<gateway>/<station>`` fields), in time order."""
+    columns = [lookup_field(g, s) for g, s in lookup_fields(store) if g == gateway]
+    if not columns:
+        return iter(())
+    return store.iter_query(select([*columns, "bucket"], LOOKUP_MEASUREMENT, time_range(start_us, end_us)))
 
 
 def block_before(store: Store, gateway: str, before_us: int) -> Row | None:

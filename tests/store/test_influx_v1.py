@@ -97,7 +97,7 @@ def test_awkward_strings_round_trip(v1_store: InfluxV1Store, keydir: Path) -> No
     # the serial's lookup entry names it, in the bucket its value hashes to
     serial_bucket = quote_literal(bucket("serial", AWKWARD_FIELDS["serial"]))
     entry = v1_store.query(f"SELECT * FROM lookup WHERE bucket = {serial_bucket}")
-    assert [decode_lookup(r["gw:gw.awk-1"]) for r in entry] == [[AWKWARD_FIELDS["serial"]]]
+    assert [decode_lookup(r[f"gw:gw.awk-1/{station}"]) for r in entry] == [[AWKWARD_FIELDS["serial"]]]
     tag_values = {r["value"] for r in v1_store.query('SHOW TAG VALUES FROM inspection WITH KEY = "station"')}
     assert tag_values == {station, "st-10"}
 

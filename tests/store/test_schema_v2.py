@@ -45,7 +45,7 @@ def test_every_point_of_a_block_reads_back_as_record_columns_says(v1_store: Infl
     assert row["time"] == at and all(row[k] == v for k, v in {**tags, **fields}.items())
     # the nonconformance's measurement id is in the ref index
     [ref] = v1_store.query(f"SELECT * FROM lookup WHERE bucket = {quote_literal(bucket('ref', m2['id']))}")
-    assert m2["id"] in (decode_lookup(ref["gw:gw-1"]) or []) and ref["time"] == at
+    assert m2["id"] in (decode_lookup(ref["gw:gw-1/st-10"]) or []) and ref["time"] == at
 
 
 def test_two_gateways_in_one_bucket_at_one_microsecond_keep_both_entries(v1_store: InfluxV1Store, keydir: Path) -> None:
@@ -57,8 +57,8 @@ def test_two_gateways_in_one_bucket_at_one_microsecond_keep_both_entries(v1_stor
     v1_store.write_lines(lines_for_block(one))
     v1_store.write_lines(lines_for_block(two))
     [row] = v1_store.query(f"SELECT * FROM lookup WHERE bucket = {quote_literal(bucket('serial', serial_a))}")
-    assert decode_lookup(row["gw:gw-1"]) == [serial_a]
-    assert decode_lookup(row["gw:gw-2"]) == [serial_b]
+    assert decode_lookup(row["gw:gw-1/st-10"]) == [serial_a]
+    assert decode_lookup(row["gw:gw-2/st-10"]) == [serial_b]
     assert len(v1_store.query("SELECT * FROM block")) == 2
 
 

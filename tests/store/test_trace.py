@@ -149,7 +149,7 @@ def test_a_forged_block_is_marked_not_verified_and_a_false_index_entry_shows_not
     store.write_lines(
         [
             f"lookup,bucket={bucket('serial', 'SN-1')} "
-            f"gw:gw-1={escape_string_field('v', json.dumps(['SN-1']))} {sn3_time}"
+            f"gw:gw-1/st-10={escape_string_field('v', json.dumps(['SN-1']))} {sn3_time}"
         ]
     )
     found = trace_evidence(store, TraceFilter(serial="SN-1"), keys)

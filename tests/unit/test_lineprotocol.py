@@ -97,7 +97,7 @@ def test_a_block_makes_its_point_one_point_per_record_and_its_lookup_entries() -
     assert split_line(lines[2])[1].startswith(f"seq=8i,block_time={AT_US}i,")
     assert split_line(lines[2])[2] == str(AT_US + 1)  # the record's own recorded_at
     serial_bucket = "serial:" + hashlib.sha256(b"SN-1").hexdigest()[:3]
-    assert f'lookup,bucket={serial_bucket} gw:gw-1="[\\"SN-1\\"]" {AT_US}' in lines
+    assert f'lookup,bucket={serial_bucket} gw:gw-1/st-1="[\\"SN-1\\"]" {AT_US}' in lines
     assert {split_line(x)[0] for x in lines[3:]} == {
         f"lookup,bucket={bucket(k, v)}" for k, v in (("serial", "SN-1"), ("lot", "L-1"), ("work_order", "WO-1"))
     }
@@ -252,7 +252,7 @@ def test_many_serials_in_one_bucket_share_one_point() -> None:
     [lookup] = lines_for_block(block)[4:]
     assert (
         lookup
-        == f"lookup,bucket={bucket('serial', 'SN-0')} gw:gw-1={escape_string_field('x', encode_lookup(same))} {AT_US}"
+        == f"lookup,bucket={bucket('serial', 'SN-0')} gw:gw-1/st-1={escape_string_field('x', encode_lookup(same))} {AT_US}"
     )
     assert decode_lookup(encode_lookup(same)) == same
 
