@@ -24,14 +24,11 @@ from typing import Any
 
 from collector.chain.blocks import Block
 from collector.chain.keys import KeyRing, SignatureInvalid
+from collector.evidence.findings import ALTERED, FORGED, UNKNOWN
 from collector.store import queries
 from collector.store.base import Row, Store
 from collector.store.lineprotocol import BLOCK_FIELDS, BLOCK_TAG_KEYS, block_columns, mismatches
 from collector.store.queries import BlockRef, Unreadable
-
-ALTERED = "ALTERED"
-FORGED = "FORGED"
-UNKNOWN = "UNKNOWN"
 
 Record = dict[str, Any]
 

@@ -37,6 +37,9 @@ nonconformances that point at them (by id, whenever written); the part records o
 part numbers written since ``since``. All are read from their blocks (a trace), each block
 checked against the key directory when one is given; whatever is not verified evidence is
 listed as such, never silently left out.
+
+Why one module of this size: re-judging, grouping by part and the two report forms (text and
+JSON) are one assessment, whose rules are stated once, above.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ given, covers that and is shown beside it.
 
 Every text taken from a record is HTML-escaped: serials, names and reasons come from
 scanners and operators.
+
+Why one module of this size: it is one page, and its sections share the escaping, time and
+link helpers; most of its lines are the HTML of the sections.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ backslashes in tags literally but cannot represent a tag value that ends in a ba
 or has one directly before a comma, equals sign or space; such a value (and any line
 break, which would end the line) is refused with a :class:`ValueError` naming the field.
 A block's payload never holds a line break: canonical JSON escapes control characters.
+
+Why one module of this size: it is the storage schema. What each point holds, how it is
+written fast, and what :func:`record_columns` says it must be (which verify compares stored
+points with) belong together; split, they would drift apart.
 """
 
 from __future__ import annotations

@@ -204,17 +204,31 @@ def lookup(store: Store, key: str, values: Iterable[str]) -> dict[str, set[Block
     for v in wanted:
         by_bucket.setdefault(bucket(key, v), set()).add(v)
     found: dict[str, set[BlockRef]] = {v: set() for v in wanted}
-    for cond in any_of("bucket", by_bucket):
-        for row in store.iter_query(select("*", LOOKUP_MEASUREMENT, [cond])):
-            names = by_bucket.get(str(row.get("bucket")), set())
-            for column, text in row.items():
-                where = parse_lookup_field(column) if text is not None else None
-                if where is None:
-                    continue
-                for v in decode_lookup(text) or ():
-                    if v in names:
-                        found[v].add(BlockRef(where[0], int(row["time"]), where[1]))
+    # most entries name none of the values: a plain value's JSON form is the value in quotes,
+    # so those are passed over without decoding
+    quoted = {b: [f'"{v}"' for v in names] if all(map(_plain, names)) else None for b, names in by_bucket.items()}
+    columns: dict[str, tuple[str, str] | None] = {}
+    statements = [select("*", LOOKUP_MEASUREMENT, [cond]) for cond in any_of("bucket", by_bucket)]
+    for row in _statements(store, statements):
+        b = str(row.get("bucket"))
+        names, forms = by_bucket.get(b, set()), quoted.get(b)
+        for column, text in row.items():
+            if not isinstance(text, str):
+                continue
+            if column not in columns:
+                columns[column] = parse_lookup_field(column)
+            where = columns[column]
+            if where is None or (forms is not None and not any(f in text for f in forms)):
+                continue
+            for v in decode_lookup(text) or ():
+                if v in names:
+                    found[v].add(BlockRef(where[0], int(row["time"]), where[1]))
     return found
+
+
+def _plain(value: str) -> bool:
+    """Whether ``value`` is written into JSON as it is (no quote, backslash or control character)."""
+    return '"' not in value and "\\" not in value and value.isprintable()
 
 
 #: refs of one station further apart than this are read by separate statements

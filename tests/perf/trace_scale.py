@@ -12,8 +12,9 @@ What it does:
    protocol straight to ``/write`` (``lines_for_block``): four gateways, each with a manual
    station (a caliper: one record per block, the part verdict in the part's last block) and
    an automatic one (a PLC: one block per poll cycle of up to 40 values), parts of 5 to 200
-   records, a lot per 400 parts, a work order per 2,000, nonconformances on failed values,
-   re-measures, and invalidations written later without the part's context (found only
+   records, values around the nominal (about 1 in 1,000 out of tolerance, each with its
+   nonconformance), a lot per 400 parts, a work order per 2,000, re-measures (1 %), and
+   invalidations (0.3 %) written later without the part's context (found only
    through the ``ref`` index). Records are about one second apart per gateway, so 10 M span
    a month (several shards);
 3. at each size in ``--sizes`` (cumulative: the store grows to the next size), runs
@@ -118,7 +119,7 @@ class Fill:
         return f"0193a0a0-0000-7000-8000-{self.ids:012x}"
 
     def _measurement(self, gw: Gateway, serial: str, c: int, lot: str, wo: str, station: str) -> dict[str, Any]:
-        value = f"{12 + self.rng.randrange(-30, 31) / 1000:.3f}"
+        value = f"{self.rng.gauss(12, 0.006):.3f}"  # Cp about 1.1: a value in a few hundred fails
         verdict = "pass" if abs(float(value) - 12) <= 0.02 else "fail"
         return {
             "kind": "measurement",
@@ -171,7 +172,7 @@ class Fill:
         for c in range(n):
             m = self._measurement(gw, serial, c, lot, wo, station)
             values.append(m)
-            if m["verdict"] == "fail" and self.rng.random() < 0.3:
+            if m["verdict"] == "fail":
                 extra.append({"kind": "nonconformance", "id": self._id(), "measurement_id": m["id"],
                               "serial": serial, "part_number": m["part_number"], "characteristic": m["characteristic"],
                               "judged_value": m["judged_value"], "lsl": "11.980", "usl": "12.020",
