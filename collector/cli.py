@@ -157,16 +157,22 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
     return flt
 
 
-def _keys(args: argparse.Namespace) -> KeyRing | None:
-    """The register of gateways and their public keys (``--keys DIR``), or None."""
-    if not getattr(args, "keys", None):
+def _keys(args: argparse.Namespace, cfg: config_mod.Config) -> KeyRing | None:
+    """The register of gateways and their public keys: ``--keys DIR``, else the recorder's
+    ``recorder.keys`` in the configuration, else None (signatures are then not checked)."""
+    directory = getattr(args, "keys", None)
+    option = "--keys"
+    if not directory and cfg.recorder is not None:
+        directory = getattr(cfg.recorder, "keys", None)
+        option = "recorder.keys"
+    if not directory:
         return None
     from collector.chain.keys import KeyFileError, KeyRing
 
     try:
-        return KeyRing.load(args.keys)
+        return KeyRing.load(directory)
     except KeyFileError as exc:
-        raise ConfigError("command line", [("--keys", str(exc))]) from None
+        raise ConfigError(args.config if option != "--keys" else "command line", [(option, str(exc))]) from None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -221,7 +227,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 )
             ],
         )
-    keys = _keys(args)
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
         # the complete history: invalidations and dispositions written without the part's
@@ -279,7 +285,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
             offset = Decimal(args.offset)
         except InvalidOperation:
             raise ConfigError("command line", [("--offset", f"not a number: {args.offset!r}")]) from None
-    keys = _keys(args)
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
         report = impact(store, args.gauge, args.since, offset, args.until, offset_unit=args.offset_unit, keys=keys)
@@ -300,7 +306,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
-    keys = _keys(args)
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
         records = trace(store, TraceFilter(serial=args.serial), keys)
@@ -328,7 +334,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
     flt = _filter(args)
-    keys = _keys(args)
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
         stations = [*(args.station_set or []), *([args.station] if args.station else [])]
@@ -370,8 +376,8 @@ def _keys_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keys",
         metavar="DIR",
-        help="the key directory: <gateway>.pub (or .hmac) per gateway, and register.yaml; "
-        "without it signatures and the register are not checked",
+        help="the key directory: <gateway>.pub (or .hmac) per gateway, and register.yaml "
+        "(default: the configuration's recorder.keys); without one, signatures and the register are not checked",
     )
 
 

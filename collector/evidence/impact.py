@@ -569,6 +569,7 @@ def impact_json(report: ImpactReport) -> dict[str, Any]:
             "id": r.get("id"),
             "gateway": r.get("gateway"),
             "seq": r.get("seq"),
+            "verified": r.get("verified"),
             "measured_at": r.get("measured_at"),
             "station": r.get("station"),
             "characteristic": r.get("characteristic"),

@@ -159,3 +159,19 @@ class GatewayChain:
         last = self.sealed[-1]
         at = self.next_us if at_us is None else at_us
         return checkpoints.make(self.gateway, last.last_seq, last.hash, at, self.signer)
+
+
+def forge(like: Block, records: Sequence[Record], signer: Signer | None, **header: Any) -> Block:
+    """A block sealed as an attacker would: ``like``'s header with ``header``'s changes, their key."""
+    fields: dict[str, Any] = {
+        "gateway": like.gateway,
+        "site": like.site,
+        "line": like.line,
+        "station": like.station,
+        "first_seq": like.first_seq,
+        "recorded_at": like.recorded_at,
+        "clock_synced": like.clock_synced,
+        "prev_hash": like.prev_hash,
+    }
+    fields.update(header)
+    return blocks.seal(records, signer=signer, **fields)

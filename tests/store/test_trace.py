@@ -16,7 +16,7 @@ from collector.chain.keys import Ed25519Signer, KeyRing, generate
 from collector.evidence.trace import TraceFilter, trace, trace_evidence, with_related
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.lineprotocol import bucket, escape_string_field, lines_for_block
-from tests.store.chains import BASE_US, GatewayChain, event, measurement, part
+from tests.store.chains import BASE_US, GatewayChain, event, forge, measurement, part
 
 pytestmark = pytest.mark.services
 
@@ -131,18 +131,9 @@ def test_a_forged_block_is_marked_not_verified_and_a_false_index_entry_shows_not
 ) -> None:
     store, keys, _ = plant
     attacker = Ed25519Signer.from_file(generate("gw-1", keydir / "attacker")[0])
-    fake = blocks.seal(
-        [measurement("SN-1", "bore-d", "12.000")],
-        gateway="gw-1",
-        site="plant-a",
-        line="line-2",
-        station="st-10",
-        first_seq=99,
-        recorded_at=format_utc_us(BASE_US + 9_000_000),
-        clock_synced=True,
-        prev_hash="0" * 64,
-        signer=attacker,
-    )
+    template = blocks.read(store.query("SELECT payload FROM block WHERE gateway = 'gw-1' LIMIT 1")[0]["payload"])
+    at = format_utc_us(BASE_US + 9_000_000)
+    fake = forge(template, [measurement("SN-1", "bore-d", "12.000")], attacker, first_seq=99, recorded_at=at)
     store.write_lines(lines_for_block(fake))
     # an index entry that claims SN-1 is in the block of SN-3
     sn3_time = BASE_US + 4 * 1001 + 2
@@ -222,3 +213,35 @@ def test_the_command_exits_1_naming_what_is_not_evidence(
     out, err = capsys.readouterr()
     assert code == 1 and "not evidence: inspection point" in err and "names no block" in err
     assert all(r["verified"] for r in json.loads(out))  # what is printed is evidence
+
+
+def test_the_report_command_shows_each_record_verified_and_the_chains(
+    plant: tuple[InfluxV1Store, KeyRing, dict[str, str]],
+    tmp_path: Path,
+    keydir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, _, ids = plant
+    out = tmp_path / "SN-1.html"
+    argv = ["report", "--config", config_file(tmp_path, store), "--keys", str(keydir), "--serial", "SN-1"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<td class="pass">verified: signed with key') == 7 and "NOT VERIFIED" not in page
+    assert "Store verification: intact." in page and "signatures checked against the key directory" in page
+    assert f'id="r-{ids["m2"]}"' in page and "wrong gauge" in page  # the late invalidation, found by its target
+    assert cli.main(["report", "--config", config_file(tmp_path, store), "--serial", "SN-404"]) == 1
+
+
+def test_the_impact_command_reads_verified_records(
+    plant: tuple[InfluxV1Store, KeyRing, dict[str, str]],
+    tmp_path: Path,
+    keydir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, _, ids = plant
+    argv = ["impact", "--config", config_file(tmp_path, store), "--keys", str(keydir), "--gauge", "G-99"]
+    assert cli.main([*argv, "--since", "2026-01-01", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [value] = [v for p in doc["parts"] for v in p["values"]]
+    assert doc["unreadable"] == [] and value["id"] == ids["m3"] and value["verified"] is True
+    assert value["status"] == "invalidated"  # the late invalidation, found through the ref index

@@ -21,7 +21,7 @@ from collector.chain.keys import Ed25519Signer, HmacSigner, KeyRing, generate
 from collector.evidence.verify import Report, verify
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.lineprotocol import checkpoint_line, lines_for_block
-from tests.store.chains import BASE_US, GatewayChain, event, measurement, part
+from tests.store.chains import BASE_US, GatewayChain, event, forge, measurement, part
 
 pytestmark = pytest.mark.services
 
@@ -103,18 +103,7 @@ def test_a_time_range_checks_the_links_into_and_out_of_it(history: History) -> N
 def test_a_tail_rewritten_and_hashed_again_is_forged_and_rehashed(history: History) -> None:
     last = history.gw1.sealed[-1]
     rewritten = dict(last.records[0], verdict="accept")
-    forged = blocks.seal(
-        [rewritten],
-        gateway="gw-1",
-        site=last.site,
-        line=last.line,
-        station=last.station,
-        first_seq=last.first_seq,
-        recorded_at=last.recorded_at,
-        clock_synced=True,
-        prev_hash=last.prev_hash,
-        signer=Ed25519Signer.from_file(generate("gw-1", history.keydir / "attacker")[0]),
-    )
+    forged = forge(last, [rewritten], Ed25519Signer.from_file(generate("gw-1", history.keydir / "attacker")[0]))
     history.delete(last)  # a thorough attacker leaves none of the genuine points behind
     history.write(forged)
     report = history.verify()
@@ -135,18 +124,7 @@ def test_a_tail_rehashed_with_a_stolen_hmac_key_is_caught_by_the_checkpoint(
     v1_store.write_lines([checkpoint_line(chain.checkpoint())])
     assert h.verify().ok
     last = chain.sealed[-1]
-    again = blocks.seal(
-        [dict(last.records[0], value="12.100", verdict="fail")],
-        gateway="gw-h",
-        site=last.site,
-        line=last.line,
-        station=last.station,
-        first_seq=last.first_seq,
-        recorded_at=last.recorded_at,
-        clock_synced=True,
-        prev_hash=last.prev_hash,
-        signer=secret,
-    )
+    again = forge(last, [dict(last.records[0], value="12.100", verdict="fail")], secret)
     h.delete(last)
     h.write(again)
     report = h.verify()
@@ -157,17 +135,9 @@ def test_a_tail_rehashed_with_a_stolen_hmac_key_is_caught_by_the_checkpoint(
 def test_a_forged_next_record_is_forged(history: History, signed: bool) -> None:
     head = history.gw1.sealed[-1]
     signer = Ed25519Signer.from_file(generate("gw-1", history.keydir / "attacker")[0]) if signed else None
-    fake = blocks.seal(
-        [measurement("SN-999")],
-        gateway="gw-1",
-        site=head.site,
-        line=head.line,
-        station=head.station,
-        first_seq=head.last_seq + 1,
-        recorded_at=format_utc_us(head.recorded_us + 5_000_000),
-        clock_synced=True,
-        prev_hash=head.hash,
-        signer=signer,
+    at = format_utc_us(head.recorded_us + 5_000_000)
+    fake = forge(
+        head, [measurement("SN-999")], signer, first_seq=head.last_seq + 1, recorded_at=at, prev_hash=head.hash
     )
     history.write(fake)
     report = history.verify()
@@ -285,18 +255,7 @@ def test_a_deleted_block_in_the_middle_is_a_gap_and_a_deleted_index_entry_is_alt
 def test_two_blocks_claiming_one_seq_are_a_duplicate(history: History) -> None:
     head = history.gw2.sealed[-1]
     attacker = Ed25519Signer.from_file(generate("gw-2", history.keydir / "attacker")[0])
-    twin = blocks.seal(
-        [measurement("SN-EVIL")],
-        gateway="gw-2",
-        site=head.site,
-        line=head.line,
-        station=head.station,
-        first_seq=head.first_seq,
-        recorded_at=format_utc_us(head.recorded_us + 7_000_000),
-        clock_synced=True,
-        prev_hash=head.prev_hash,
-        signer=attacker,
-    )
+    twin = forge(head, [measurement("SN-EVIL")], attacker, recorded_at=format_utc_us(head.recorded_us + 7_000_000))
     history.write(twin)
     # the twin also ends at the checkpoint's head with another hash
     assert findings(history.verify()) == {"DUPLICATE", "FORGED", "REHASHED"}

@@ -250,10 +250,8 @@ def test_many_serials_in_one_bucket_share_one_point() -> None:
     same = [s for s in (f"SN-{n}" for n in range(20_000)) if bucket("serial", s) == bucket("serial", "SN-0")][:3]
     block = seal([fixed_measurement(serial=s, lot=None, work_order=None) for s in same])
     [lookup] = lines_for_block(block)[4:]
-    assert (
-        lookup
-        == f"lookup,bucket={bucket('serial', 'SN-0')} gw:gw-1/st-1={escape_string_field('x', encode_lookup(same))} {AT_US}"
-    )
+    field = escape_string_field("x", encode_lookup(same))
+    assert lookup == f"lookup,bucket={bucket('serial', 'SN-0')} gw:gw-1/st-1={field} {AT_US}"
     assert decode_lookup(encode_lookup(same)) == same
 
 
