@@ -86,7 +86,7 @@ class ChainCheck:
                 "checked against the key directory (none given)"
             )
         return (
-            f"verified: {self.records} records in {self.blocks} block(s), each block canonical, matching its hash "
+            f"verified: {self.records} records in {self.blocks} block(s), hashes intact, each block canonical "
             "and signed by its gateway's registered key"
         )
 

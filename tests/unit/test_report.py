@@ -241,7 +241,7 @@ def test_intact_records_say_verified() -> None:
     assert check.ok and check.records == 8 and check.verified == 8 and check.blocks == 8
     page = Page(part_report_html(records, generated_at=NOW))
     box = page.find("div", id="verification")
-    assert box and "verified: 8 records in 8 block(s), each block canonical" in box[0][1]
+    assert box and "verified: 8 records in 8 block(s), hashes intact, each block canonical" in box[0][1]
     # per record: the values table and the integrity table say it
     m = next(r for r in records if r["kind"] == "measurement")
     assert row_of(page, m["id"])[1].endswith("verified")
