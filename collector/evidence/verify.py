@@ -440,6 +440,8 @@ def verify(
     registered = set(keys.gateways) if keys is not None else set()
     names = in_store | registered
     if only:
+        for gw in sorted(set(only) - names):  # asked about, and nothing anywhere: say so, never "intact"
+            report.add(Finding(gw, MISSING, None, "nothing is stored for this gateway and it is not in the register"))
         names &= set(only)
     if stations:
         serving = queries.gateways_of_stations(store, stations)

@@ -177,6 +177,11 @@ def test_every_record_of_one_gateway_deleted_is_missing(history: History) -> Non
     assert findings(report) == {"MISSING"}, [str(f) for f in report.findings]  # registered, not retired
 
 
+def test_a_gateway_asked_about_that_nothing_knows_is_missing(history: History) -> None:
+    report = history.verify(only=["gw-typo"])
+    assert findings(report) == {"MISSING"} and report.findings[0].gateway == "gw-typo" and not report.ok
+
+
 def test_a_retired_gateway_may_be_silent(history: History) -> None:
     for m in ("block", "inspection", "part", "event", "checkpoint"):
         history.store.query(f'DROP SERIES FROM "{m}" WHERE "gateway" = \'gw-2\'')
