@@ -129,9 +129,9 @@ def format_report(report: Report) -> str:
         f"register     {scope.get('register') or 'none given: signatures, unknown and missing gateways NOT checked'}",
         "checks       integrity (each block's SHA-256 over exactly its canonical text; every record point",
         "             and index entry equal to the record in its block);",
-        "             completeness (sequence numbers without gaps or duplicates, from 1 unless a time range",
-        "             is given; each prev_hash the previous block's hash; the chain reaching every checkpoint",
-        "             with the hash the checkpoint names);",
+        "             completeness (sequence numbers without gaps or duplicates, from 1 or from the block just",
+        "             before the time range; each prev_hash the previous block's hash; the chain reaching every",
+        "             checkpoint with the hash the checkpoint names);",
         "             authenticity ("
         + (
             "each block and checkpoint signed by a key of its gateway in the register"

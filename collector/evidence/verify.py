@@ -213,7 +213,7 @@ class _Walk:
             self.add(
                 kind,
                 expected,
-                f"records {expected}..{block.first_seq - 1} missing {where}; next block at {block.recorded_at}",
+                f"{_records(expected, block.first_seq - 1)} missing {where}; next block at {block.recorded_at}",
             )
         elif block.first_seq < expected:
             self.add(
@@ -248,7 +248,7 @@ class _Walk:
             self.add(
                 kind,
                 self.prev_last_seq + 1,
-                f"records {self.prev_last_seq + 1}..{block.first_seq - 1} missing before the block at "
+                f"{_records(self.prev_last_seq + 1, block.first_seq - 1)} missing before the block at "
                 f"{block.recorded_at} (after the range)",
             )
         elif block.first_seq == self.prev_last_seq + 1 and self.prev is not None and block.prev_hash != self.prev.hash:
@@ -396,8 +396,12 @@ class _Walk:
                 kind,
                 reached + 1,
                 f"the stored chain ends at seq {reached or '-'}, but the checkpoint of {newest.at} says it "
-                f"reached {newest.head_seq} (records {reached + 1}..{newest.head_seq} are not stored)",
+                f"reached {newest.head_seq} ({_records(reached + 1, newest.head_seq)} not stored)",
             )
+
+
+def _records(first: int, last: int) -> str:
+    return f"record {first}" if first == last else f"records {first}..{last}"
 
 
 def _short(value: object) -> str:
