@@ -11,11 +11,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector import config as config_mod
 from collector.errors import CollectorError, ConfigError
-from collector.evidence.trace import TraceFilter
+
+if TYPE_CHECKING:
+    from collector.chain.keys import KeyRing
+    from collector.evidence.trace import TraceFilter
 
 log = logging.getLogger("collector")
 
@@ -134,7 +137,9 @@ def cmd_recorder(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> TraceFilter:
-    return TraceFilter(
+    from collector.evidence.trace import TraceFilter
+
+    flt = TraceFilter(
         serial=args.serial,
         lot=args.lot,
         work_order=args.work_order,
@@ -145,6 +150,29 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
         start=args.start,
         end=args.end,
     )
+    try:
+        flt.conditions()
+    except ValueError as exc:
+        raise ConfigError("command line", [("--from/--to", f"not a date or an RFC 3339 time: {exc}")]) from None
+    return flt
+
+
+def _keys(args: argparse.Namespace, cfg: config_mod.Config) -> KeyRing | None:
+    """The register of gateways and their public keys: ``--keys DIR``, else the recorder's
+    ``recorder.keys`` in the configuration, else None (signatures are then not checked)."""
+    directory = getattr(args, "keys", None)
+    option = "--keys"
+    if not directory and cfg.recorder is not None:
+        directory = getattr(cfg.recorder, "keys", None)
+        option = "recorder.keys"
+    if not directory:
+        return None
+    from collector.chain.keys import KeyFileError, KeyRing
+
+    try:
+        return KeyRing.load(directory)
+    except KeyFileError as exc:
+        raise ConfigError(args.config if option != "--keys" else "command line", [(option, str(exc))]) from None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -186,7 +214,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from collector.evidence.trace import trace, write_csv, write_json
+    from collector.evidence.trace import trace_evidence, write_csv, write_json
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "influxdb")
@@ -203,20 +231,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 )
             ],
         )
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        from collector.evidence.report import with_related
-
         # the complete history: invalidations and dispositions written without the part's
         # context are found by the ids they point at
-        records = with_related(store, trace(store, flt))
+        found = trace_evidence(store, flt, keys)
     finally:
         store.close()
+    problems = found.problems()
+    for line in problems:
+        print(line, file=sys.stderr)
+    if keys is None and found.records:
+        print("signatures not checked (no --keys): every record is marked unverified", file=sys.stderr)
     if args.format == "dfq":
-        return _write_dfq(cfg, records, args)
-    (write_csv if args.format == "csv" else write_json)(records, sys.stdout)
-    print(f"{len(records)} record(s)", file=sys.stderr)
-    return EXIT_OK
+        code = _write_dfq(cfg, found.records, args)
+    else:
+        (write_csv if args.format == "csv" else write_json)(found.records, sys.stdout)
+        print(f"{len(found.records)} record(s) from {found.blocks} block(s)", file=sys.stderr)
+        code = EXIT_OK
+    return EXIT_FAILED if problems else code
 
 
 def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
@@ -255,9 +289,10 @@ def cmd_impact(args: argparse.Namespace) -> int:
             offset = Decimal(args.offset)
         except InvalidOperation:
             raise ConfigError("command line", [("--offset", f"not a number: {args.offset!r}")]) from None
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        report = impact(store, args.gauge, args.since, offset, args.until, offset_unit=args.offset_unit)
+        report = impact(store, args.gauge, args.since, offset, args.until, offset_unit=args.offset_unit, keys=keys)
     finally:
         store.close()
     if args.json:
@@ -268,25 +303,23 @@ def cmd_impact(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from collector.evidence.report import part_report_html, with_related
-    from collector.evidence.trace import trace
+    from collector.evidence.report import part_report_html
+    from collector.evidence.trace import TraceFilter, trace
     from collector.evidence.verify import verify
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
-    key = None
-    if cfg.gateway is not None and cfg.gateway.signing_key is not None:
-        key = cfg.gateway.signing_key.get_secret_value().encode()
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        records = with_related(store, trace(store, TraceFilter(serial=args.serial)))
+        records = trace(store, TraceFilter(serial=args.serial), keys)
         if not records:
             print(f"no records for serial {args.serial!r}", file=sys.stderr)
             return EXIT_FAILED
         gws = sorted({str(r["gateway"]) for r in records})
         # the whole chains of the gateways involved: gaps show only there
-        verification = None if args.no_verify else verify(store, key=key, only=gws)
+        verification = None if args.no_verify else verify(store, keys=keys, only=gws, grace=args.grace)
     finally:
         store.close()
     html = part_report_html(records, verification=verification)
@@ -304,13 +337,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
-    key = None
-    if cfg.gateway is not None and cfg.gateway.signing_key is not None:
-        key = cfg.gateway.signing_key.get_secret_value().encode()
+    flt = _filter(args)
+    keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
         stations = [*(args.station_set or []), *([args.station] if args.station else [])]
-        report = verify(store, _filter(args), key=key, only=args.gateway or None, stations=stations or None)
+        report = verify(store, flt, keys=keys, only=args.gateway or None, stations=stations or None, grace=args.grace)
     finally:
         store.close()
     if args.json:
@@ -344,6 +376,25 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
 
 
+def _keys_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the key directory: <gateway>.pub (or .hmac) per gateway, and register.yaml "
+        "(default: the configuration's recorder.keys); without one, signatures and the register are not checked",
+    )
+
+
+def _grace_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="records younger than this that are not stored yet are reported IN FLIGHT, not as gaps (default 300)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collector", description="Shop-floor inspection data collector.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -369,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gauge")
     p.add_argument("--format", choices=("json", "csv", "dfq"), default="json")
     p.add_argument("--out", metavar="DIR", help="dfq: write one file per part number and revision into DIR")
+    _keys_option(p)
     p.add_argument(
         "--encoding",
         default="iso-8859-1",
@@ -385,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", metavar="DELTA", help="what the gauge read too high (negative: too low), e.g. 0.004")
     p.add_argument("--offset-unit", metavar="UNIT", help="unit of --offset (default: each reading's unit)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    _keys_option(p)
     p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("report", help="a printable HTML inspection report of one serial")
@@ -392,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", required=True)
     p.add_argument("--out", metavar="FILE", help="write the page here (default: stdout)")
     p.add_argument("--no-verify", action="store_true", help="skip verifying the gateways' whole chains")
+    _keys_option(p)
+    _grace_option(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", help="check every gateway's chain for gaps and alterations (exit 1 if any)")
@@ -406,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the gateways serving this station (repeatable); their chains are verified whole",
     )
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    _keys_option(p)
+    _grace_option(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", help="run the whole local stack with simulated devices")

@@ -49,6 +49,9 @@ Decisions, and why:
   as it stays in the evidence, and statistics use only the latest value. Only the
   records passed in are consulted: an invalidation missing from them cannot mark its
   target.
+- Only verified evidence is exported: a record a trace marks ``verified: false`` (its block
+  failed a check, or was not checked against the key directory) makes the export fail,
+  naming it, since nothing in a DFQ file could say that the value is not evidence.
 - Patrol inspections are K0015 = 0: they are planned, routine in-process checks, and
   tools commonly take production statistics from the values with K0015 = 0; code 10
   would drop them from capability studies.
@@ -171,6 +174,20 @@ def _spec(record: Mapping[str, Any]) -> tuple[object, ...]:
     return tuple(record.get(f) for f in _SPEC_FIELDS)
 
 
+def _refuse_unverified(records: list[Mapping[str, Any]]) -> None:
+    """A DFQ file has no place to say a value is not evidence: such records are not exported.
+
+    Records from a trace carry ``verified`` (their block's hash, canonical form, register and
+    signature checked); a record with ``verified`` false is refused, naming it. Records
+    without the mark (built by a caller, not read back) are taken as given.
+    """
+    bad = [r for r in records if r.get("verified") is False]
+    if bad:
+        shown = "; ".join(f"{r.get('gateway')} seq {r.get('seq')}: {r.get('verification')}" for r in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DfqError(f"{len(bad)} record(s) are not verified evidence and a DFQ file cannot mark them: {shown}{more}")
+
+
 def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = None) -> str:
     """The DFQ text (``\\n`` line ends) for the measurement records of ONE part number and revision.
 
@@ -180,6 +197,7 @@ def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = No
     there are none, or when the text cannot be written faithfully.
     """
     records = list(records)
+    _refuse_unverified(records)
     values = _measurements(records)
     if not values:
         raise DfqError("no measurement records to export")
@@ -270,6 +288,7 @@ def dfq_files(records: Iterable[Mapping[str, Any]], *, descriptions: Mapping[str
     ``descriptions`` maps part numbers to K1002 texts (the plans' descriptions).
     """
     records = list(records)
+    _refuse_unverified(records)
     void = _void_ids(records)
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in _measurements(records):

@@ -31,29 +31,33 @@ Re-judging rules:
   added to or removed from its ``failed`` list; an incomplete part stays incomplete.
   "Rounding" and "which value counts" are reported per value, so a reviewer can see why.
 
-Which records are read: measurement records whose ``gauge`` field is the gauge and whose
-``measured_at`` falls in ``[since, until)``; the re-measures, invalidations and part
-records written since ``since`` that concern them. Every payload is the stored evidence
-copy; it is not re-verified here (``collector verify`` does that).
+Which records are read: measurement records whose ``gauge`` is the gauge and whose
+``measured_at`` falls in ``[since, until)``; the re-measures, invalidations and
+nonconformances that point at them (by id, whenever written); the part records of their
+part numbers written since ``since``. All are read from their blocks (a trace), each block
+checked against the key directory when one is given; whatever is not verified evidence is
+listed as such, never silently left out.
+
+Why one module of this size: re-judging, grouping by part and the two report forms (text and
+JSON) are one assessment, whose rules are stated once, above.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from pydantic import ValidationError
 
+from collector.chain.keys import KeyRing
 from collector.errors import CollectorError, SpecificationError
+from collector.evidence.trace import TraceFilter, trace_evidence
 from collector.inspection import units
 from collector.inspection.models import Characteristic, Rounding
-from collector.inspection.records import parse_utc_us
 from collector.inspection.tolerance import Judgement, judge
-from collector.store.base import Store, quote_literal
+from collector.store.base import Store
 
 __all__ = [
     "ImpactError",
@@ -70,8 +74,6 @@ __all__ = [
 Record = dict[str, Any]
 
 _EXACT = Context(prec=400, Emax=999_999, Emin=-999_999)
-#: InfluxQL statements stay well below any server's limit on their length
-_OR_BATCH = 100
 AMBIGUOUS = "pass or fail"
 
 
@@ -143,7 +145,8 @@ class ImpactReport:
     offset_unit: str | None
     generated_at: str
     parts: list[ImpactedPart] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # stored points without a readable payload
+    #: what could not be assessed: points no block holds, blocks that did not verify
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def values(self) -> list[ImpactedValue]:
@@ -236,27 +239,13 @@ def _utc(text: str, what: str) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _payloads(store: Store, influxql: str, unreadable: list[str]) -> Iterable[Record]:
-    for row in store.iter_query(influxql):
-        payload = row.get("payload")
-        try:
-            record = json.loads(payload) if isinstance(payload, str) else None
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            yield record
-        else:
-            # cannot be assessed, and must not vanish from an assessment either
-            where = f"{row.get('measurement')} point at time {row.get('time')} (µs)"
-            if where not in unreadable:
-                unreadable.append(where)
-
-
-def _any_of(column: str, values: Iterable[str]) -> Iterable[str]:
-    """``("col" = 'a' OR "col" = 'b' ...)`` in batches."""
-    values = sorted(set(values))
-    for i in range(0, len(values), _OR_BATCH):
-        yield "(" + " OR ".join(f'"{column}" = {quote_literal(v)}' for v in values[i : i + _OR_BATCH]) + ")"
+def _evidence(store: Store, flt: TraceFilter, keys: KeyRing | None, report: ImpactReport) -> list[Record]:
+    """The records that match, from their blocks, with what is not evidence noted in the report."""
+    found = trace_evidence(store, flt, keys)
+    for p in found.problems():
+        if p not in report.unreadable:  # cannot be assessed, and must not vanish from an assessment either
+            report.unreadable.append(p)
+    return found.records
 
 
 def impact(
@@ -268,8 +257,13 @@ def impact(
     *,
     offset_unit: str | None = None,
     now: dt.datetime | None = None,
+    keys: KeyRing | None = None,
 ) -> ImpactReport:
-    """Every value ``gauge`` measured in ``[since, until)``, by part, and what ``offset`` changes."""
+    """Every value ``gauge`` measured in ``[since, until)``, by part, and what ``offset`` changes.
+
+    ``keys`` (the key directory) lets every record's block be verified; a record that is not
+    verified evidence, or a point no block holds, is named in :attr:`ImpactReport.unreadable`.
+    """
     since_c = _utc(since, "since")
     until_c = None if until is None else _utc(until, "until")
     if offset is not None:
@@ -277,19 +271,17 @@ def impact(
             raise ImpactError(f"offset {offset} is not a finite number")
         if offset_unit is not None and not units.known(offset_unit):
             raise ImpactError(f"unknown offset unit {offset_unit!r}")
-    since_us = parse_utc_us(since_c)
     generated = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     report = ImpactReport(gauge, since_c, until_c, offset, offset_unit, generated)
 
     # recorded_at (the point's time) is never before measured_at, so a time bound on the
-    # point finds every value measured since; the exact window is applied to measured_at
+    # point finds every value measured since; the exact window is applied to measured_at.
+    # The trace brings the records that point at these values: re-measures (by any gauge),
+    # invalidations, nonconformances and dispositions, found by the ids they point at.
+    traced = _evidence(store, TraceFilter(gauge=gauge, kind="measurement", start=since_c), keys, report)
     found = [
         r
-        for r in _payloads(
-            store,
-            f'SELECT "payload" FROM "inspection" WHERE "gauge" = {quote_literal(gauge)} AND time >= {since_us}u',
-            report.unreadable,
-        )
+        for r in traced
         if r.get("kind") == "measurement"
         and r.get("gauge") == gauge
         and str(r.get("measured_at")) >= since_c
@@ -297,32 +289,13 @@ def impact(
     ]
     if not found:
         return report
-    remeasures = list(
-        _payloads(
-            store,
-            f'SELECT "payload" FROM "inspection" WHERE time >= {since_us}u AND "supersedes" <> \'\'',
-            report.unreadable,
-        )
-    )
-    superseded_by = {str(r["supersedes"]): str(r["id"]) for r in remeasures if r.get("supersedes")}
-    invalidations = {
-        str(r["target"]): r
-        for r in _payloads(
-            store,
-            f'SELECT "payload" FROM "event" WHERE "kind" = \'invalidation\' AND time >= {since_us}u',
-            report.unreadable,
-        )
-        if r.get("kind") == "invalidation" and r.get("target")
-    }
+    remeasures = [r for r in traced if r.get("kind") == "measurement" and r.get("supersedes")]
+    superseded_by = {str(r["supersedes"]): str(r["id"]) for r in remeasures}
+    invalidations = {str(r["target"]): r for r in traced if r.get("kind") == "invalidation" and r.get("target")}
     part_records: list[Record] = []
-    for cond in _any_of("part_number", {str(r.get("part_number")) for r in found}):
-        part_records.extend(
-            r
-            for r in _payloads(
-                store, f'SELECT "payload" FROM "part" WHERE time >= {since_us}u AND {cond}', report.unreadable
-            )
-            if r.get("kind") == "part"
-        )
+    for part_number in sorted({str(r.get("part_number")) for r in found}):
+        flt = TraceFilter(part_number=part_number, kind="part", start=since_c)
+        part_records.extend(r for r in _evidence(store, flt, keys, report) if r.get("kind") == "part")
 
     latest = _latest_part_records(part_records)
     # ids the latest verdict of each part rests on (an earlier verdict's ids no longer count)
@@ -490,7 +463,7 @@ def _headline(report: ImpactReport) -> list[str]:
         )
     if report.unreadable:
         lines.append(
-            f"WARNING: {len(report.unreadable)} stored point(s) have no readable payload and could not be "
+            f"WARNING: {len(report.unreadable)} stored item(s) are not verified evidence and could not be "
             "assessed (run collector verify): " + "; ".join(report.unreadable)
         )
     n_values, n_parts = len(report.values), len(report.parts)
@@ -596,6 +569,7 @@ def impact_json(report: ImpactReport) -> dict[str, Any]:
             "id": r.get("id"),
             "gateway": r.get("gateway"),
             "seq": r.get("seq"),
+            "verified": r.get("verified"),
             "measured_at": r.get("measured_at"),
             "station": r.get("station"),
             "characteristic": r.get("characteristic"),

@@ -9,33 +9,38 @@ What it shows: the part's identity and context; every value of every characteris
 its specification, verdict, gauge and calibration status, operator and time; values that
 were superseded or invalidated struck through, with the reason and a link to the value
 that replaced them (nothing is hidden: the original stays visible); the part verdict and
-who released it; nonconformances and their dispositions; refused readings; and whether
-the records shown are intact.
+who released it; nonconformances and their dispositions; refused readings; and, per
+record, whether the block that holds it verified.
 
-That last check is made here, on exactly the records shown (:func:`check_chain`): each
-payload is re-hashed, and where two shown records of one gateway have consecutive
-sequence numbers the later one's ``prev_hash`` must be the earlier one's hash. A serial's
-records are rarely contiguous in their gateway's chain (other parts are measured in
-between), so this cannot prove completeness; a :class:`collector.evidence.verify.Report` for the
-same period, when given, covers that and is shown beside it.
+The records come from a trace (:func:`collector.evidence.trace.trace`), which reads them
+from their blocks and checks each block: canonical text matching its hash, its stored point,
+the register, and its gateway's signature (with the key directory). The page shows that
+check per record (:func:`check_chain` sums it up). A part's blocks are rarely contiguous in
+their gateway's chain (other parts are measured in between), so completeness is not judged
+from them; a :class:`collector.evidence.verify.Report` of the gateways' whole chains, when
+given, covers that and is shown beside it.
 
 Every text taken from a record is HTML-escaped: serials, names and reasons come from
 scanners and operators.
+
+Why one module of this size: it is one page, and its sections share the escaping, time and
+link helpers; most of its lines are the HTML of the sections.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.chain.keys import KeyRing
 from collector.errors import CollectorError
+from collector.evidence.trace import related
+from collector.evidence.trace import with_related as trace_with_related
 from collector.evidence.verify import Report
-from collector.inspection.records import recompute_hash
-from collector.store.base import Store, quote_literal
+from collector.store.base import Store
 
 __all__ = [
     "ChainCheck",
@@ -48,9 +53,6 @@ __all__ = [
 
 Record = dict[str, Any]
 
-#: InfluxQL statements stay well below any server's limit on their length
-_OR_BATCH = 100
-
 
 class ReportError(CollectorError):
     """The records cannot make one part's report (none, or several serials)."""
@@ -61,21 +63,32 @@ class ReportError(CollectorError):
 
 @dataclass
 class ChainCheck:
+    """What the trace's check of each record's block says about the records shown."""
+
     records: int = 0
-    links: int = 0  # prev_hash links checked between consecutive shown records
+    verified: int = 0
+    blocks: int = 0
+    unchecked: int = 0  # records whose block was not checked against a key directory
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and self.unchecked == 0 and self.verified == self.records
 
     def summary(self) -> str:
-        if self.ok:
-            return (
-                f"verified: {self.records} records, hashes intact; {self.links} chain link(s) between "
-                "consecutive records intact"
+        if self.problems:
+            return f"NOT VERIFIED: {len(self.problems)} problem(s) in {self.records} records: " + "; ".join(
+                self.problems
             )
-        return f"NOT VERIFIED: {len(self.problems)} problem(s) in {self.records} records: " + "; ".join(self.problems)
+        if self.unchecked:
+            return (
+                f"signatures not checked: {self.unchecked} of {self.records} records come from blocks that were not "
+                "checked against the key directory (none given)"
+            )
+        return (
+            f"verified: {self.records} records in {self.blocks} block(s), hashes intact, each block canonical "
+            "and signed by its gateway's registered key"
+        )
 
 
 def _where(r: Mapping[str, Any]) -> str:
@@ -83,79 +96,40 @@ def _where(r: Mapping[str, Any]) -> str:
 
 
 def check_chain(records: Sequence[Mapping[str, Any]]) -> ChainCheck:
-    """Re-hash every record and check ``prev_hash`` between consecutive ones of a gateway."""
+    """Sum up the verification the trace marked on each record (``verified``, ``verification``).
+
+    A record without the mark was not read from a checked block: it counts as a problem.
+    """
     check = ChainCheck(records=len(records))
-    by_gateway: dict[str, dict[int, Mapping[str, Any]]] = {}
+    blocks: set[str] = set()
     for r in records:
-        try:
-            intact = recompute_hash(dict(r)) == r.get("hash")
-        except (ValueError, TypeError, KeyError):
-            check.problems.append(f"{_where(r)}: unreadable (no valid prev_hash)")
-            continue
-        if not intact:
-            check.problems.append(f"{_where(r)}: ALTERED, the payload does not match its hash")
-        seq = r.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            seen = by_gateway.setdefault(str(r.get("gateway")), {})
-            other = seen.get(seq)
-            if other is not None and other.get("hash") != r.get("hash"):
-                check.problems.append(f"{_where(r)}: two different records with this sequence number")
-            seen[seq] = r
-    for chain in by_gateway.values():
-        for seq, r in sorted(chain.items()):
-            before = chain.get(seq - 1)
-            if before is None:
-                continue
-            check.links += 1
-            if r.get("prev_hash") != before.get("hash"):
-                check.problems.append(f"{_where(r)}: BROKEN CHAIN, prev_hash is not the hash of seq {seq - 1}")
+        blocks.add(str(r.get("block_hash")))
+        text = r.get("verification")
+        if r.get("verified") is True:
+            check.verified += 1
+        elif not isinstance(text, str):
+            check.problems.append(f"{_where(r)}: not read from a checked block")
+        elif text.startswith("NOT VERIFIED"):
+            check.problems.append(f"{_where(r)}: {text}")
+        else:
+            check.unchecked += 1
+    check.blocks = len(blocks)
     return check
 
 
-# --- records the serial's trace misses -----------------------------------------------------------
-
-
-def _any_of(column: str, values: Iterable[str]) -> Iterable[str]:
-    values = sorted(set(values))
-    for i in range(0, len(values), _OR_BATCH):
-        yield "(" + " OR ".join(f'"{column}" = {quote_literal(v)}' for v in values[i : i + _OR_BATCH]) + ")"
-
-
-def related_records(store: Store, records: Sequence[Mapping[str, Any]]) -> list[Record]:
-    """Invalidations and dispositions about ``records`` that do not carry their serial.
+def related_records(store: Store, records: Sequence[Mapping[str, Any]], keys: KeyRing | None = None) -> list[Record]:
+    """Invalidations, dispositions, re-measures that point at ``records`` but lack their serial.
 
     A value invalidated after its part left the station's memory gets an invalidation
-    record without part context, and so does a late disposition: a trace by serial misses
-    them, though they are about its records. They are found by the ids they point at.
+    record without part context, and so does a late disposition: a trace by serial finds
+    them by the ids they point at (``collector.evidence.trace.related``).
     """
-    have = {str(r.get("id")) for r in records}
-    measurements = {str(r["id"]) for r in records if r.get("kind") == "measurement"}
-    nonconformances = {str(r["id"]) for r in records if r.get("kind") == "nonconformance"}
-    found: dict[str, Record] = {}
-    for kind, column, ids in (
-        ("invalidation", "target", measurements),
-        ("disposition", "nonconformance_id", nonconformances),
-    ):
-        for cond in _any_of(column, ids):
-            q = f'SELECT "payload" FROM "event" WHERE "kind" = {quote_literal(kind)} AND {cond}'
-            for row in store.iter_query(q):
-                payload = row.get("payload")
-                if not isinstance(payload, str):
-                    continue
-                try:
-                    record = json.loads(payload)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and str(record.get("id")) not in have:
-                    found[str(record.get("id"))] = record
-    return list(found.values())
+    return related(store, [dict(r) for r in records], keys)
 
 
-def with_related(store: Store, records: Sequence[Mapping[str, Any]]) -> list[Record]:
+def with_related(store: Store, records: Sequence[Mapping[str, Any]], keys: KeyRing | None = None) -> list[Record]:
     """``records`` and :func:`related_records`, in trace order (time, gateway, seq)."""
-    merged = [dict(r) for r in records] + related_records(store, records)
-    merged.sort(key=lambda r: (str(r.get("recorded_at")), str(r.get("gateway")), int(r.get("seq") or 0)))
-    return merged
+    return trace_with_related(store, [dict(r) for r in records], keys)
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -328,7 +302,7 @@ def _values_section(measurements: Sequence[Mapping[str, Any]], invalidations: Se
     out.append(
         "<thead><tr><th>Characteristic</th><th>Nominal</th><th>LSL</th><th>USL</th><th>Unit</th>"
         "<th>Value</th><th>Judged</th><th>Verdict</th><th>Gauge</th><th>Calibration</th><th>Operator</th>"
-        "<th>Measured (UTC)</th></tr></thead>"
+        "<th>Measured (UTC)</th><th>Evidence</th></tr></thead>"
     )
     out.append("<tbody>")
     for cid in order:
@@ -360,8 +334,7 @@ def _values_section(measurements: Sequence[Mapping[str, Any]], invalidations: Se
                 f"<td>{calibration}</td>"
                 f"<td>{_e(m.get('operator')) or '-'}</td>"
                 f'<td>{_e(_time(m.get("measured_at")))}<br><span class="muted">'
-                f"{_e(m.get('gateway'))} #{_e(m.get('seq'))}</span></td>"
-                "</tr>"
+                f"{_e(m.get('gateway'))} #{_e(m.get('seq'))}</span></td>" + _evidence_cell(m) + "</tr>"
             )
             notes = []
             if m.get("supersedes"):
@@ -384,7 +357,7 @@ def _values_section(measurements: Sequence[Mapping[str, Any]], invalidations: Se
             elif invalidation is not None:
                 notes.append("Not re-measured: this characteristic has no valid value from this record.")
             if notes:
-                out.append(f'<tr class="note"><td colspan="12">{"<br>".join(notes)}</td></tr>')
+                out.append(f'<tr class="note"><td colspan="13">{"<br>".join(notes)}</td></tr>')
     out.extend(["</tbody>", "</table>", "</section>"])
     return out
 
@@ -495,6 +468,21 @@ def _audit_section(audits: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _evidence_state(r: Mapping[str, Any]) -> tuple[str, str]:
+    """(css class, short text) of a record's verification mark."""
+    if r.get("verified") is True:
+        return "pass", "verified"
+    text = r.get("verification")
+    if isinstance(text, str) and not text.startswith("NOT VERIFIED"):
+        return "open", "not checked"
+    return "problem", "NOT VERIFIED"
+
+
+def _evidence_cell(r: Mapping[str, Any]) -> str:
+    css, text = _evidence_state(r)
+    return f'<td class="{css}" title="{_e(r.get("verification"))}">{_e(text)}</td>'
+
+
 def _verification_section(records: Sequence[Mapping[str, Any]], verification: Report | str | None) -> list[str]:
     check = check_chain(records)
     out = ["<section>", "<h2>Integrity</h2>"]
@@ -502,14 +490,32 @@ def _verification_section(records: Sequence[Mapping[str, Any]], verification: Re
     out.append(f'<div class="verification {css}" id="verification">')
     if check.ok:
         out.append(f'<p class="pass">{_e(check.summary())}.</p>')
-    else:
+    elif check.problems:
         out.append(f'<p class="problem">NOT VERIFIED: {len(check.problems)} problem(s) in {check.records} records:</p>')
         out.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in check.problems) + "</ul>")
+    else:
+        out.append(f'<p class="open">{_e(check.summary())}.</p>')
     out.append(
-        '<p class="muted">Each record shown was re-hashed (sha256 of its predecessor\'s hash and its canonical '
-        "JSON). The records of one part are not contiguous in their gateway's chain, so gaps are found only by "
-        "verifying the whole chain (<code>collector verify</code>).</p>"
+        '<p class="muted">Each record was read from the block its gateway sealed: the block\'s text is canonical '
+        "JSON matching its SHA-256 hash, agrees with its stored point, and is signed by a key the register holds "
+        "for its gateway. The records of one part are not contiguous in their gateway's chain, so gaps are found "
+        "only by verifying the whole chain (<code>collector verify</code>).</p>"
     )
+    out.append("<table>")
+    out.append(
+        "<thead><tr><th>Recorded (UTC)</th><th>Record</th><th>Gateway #seq</th><th>Block</th><th>Check</th>"
+        "</tr></thead>"
+    )
+    out.append("<tbody>")
+    for r in records:
+        css, _ = _evidence_state(r)
+        out.append(
+            f"<tr><td>{_e(_time(r.get('recorded_at')))}</td><td>{_e(r.get('kind'))} "
+            f'<span class="muted">{_e(r.get("id"))}</span></td><td>{_e(r.get("gateway"))} #{_e(r.get("seq"))}</td>'
+            f"<td><code>{_e(str(r.get('block_hash') or '-')[:16])}</code></td>"
+            f'<td class="{css}">{_e(r.get("verification") or "not read from a checked block")}</td></tr>'
+        )
+    out.extend(["</tbody>", "</table>"])
     out.append("</div>")
     if isinstance(verification, Report):
         css = "ok" if verification.ok else "bad"
@@ -517,11 +523,16 @@ def _verification_section(records: Sequence[Mapping[str, Any]], verification: Re
         if verification.ok:
             out.append('<p class="pass">Store verification: intact.</p>')
         else:
-            out.append(f'<p class="problem">Store verification: {len(verification.findings)} problem(s).</p>')
+            out.append(f'<p class="problem">Store verification: {len(verification.errors)} problem(s).</p>')
         items = [
-            f"gateway {c.gateway}: {c.records} record(s), seq {c.first_seq}..{c.last_seq}" for c in verification.chains
+            f"gateway {c.gateway}: {c.records} record(s) in {c.blocks} block(s), seq {c.first_seq}..{c.last_seq}"
+            for c in verification.chains
         ]
-        items.append("signatures checked" if verification.signatures_checked else "signatures not checked (no key)")
+        items.append(
+            "signatures checked against the key directory"
+            if verification.signatures_checked
+            else "signatures not checked (no key directory)"
+        )
         items += [str(f) for f in verification.findings]
         if items:
             out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>")

@@ -1,238 +1,510 @@
-"""Verifying the evidence: completeness (no gaps) and integrity (nothing altered).
+"""Verifying the evidence: every gateway's chain, whole, against the register and its checkpoints.
 
-For every gateway found in the store, its records are read back in time order (which is
-sequence order: the journal gives each gateway strictly increasing timestamps) and:
+For each gateway in the register (the key directory) and each gateway the store names, over
+a time range (or everything), three streams are read in time order and walked together:
+the gateway's ``block`` points, its record points, and its ``lookup`` entries. Then:
 
-- each stored payload is re-hashed: ``sha256(prev_hash || canonical bytes)`` must equal
-  its ``hash`` (and its HMAC signature must match when a key is given);
-- each point's tags, fields and timestamp must agree with its payload, so an edited
-  column is caught even though the payload itself is intact;
-- sequence numbers must run on without a gap, and each ``prev_hash`` must be the hash of
-  the record before it; a gap names the missing sequence numbers and the records on
-  either side.
+- every block is read strictly (its hash over exactly its text, canonical JSON), checked
+  against its point's tags and columns, the register (gateway known, bound to the block's
+  site, line and station) and its signature (:func:`collector.evidence.checked.check_block`);
+- consecutive blocks must continue each other: the next ``first_seq`` follows the last
+  ``seq`` (else a GAP, or a DUPLICATE when two blocks claim one number) and ``prev_hash``
+  is the previous block's hash (else BROKEN); without a time range the chain starts at 1;
+  with one, the blocks just before and after the range are read to check the links in and
+  out of it;
+- every record point must be the record of its block, column for column (ALTERED), and
+  every record must have its point; a point that no block holds is an ORPHAN, and so is a
+  point without a ``gateway`` tag;
+- the lookup entries must be exactly the block's (a deleted entry would hide the block from
+  a trace by serial);
+- every checkpoint must be readable and signed; the block at its ``head_seq`` must have its
+  ``head_hash`` (else REHASHED), and the stored chain must reach the newest ``head_seq``
+  (else TRUNCATED);
+- a registered gateway without blocks is MISSING, a gateway that is not registered UNKNOWN.
 
-Without a time range, a gateway's chain must start at sequence number 1.
+Records younger than the grace period may still be on their way (recorders share the work
+and write in batches): a gap or a missing tail that young is reported IN FLIGHT, which is
+not an error. Findings are bounded: past :data:`MAX_DETAILS` of one kind for one gateway,
+the rest are counted.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
+import bisect
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
-from collector.evidence.trace import TraceFilter, gateways, iter_gateway_rows
-from collector.inspection.records import recompute_hash, sign
-from collector.store.base import Store
-from collector.store.lineprotocol import mismatches
+from collector.chain.blocks import Block, format_utc_us
+from collector.chain.checkpoints import Checkpoint
+from collector.chain.keys import KeyRing, SignatureInvalid
+from collector.evidence.checked import check_block
+from collector.evidence.findings import (
+    ALTERED,
+    BROKEN,
+    DEFAULT_GRACE_S,
+    DUPLICATE,
+    FORGED,
+    GAP,
+    IN_FLIGHT,
+    KINDS,
+    MAX_DETAILS,
+    MISSING,
+    NO_GATEWAY,
+    ORPHAN,
+    REHASHED,
+    TRUNCATED,
+    UNKNOWN,
+    Finding,
+    GatewayChain,
+    Report,
+    format_report,
+)
+from collector.evidence.trace import TraceFilter
+from collector.store import queries
+from collector.store.base import Row, Store
+from collector.store.lineprotocol import (
+    RECORD_FIELDS,
+    decode_lookup,
+    lookup_entries,
+    lookup_field,
+    mismatches,
+    record_columns,
+)
+from collector.store.queries import Unreadable
 
 
-@dataclass
-class Finding:
-    gateway: str
-    kind: str  # gap, altered, broken_chain, unreadable, out_of_order, bad_signature
-    seq: int | None
-    detail: str
+class _Peek:
+    """An iterator of rows with a look at the next one."""
 
-    def __str__(self) -> str:
-        where = f"gateway {self.gateway}" + (f" seq {self.seq}" if self.seq is not None else "")
-        return f"{self.kind.upper()}: {where}: {self.detail}"
+    def __init__(self, rows: Iterator[Row]) -> None:
+        self._rows = rows
+        self._next: Row | None = None
+        self._done = False
+
+    def peek(self) -> Row | None:
+        if self._next is None and not self._done:
+            self._next = next(self._rows, None)
+            self._done = self._next is None
+        return self._next
+
+    def pop(self) -> Row:
+        row = self.peek()
+        assert row is not None
+        self._next = None
+        return row
+
+    def before(self, t: int) -> Iterator[Row]:
+        """Rows with time < t."""
+        while (row := self.peek()) is not None and int(row["time"]) < t:
+            yield self.pop()
+
+    def at(self, t: int) -> list[Row]:
+        out = []
+        while (row := self.peek()) is not None and int(row["time"]) == t:
+            out.append(self.pop())
+        return out
 
 
-@dataclass
-class GatewayChain:
-    gateway: str
-    records: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    last_hash: str | None = None
-    first_at: str | None = None
-    last_at: str | None = None
-    stations: dict[str, int] = field(default_factory=dict)  # records per station
-    kinds: dict[str, int] = field(default_factory=dict)  # records per kind
+class _Walk:
+    """One gateway's chain, walked block by block with its record points and lookup entries."""
+
+    def __init__(
+        self,
+        store: Store,
+        report: Report,
+        chain: GatewayChain,
+        keys: KeyRing | None,
+        start_us: int | None,
+        end_us: int | None,
+        young_us: int,
+    ) -> None:
+        self.store, self.report, self.chain = store, report, chain
+        self.gw = chain.gateway
+        self.keys = keys if chain.registered else None  # an unknown gateway's signatures cannot be checked
+        self.start_us, self.end_us, self.young_us = start_us, end_us, young_us
+        self.prev: Block | None = None  # the previous readable block
+        self.prev_last_seq: int | None = None  # the last seq the chain reached so far
+        self.prev_end_us: int | None = None  # the time of the previous block's last record
+        self.checkpoints: dict[int, list[Checkpoint]] = {}  # head_seq -> checkpoints naming it
+        self.head_seqs: list[int] = []  # sorted
+        self.after_last_seq = 0  # the last seq of the first block after the range
+        self.records = _Peek(queries.record_rows(store, self.gw, start_us, end_us))
+        self.lookups = _Peek(queries.lookup_rows(store, self.gw, start_us, end_us))
+
+    def add(self, kind: str, seq: int | None, detail: str) -> None:
+        self.report.add(Finding(self.gw, kind, seq, detail))
+
+    # -- the walk ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.load_checkpoints()
+        if self.start_us is not None:
+            before = queries.block_before(self.store, self.gw, self.start_us)
+            if before is not None:
+                self.block(before, context=True)
+        for row in queries.block_rows(self.store, self.gw, self.start_us, self.end_us):
+            self.block(row)
+        for row in self.records.before(1 << 62):
+            self.orphan_record(row)
+        for row in self.lookups.before(1 << 62):
+            self.orphan_lookup(row)
+        if self.end_us is not None:
+            after = queries.block_from(self.store, self.gw, self.end_us)
+            if after is not None:
+                self.link_out(after)
+        self.check_heads()
+
+    def block(self, row: Row, *, context: bool = False) -> None:
+        """One block point; ``context``: the block just before the range (its links are not reported)."""
+        t = int(row["time"])
+        for r in self.records.before(t):
+            self.orphan_record(r)
+        for r in self.lookups.before(t):
+            self.orphan_lookup(r)
+        block = queries.read_block(row)
+        if isinstance(block, Unreadable):
+            self.unreadable(row, block, t)
+            return
+        n = len(block.records)
+        if not context:
+            checked = check_block(block, row, self.keys)
+            for kind, detail in checked.problems:
+                self.add(kind, block.first_seq, f"block {block.hash[:16]}… at {block.recorded_at}: {detail}")
+            if checked.verified:
+                self.chain.signatures_verified += 1
+            self.link(block, t)
+            self.summarise(block)
+            self.heads(block)
+        else:
+            self.prev_last_seq = block.last_seq
+        self.prev, self.prev_end_us = block, t + n - 1
+        for i in range(n):
+            if self.end_us is not None and t + i >= self.end_us:
+                break
+            if self.start_us is not None and t + i < self.start_us:
+                continue  # the block just before the range: its points before the range are not read
+            self.record_point(block, i, self.records.at(t + i))
+        if not context:
+            self.lookup_points(block, t, self.lookups.at(t))
+
+    def unreadable(self, row: Row, u: Unreadable, t: int) -> None:
+        first, last = row.get("first_seq"), row.get("last_seq")
+        seq = first if type(first) is int else None
+        self.add(ALTERED, seq, f"{u.reason} (block point at {format_utc_us(t)})")
+        n = last - first + 1 if type(first) is int and type(last) is int and last >= first else 1
+        for i in range(min(n, 1_000_000)):
+            self.records.at(t + i)  # their block cannot be read: their columns cannot be compared
+        self.lookups.at(t)
+        # the chain cannot be followed through this block: the next link is not judged
+        self.prev = None
+        if type(last) is int:
+            self.prev_last_seq = max(self.prev_last_seq or 0, last)
+        self.prev_end_us = t + n - 1
+
+    def link(self, block: Block, t: int) -> None:
+        """Does ``block`` continue the chain?"""
+        young = t >= self.young_us
+        # nothing stored before (even before a time range): the chain must start at 1
+        expected = 1 if self.prev_last_seq is None else self.prev_last_seq + 1
+        if block.first_seq > expected:
+            kind = IN_FLIGHT if young else GAP
+            where = (
+                "before it" if self.prev is None else f"after block {self.prev.hash[:16]}… ({self.prev.recorded_at})"
+            )
+            self.add(
+                kind,
+                expected,
+                f"{_records(expected, block.first_seq - 1)} missing {where}; next block at {block.recorded_at}",
+            )
+        elif block.first_seq < expected:
+            self.add(
+                DUPLICATE,
+                block.first_seq,
+                f"block {block.hash[:16]}… at {block.recorded_at} claims seq {block.first_seq}..{block.last_seq}, "
+                f"but the chain already reached {expected - 1}",
+            )
+        elif self.prev is not None and block.prev_hash != self.prev.hash:
+            self.add(
+                BROKEN,
+                block.first_seq,
+                f"prev_hash {block.prev_hash[:16]}… is not the hash of the block before ({self.prev.hash[:16]}…)",
+            )
+        elif self.prev is None and block.first_seq == 1 and block.prev_hash != "0" * 64:
+            self.add(BROKEN, 1, "the first block's prev_hash is not 64 zeros")
+        if self.prev_end_us is not None and t <= self.prev_end_us:
+            self.add(
+                BROKEN,
+                block.first_seq,
+                f"block at {block.recorded_at} does not start after the previous block's last record",
+            )
+        self.prev_last_seq = max(self.prev_last_seq or 0, block.last_seq)
+
+    def link_out(self, row: Row) -> None:
+        """The first block after the range must continue the last one in it."""
+        block = queries.read_block(row)
+        if isinstance(block, Unreadable) or self.prev_last_seq is None:
+            return
+        if block.first_seq > self.prev_last_seq + 1:
+            kind = IN_FLIGHT if int(row["time"]) >= self.young_us else GAP
+            self.add(
+                kind,
+                self.prev_last_seq + 1,
+                f"{_records(self.prev_last_seq + 1, block.first_seq - 1)} missing before the block at "
+                f"{block.recorded_at} (after the range)",
+            )
+        elif block.first_seq == self.prev_last_seq + 1 and self.prev is not None and block.prev_hash != self.prev.hash:
+            self.add(BROKEN, block.first_seq, "the first block after the range does not link to the last one in it")
+        self.after_last_seq = block.last_seq
+
+    def summarise(self, block: Block) -> None:
+        c = self.chain
+        c.blocks += 1
+        c.records += len(block.records)
+        c.first_seq = block.first_seq if c.first_seq is None else min(c.first_seq, block.first_seq)
+        c.last_seq = block.last_seq if c.last_seq is None else max(c.last_seq, block.last_seq)
+        c.last_hash = block.hash
+        c.first_at = c.first_at or block.recorded_at
+        c.last_at = block.recorded_at
+        c.stations[block.station] = c.stations.get(block.station, 0) + len(block.records)
+        for entry in block.records:
+            kind = str(entry.get("kind"))
+            c.kinds[kind] = c.kinds.get(kind, 0) + 1
+
+    # -- record points and lookup entries --------------------------------------------------------------
+    def record_point(self, block: Block, i: int, rows: list[Row]) -> None:
+        seq = block.first_seq + i
+        try:
+            name, tags, fields, at = record_columns(block, i)
+        except ValueError as exc:  # a block whose record has no line-protocol form was never written whole
+            self.add(ALTERED, seq, f"the record cannot have a point ({exc})")
+            return
+        match = [r for r in rows if r.get("measurement") == name]
+        if not match:
+            self.add(ALTERED, seq, f"record {block.records[i].get('id')}: its {name} point is missing (deleted)")
+        for r in match[:1]:
+            bad = mismatches(tags, fields, at, r, columns=RECORD_FIELDS)
+            if bad:
+                cols = ", ".join(f"{c} stored {_short(r.get(c))}" for c in bad)
+                self.add(
+                    ALTERED,
+                    seq,
+                    f"record {block.records[i].get('id')}: columns differ from the record in its block: {cols}",
+                )
+        for r in [r for r in rows if r not in match[:1]]:
+            self.add(
+                ORPHAN,
+                seq,
+                f"a second point at the record's time ({r.get('measurement')}, seq {r.get('seq')}) that no block holds",
+            )
+
+    def lookup_points(self, block: Block, t: int, rows: list[Row]) -> None:
+        column = lookup_field(self.gw, block.station)
+        stored: dict[str, object] = {str(r.get("bucket")): r.get(column) for r in rows if r.get(column) is not None}
+        for b, values in lookup_entries(block).items():
+            if b not in stored:
+                self.add(
+                    ALTERED,
+                    block.first_seq,
+                    f"block at {block.recorded_at}: lookup entry {b} is missing "
+                    f"(a trace by {b.split(':')[0]} {values[0]!r} would not find it)",
+                )
+            elif decode_lookup(stored.pop(b)) != values:
+                self.add(
+                    ALTERED,
+                    block.first_seq,
+                    f"block at {block.recorded_at}: lookup entry {b} differs from the block's values",
+                )
+        for b in stored:
+            self.add(
+                ORPHAN, block.first_seq, f"lookup entry {b} at {block.recorded_at} names values the block does not hold"
+            )
+
+    def orphan_record(self, row: Row) -> None:
+        seq = row.get("seq")
+        self.add(
+            ORPHAN,
+            seq if type(seq) is int else None,
+            f"{row.get('measurement')} point at {format_utc_us(int(row['time']))} that no block holds",
+        )
+
+    def orphan_lookup(self, row: Row) -> None:
+        self.add(
+            ORPHAN,
+            None,
+            f"lookup entry {row.get('bucket')} at {format_utc_us(int(row['time']))} names a block that is not stored",
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def load_checkpoints(self) -> None:
+        for row in queries.checkpoint_rows(self.store, self.gw, self.start_us, self.end_us):
+            cp = queries.read_checkpoint(row)
+            if isinstance(cp, Unreadable):
+                self.add(ALTERED, None, f"checkpoint at {row.get('time')} µs: {cp.reason}")
+                continue
+            self.chain.checkpoints += 1
+            if cp.gateway != self.gw or cp.at_us != int(row["time"]):
+                self.add(
+                    ALTERED,
+                    cp.head_seq,
+                    f"checkpoint point at {format_utc_us(int(row['time']))} holds gateway {cp.gateway}'s "
+                    f"checkpoint of {cp.at}",
+                )
+                continue
+            if row.get("head_seq") != cp.head_seq or row.get("head_hash") != cp.head_hash:
+                self.add(ALTERED, cp.head_seq, f"checkpoint of {cp.at}: its columns differ from its payload")
+            if self.keys is not None:
+                try:
+                    self.keys.verify(self.gw, cp.key_id, cp.digest, cp.signature)
+                except SignatureInvalid as exc:
+                    self.add(FORGED, cp.head_seq, f"checkpoint of {cp.at}: {exc}")
+                    continue
+            self.checkpoints.setdefault(cp.head_seq, []).append(cp)
+        self.head_seqs = sorted(self.checkpoints)
+        if self.checkpoints:
+            self.chain.newest_checkpoint_seq = self.head_seqs[-1]
+
+    def heads(self, block: Block) -> None:
+        """Checkpoints that name this block's last seq, or a seq inside it."""
+        i = bisect.bisect_left(self.head_seqs, block.first_seq)
+        while i < len(self.head_seqs) and self.head_seqs[i] <= block.last_seq:
+            seq = self.head_seqs[i]
+            i += 1
+            for cp in self.checkpoints[seq]:
+                if seq != block.last_seq:
+                    self.add(
+                        REHASHED,
+                        seq,
+                        f"checkpoint of {cp.at} names seq {seq} as a block's end, but the stored block runs "
+                        f"{block.first_seq}..{block.last_seq}",
+                    )
+                elif cp.head_hash != block.hash:
+                    self.add(
+                        REHASHED,
+                        seq,
+                        f"checkpoint of {cp.at} says block {cp.head_hash[:16]}…; the stored block is "
+                        f"{block.hash[:16]}… (rewritten and hashed again)",
+                    )
+
+    def check_heads(self) -> None:
+        if not self.checkpoints or self.chain.blocks == 0:
+            return  # no blocks at all: MISSING says it
+        reached = max(self.prev_last_seq or 0, self.after_last_seq)
+        beyond = [cp for seq, cps in self.checkpoints.items() if seq > reached for cp in cps]
+        if beyond:
+            newest = max(beyond, key=lambda cp: (cp.head_seq, cp.at))
+            kind = IN_FLIGHT if newest.at_us >= self.young_us else TRUNCATED
+            self.add(
+                kind,
+                reached + 1,
+                f"the stored chain ends at seq {reached or '-'}, but the checkpoint of {newest.at} says it "
+                f"reached {newest.head_seq} ({_records(reached + 1, newest.head_seq)} not stored)",
+            )
 
 
-@dataclass
-class Report:
-    chains: list[GatewayChain] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    scope: dict[str, Any] = field(default_factory=dict)
-    signatures_checked: bool = False
+def _records(first: int, last: int) -> str:
+    return f"record {first}" if first == last else f"records {first}..{last}"
 
-    @property
-    def ok(self) -> bool:
-        return not self.findings
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "scope": self.scope,
-            "signatures_checked": self.signatures_checked,
-            "gateways": [vars(c) for c in self.chains],
-            "findings": [vars(f) for f in self.findings],
-        }
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def verify(
     store: Store,
     flt: TraceFilter | None = None,
     *,
-    key: bytes | None = None,
+    keys: KeyRing | None = None,
     only: list[str] | None = None,
     stations: list[str] | None = None,
+    grace: float = DEFAULT_GRACE_S,
+    now: float | None = None,
 ) -> Report:
-    """Verify every gateway's chain (or ``only`` those gateways, or those serving ``stations``).
+    """Verify every gateway's chain (or ``only`` those, or those serving ``stations``).
 
-    A chain is always verified whole within the time range: completeness cannot be judged
-    from one station's records, since one gateway's sequence runs over all its stations.
+    ``keys`` is the register (a key directory): without it signatures, unknown and missing
+    gateways cannot be judged, and the report says so. ``grace`` seconds before ``now``
+    (default: the clock) records may still be in flight. A chain is always verified whole
+    within the time range: completeness cannot be judged from one station's records.
     """
     flt = flt or TraceFilter()
-    ranged = flt.start is not None or flt.end is not None
-    report = Report(signatures_checked=key is not None)
+    start_us, end_us = flt.start_us(), flt.end_us()
+    now_us = int((time.time() if now is None else now) * 1_000_000)
+    young_us = now_us - int(grace * 1_000_000)
+    report = Report(signatures_checked=keys is not None)
     report.scope = {
         "store": store.description,
         "from": flt.start,
         "to": flt.end,
         "gateways": only or "all",
         "stations": stations or "all",
+        "register": keys.source if keys is not None else None,
+        "grace_seconds": grace,
     }
-    chain_filter = TraceFilter(start=flt.start, end=flt.end)
-    for gw in gateways(store):
-        if only and gw not in only:
-            continue
-        if stations and not _serves(store, gw, stations, chain_filter):
-            continue
-        chain = GatewayChain(gw)
+    in_store = queries.gateways_in_store(store)
+    registered = set(keys.gateways) if keys is not None else set()
+    names = in_store | registered
+    if only:
+        for gw in sorted(set(only) - names):  # asked about, and nothing anywhere: say so, never "intact"
+            report.add(Finding(gw, MISSING, None, "nothing is stored for this gateway and it is not in the register"))
+        names &= set(only)
+    if stations:
+        serving = queries.gateways_of_stations(store, stations)
+        if keys is not None:
+            serving |= {g for g, e in keys.gateways.items() if e.stations and e.stations & set(stations)}
+        names &= serving
+    ranged = start_us is not None or end_us is not None
+    for gw in sorted(names):
+        entry = keys.get(gw) if keys is not None else None
+        chain = GatewayChain(
+            gw, registered=None if keys is None else entry is not None, retired=bool(entry and entry.retired)
+        )
         report.chains.append(chain)
-        flt = chain_filter
-        prev: dict[str, Any] | None = None
-        for row in iter_gateway_rows(store, gw, flt):
-            payload = row.get("payload")
-            try:
-                record = json.loads(payload) if isinstance(payload, str) else None
-            except ValueError:
-                record = None
-            seq = row.get("seq")
-            if not isinstance(record, dict):
-                report.findings.append(
-                    Finding(
-                        gw,
-                        "unreadable",
-                        seq if isinstance(seq, int) else None,
-                        f"point at time {row.get('time')} has no readable payload",
-                    )
+        _Walk(store, report, chain, keys, start_us, end_us, young_us).run()
+        if keys is not None and entry is None and (chain.blocks or chain.checkpoints or gw in in_store):
+            report.add(
+                Finding(
+                    gw, UNKNOWN, None, f"{chain.blocks} block(s) of a gateway that is not in the register {keys.source}"
                 )
-                continue
-            chain.records += 1
-            rseq = int(record.get("seq", 0))
-            station = str(record.get("station"))
-            chain.stations[station] = chain.stations.get(station, 0) + 1
-            kind = str(record.get("kind"))
-            chain.kinds[kind] = chain.kinds.get(kind, 0) + 1
-            chain.first_at = chain.first_at or str(record.get("recorded_at"))
-            chain.last_at = str(record.get("recorded_at"))
-            if recompute_hash(record) != record.get("hash"):
-                report.findings.append(
-                    Finding(gw, "altered", rseq, f"record {record.get('id')}: payload does not match its hash")
+            )
+        if entry is not None and chain.blocks == 0 and (chain.checkpoints or (not entry.retired and not ranged)):
+            why = (
+                f"{chain.checkpoints} checkpoint(s) say it recorded"
+                if chain.checkpoints
+                else "it is registered and not retired"
+            )
+            report.add(Finding(gw, MISSING, None, f"no blocks are stored, but {why}"))
+    if not only and not stations:
+        for row in queries.points_without_gateway(store, start_us, end_us):
+            report.add(
+                Finding(
+                    NO_GATEWAY,
+                    ORPHAN,
+                    row.get("seq") if type(row.get("seq")) is int else None,
+                    f"{row.get('measurement')} point at {format_utc_us(int(row['time']))} has no gateway tag",
                 )
-            if key is not None and not hmac.compare_digest(
-                str(record.get("signature") or ""), sign(key, str(record.get("hash")))
-            ):
-                report.findings.append(Finding(gw, "bad_signature", rseq, f"record {record.get('id')}"))
-            bad = mismatches(record, row)
-            if bad:
-                cols = ", ".join(f"{c} stored {row.get(c)!r}" for c in bad)
-                report.findings.append(
-                    Finding(gw, "altered", rseq, f"record {record.get('id')}: columns differ from the record: {cols}")
-                )
-            if prev is None:
-                chain.first_seq = rseq
-                if not ranged and rseq != 1:
-                    report.findings.append(
-                        Finding(gw, "gap", 1, f"records 1..{rseq - 1} missing before record {record.get('id')}")
-                    )
-            else:
-                expected = int(prev["seq"]) + 1
-                if rseq > expected:
-                    report.findings.append(
-                        Finding(
-                            gw,
-                            "gap",
-                            expected,
-                            f"records {expected}..{rseq - 1} missing between {prev.get('id')} "
-                            f"({prev.get('recorded_at')}) and {record.get('id')} ({record.get('recorded_at')})",
-                        )
-                    )
-                elif rseq < expected:
-                    report.findings.append(
-                        Finding(gw, "out_of_order", rseq, f"record {record.get('id')} follows seq {prev['seq']}")
-                    )
-                if rseq == expected and record.get("prev_hash") != prev.get("hash"):
-                    report.findings.append(
-                        Finding(gw, "broken_chain", rseq, f"prev_hash does not match the hash of seq {prev['seq']}")
-                    )
-            prev = record
-            chain.last_seq = rseq
-            chain.last_hash = str(record.get("hash"))
+            )
     return report
 
 
-def _serves(store: Store, gateway: str, stations: list[str], flt: TraceFilter) -> bool:
-    from collector.store.base import quote_literal
-
-    conds = [f'"gateway" = {quote_literal(gateway)}', *flt.conditions()]
-    wanted = " OR ".join(f'"station" = {quote_literal(s)}' for s in stations)
-    q = f'SELECT "seq" FROM "event", "inspection", "part" WHERE {" AND ".join(conds)} AND ({wanted}) LIMIT 1'
-    return any(True for _ in store.iter_query(q))
-
-
-def format_report(report: Report) -> str:
-    """A verification report in a form fit to hand to an auditor."""
-    from collector import __version__
-
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    scope = report.scope
-    lines = [
-        "EVIDENCE VERIFICATION REPORT",
-        f"generated    {now} by collector verify {__version__}",
-        f"store        {scope.get('store', '?')}",
-        f"time range   {scope.get('from') or 'beginning'} .. {scope.get('to') or 'now'}",
-        f"gateways     {_list(scope.get('gateways'))}; stations {_list(scope.get('stations'))}",
-        "checks       completeness (sequence numbers without gaps, from 1 unless a time range is given);",
-        "             integrity (each record's sha256 over its predecessor's hash and its canonical JSON;",
-        "             each stored column equal to the sealed record);",
-        "             signatures ("
-        + ("HMAC-SHA256 checked with the configured key" if report.signatures_checked else "not checked: no key")
-        + ")",
-        "",
-    ]
-    for c in report.chains:
-        stations = ", ".join(f"{s} ({n})" for s, n in sorted(c.stations.items()))
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(c.kinds.items()))
-        lines.append(
-            f"gateway {c.gateway}: {c.records} record(s), seq {c.first_seq}..{c.last_seq}, "
-            f"head {str(c.last_hash)[:16]}…"
-        )
-        lines.append(f"    recorded {c.first_at} .. {c.last_at}")
-        lines.append(f"    stations {stations or '-'}")
-        lines.append(f"    kinds    {kinds or '-'}")
-        own = [f for f in report.findings if f.gateway == c.gateway]
-        lines.append(f"    result   {'intact' if not own else f'{len(own)} problem(s)'}")
-    if not report.chains:
-        lines.append("no records found")
-    if report.findings:
-        lines.append("")
-        lines.append("FINDINGS")
-    lines.extend(str(f) for f in report.findings)
-    lines.append("")
-    lines.append("RESULT: intact" if report.ok else f"RESULT: {len(report.findings)} problem(s) found")
-    lines.append(
-        "note: records removed from the very end of a chain leave no gap; compare the last sequence "
-        "number with the gateway's own (its retained status, or `collector status` on the gateway)."
-    )
-    return "\n".join(lines)
-
-
-def _list(value: Any) -> str:
-    return ", ".join(value) if isinstance(value, list) else str(value)
+__all__ = [
+    "ALTERED",
+    "BROKEN",
+    "DEFAULT_GRACE_S",
+    "DUPLICATE",
+    "FORGED",
+    "GAP",
+    "IN_FLIGHT",
+    "KINDS",
+    "MAX_DETAILS",
+    "MISSING",
+    "NO_GATEWAY",
+    "ORPHAN",
+    "REHASHED",
+    "TRUNCATED",
+    "UNKNOWN",
+    "Finding",
+    "GatewayChain",
+    "Report",
+    "format_report",
+    "verify",
+]

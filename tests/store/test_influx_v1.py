@@ -2,70 +2,70 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.chain import blocks
+from collector.chain.blocks import Block
 from collector.errors import StoreError
-from collector.inspection.records import GENESIS_HASH
 from collector.store import influx_v1
 from collector.store.base import Row, quote_literal
 from collector.store.influx_v1 import InfluxV1Store
-from collector.store.lineprotocol import FLOAT_FIELDS, expected_fields, mismatches, record_line, timestamp_us
+from collector.store.lineprotocol import (
+    FLOAT_FIELDS,
+    bucket,
+    decode_lookup,
+    lines_for_block,
+    mismatches,
+    record_columns,
+)
 from collector.testing.services import InfluxD, free_port
+from tests.store.chains import GatewayChain, measurement
 
 pytestmark = pytest.mark.services
-
-RecordFactory = Callable[..., tuple[dict[str, Any], str]]
-
-
-def chain(factory: RecordFactory, n: int, **overrides: Any) -> list[tuple[dict[str, Any], str]]:
-    out, prev = [], GENESIS_HASH
-    for seq in range(1, n + 1):
-        record, payload = factory(seq, prev, **overrides)
-        out.append((record, payload))
-        prev = record["hash"]
-    return out
 
 
 def rows(store: InfluxV1Store, where: str = "") -> list[Row]:
     return store.query(f"SELECT * FROM inspection {where} ORDER BY time")
 
 
-def test_write_and_read_back(v1_store: InfluxV1Store, record_factory: RecordFactory) -> None:
-    records = chain(record_factory, 3)
-    v1_store.write_lines([record_line(r, p) for r, p in records])
+def written(store: InfluxV1Store, chain: GatewayChain, n: int, **overrides: Any) -> list[Block]:
+    sealed = [chain.seal([measurement(f"SN-{i:06d}", **overrides)]) for i in range(n)]
+    store.write_lines([line for b in sealed for line in lines_for_block(b)])
+    return sealed
+
+
+def test_write_and_read_back(v1_store: InfluxV1Store, chain: GatewayChain) -> None:
+    sealed = written(v1_store, chain, 3)
     got = rows(v1_store)
     assert len(got) == 3
-    for (record, payload), row in zip(records, got, strict=True):
-        assert row["measurement"] == "inspection"
-        assert row["time"] == timestamp_us(record)
-        assert json.loads(row["payload"]) == record
-        assert row["payload"] == payload  # byte for byte: the evidence copy
-        # what expected_fields predicts is what influxd returns, with its JSON types
-        assert mismatches(record, row, payload) == []
+    for block, row in zip(sealed, got, strict=True):
+        name, tags, fields, at = record_columns(block, 0)
+        assert row["measurement"] == name == "inspection"
+        # what record_columns predicts is what influxd returns, with its JSON types
+        assert mismatches(tags, fields, at, row) == []
         assert isinstance(row["seq"], int) and isinstance(row["serial"], str)
         for k in FLOAT_FIELDS:
-            assert float(row[k]) == expected_fields(record)[k]
+            assert float(row[k]) == fields[k]
+    payloads = [r["payload"] for r in v1_store.query("SELECT payload FROM block ORDER BY time")]
+    assert payloads == [b.text for b in sealed]  # byte for byte: the evidence copy
 
 
-def test_rewriting_a_record_leaves_one_point(v1_store: InfluxV1Store, record_factory: RecordFactory) -> None:
-    record, payload = record_factory(1)
-    line = record_line(record, payload)
-    v1_store.write_lines([line, line])  # a duplicate within one batch
-    v1_store.write_lines([line])  # and a redelivery later
-    v1_store.write_lines([record_line(json.loads(payload), payload)])  # rebuilt from the payload
-    assert v1_store.query("SELECT count(seq) FROM inspection")[0]["count"] == 1
-    assert len(v1_store.query("SHOW SERIES")) == 1
+def test_rewriting_a_block_leaves_its_points(v1_store: InfluxV1Store, chain: GatewayChain) -> None:
+    block = chain.seal([measurement("SN-1"), measurement("SN-1", "dia")])
+    lines = lines_for_block(block)
+    v1_store.write_lines(lines + lines)  # a duplicate within one batch
+    v1_store.write_lines(lines)  # and a redelivery later
+    v1_store.write_lines(lines_for_block(blocks.read(block.text)))  # rebuilt from the stored copy
+    assert v1_store.query("SELECT count(seq) FROM inspection")[0]["count"] == 2
+    assert v1_store.query("SELECT count(first_seq) FROM block")[0]["count"] == 1
+    assert len(v1_store.query("SHOW SERIES")) == 2 + 1 + 3  # two characteristics, the block, three lookups
 
 
 AWKWARD_TAGS = {
-    "site": 'Werk 1, "Halle"=3 ü',
-    "line": "l'ine\\2",
-    "station": "St\\10 €",
     "part_number": "P=1,2 3",
     "characteristic": "ø dia, =",
 }
@@ -79,33 +79,36 @@ AWKWARD_FIELDS = {
 }
 
 
-def test_awkward_strings_round_trip(v1_store: InfluxV1Store, record_factory: RecordFactory) -> None:
-    record, payload = record_factory(1, **AWKWARD_TAGS, **AWKWARD_FIELDS)
-    plain, plain_payload = record_factory(2, record["hash"])
-    v1_store.write_lines([record_line(record, payload), record_line(plain, plain_payload)])
+def test_awkward_strings_round_trip(v1_store: InfluxV1Store, keydir: Path) -> None:
+    chain = GatewayChain("gw.awk-1", keydir, site='Werk 1, "Halle"=3 ü', line="l'ine\\2")
+    station = "St\\10 €"
+    block = chain.seal([measurement(**AWKWARD_TAGS, **AWKWARD_FIELDS)], station=station)  # type: ignore[arg-type]
+    plain = chain.seal([measurement("SN-2")])
+    v1_store.write_lines(lines_for_block(block) + lines_for_block(plain))
 
-    [row] = rows(v1_store, f"WHERE site = {quote_literal(AWKWARD_TAGS['site'])}")
-    for k, v in {**AWKWARD_TAGS, **AWKWARD_FIELDS}.items():
+    [row] = rows(v1_store, f"WHERE station = {quote_literal(station)}")
+    assert row["site"] == chain.site
+    for k, v in {**AWKWARD_TAGS, **AWKWARD_FIELDS, "line": chain.line}.items():
         assert row[k] == v, k
-    assert row["payload"] == payload
-    assert mismatches(record, row, payload) == []
+    assert mismatches(*record_columns(block, 0)[1:], row) == []
+    [stored] = v1_store.query(f"SELECT payload FROM block WHERE station = {quote_literal(station)}")
+    assert stored["payload"] == block.text
 
-    # tracing by serial (a field) finds exactly the awkward one
-    [by_serial] = rows(v1_store, f"WHERE serial = {quote_literal(AWKWARD_FIELDS['serial'])}")
-    assert by_serial["seq"] == 1
+    # the serial's lookup entry names it, in the bucket its value hashes to
+    serial_bucket = quote_literal(bucket("serial", AWKWARD_FIELDS["serial"]))
+    entry = v1_store.query(f"SELECT * FROM lookup WHERE bucket = {serial_bucket}")
+    assert [decode_lookup(r[f"gw:gw.awk-1/{station}"]) for r in entry] == [[AWKWARD_FIELDS["serial"]]]
     tag_values = {r["value"] for r in v1_store.query('SHOW TAG VALUES FROM inspection WITH KEY = "station"')}
-    assert tag_values == {AWKWARD_TAGS["station"], "st-10"}
+    assert tag_values == {station, "st-10"}
 
 
-def test_a_field_edited_in_influxdb_is_detected(v1_store: InfluxV1Store, record_factory: RecordFactory) -> None:
-    record, payload = record_factory(1)
-    v1_store.write_lines([record_line(record, payload)])
-    # overwrite the point (same series, same time) with a different value but the old payload
-    forged = {**record, "value": "11.9000", "operator": "someone-else"}
-    v1_store.write_lines([record_line(forged, payload)])
+def test_a_field_edited_in_influxdb_is_detected(v1_store: InfluxV1Store, chain: GatewayChain) -> None:
+    [block] = written(v1_store, chain, 1)
+    # overwrite the point (same series, same time) with other values, as someone with write access can
+    line = lines_for_block(block)[1]
+    v1_store.write_lines([line.replace(",value=12.004", ",value=11.9").replace('operator="op-12"', 'operator="x"')])
     [row] = rows(v1_store)
-    assert row["payload"] == payload
-    assert sorted(mismatches(record, row, payload)) == ["operator", "value"]
+    assert sorted(mismatches(*record_columns(block, 0)[1:], row)) == ["operator", "value"]
 
 
 def test_bad_line_protocol_is_a_permanent_error(v1_store: InfluxV1Store) -> None:
@@ -173,11 +176,11 @@ def test_chunked_query_streams_every_row(v1_store: InfluxV1Store, monkeypatch: p
     assert chunks >= n // v1_store.chunk_size  # the server answered in chunks and each was parsed
 
 
-def test_gzip_bodies_are_accepted(influxd: InfluxD, v1_store: InfluxV1Store, record_factory: RecordFactory) -> None:
+def test_gzip_bodies_are_accepted(influxd: InfluxD, v1_store: InfluxV1Store, chain: GatewayChain) -> None:
     store = InfluxV1Store(influxd.url, v1_store.database, gzip_min_bytes=0)
-    record, payload = record_factory(1)
-    store.write_lines([record_line(record, payload)])
-    assert rows(store)[0]["payload"] == payload
+    block = chain.seal([measurement()])
+    store.write_lines(lines_for_block(block))
+    assert store.query("SELECT payload FROM block")[0]["payload"] == block.text
     store.close()
 
 

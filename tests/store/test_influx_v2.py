@@ -24,8 +24,9 @@ import pytest
 
 from collector.errors import StoreError
 from collector.store.influx_v2 import InfluxV2Store
-from collector.store.lineprotocol import record_line
+from collector.store.lineprotocol import lines_for_block
 from collector.testing.services import free_port
+from tests.store.chains import GatewayChain, measurement
 
 TOKEN = "tok-9f8e7d-secret"
 ORG = "acme"
@@ -154,11 +155,9 @@ def store(server: FakeInfluxV2) -> Iterator[InfluxV2Store]:
 
 
 def test_write_sends_line_protocol_to_the_bucket_with_the_token(
-    server: FakeInfluxV2, store: InfluxV2Store, record_factory: Any
+    server: FakeInfluxV2, store: InfluxV2Store, chain: GatewayChain
 ) -> None:
-    r1, p1 = record_factory(1)
-    r2, p2 = record_factory(2, r1["hash"], operator='O"Brien, x=y')
-    lines = [record_line(r1, p1), record_line(r2, p2)]
+    lines = lines_for_block(chain.seal([measurement(), measurement(operator='O"Brien, x=y')]))
     store.write_lines(lines)
     [req] = server.of("/api/v2/write")
     assert req.method == "POST"

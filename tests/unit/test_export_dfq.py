@@ -131,6 +131,21 @@ def test_no_measurements_is_an_error() -> None:
     assert dfq_files(parts) == {}
 
 
+def test_records_that_are_not_verified_evidence_are_refused_naming_them() -> None:
+    records = copy.deepcopy(load("hx4711_remeasure_invalidation"))
+    assert all(r["verified"] for r in records)  # as a trace against the key directory gives them
+    bad = records[2]
+    bad["verified"], bad["verification"] = False, "NOT VERIFIED: FORGED signature: signature does not match key x"
+    for export in (to_dfq, dfq_files):
+        with pytest.raises(
+            DfqError,
+            match=rf"1 record\(s\) are not verified evidence .*{bad['gateway']} seq {bad['seq']}: NOT VERIFIED: FORGED",
+        ):
+            export(records)
+    unmarked = [{k: v for k, v in r.items() if k not in ("verified", "verification")} for r in records]
+    assert to_dfq(unmarked) == to_dfq(load("hx4711_remeasure_invalidation"))  # built by a caller: taken as given
+
+
 def test_two_specifications_for_one_characteristic_are_refused() -> None:
     records = copy.deepcopy(load("hx4711_remeasure_invalidation"))
     later = [r for r in records if r["kind"] == "measurement" and r["characteristic"] == "D1"][1]

@@ -30,17 +30,21 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.chain import blocks
+from collector.chain.keys import KeyRing
 from collector.evidence.impact import AMBIGUOUS, ImpactError, ImpactReport, format_impact, impact, impact_json, rejudge
 from collector.inspection import records as rec
 from collector.inspection.models import Characteristic, Criticality, Rounding
 from collector.inspection.tolerance import judge
 from collector.store.influx_v1 import InfluxV1Store
-from collector.store.lineprotocol import record_line
+from collector.store.lineprotocol import lines_for_block
 from drivers.base import Reading
+from tests.store.chains import GatewayChain
 
 D1 = Characteristic(
     id="D1",
@@ -60,12 +64,10 @@ SITE = {"site": "plant-1", "line": "line-a", "station": "st-10"}
 
 
 class Chain:
-    """Sealed records of one gateway, one second apart from the time set by :meth:`at`."""
+    """Records of one gateway, each sealed in a block of its own, one second apart from :meth:`at`."""
 
-    def __init__(self, gateway: str = "gw-1") -> None:
-        self.gateway = gateway
-        self.seq = 0
-        self.prev = rec.GENESIS_HASH
+    def __init__(self, keydir: Path, gateway: str = "gw-1") -> None:
+        self.chain = GatewayChain(gateway, keydir, site=SITE["site"], line=SITE["line"])
         self.us = 0
         self.lines: list[str] = []
         self.records: list[dict[str, Any]] = []
@@ -74,14 +76,13 @@ class Chain:
         self.us = max(self.us, rec.parse_utc_us(when))
 
     def add(self, draft: dict[str, Any]) -> dict[str, Any]:
-        self.seq += 1
         self.us += 1_000_000
-        draft.update(gateway=self.gateway, seq=self.seq, recorded_at=rec.format_utc_us(self.us), clock_synced=True)
-        payload = rec.seal(draft, self.prev)
-        self.prev = draft["hash"]
-        self.lines.append(record_line(draft, payload))
-        self.records.append(draft)
-        return draft
+        entry = {k: v for k, v in draft.items() if k not in blocks.MATERIALISED_KEYS}
+        block = self.chain.seal([entry], SITE["station"], at_us=self.us)
+        self.lines.extend(lines_for_block(block))
+        [record] = block.materialise()
+        self.records.append(record)
+        return record
 
     def measure(
         self, char: Characteristic, value: str, serial: str, gauge: str, supersedes: str | None = None
@@ -131,8 +132,8 @@ def simple_part(c: Chain, serial: str, d1: str, l1: str) -> None:
     c.part(serial, "reject" if failed else "accept", [a["id"], b["id"]], failed)
 
 
-def build() -> Chain:
-    c = Chain()
+def build(keydir: Path) -> Chain:
+    c = Chain(keydir)
     c.at("2026-11-17T09:00:00.000000Z")
     simple_part(c, "SN0", "12.000", "30.00")
     c.at("2026-11-18T09:00:00.000000Z")
@@ -165,8 +166,13 @@ def build() -> Chain:
 
 
 @pytest.fixture
-def store(v1_store: InfluxV1Store) -> InfluxV1Store:
-    v1_store.write_lines(build().lines)
+def keydir(tmp_path: Path) -> Path:
+    return tmp_path / "keys"
+
+
+@pytest.fixture
+def store(v1_store: InfluxV1Store, keydir: Path) -> InfluxV1Store:
+    v1_store.write_lines(build(keydir).lines)
     return v1_store
 
 
@@ -295,11 +301,22 @@ def test_the_rounding_rule_is_recovered_from_the_record() -> None:
     assert "does not follow" in str(rejudge(tampered, Decimal("0")).note)
 
 
-def test_an_unreadable_point_is_reported_not_dropped(store: InfluxV1Store) -> None:
+def test_a_point_that_is_not_evidence_is_reported_not_dropped(store: InfluxV1Store, keydir: Path) -> None:
     when = rec.parse_utc_us("2026-11-19T12:00:00.000000Z")
-    store.write_lines([f'inspection,gateway=gw-9 seq=1i,gauge="CAL-1",payload="{{broken" {when}'])
-    report = impact(store, "CAL-1", "2026-11-18", Decimal("0.010"), until="2026-11-21")
-    assert report.unreadable == [f"inspection point at time {when} (µs)"]
-    assert len(report.values) == 7  # the readable ones are all still there
-    assert "WARNING: 1 stored point(s) have no readable payload" in format_impact(report)
+    store.write_lines([f'inspection,gateway=gw-9 seq=1i,gauge="CAL-1" {when}'])
+    report = impact(store, "CAL-1", "2026-11-18", Decimal("0.010"), until="2026-11-21", keys=KeyRing.load(keydir))
+    assert report.unreadable == [f"not evidence: inspection point at {when} µs (gateway gw-9, seq 1) names no block"]
+    assert len(report.values) == 7  # the evidence is all still there
+    assert all(v.record["verified"] for v in report.values)
+    assert "WARNING: 1 stored item(s) are not verified evidence" in format_impact(report)
     assert impact_json(report)["unreadable"] == report.unreadable
+
+
+def test_a_value_whose_block_does_not_verify_is_named(store: InfluxV1Store, keydir: Path, tmp_path: Path) -> None:
+    stranger = Chain(tmp_path / "elsewhere", gateway="gw-1")  # another key under the same gateway id
+    stranger.at("2026-11-19T12:00:00.000000Z")
+    stranger.chain.next_seq = 1000
+    stranger.measure(D1, "12.001", "SN9", "CAL-1")
+    store.write_lines(stranger.lines)
+    report = impact(store, "CAL-1", "2026-11-18", keys=KeyRing.load(keydir))
+    assert len(report.unreadable) == 1 and "FORGED" in report.unreadable[0] and "seq 1000" in report.unreadable[0]

@@ -1,105 +1,156 @@
-"""Line protocol for inspection records: shape, escaping, omitted nulls, refusals.
+"""Line protocol of schema version 2: blocks, record points, lookup entries, checkpoints.
 
-That InfluxDB reads these lines back as intended is checked against a real influxd in
-tests/store/test_influx_v1.py.
+The blocks are real: sealed by ``collector.chain.blocks.seal`` and signed (HMAC here, so
+that the expected lines are fixed text; Ed25519 in tests/store). That InfluxDB reads these
+lines back as intended is checked against a real influxd in tests/store/test_schema_v2.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from decimal import Decimal
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.inspection.models import Characteristic
-from collector.inspection.records import GENESIS_HASH, format_utc_us, measurement_record, parse_utc_us, seal
-from collector.inspection.tolerance import judge
+from collector.chain import blocks, checkpoints
+from collector.chain.blocks import Block, format_utc_us, parse_utc_us
+from collector.chain.keys import HmacSigner
 from collector.store.lineprotocol import (
-    FIELD_COLUMNS,
-    FLOAT_FIELDS,
+    RECORD_FIELDS,
     TAG_KEYS,
+    block_columns,
+    bucket,
+    checkpoint_line,
+    decode_lookup,
+    encode_lookup,
     escape_string_field,
     escape_tag,
-    expected_fields,
-    expected_tags,
+    lines_for_block,
+    lookup_entries,
     mismatches,
-    record_line,
-    timestamp_us,
+    record_columns,
+    utc_us,
 )
-from drivers.base import Reading
+from tests.store.chains import GatewayChain, event, measurement, part
 
-CHAR = Characteristic(
-    id="len", name="Length", nominal=Decimal("50.00"), lsl=Decimal("49.95"), usl=Decimal("50.05"), unit="mm", decimals=2
-)
 AT_US = 1_795_000_000_123_456
+SIGNER = HmacSigner(b"test-secret")
 
 
-def sealed(**overrides: Any) -> tuple[dict[str, Any], str]:
-    reading = Reading(
-        device="dev-1", channel="0", value=Decimal("50.013"), unit="mm", raw=b"50.013\r\n", timestamp_ns=AT_US * 1000
-    )
-    record = measurement_record(
+def seal(records: list[dict[str, Any]], *, at_us: int = AT_US, **header: Any) -> Block:
+    args: dict[str, Any] = dict(
+        gateway="gw-1",
         site="plant-a",
         line="line-1",
         station="st-1",
-        context={"part_number": "P-1", "serial": "SN-1", "lot": "L-1", "work_order": "WO-1", "operator": "op"},
-        plan_revision="A",
-        characteristic=CHAR,
-        judgement=judge(CHAR, Decimal("50.013"), "mm"),
-        reading=reading,
-        gauge="G-1",
-        gauge_calibration_due="2027-01-01",
+        first_seq=7,
+        recorded_at=format_utc_us(at_us),
+        clock_synced=True,
+        prev_hash=blocks.GENESIS_HASH,
+        signer=SIGNER,
     )
-    record.update(gateway="gw-1", seq=7, recorded_at=format_utc_us(AT_US), clock_synced=True)
-    record.update(overrides)
-    return record, seal(record, GENESIS_HASH)
+    args.update(header)
+    return blocks.seal(records, **args)
+
+
+FIXED_ID = "0193a0a0-0000-7000-8000-00000000000a"
+
+
+def fixed_measurement(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"id": FIXED_ID, "lot": "L-1", "work_order": "WO-1", "gauge": "G-1"}
+    fields.update(overrides)
+    serial, characteristic, value = (
+        fields.pop(k, d) for k, d in (("serial", "SN-1"), ("characteristic", "len"), ("value", "50.013"))
+    )
+    return measurement(serial, characteristic, value, **fields)
 
 
 def split_line(line: str) -> tuple[str, str, str]:
-    """(measurement+tags, fields, timestamp) of a line without escaped spaces in fields' keys."""
+    """(measurement+tags, fields, timestamp) of a line whose tags have no escaped spaces."""
     head, _, rest = line.partition(" ")
-    while head.endswith("\\"):  # an escaped space in a tag
-        more, _, rest = rest.partition(" ")
-        head += " " + more
     fields, _, ts = rest.rpartition(" ")
     return head, fields, ts
 
 
-def test_shape_of_a_record_line() -> None:
-    record, payload = sealed()
-    line = record_line(record, payload)
-    head, fields, ts = split_line(line)
-    assert head == (
-        "inspection,characteristic=len,gateway=gw-1,kind=measurement,line=line-1,part_number=P-1,site=plant-a,station=st-1,verdict=pass"
+def test_a_block_makes_its_point_one_point_per_record_and_its_lookup_entries() -> None:
+    block = seal([fixed_measurement(), fixed_measurement(id=FIXED_ID[:-1] + "b", characteristic="dia")])
+    lines = lines_for_block(block)
+    assert len(lines) == 1 + 2 + 3  # block, two records, serial + lot + work order
+    assert lines[0] == (
+        "block,gateway=gw-1,line=line-1,site=plant-a,station=st-1 first_seq=7i,last_seq=8i,"
+        f'hash="{block.hash}",prev_hash="{"0" * 64}",key_id="hmac",'
+        f"payload={escape_string_field('payload', block.text)} {AT_US}"
     )
-    assert fields.startswith("seq=7i,")
-    assert ',serial="SN-1",' in fields  # a field, not a tag
-    assert ",value=50.013," in fields and ",judged_value=50.01," in fields and ",nominal=50.0," in fields
-    assert fields.endswith(",payload=" + escape_string_field("payload", payload))
-    assert int(ts) == AT_US == parse_utc_us(record["recorded_at"])
-    assert "\n" not in line
-    # a redelivery writes the identical point (same series, same time): idempotent
-    assert record_line(json.loads(payload), payload) == line
+    assert lines[1] == (
+        "inspection,characteristic=len,gateway=gw-1,kind=measurement,line=line-1,part_number=P-100,"
+        "site=plant-a,station=st-1,verdict=pass "
+        f'seq=7i,block_time={AT_US}i,id="{FIXED_ID}",serial="SN-1",lot="L-1",work_order="WO-1",'
+        'operator="op-12",gauge="G-1",device="caliper-1",plan_revision="C",unit="mm",reason_for_test="ongoing",'
+        f"value=50.013,judged_value=50.013,deviation=0.004,nominal=12.000,lsl=11.980,usl=12.020 {AT_US}"
+    )
+    assert split_line(lines[2])[0].startswith("inspection,characteristic=dia,")
+    assert split_line(lines[2])[1].startswith(f"seq=8i,block_time={AT_US}i,")
+    assert split_line(lines[2])[2] == str(AT_US + 1)  # the record's own recorded_at
+    serial_bucket = "serial:" + hashlib.sha256(b"SN-1").hexdigest()[:3]
+    assert f'lookup,bucket={serial_bucket} gw:gw-1/st-1="[\\"SN-1\\"]" {AT_US}' in lines
+    assert {split_line(x)[0] for x in lines[3:]} == {
+        f"lookup,bucket={bucket(k, v)}" for k, v in (("serial", "SN-1"), ("lot", "L-1"), ("work_order", "WO-1"))
+    }
+    assert all("\n" not in x and "\r" not in x for x in lines)
+    # a redelivery writes the identical points (same series, same times): idempotent
+    assert lines_for_block(blocks.read(block.text, strict=True)) == lines
+
+
+def test_record_points_are_what_record_columns_says() -> None:
+    block = seal([fixed_measurement(), part("SN-1", [FIXED_ID]), event("audit", event="sign_in", by="op-12")])
+    for i, line in enumerate(lines_for_block(block)[1:4]):
+        measurement_name, tags, fields, at = record_columns(block, i)
+        head, body, ts = split_line(line)
+        assert int(ts) == at == parse_utc_us(block.materialise()[i]["recorded_at"])
+        assert head == measurement_name + "".join(f",{k}={v}" for k, v in sorted(tags.items()))
+        written = dict(part.split("=", 1) for part in re.findall(r'(?:[^,"]|"(?:[^"\\]|\\.)*")+', body))
+        assert set(written) == set(fields)
+        for k, v in fields.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                assert written[k] == f'"{v}"', k
+            elif isinstance(v, int):
+                assert written[k] == f"{v}i", k
+            else:
+                assert float(written[k]) == v, k
+    assert split_line(lines_for_block(block)[2])[0].startswith("part,gateway=gw-1,kind=part,")
+    assert (
+        split_line(lines_for_block(block)[3])[0]
+        == "event,gateway=gw-1,kind=audit,line=line-1,site=plant-a,station=st-1"
+    )
+
+
+def test_a_kind_added_later_is_stored_as_an_event_not_refused() -> None:
+    block = seal([event("signature", by="qe-1", meaning="approved")])
+    assert lines_for_block(block)[1].startswith("event,gateway=gw-1,kind=signature,")
 
 
 def test_tags_are_escaped_and_empty_ones_left_out() -> None:
-    record, payload = sealed(site="Werk 1, Halle=3", line="", station="St\\10 ü")
-    head, _, _ = split_line(record_line(record, payload))
+    block = seal([fixed_measurement(part_number="", characteristic="ø dia, =")], site="Werk 1, Halle=3")
+    head = lines_for_block(block)[1].split(" seq=")[0]
     assert head == (
-        "inspection,characteristic=len,gateway=gw-1,kind=measurement,part_number=P-1,"
-        "site=Werk\\ 1\\,\\ Halle\\=3,station=St\\10\\ ü,verdict=pass"
+        "inspection,characteristic=ø\\ dia\\,\\ \\=,gateway=gw-1,kind=measurement,line=line-1,"
+        "site=Werk\\ 1\\,\\ Halle\\=3,station=st-1,verdict=pass"
     )
-    assert "line" not in expected_tags(record)
+    _, tags, _, _ = record_columns(block, 0)
+    assert "part_number" not in tags
 
 
 @pytest.mark.parametrize("bad", ["ends\\", "a\\,b", "a\\ b", "a\\=b"])
 def test_tag_backslashes_influxdb_cannot_represent_are_refused(bad: str) -> None:
-    record, payload = sealed(station=bad)
+    with pytest.raises(ValueError, match="'characteristic'"):
+        lines_for_block(seal([fixed_measurement(characteristic=bad)]))
     with pytest.raises(ValueError, match="'station'"):
-        record_line(record, payload)
+        lines_for_block(seal([fixed_measurement()], station=bad))
 
 
 def test_harmless_tag_backslash_is_kept_literally() -> None:
@@ -107,97 +158,163 @@ def test_harmless_tag_backslash_is_kept_literally() -> None:
 
 
 def test_string_fields_escape_backslash_and_quote() -> None:
-    record, payload = sealed(operator='O"Brien \\ x, y=z')
-    _, fields, _ = split_line(record_line(record, payload))
-    assert ',operator="O\\"Brien \\\\ x, y=z",' in fields
+    line = lines_for_block(seal([fixed_measurement(operator='O"Brien \\ x, y=z')]))[1]
+    assert ',operator="O\\"Brien \\\\ x, y=z",' in line
 
 
 def test_none_fields_are_left_out() -> None:
-    record, payload = sealed(serial=None, lot=None, work_order=None, operator=None, gauge=None, deviation=None)
-    line = record_line(record, payload)
+    block = seal([fixed_measurement(serial=None, lot=None, work_order=None, operator=None, gauge=None, deviation=None)])
+    lines = lines_for_block(block)
+    assert len(lines) == 2  # nothing to look up
     for name in ("serial", "lot", "work_order", "operator", "gauge", "deviation"):
-        assert f",{name}=" not in split_line(line)[1].split(",payload=")[0]
-        assert name not in expected_fields(record)
-    assert set(expected_fields(record)) == {
-        "seq", "id", "hash", "prev_hash", "device", "plan_revision", "unit", "reason_for_test",
+        assert f",{name}=" not in lines[1]
+    assert set(record_columns(block, 0)[2]) == {
+        "seq", "block_time", "id", "device", "plan_revision", "unit", "reason_for_test",
         "value", "judged_value", "nominal", "lsl", "usl",
     }  # fmt: skip
 
 
 @pytest.mark.parametrize("field", ["operator", "serial", "lot", "work_order"])
 @pytest.mark.parametrize("brk", ["\n", "\r"])
-def test_line_breaks_in_text_are_refused_naming_the_field(field: str, brk: str) -> None:
-    record, payload = sealed(**{field: f"first{brk}second"})
+def test_line_breaks_in_identifiers_are_refused_naming_the_field(field: str, brk: str) -> None:
+    block = seal([fixed_measurement(**{field: f"first{brk}second"})])
+    assert "\n" not in block.text and "\r" not in block.text  # JSON escapes it in the block...
     with pytest.raises(ValueError, match=f"'{field}' contains a line break"):
-        record_line(record, payload)
+        lines_for_block(block)  # ...but the column itself is refused
 
 
-def test_line_break_in_a_tag_is_refused() -> None:
-    record, payload = sealed(station="st\n1")
-    with pytest.raises(ValueError, match="'station'"):
-        record_line(record, payload)
+def test_free_text_with_line_breaks_stays_in_the_block() -> None:
+    block = seal([fixed_measurement(reason="two\nlines", raw="+50.013\r\n")])
+    lines = lines_for_block(block)
+    assert all("\n" not in x for x in lines) and ",reason=" not in lines[1] and ",raw=" not in lines[1]
 
 
-def test_the_payload_never_holds_a_raw_line_break() -> None:
-    record, payload = sealed(operator="two\nlines")  # JSON escapes it in the payload...
-    assert "\n" not in payload
-    with pytest.raises(ValueError, match="'operator'"):  # ...but the field itself is refused
-        record_line(record, payload)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("value", "1" + "0" * 400), ("lsl", "abc"), ("usl", "nan"), ("nominal", "inf"), ("deviation", "1.2.3")],
+)
+def test_numbers_that_are_not_finite_decimals_are_refused(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        lines_for_block(seal([fixed_measurement(**{field: value})]))
 
 
-def test_unknown_kind_and_bad_numbers_are_refused() -> None:
-    record, payload = sealed(kind="calibration")
-    with pytest.raises(ValueError, match="no measurement is defined for record kind 'calibration'"):
-        record_line(record, payload)
-    record, payload = sealed(value="1" + "0" * 400)
-    with pytest.raises(ValueError, match="'value'"):
-        record_line(record, payload)
-    record, payload = sealed(lsl="abc")
-    with pytest.raises(ValueError, match="'lsl'"):
-        record_line(record, payload)
-    record, payload = sealed(seq="7")
-    with pytest.raises(ValueError, match="'seq'"):
-        record_line(record, payload)
+@given(
+    st.one_of(
+        st.integers(0, 12)
+        .flatmap(lambda p: st.decimals(allow_nan=False, allow_infinity=False, places=p))
+        .map(lambda d: format(d, "f")),
+        st.from_regex(r"\A-?[0-9]{1,20}(\.[0-9]{0,20})?\Z"),
+        st.from_regex(r"\A[-+ ]?[0-9_.eE]{1,12}\Z"),
+    )
+)
+def test_a_written_float_is_the_value_record_columns_expects(value: str) -> None:
+    """The fast path writes a plain decimal as it is; what InfluxDB reads must be float(value)."""
+    block = seal([fixed_measurement(value=value)])
+    try:
+        expected = record_columns(block, 0)[2]["value"]
+    except ValueError:
+        with pytest.raises(ValueError, match="'value'"):
+            lines_for_block(block)
+        return
+    written = re.search(r",value=([^, ]+)", lines_for_block(block)[1])
+    assert written is not None
+    literal = written.group(1)
+    # what InfluxDB's parser accepts as a float literal: digits, one '.', an optional '-'
+    assert re.fullmatch(r"-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", literal), literal
+    assert float(literal) == expected
 
 
-def test_expected_fields_are_exactly_the_written_fields() -> None:
-    record, payload = sealed(supersedes="0190a0b0-0000-7000-8000-000000000000", reason="re-measure")
-    expected = expected_fields(record, payload)
-    _, fields, _ = split_line(record_line(record, payload))
-    written = {part.split("=", 1)[0] for part in fields.split(",payload=")[0].split(",")} | {"payload"}
-    assert written == set(expected)
-    assert set(expected) <= set(FIELD_COLUMNS)
-    assert isinstance(expected["seq"], int)
-    assert all(isinstance(expected[k], float) for k in FLOAT_FIELDS if k in expected)
-    assert expected["payload"] == payload and expected["supersedes"] == record["supersedes"]
+def test_lookup_entries_are_distinct_values_per_bucket_in_order() -> None:
+    ids = [f"0193a0a0-0000-7000-8000-00000000010{i}" for i in range(4)]
+    block = seal(
+        [
+            fixed_measurement(serial="SN-1", id=ids[0]),
+            fixed_measurement(serial="SN-2", id=ids[1], supersedes=ids[0]),
+            fixed_measurement(serial="SN-1", id=ids[2]),
+            event("invalidation", target=ids[1], by="op", reason="dropped"),
+            event("nonconformance", measurement_id=ids[2]),
+            event("disposition", nonconformance_id=ids[3], decision="scrap", by="qe"),
+        ]
+    )
+    entries = lookup_entries(block)
+    values = [v for vs in entries.values() for v in vs]
+    assert sorted(values) == sorted(["SN-1", "SN-2", "L-1", "WO-1", ids[0], ids[1], ids[2], ids[3]])
+    for b, vs in entries.items():
+        key = b.split(":")[0]
+        assert all(bucket(key, v) == b for v in vs)
+        assert len(b) == len(key) + 4 and re.fullmatch(r"[0-9a-f]{3}", b[-3:])
+    assert {b.split(":")[0] for b in entries} == {"serial", "lot", "work_order", "ref"}
 
 
-def stored_row(record: dict[str, Any], payload: str) -> dict[str, Any]:
-    """A row as InfluxDB's JSON would give it: integral floats come back as ints."""
-    row: dict[str, Any] = {k: None for k in (*TAG_KEYS, *FIELD_COLUMNS)}
-    row.update(measurement="inspection", time=timestamp_us(record), **expected_tags(record))
-    for k, v in expected_fields(record, payload).items():
+def test_many_serials_in_one_bucket_share_one_point() -> None:
+    same = [s for s in (f"SN-{n}" for n in range(20_000)) if bucket("serial", s) == bucket("serial", "SN-0")][:3]
+    block = seal([fixed_measurement(serial=s, lot=None, work_order=None) for s in same])
+    [lookup] = lines_for_block(block)[4:]
+    field = escape_string_field("x", encode_lookup(same))
+    assert lookup == f"lookup,bucket={bucket('serial', 'SN-0')} gw:gw-1/st-1={field} {AT_US}"
+    assert decode_lookup(encode_lookup(same)) == same
+
+
+@given(st.lists(st.text(), max_size=5))
+def test_lookup_values_encode_as_json(values: list[str]) -> None:
+    try:
+        expected = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    except UnicodeEncodeError:
+        return
+    assert encode_lookup(values) == expected
+    assert decode_lookup(expected) == values
+
+
+def test_decode_lookup_refuses_what_is_not_a_list_of_strings() -> None:
+    assert decode_lookup('["a",1]') is None and decode_lookup("{") is None and decode_lookup(None) is None
+
+
+def test_checkpoint_line() -> None:
+    block = seal([fixed_measurement()])
+    cp = checkpoints.make("gw-1", block.last_seq, block.hash, AT_US + 5, SIGNER)
+    assert checkpoint_line(cp) == (
+        f'checkpoint,gateway=gw-1 head_seq=7i,head_hash="{block.hash}",key_id="hmac",'
+        f"payload={escape_string_field('payload', cp.text)} {AT_US + 5}"
+    )
+    unsigned = checkpoints.make("gw-1", 7, block.hash, AT_US, None)
+    assert ",key_id=" not in checkpoint_line(unsigned)
+
+
+def test_block_columns_are_the_block_line() -> None:
+    block = seal([fixed_measurement()])
+    tags, fields, at = block_columns(block)
+    assert tags == {"gateway": "gw-1", "line": "line-1", "site": "plant-a", "station": "st-1"}
+    assert fields["payload"] == block.text and fields["first_seq"] == 7 and fields["key_id"] == "hmac"
+    assert at == AT_US
+
+
+def stored_row(block: Block, index: int) -> dict[str, Any]:
+    """A row as InfluxDB's JSON gives it: integral floats come back as ints, absent columns None."""
+    name, tags, fields, at = record_columns(block, index)
+    row: dict[str, Any] = {k: None for k in (*TAG_KEYS, *RECORD_FIELDS)}
+    row.update(measurement=name, time=at, **tags)
+    for k, v in fields.items():
         row[k] = int(v) if isinstance(v, float) and v.is_integer() else v
     return json.loads(json.dumps(row))  # type: ignore[no-any-return]
 
 
 def test_mismatches_names_edited_columns() -> None:
-    record, payload = sealed(value="50.000")
-    row = stored_row(record, payload)
+    block = seal([fixed_measurement(value="50.000")])
+    _, tags, fields, at = record_columns(block, 0)
+    row = stored_row(block, 0)
     assert isinstance(row["value"], int)  # 50.0 printed as 50
-    assert mismatches(record, row, payload) == []
-    assert mismatches(record, row) == []
-    assert mismatches(record, {**row, "value": 50.001}) == ["value"]
-    assert mismatches(record, {**row, "serial": "SN-2", "verdict": "fail"}) == ["verdict", "serial"]
-    assert mismatches(record, {**row, "supersedes": "x"}) == ["supersedes"]  # a column added later
-    assert mismatches(record, {**row, "seq": 7.0}) == ["seq"]
-    assert mismatches(record, {**row, "time": row["time"] + 1}) == ["time"]
-    assert mismatches(record, {**row, "payload": payload + " "}, payload) == ["payload"]
+    assert mismatches(tags, fields, at, row) == []
+    assert mismatches(tags, fields, at, {**row, "value": 50.001}) == ["value"]
+    assert mismatches(tags, fields, at, {**row, "serial": "SN-2", "verdict": "fail"}) == ["verdict", "serial"]
+    assert mismatches(tags, fields, at, {**row, "supersedes": "x"}) == ["supersedes"]  # a column added later
+    assert mismatches(tags, fields, at, {**row, "seq": 7.0}) == ["seq"]
+    assert mismatches(tags, fields, at, {**row, "time": row["time"] + 1}) == ["time"]
+    assert mismatches(tags, fields, at, {**row, "gateway": None}) == ["gateway"]
 
 
 @given(st.integers(min_value=0, max_value=4_102_444_799_999_999))
-def test_timestamp_matches_the_reference_parser(us: int) -> None:
-    assert timestamp_us({"recorded_at": format_utc_us(us)}) == us
+def test_utc_us_matches_the_reference_parser(us: int) -> None:
+    assert utc_us(format_utc_us(us)) == us == parse_utc_us(format_utc_us(us))
 
 
 def _unescape_string_field(quoted: str) -> str:
@@ -217,3 +334,11 @@ def _unescape_string_field(quoted: str) -> str:
 @given(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",))))
 def test_string_field_escaping_round_trips(text: str) -> None:
     assert _unescape_string_field(escape_string_field("f", text)) == text
+
+
+def test_an_ed25519_chain_makes_the_same_kind_of_lines(tmp_path: Path) -> None:
+    chain = GatewayChain("gw-7", tmp_path)
+    block = chain.seal([measurement("SN-9")])
+    lines = lines_for_block(block)
+    assert lines[0].startswith("block,gateway=gw-7,") and f'key_id="{block.key_id}"' in lines[0]
+    assert _unescape_string_field(lines[0].split(",payload=")[1].rsplit(" ", 1)[0]) == block.text

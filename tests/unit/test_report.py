@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from collector.chain import blocks
+from collector.chain.keys import HmacSigner, KeyRing
+from collector.evidence.checked import ANNOTATIONS, CheckedBlock
 from collector.evidence.report import ReportError, check_chain, part_report_html, with_related
 from collector.evidence.trace import TraceFilter, trace
 from collector.evidence.verify import Finding, GatewayChain, Report
@@ -25,8 +28,10 @@ from collector.inspection import records as rec
 from collector.inspection.models import Characteristic
 from collector.inspection.tolerance import judge
 from collector.store.influx_v1 import InfluxV1Store
-from collector.store.lineprotocol import record_line
+from collector.store.lineprotocol import lines_for_block
+from collector.store.queries import BlockRef
 from drivers.base import Reading
+from tests.store.chains import GatewayChain as Chain
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dfq" / "hx4711_remeasure_invalidation" / "records.json"
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -199,13 +204,17 @@ def _part(serial: str, operator: str, reason: str) -> list[dict[str, Any]]:
         released_by=operator,
         reason=reason,
     )
-    prev = rec.GENESIS_HASH
+    return sealed([m, nc, p])
+
+
+def sealed(drafts: list[dict[str, Any]], gateway: str = "gw-<x>") -> list[dict[str, Any]]:
+    """Each draft sealed in a block of its own (HMAC key), materialised as a trace marks them."""
+    chain = Chain(gateway, Path("/nonexistent"), site="plant-1", line="line-a", signer=HmacSigner(b"k"))
     out = []
-    for seq, r in enumerate((m, nc, p), start=1):
-        r.update(gateway="gw-<x>", seq=seq, recorded_at=f"2026-11-21T10:00:0{seq}.000000Z", clock_synced=True)
-        rec.seal(r, prev)
-        prev = r["hash"]
-        out.append(r)
+    for n, draft in enumerate(drafts, start=1):
+        entry = {k: v for k, v in draft.items() if k not in blocks.MATERIALISED_KEYS}
+        block = chain.seal([entry], "st-10", at_us=rec.parse_utc_us(f"2026-11-21T10:00:0{n}.000000Z"))
+        out += CheckedBlock(block, BlockRef(gateway, block.recorded_us), signature="verified: test key").records()
     return out
 
 
@@ -229,48 +238,52 @@ def test_everything_from_a_record_is_escaped() -> None:
 def test_intact_records_say_verified() -> None:
     records = golden("SN-002")
     check = check_chain(records)
-    assert check.ok and check.records == 8 and check.links == 7  # seq 5..12 of gw-a
+    assert check.ok and check.records == 8 and check.verified == 8 and check.blocks == 8
     page = Page(part_report_html(records, generated_at=NOW))
     box = page.find("div", id="verification")
-    assert box and "verified: 8 records, hashes intact; 7 chain link(s)" in box[0][1]
+    assert box and "verified: 8 records in 8 block(s), hashes intact, each block canonical" in box[0][1]
+    # per record: the values table and the integrity table say it
+    m = next(r for r in records if r["kind"] == "measurement")
+    assert row_of(page, m["id"])[1].endswith("verified")
+    checks = [t for a, t in page.find("td", **{"class": "pass"}) if t.startswith("verified: signed with key hmac")]
+    assert len(checks) == 8
 
 
-def test_a_tampered_payload_makes_the_verification_line_say_so() -> None:
+def test_a_record_whose_block_did_not_verify_is_named() -> None:
     records = copy.deepcopy(golden("SN-002"))
-    altered = next(r for r in records if r["kind"] == "measurement" and r["verdict"] == "fail")
-    altered["value"], altered["judged_value"], altered["verdict"] = "12.0151", "12.015", "pass"
+    forged = next(r for r in records if r["kind"] == "measurement" and r["verdict"] == "fail")
+    forged["verified"], forged["verification"] = False, "NOT VERIFIED: FORGED signature: signature does not match key x"
     html = part_report_html(records, generated_at=NOW)
     page = Page(html)
     box = page.find("div", id="verification")[0]
     assert box[0]["class"] == "verification bad"
     assert "NOT VERIFIED: 1 problem(s) in 8 records" in box[1]
-    assert f"record {altered['id']} (gateway gw-a seq 5): ALTERED, the payload does not match its hash" in box[1]
+    assert f"record {forged['id']} (gateway gw-a seq 5): NOT VERIFIED: FORGED signature" in box[1]
+    assert row_of(page, forged["id"])[1].endswith("NOT VERIFIED")
     assert "verified: 8 records" not in page.text()
 
 
-def test_a_resealed_record_breaks_the_link_to_its_neighbour() -> None:
-    records = copy.deepcopy(golden("SN-002"))
-    forged = records[3]  # rewritten and sealed again: its own hash is consistent, its links are not
-    assert forged["seq"] == 8
-    forged["value"] = "29.97"
-    rec.seal(forged, "ab" * 32)
+def test_records_not_read_from_checked_blocks_are_problems_and_unchecked_ones_say_so() -> None:
+    records = [{k: v for k, v in r.items() if k not in ("verified", "verification")} for r in golden("SN-002")]
     check = check_chain(records)
-    assert [p.split(": ", 1)[1] for p in check.problems] == [
-        "BROKEN CHAIN, prev_hash is not the hash of seq 7",  # its own link back
-        "BROKEN CHAIN, prev_hash is not the hash of seq 8",  # the next record's link to the original
-    ]
-    assert "BROKEN CHAIN" in Page(part_report_html(records, generated_at=NOW)).text()
+    assert not check.ok and len(check.problems) == 8 and "not read from a checked block" in check.problems[0]
+    unchecked = [dict(r, verified=False, verification="not checked (no key directory)") for r in records]
+    check = check_chain(unchecked)
+    assert not check.ok and not check.problems and check.unchecked == 8
+    text = Page(part_report_html(unchecked, generated_at=NOW)).text()
+    assert "signatures not checked: 8 of 8 records" in text and "not checked" in text
 
 
 def test_a_store_verification_is_shown_beside_the_page_check() -> None:
     records = golden("SN-001")
     bad = Report(
         chains=[GatewayChain("gw-a", records=18, first_seq=1, last_seq=18)],
-        findings=[Finding("gw-a", "gap", 19, "records 19..20 missing <between>")],
+        findings=[Finding("gw-a", "GAP", 19, "records 19..20 missing <between>")],
     )
     text = Page(part_report_html(records, verification=bad, generated_at=NOW)).text()
     assert "Store verification: 1 problem(s)." in text and "records 19..20 missing <between>" in text
-    assert "gateway gw-a: 18 record(s), seq 1..18" in text and "signatures not checked (no key)" in text
+    assert "gateway gw-a: 18 record(s) in 0 block(s), seq 1..18" in text
+    assert "signatures not checked (no key directory)" in text
     good = Report(chains=[GatewayChain("gw-a", records=18, first_seq=1, last_seq=18)])
     assert "Store verification: intact." in Page(part_report_html(records, verification=good)).text()
     page = Page(part_report_html(records, verification="RESULT: intact <ok>"))
@@ -284,7 +297,7 @@ def test_refuses_what_is_not_one_part() -> None:
         part_report_html(golden("SN-001") + golden("SN-002"))
 
 
-def test_related_records_without_the_serial_are_fetched(v1_store: InfluxV1Store) -> None:
+def test_related_records_without_the_serial_are_fetched(v1_store: InfluxV1Store, tmp_path: Path) -> None:
     records = _part("SN-9", "op-1", "first try")
     m = records[0]
     # invalidated after the part left the station's memory: the record has no part context
@@ -298,16 +311,18 @@ def test_related_records_without_the_serial_are_fetched(v1_store: InfluxV1Store)
         by="qe-9",
         reason="wrong fixture",
     )
-    late.update(gateway="gw-<x>", seq=4, recorded_at="2026-11-21T10:00:04.000000Z", clock_synced=True)
-    payloads = [(r, json.dumps(r, ensure_ascii=False)) for r in records]
-    payloads.append((late, rec.seal(late, records[-1]["hash"])))
-    v1_store.write_lines([record_line(r, p) for r, p in payloads])
+    chain = Chain("gw-1", tmp_path, site="plant-1", line="line-a")
+    for draft in (*records, late):
+        entry = {k: v for k, v in draft.items() if k not in (*blocks.MATERIALISED_KEYS, *ANNOTATIONS)}
+        v1_store.write_lines(lines_for_block(chain.seal([entry], "st-10")))
+    keys = KeyRing.load(tmp_path)
 
-    traced = trace(v1_store, TraceFilter(serial="SN-9"))
+    traced = trace(v1_store, TraceFilter(serial="SN-9"), keys, related=False)
     assert [r["kind"] for r in traced] == ["measurement", "nonconformance", "part"]
-    full = with_related(v1_store, traced)
+    full = with_related(v1_store, traced, keys)
     assert [r["kind"] for r in full] == ["measurement", "nonconformance", "part", "invalidation"]
+    assert trace(v1_store, TraceFilter(serial="SN-9"), keys) == full  # a trace includes them itself
     page = Page(part_report_html(full, generated_at=NOW))
     assert row_of(page, m["id"])[0].get("class") == "void"
     assert "Invalidated by qe-9" in page.text() and "wrong fixture" in page.text()
-    assert "verified: 4 records, hashes intact; 3 chain link(s)" in page.text()
+    assert "verified: 4 records in 4 block(s)" in page.text()
