@@ -51,10 +51,13 @@ break, which would end the line) is refused with a :class:`ValueError` naming th
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from collector.chain.blocks import Block
+from collector.chain.checkpoints import Checkpoint
 from collector.inspection.records import parse_utc_us
 
 #: record kind -> measurement name: values, part verdicts, and everything else that
@@ -340,3 +343,111 @@ def alert_line(alert: Mapping[str, Any], payload: str) -> str:
     parts.append(f",{PAYLOAD_FIELD}={escape_string_field(PAYLOAD_FIELD, payload)}")
     parts.append(f" {parse_utc_us(str(alert['at']))}")
     return "".join(parts)
+
+
+# -- schema version 2: blocks, their records, the lookup index, checkpoints -----------------
+# (The wire helper's minimal version of the InfluxDB table in docs/evidence-format.md, so
+# that the recorder can be written and tested against these two signatures; the evidence
+# tools' version replaces it.)
+
+BLOCK_MEASUREMENT = "block"
+LOOKUP_MEASUREMENT = "lookup"
+CHECKPOINT_MEASUREMENT = "checkpoint"
+#: the string fields of a record point (the exact decimals and free text stay in the block)
+RECORD_STRING_FIELDS: tuple[str, ...] = (
+    "id",
+    "serial",
+    "lot",
+    "work_order",
+    "operator",
+    "gauge",
+    "device",
+    "plan_revision",
+    "unit",
+    "supersedes",
+    "reason_for_test",
+    "calibration_status",
+    "reason_code",
+    "released_by",
+    "target",
+    "by",
+    "event",
+    "subject",
+    "decision",
+    "measurement_id",
+    "nonconformance_id",
+)
+#: lookup key -> the record keys whose values it indexes
+LOOKUP_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("serial", ("serial",)),
+    ("lot", ("lot",)),
+    ("work_order", ("work_order",)),
+    ("ref", ("target", "nonconformance_id", "supersedes", "measurement_id")),
+)
+
+
+def _string_fields(get: Any, keys: tuple[str, ...]) -> list[str]:
+    parts = []
+    for k in keys:
+        v = get(k)
+        if v is not None:
+            v = v if type(v) is str else _text(v)
+            parts.append(f',{k}="{v}"' if _STRING_SPECIAL.search(v) is None else f",{k}={escape_string_field(k, v)}")
+    return parts
+
+
+def lines_for_block(block: Block) -> list[str]:
+    """A block as points: one ``block`` point, one point per record, the lookup points."""
+    base_us = block.recorded_us
+    where = {"gateway": block.gateway, "site": block.site, "line": block.line, "station": block.station}
+    common = "".join(f",{k}={escape_tag(k, where[k])}" for k in ("gateway", "line", "site", "station"))
+    key_id = "" if block.key_id is None else f",key_id={escape_string_field('key_id', block.key_id)}"
+    lines = [
+        f"{BLOCK_MEASUREMENT}{common} first_seq={block.first_seq}i,last_seq={block.last_seq}i,"
+        f'hash="{block.hash}",prev_hash="{block.prev_hash}"{key_id},'
+        f"{PAYLOAD_FIELD}={escape_string_field(PAYLOAD_FIELD, block.text)} {base_us}"
+    ]
+    seen: set[tuple[str, str]] = set()
+    lookups: list[str] = []
+    for i, record in enumerate(block.records):
+        get = record.get
+        materialised = {**where, "kind": get("kind"), "part_number": get("part_number")}
+        materialised.update(characteristic=get("characteristic"), verdict=get("verdict"))
+        parts = [escape_measurement(measurement_of(record))]
+        for k in TAG_KEYS:
+            v = materialised.get(k)
+            if v is None or v == "":
+                continue
+            v = str(v)
+            parts.append(f",{k}={v if _KEY_SPECIAL.search(v) is None else escape_tag(k, v)}")
+        parts.append(f" seq={block.first_seq + i}i")
+        parts += _string_fields(get, RECORD_STRING_FIELDS)
+        for k in FLOAT_FIELDS:
+            v = get(k)
+            if v is not None:
+                parts.append(f",{k}={_float(k, v)!r}")
+        parts.append(f" {base_us + i}")
+        lines.append("".join(parts))
+        for key, sources in LOOKUP_KEYS:
+            for source in sources:
+                value = get(source)
+                if not isinstance(value, str) or not value or (key, value) in seen:
+                    continue
+                seen.add((key, value))
+                bucket = f"{key}:{hashlib.sha256(value.encode('utf-8')).hexdigest()[:3]}"
+                lookups.append(
+                    f"{LOOKUP_MEASUREMENT},bucket={bucket} value={escape_string_field('value', value)},"
+                    f"gateway={escape_string_field('gateway', block.gateway)},"
+                    f"station={escape_string_field('station', block.station)},block_time={base_us}i {base_us + i}"
+                )
+    return lines + lookups
+
+
+def checkpoint_line(cp: Checkpoint) -> str:
+    """A gateway's checkpoint as one point of ``checkpoint``, at its ``at``."""
+    key_id = "" if cp.key_id is None else f",key_id={escape_string_field('key_id', cp.key_id)}"
+    return (
+        f"{CHECKPOINT_MEASUREMENT},gateway={escape_tag('gateway', cp.gateway)} head_seq={cp.head_seq}i,"
+        f"head_hash={escape_string_field('head_hash', cp.head_hash)}{key_id},"
+        f"{PAYLOAD_FIELD}={escape_string_field(PAYLOAD_FIELD, cp.text)} {cp.at_us}"
+    )
