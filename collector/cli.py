@@ -43,6 +43,13 @@ def _load(path: str, *sections: str) -> config_mod.Config:
     return cfg
 
 
+def _load_role(path: str, role: str) -> config_mod.Config:
+    """The configuration of a daemon, checked as ``check-config`` checks it (exit 2 if not usable)."""
+    cfg = config_mod.load(path)
+    config_mod.check_role(cfg, role)
+    return cfg
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
 
@@ -57,7 +64,17 @@ def _wait_for_signal() -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Valid means: every daemon the file has a section for would start with it."""
     cfg = config_mod.load(args.file)
+    roles = [args.role] if args.role else [r for r in config_mod.ROLES if getattr(cfg, r) is not None]
+    if not roles and cfg.influxdb is None:
+        raise ConfigError(
+            args.file,
+            [("(top level)", "no gateway, recorder, dashboard or influxdb section: nothing can run with this file")],
+        )
+    problems = [p for role in roles for p in config_mod.runtime_problems(cfg, role)]
+    if problems:
+        raise ConfigError(args.file, problems)
     sections = [s for s in ("gateway", "mqtt", "influxdb", "recorder", "dashboard") if getattr(cfg, s) is not None]
     print(
         f"{args.file}: valid ({', '.join(sections)}; {len(cfg.stations)} station(s), "
@@ -70,7 +87,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from collector.gateway.daemon import Gateway
 
-    cfg = _load(args.config, "gateway")
+    cfg = _load_role(args.config, "gateway")
     assert cfg.gateway is not None
     gw = Gateway(cfg)
     gw.start()
@@ -118,7 +135,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     from collector.recorder.daemon import Recorder
     from collector.store.factory import open_store
 
-    cfg = _load(args.config, "recorder", "influxdb")
+    cfg = _load_role(args.config, "recorder")
     assert cfg.influxdb is not None
     assert cfg.recorder is not None
     rec = Recorder(cfg, open_store(cfg.influxdb))
@@ -322,6 +339,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config_path=args.config, duration=args.duration, workdir=args.workdir)
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from collector.chain.keys import generate
+
+    private, public, key_id = generate(args.gateway, Path(args.out))
+    print(f"key {key_id} for gateway {args.gateway}")
+    print(f"private key: {private} (mode 0600: the gateway's gateway.signing.key_file; it never leaves the gateway)")
+    print(f"public key:  {public} (copy it into every recorder's and verifier's key directory)")
+    return EXIT_OK
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from collector.schemas import write_schemas
 
@@ -345,9 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check-config", help="validate a configuration file (exit 2 if invalid)")
+    p = sub.add_parser("check-config", help="validate a configuration file as the daemons would (exit 2 if invalid)")
     p.add_argument("file")
+    p.add_argument("--role", choices=sorted(config_mod.ROLES), help="check only what this daemon needs")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("keygen", help="make a gateway's Ed25519 key pair (private .key, public .pub)")
+    p.add_argument("--gateway", required=True, metavar="ID")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_keygen)
 
     for name, func, text in (
         ("gateway", cmd_gateway, "read devices, judge readings, journal and publish records"),
