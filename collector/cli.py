@@ -50,7 +50,9 @@ def _load_role(path: str, role: str) -> config_mod.Config:
     return cfg
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event. Installed before a daemon starts anything, so
+    that a stop request while it is starting is a clean stop too."""
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -59,6 +61,10 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _wait(stop: threading.Event) -> None:
     while not stop.wait(0.5):
         pass
 
@@ -89,11 +95,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     cfg = _load_role(args.config, "gateway")
     assert cfg.gateway is not None
+    stop = _stop_on_signal()
     gw = Gateway(cfg)
     gw.start()
     metrics = _metrics(cfg.gateway.metrics, lambda: _gateway_metrics(gw))
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         if metrics is not None:
             metrics.stop()
@@ -138,11 +145,12 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     cfg = _load_role(args.config, "recorder")
     assert cfg.influxdb is not None
     assert cfg.recorder is not None
+    stop = _stop_on_signal()
     rec = Recorder(cfg, open_store(cfg.influxdb))
     rec.start()
     metrics = _metrics(cfg.recorder.metrics, lambda: _recorder_metrics(rec))
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         if metrics is not None:
             metrics.stop()
@@ -171,9 +179,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     cfg = _load(args.config, "dashboard", "influxdb")
     assert cfg.dashboard is not None and cfg.influxdb is not None
     dash = Dashboard(cfg, cfg.dashboard, open_store(cfg.influxdb))
+    stop = _stop_on_signal()
     dash.start()
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         dash.stop()  # also closes the store
     return EXIT_OK

@@ -50,7 +50,8 @@ _ALARM_EVERY = 10.0  # seconds between two log lines about the same loss
 
 @dataclass
 class GatewayStats:
-    readings: int = 0
+    received: int = 0  # readings handed over by drivers (queued or lost at the queue)
+    readings: int = 0  # readings judged by the stations
     records: int = 0
     alerts: int = 0
     refused: int = 0
@@ -136,6 +137,7 @@ class Gateway:
         self._clock = clock.SyncStatus()
         self._clock_was_synced: bool | None = None
         self._throttle = Throttle(_ALARM_EVERY)
+        self._count_lock = threading.Lock()
         self._budget_alarm = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -195,7 +197,8 @@ class Gateway:
             self._thread.join(max(0.1, deadline - 1.0 - time.monotonic()))
         left = self._count_left()
         if left:
-            self.stats.lost += left
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += left
             log.error(
                 "gateway %s stopping: %d queued reading(s) not journaled in time, counted as lost",
                 self.settings.id,
@@ -207,7 +210,13 @@ class Gateway:
         else:
             self.journal.close()
         self._stopped.set()
-        log.info("gateway %s stopped (%d reading(s) lost in all)", self.settings.id, self.stats.lost)
+        log.info(
+            "gateway %s stopped: %d reading(s) received, %d judged, %d lost",
+            self.settings.id,
+            self.stats.received,
+            self.stats.readings,
+            self.stats.lost,
+        )
 
     def _count_left(self) -> int:
         """Take what is still queued; the readings among it are lost (commands are refused)."""
@@ -226,12 +235,15 @@ class Gateway:
 
         Past that the reading is lost: counted and alarmed (one log line per burst).
         """
+        n = readings_in(item)
+        with self._count_lock:
+            self.stats.received += n
         try:
             self._queue.put(item, timeout=self.settings.queue_timeout)
         except queue.Full:
-            n = readings_in(item)
-            self.stats.lost += n
-            self.stats.lost_queue_full += n
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += n
+                self.stats.lost_queue_full += n
             self._throttle.log(
                 log,
                 logging.ERROR,
@@ -367,7 +379,8 @@ class Gateway:
                 self._process(flat)
             except Exception:
                 # a bug, not an expected fault: say so loudly, count what was in hand, keep going
-                self.stats.lost += sum(isinstance(i, Reading) for i in flat)
+                with self._count_lock:  # drivers' threads count losses too
+                    self.stats.lost += sum(isinstance(i, Reading) for i in flat)
                 log.exception("internal error while processing %d item(s); they are counted as lost", len(items))
                 for call in items:
                     if isinstance(call, _Call) and not call.done.is_set():
@@ -432,7 +445,8 @@ class Gateway:
             # the stations go back to where they were: the lost readings' slots are not skipped
             for sid, saved in before.items():
                 self.stations[sid]._restore(saved)
-            self.stats.lost += readings
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += readings
             self._alarm(exc)
             for call in calls:
                 call.finish(error=exc)

@@ -254,7 +254,7 @@ def test_a_journal_of_the_earlier_format_is_refused_with_what_to_do(tmp_path: Pa
             "CREATE TABLE records (seq INTEGER PRIMARY KEY, payload TEXT);"
             "INSERT INTO meta VALUES ('gateway', 'gw-1'), ('format', '1');"
         )
-    with pytest.raises(JournalError, match="format 1 .* move the file away"):
+    with pytest.raises(JournalError, match=r"format 1 .* move the file away"):
         Journal(old, "gw-1")
     with pytest.raises(JournalError, match="earlier version"):
         read_status(old)

@@ -46,7 +46,8 @@ BLOCK_KEYS = ("site", "line", "station")
 
 
 def reading(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0) -> Reading:
-    return Reading(device="caliper-1", channel="01", value=D(value), unit="mm", raw=raw, timestamp_ns=(AT_US + n) * 1000)
+    at_ns = (AT_US + n) * 1000
+    return Reading(device="caliper-1", channel="01", value=D(value), unit="mm", raw=raw, timestamp_ns=at_ns)
 
 
 def draft(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0, binary: bool = False) -> dict[str, Any]:
@@ -286,5 +287,3 @@ def test_the_model_refuses_raw_that_is_not_as_encoded(raw: str, encoding: str) -
     rec = dict(entry(draft()), raw=raw, raw_encoding=encoding)
     with pytest.raises(ValidationError, match="raw is not"):
         RECORD_ADAPTER.validate_python(rec)
-
-
