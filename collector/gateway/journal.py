@@ -203,6 +203,8 @@ class Journal:
         # the highest answered sequence number, so the resend check needs no table scan
         self._answered_top: int = int(row[0]) if row and row[0] is not None else 0
         self.used_bytes = 0
+        #: transactions committed: appends (each an fsync with synchronous=FULL) and marks (none)
+        self.commits = {"append": 0, "marks": 0}
         #: the journal holds more than ``alarm_ratio`` of its budget in blocks not yet settled
         self.budget_alarm = False
         self._measure()
@@ -393,6 +395,7 @@ class Journal:
             for key, value in (state or {}).items():
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"state:{key}", value))
             self._db.execute("COMMIT")
+            self.commits["append"] += 1
         except sqlite3.Error as exc:
             self._rollback()
             n = sum(len(s.block.records) for s in sealed)
@@ -433,6 +436,7 @@ class Journal:
                     )
                     changed += rows
             self._db.execute("COMMIT")
+            self.commits["marks"] += 1
         except sqlite3.Error as exc:
             self._rollback()
             # not fatal: the blocks keep their state and are sent again (the recorder is idempotent)
