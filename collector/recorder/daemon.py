@@ -120,6 +120,7 @@ class Recorder:
         )
         self._throttle = Throttle()
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage | None] = queue.SimpleQueue()
+        self._checked: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         prefix = self.mqtt.topic_prefix
@@ -161,7 +162,7 @@ class Recorder:
             self.keyring.source,
             "required" if self.settings.require_signature else "checked when present",
         )
-        self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="recorder-checker", daemon=True)
         self._thread.start()
         mqtt_client.connect_async(self.client, self.mqtt, self._props)
 
@@ -174,7 +175,7 @@ class Recorder:
         self._stop.set()
         self._inbox.put(None)
         if self._thread is not None:
-            self._thread.join(15)
+            self._thread.join(20)
         if self.connected.is_set():
             body = json.loads(self._status("online"))
             body.update(state="offline", reason="stopped")
@@ -225,17 +226,37 @@ class Recorder:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put(message)
 
-    # -- the writer thread -------------------------------------------------------------------
+    # -- the checking and writing threads ------------------------------------------------------
+    # Two stages, so that checking the next batch (parsing, signatures, models, line protocol:
+    # the CPU work) overlaps with waiting for InfluxDB to take the previous one. At most two
+    # checked batches wait for the writer; the broker's receive maximum bounds the rest.
     def _run(self) -> None:
+        writer = threading.Thread(target=self._write_loop, name="recorder-writer", daemon=True)
+        writer.start()
+        try:
+            while True:
+                messages, stop = self._collect()
+                if messages:
+                    try:
+                        self._checked.put(self._check(messages))
+                    except Exception:  # a bug: the messages stay unacknowledged and come again
+                        log.exception("internal error while checking %d message(s)", len(messages))
+                if stop:
+                    return
+        finally:
+            self._checked.put(None)
+            writer.join(15)
+
+    def _write_loop(self) -> None:
         while True:
-            batch, stop = self._collect()
-            if batch:
-                try:
-                    self._handle(batch)
-                except Exception:  # a bug: the messages stay unacknowledged and come again
-                    log.exception("internal error while handling %d message(s)", len(batch))
-            if stop:
+            batch = self._checked.get()
+            if batch is None:
                 return
+            try:
+                if not self._store(batch):
+                    return  # stopping with the store away: unacknowledged, the broker keeps them
+            except Exception:  # a bug: the messages stay unacknowledged and come again
+                log.exception("internal error while writing %d message(s)", len(batch.mids))
 
     def _collect(self) -> tuple[list[mqtt.MQTTMessage], bool]:
         """Messages until the batch has enough blocks' lines or the oldest has waited long enough."""
@@ -258,7 +279,7 @@ class Recorder:
             size += len(msg.payload)
         return batch, False
 
-    def _handle(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def _check(self, messages: list[mqtt.MQTTMessage]) -> _Batch:
         batch = _Batch()
         prefix = self.mqtt.topic_prefix
         for msg in messages:
@@ -278,14 +299,19 @@ class Recorder:
                 self._checkpoint(batch, msg.topic, text, msg.topic.split("/")[-2])
             else:
                 batch.refusals.append((msg.topic, text, Refusal("not a topic this recorder stores")))
+        return batch
+
+    def _store(self, batch: _Batch) -> bool:
+        """Write, dead-letter, answer, acknowledge; False when stopping with the store away."""
         if not self._write(batch):
-            return  # shutting down with the store away: unacknowledged, the broker keeps them
+            return False
         if batch.refusals:
             self._dead_letter(batch.refusals)
         self._answer(batch)
         for mid, qos in batch.mids:
             self.client.ack(mid, qos)
         self.stats.batches += 1
+        return True
 
     def _blocks(self, batch: _Batch, topic: str, text: str, where: tuple[str, str, str]) -> None:
         for line in text.split("\n"):
