@@ -609,22 +609,36 @@ class Journal:
         base = self._meta("base")
         return GENESIS_HASH if base is None else base.split(":")[1]
 
-    def pending(self, after_seq: int, limit: int) -> tuple[list[Pending], list[Damaged]]:
+    def pending(self, after_seq: int, limit: int, max_bytes: int = 256 * 1024) -> tuple[list[Pending], list[Damaged]]:
         """Up to ``limit`` blocks to send after ``after_seq``, in order, each checked first.
 
-        The check (hash of the text against the row's hash, the signature, the link to the
+        At most ``max_bytes`` of compressed payload are read (at least one block): a backlog
+        of big blocks does not fill memory, one of small blocks still comes in long runs. The
+        check (hash of the text against the row's hash, the signature, the link to the
         previous block's hash, seq and station against the row) costs one SHA-256 and one
         signature check per block. A block that fails it is marked damaged and returned
         apart: it is never published.
         """
         with self._lock:
-            rows = self._db.execute(
-                "SELECT b.first_seq, b.last_seq, b.station, b.hash, p.body, "
-                "(SELECT hash FROM blocks q WHERE q.first_seq < b.first_seq ORDER BY q.first_seq DESC LIMIT 1) "
-                "FROM blocks b LEFT JOIN payloads p ON p.first_seq = b.first_seq "
-                "WHERE b.state = 0 AND b.first_seq > ? ORDER BY b.first_seq LIMIT ?",
+            heads = self._db.execute(
+                "SELECT first_seq, size FROM blocks WHERE state = 0 AND first_seq > ? ORDER BY first_seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
+            total, last = 0, None
+            for first, size in heads:
+                if last is not None and total + size > max_bytes:
+                    break
+                total += size
+                last = first
+            rows = []
+            if last is not None:
+                rows = self._db.execute(
+                    "SELECT b.first_seq, b.last_seq, b.station, b.hash, p.body, "
+                    "(SELECT hash FROM blocks q WHERE q.first_seq < b.first_seq ORDER BY q.first_seq DESC LIMIT 1) "
+                    "FROM blocks b LEFT JOIN payloads p ON p.first_seq = b.first_seq "
+                    "WHERE b.state = 0 AND b.first_seq > ? AND b.first_seq <= ? ORDER BY b.first_seq",
+                    (after_seq, last),
+                ).fetchall()
             base = self._meta("base")
         good: list[Pending] = []
         damaged: list[Damaged] = []

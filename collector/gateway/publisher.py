@@ -51,7 +51,7 @@ from collector.mqtt import topics
 
 log = logging.getLogger(__name__)
 
-_FETCH = 32  # blocks read ahead per query when walking the backlog (a block may be 256 KiB of text)
+_FETCH = 2000  # blocks read ahead per query when walking the backlog (and at most 256 KiB compressed)
 _ALARM_EVERY = 10.0  # seconds between two log lines about the same kind of fault
 
 

@@ -268,6 +268,8 @@ def test_pending_streams_in_order_after_cursor_with_limit(journal: Journal) -> N
     assert damaged == [] and [(p.first_seq, p.last_seq) for p in good] == [(1, 2), (3, 4), (5, 6), (7, 8)]
     good, _ = journal.pending(8, 100)
     assert [p.first_seq for p in good] == [9, 11]
+    # bounded in bytes too (at least one block): big blocks do not fill memory
+    assert [p.first_seq for p in journal.pending(0, 100, max_bytes=1)[0]] == [1]
     assert blocks.read(good[0].text).first_seq == 9
 
 
