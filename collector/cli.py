@@ -46,7 +46,16 @@ def _load(path: str, *sections: str) -> config_mod.Config:
     return cfg
 
 
-def _wait_for_signal() -> None:
+def _load_role(path: str, role: str) -> config_mod.Config:
+    """The configuration of a daemon, checked as ``check-config`` checks it (exit 2 if not usable)."""
+    cfg = config_mod.load(path)
+    config_mod.check_role(cfg, role)
+    return cfg
+
+
+def _stop_on_signal() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event. Installed before a daemon starts anything, so
+    that a stop request while it is starting is a clean stop too."""
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -55,12 +64,26 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _wait(stop: threading.Event) -> None:
     while not stop.wait(0.5):
         pass
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Valid means: every daemon the file has a section for would start with it."""
     cfg = config_mod.load(args.file)
+    roles = [args.role] if args.role else [r for r in config_mod.ROLES if getattr(cfg, r) is not None]
+    if not roles and cfg.influxdb is None:
+        raise ConfigError(
+            args.file,
+            [("(top level)", "no gateway, recorder, dashboard or influxdb section: nothing can run with this file")],
+        )
+    problems = [p for role in roles for p in config_mod.runtime_problems(cfg, role)]
+    if problems:
+        raise ConfigError(args.file, problems)
     sections = [s for s in ("gateway", "mqtt", "influxdb", "recorder", "dashboard") if getattr(cfg, s) is not None]
     print(
         f"{args.file}: valid ({', '.join(sections)}; {len(cfg.stations)} station(s), "
@@ -73,13 +96,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from collector.gateway.daemon import Gateway
 
-    cfg = _load(args.config, "gateway")
+    cfg = _load_role(args.config, "gateway")
     assert cfg.gateway is not None
+    stop = _stop_on_signal()
     gw = Gateway(cfg)
     gw.start()
     metrics = _metrics(cfg.gateway.metrics, lambda: _gateway_metrics(gw))
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         if metrics is not None:
             metrics.stop()
@@ -121,14 +145,15 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     from collector.recorder.daemon import Recorder
     from collector.store.factory import open_store
 
-    cfg = _load(args.config, "recorder", "influxdb")
+    cfg = _load_role(args.config, "recorder")
     assert cfg.influxdb is not None
     assert cfg.recorder is not None
+    stop = _stop_on_signal()
     rec = Recorder(cfg, open_store(cfg.influxdb))
     rec.start()
     metrics = _metrics(cfg.recorder.metrics, lambda: _recorder_metrics(rec))
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         if metrics is not None:
             metrics.stop()
@@ -181,10 +206,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, "dashboard", "influxdb")
     assert cfg.dashboard is not None and cfg.influxdb is not None
-    dash = Dashboard(cfg, cfg.dashboard, open_store(cfg.influxdb))
+    dash = Dashboard(cfg, cfg.dashboard, open_store(cfg.influxdb), keys=_keys(args, cfg))
+    stop = _stop_on_signal()
     dash.start()
     try:
-        _wait_for_signal()
+        _wait(stop)
     finally:
         dash.stop()  # also closes the store
     return EXIT_OK
@@ -358,6 +384,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config_path=args.config, duration=args.duration, workdir=args.workdir)
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from collector.chain.keys import generate
+
+    private, public, key_id = generate(args.gateway, Path(args.out))
+    print(f"key {key_id} for gateway {args.gateway}")
+    print(f"private key: {private} (mode 0600: the gateway's gateway.signing.key_file; it never leaves the gateway)")
+    print(f"public key:  {public} (copy it into every recorder's and verifier's key directory)")
+    return EXIT_OK
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from collector.schemas import write_schemas
 
@@ -400,9 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check-config", help="validate a configuration file (exit 2 if invalid)")
+    p = sub.add_parser("check-config", help="validate a configuration file as the daemons would (exit 2 if invalid)")
     p.add_argument("file")
+    p.add_argument("--role", choices=sorted(config_mod.ROLES), help="check only what this daemon needs")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("keygen", help="make a gateway's Ed25519 key pair (private .key, public .pub)")
+    p.add_argument("--gateway", required=True, metavar="ID")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_keygen)
 
     for name, func, text in (
         ("gateway", cmd_gateway, "read devices, judge readings, journal and publish records"),
@@ -411,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True)
+        if name == "dashboard":
+            _keys_option(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("trace", help="print the history of a serial, lot, part number, station")

@@ -23,6 +23,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -98,7 +99,11 @@ class MqttSettings(_Section):
     max_records_per_message: int = Field(default=500, ge=1, le=100_000)
     max_message_bytes: int = Field(default=256 * 1024, ge=4096, le=64 * 1024 * 1024)
     reconnect_min_delay: float = Field(default=0.5, gt=0)
-    reconnect_max_delay: float = Field(default=30.0, gt=0)
+    #: the reconnect back-off doubles up to this (jittered 50-100 %): a few seconds, so that a
+    #: gateway is back within seconds of its broker
+    reconnect_max_delay: float = Field(default=3.0, gt=0, le=60)
+    #: while the broker cannot be reached, a reminder in the log every this many seconds
+    outage_reminder: float = Field(default=60.0, ge=1)
 
 
 class InfluxV1Settings(_Section):
@@ -224,26 +229,57 @@ class PeopleSettings(_Section):
         return "release" in self.secret_required
 
 
+class SigningSettings(_Section):
+    """The gateway's Ed25519 private key (``collector keygen``), readable by the gateway only."""
+
+    key_file: Path
+
+
 class GatewaySettings(_Section):
     id: Identifier
     site: Identifier
     line: Identifier
     journal: Path = Path("var/journal.sqlite")
-    #: key for the per-record HMAC signature; no key, no signature
+    #: the Ed25519 key that signs every block and checkpoint (recorders hold the public key)
+    signing: SigningSettings | None = None
+    #: an HMAC-SHA256 shared secret instead (older set-ups: whoever checks can also forge)
     signing_key: Secret | None = None
     #: seconds between status heartbeats (retained) on the status topics
     status_interval: float = Field(default=10.0, gt=0)
-    #: settled records (confirmed in InfluxDB) older than this leave the journal (0: keep all)
+    #: seconds between two signed checkpoints (also one at start and one at stop)
+    checkpoint_interval: float = Field(default=60.0, gt=0)
+    #: settled blocks (stored or refused) older than this leave the journal (0: only for the budget)
     keep_delivered_days: float = Field(default=30.0, ge=0)
+    #: the journal's disk budget ("8 GiB"); settled blocks leave first; at the budget new
+    #: readings are refused as lost (counted, alarmed)
+    journal_budget: ByteSize = Field(default=ByteSize(8 * 1024**3), ge=1024 * 1024)
+    #: share of the budget at which settled blocks are pruned early and, if that does not
+    #: help, an alarm is raised
+    journal_alarm: float = Field(default=0.8, gt=0, lt=1)
+    #: a block holds at most this many records and bytes (it must fit in one MQTT message)
+    max_block_records: int = Field(default=1000, ge=1, le=10_000)
+    max_block_bytes: ByteSize = Field(default=ByteSize(256 * 1024), ge=4096)
+    #: readings waiting for the gateway's processing thread; a driver waits up to
+    #: ``queue_timeout`` seconds for room, then the reading is lost (counted, alarmed)
+    queue_size: int = Field(default=10_000, ge=10)
+    queue_timeout: float = Field(default=1.0, ge=0)
     calibration: CalibrationPolicy = CalibrationPolicy()
     #: the user register and the signature rules; without it nobody can be authenticated, and
     #: the commands that need a signature are refused
     people: PeopleSettings | None = None
     operator_view: OperatorViewSettings | None = None
     metrics: MetricsSettings | None = None
-    #: seconds a record acknowledged by the broker may stay unconfirmed by a recorder, while
-    #: later records are confirmed, before it is sent again (the broker lost it)
+    #: seconds a block acknowledged by the broker may stay unanswered by a recorder, while
+    #: later blocks are answered, before it is sent again (the broker lost it)
     confirm_timeout: float = Field(default=30.0, gt=0)
+    #: a block sent this many times without any recorder answering is not sent again (alarmed)
+    max_resends: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> GatewaySettings:
+        if self.signing is not None and self.signing_key is not None:
+            raise ValueError("give signing (an Ed25519 key file) or signing_key (an HMAC secret), not both")
+        return self
 
 
 class RecorderSettings(_Section):
@@ -255,7 +291,15 @@ class RecorderSettings(_Section):
     batch_interval: float = Field(default=0.1, gt=0, le=10)
     #: messages the broker may have in flight to this recorder (MQTT 5 receive maximum)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: the register of gateways: a key directory (``<gateway>.pub``, ``<gateway>.hmac``,
+    #: optional ``register.yaml``); a block from a gateway not in it is refused
+    keys: Path
+    #: refuse unsigned blocks (and checkpoints)
+    require_signature: bool = True
     dead_letter_file: Path = Path("var/dead-letter.jsonl")
+    #: the dead-letter file is rotated at this size (``.1``, ``.2`` ...), and this many kept
+    dead_letter_max_bytes: ByteSize = Field(default=ByteSize(64 * 1024**2), ge=4096)
+    dead_letter_keep: int = Field(default=4, ge=1, le=100)
     metrics: MetricsSettings | None = None
     retry_min_delay: float = Field(default=0.5, gt=0)
     retry_max_delay: float = Field(default=30.0, gt=0)
@@ -470,7 +514,76 @@ def reference_problems(cfg: Config) -> list[tuple[Loc, str]]:
                     problems.append((["stations", i, "devices", j, "channels", channel], f"{cid!r} is not in the plan"))
         if st.andon is not None and st.andon.device not in {d.id for d in st.devices}:
             problems.append((["stations", i, "andon", "device"], f"device {st.andon.device!r} is not at this station"))
+    if cfg.gateway is not None and cfg.gateway.max_block_bytes > cfg.mqtt.max_message_bytes:
+        problems.append(
+            (
+                ["gateway", "max_block_bytes"],
+                f"{cfg.gateway.max_block_bytes} is more than mqtt.max_message_bytes "
+                f"({cfg.mqtt.max_message_bytes}): a block must fit in one message",
+            )
+        )
     return problems
+
+
+#: what each daemon needs from a configuration file
+ROLES: dict[str, tuple[str, ...]] = {
+    "gateway": ("gateway",),
+    "recorder": ("recorder", "influxdb"),
+    "dashboard": ("dashboard", "influxdb"),
+}
+
+
+def _path_problem(path: Path, what: str, *, directory: bool = False) -> str | None:
+    """Why ``path`` cannot be used (or created) as a file (or a directory), without creating it."""
+    target = path if directory else path.parent
+    for ancestor in (target, *target.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{what} {path}: {ancestor} is not a directory"
+            break
+    if not directory and path.is_dir():
+        return f"{what} {path} is a directory"
+    return None
+
+
+def runtime_problems(cfg: Config, role: str) -> list[tuple[str, str]]:
+    """What a daemon of ``role`` would refuse at start beyond the file's own validity:
+    missing sections, paths it cannot use, keys it cannot load. ``collector check-config``
+    runs the same checks, so that it and the daemons agree on what is valid."""
+    from collector.chain.keys import Ed25519Signer, KeyFileError, KeyRing
+
+    problems = [(section, "section is required") for section in ROLES[role] if getattr(cfg, section) is None]
+    if problems:
+        return [(where, f"{reason} to run the {role}") for where, reason in problems]
+    if role == "gateway":
+        gw = cfg.gateway
+        assert gw is not None
+        if (why := _path_problem(gw.journal, "journal")) is not None:
+            problems.append(("gateway.journal", why))
+        if gw.signing is not None:
+            try:
+                Ed25519Signer.from_file(gw.signing.key_file)
+            except KeyFileError as exc:
+                problems.append(("gateway.signing.key_file", str(exc)))
+    if role == "recorder":
+        rec = cfg.recorder
+        assert rec is not None
+        try:
+            KeyRing.load(rec.keys)
+        except KeyFileError as exc:
+            problems.append(("recorder.keys", str(exc)))
+        except OSError as exc:
+            problems.append(("recorder.keys", f"{rec.keys}: {exc.strerror or exc}"))
+        if (why := _path_problem(rec.dead_letter_file, "dead-letter file")) is not None:
+            problems.append(("recorder.dead_letter_file", why))
+    return problems
+
+
+def check_role(cfg: Config, role: str) -> None:
+    """Raise :class:`ConfigError` (exit 2) unless a daemon of ``role`` can start with ``cfg``."""
+    problems = runtime_problems(cfg, role)
+    if problems:
+        raise ConfigError(cfg._source, problems)
 
 
 def _where(root: yaml.Node | None, loc: Sequence[int | str]) -> str:

@@ -1,10 +1,17 @@
 """``collector demo``: the whole local stack, with simulated devices, on one machine.
 
 Starts Mosquitto and InfluxDB as child processes on free loopback ports (data under
-``./var/demo``), a simulator for every device of ``config/demo.yaml``, a gateway and a
-recorder, and prints records and alerts as they arrive at the broker. On Ctrl-C or after
-``--duration`` seconds it stops the devices, waits until every journaled record is in
-InfluxDB, verifies every chain there, and stops everything it started.
+``./var/demo``), a simulator for every device of ``config/demo.yaml``, a gateway (with a
+signing key made for the run) and a recorder (with that key in its register), and prints
+records and alerts as they arrive at the broker. The simulated inspectors start only once
+the gateway has every device open, so the badge scanned first is on every record.
+
+On Ctrl-C or after ``--duration`` seconds it stops the simulated devices, waits until the
+recorder has confirmed every journaled record as stored in InfluxDB, stops the gateway (which
+publishes its final checkpoint), traces the first part and runs ``collector verify`` over
+everything. It exits 0 on a healthy run and otherwise says in one line why not. The
+configuration it ran with is left in the work directory (``demo.yaml``, keys in ``keys/``)
+for ``collector trace`` and ``collector verify``.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
@@ -28,12 +37,14 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import config as config_mod
+from collector.chain import blocks
+from collector.chain.keys import KeyRing, generate
 from collector.evidence.trace import TraceFilter, trace
-from collector.evidence.verify import format_report, verify
 from collector.gateway.daemon import Gateway
 from collector.inspection import units
 from collector.inspection.models import Characteristic
 from collector.recorder.daemon import Recorder
+from collector.store import queries
 from collector.store.factory import open_store
 from collector.testing.services import InfluxD, Mosquitto, free_port
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
@@ -153,9 +164,9 @@ class Watcher:
         kind = msg.topic.rsplit("/", 1)[-1]
         if kind == "record":
             for line in msg.payload.decode().split("\n"):
-                r = json.loads(line)
-                self.records += 1
-                print(self._describe(r), file=self.out, flush=True)
+                for r in blocks.read(line).materialise():
+                    self.records += 1
+                    print(self._describe(r), file=self.out, flush=True)
         elif kind == "alert":
             a = json.loads(msg.payload)
             self.alerts += 1
@@ -195,15 +206,23 @@ class Watcher:
 
 def _demo_config(
     path: Path, workdir: Path, mqtt_port: int, influx_url: str, plcs: dict[str, int] | None = None
-) -> config_mod.Config:
-    """The demo's configuration pointed at its own services and simulators.
+) -> tuple[config_mod.Config, Path]:
+    """The demo's configuration pointed at its own services, simulators and keys; (config, file).
 
-    ``plcs`` receives device id -> a free port for each Modbus TCP device.
+    ``plcs`` receives device id -> a free port for each Modbus TCP device. The gateway gets a
+    key pair of its own (the private key in ``gateway-keys/``, the public one in ``keys/``,
+    the recorder's register); the configuration is written to ``workdir/demo.yaml``.
     """
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data.setdefault("mqtt", {})["port"] = mqtt_port
     data.setdefault("influxdb", {"kind": "v1"})["url"] = influx_url
+    gateway_id = data["gateway"]["id"]
+    private, public, _ = generate(gateway_id, workdir / "gateway-keys")
+    (workdir / "keys").mkdir(exist_ok=True)
+    shutil.copy(public, workdir / "keys" / public.name)
     data["gateway"]["journal"] = str(workdir / "journal.sqlite")
+    data["gateway"]["signing"] = {"key_file": str(private)}
+    data["recorder"]["keys"] = str(workdir / "keys")
     data["recorder"]["dead_letter_file"] = str(workdir / "dead-letter.jsonl")
     for station in data.get("stations", []):
         for dev in station.get("devices", []):
@@ -214,10 +233,32 @@ def _demo_config(
                     plcs[dev["id"]] = dev["port"]
             elif "port" in dev:
                 dev["port"] = str(workdir / "dev" / Path(dev["port"]).name)
-    return config_mod.parse(yaml.safe_dump(data), str(path))
+    out = workdir / "demo.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return config_mod.load(out), out
+
+
+class DemoFailed(Exception):
+    """Why the demo is not healthy, in one line."""
+
+
+def _wait(condition: Callable[[], object], timeout: float, why: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise DemoFailed(why)
+        time.sleep(0.1)
 
 
 def run_demo(config_path: str | None = None, duration: float | None = None, workdir: str | None = None) -> int:
+    try:
+        return _run_demo(config_path, duration, workdir)
+    except DemoFailed as exc:
+        print(f"\nDEMO FAILED: {exc}", flush=True)
+        return 1
+
+
+def _run_demo(config_path: str | None, duration: float | None, workdir: str | None) -> int:
     path = Path(config_path) if config_path else DEFAULT_CONFIG
     config_mod.load(path)  # fail early, with the file's own line numbers
     work = Path(workdir or "var/demo").resolve()
@@ -233,6 +274,7 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     started: list[Any] = []
+    plc_sims: list[PlcSimulator] = []
     try:
         broker = Mosquitto(work / "mosquitto").start()
         started.append(broker)
@@ -240,15 +282,16 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         started.append(influx)
         log.info("broker on 127.0.0.1:%d, InfluxDB on %s, data under %s", broker.port, influx.url, work)
         plcs: dict[str, int] = {}
-        cfg = _demo_config(path, work, broker.port, influx.url, plcs)
+        cfg, cfg_file = _demo_config(path, work, broker.port, influx.url, plcs)
         for plc_port in plcs.values():
             # a part every 3 s, each waiting for the gateway's acknowledgement like a real line
-            started.append(
-                PlcSimulator([1], PlcScenario(seed=3, cycle_time=3.0, word_order="CDAB"), port=plc_port).start()
-            )
+            plc = PlcSimulator([1], PlcScenario(seed=3, cycle_time=3.0, word_order="CDAB"), port=plc_port).start()
+            started.append(plc)
+            plc_sims.append(plc)
         assert cfg.influxdb is not None and cfg.gateway is not None
 
         feeders = []
+        manual_devices: list[str] = []
         for st in cfg.stations:
             plan = cfg.plan_for(st.plan)
             assert plan is not None
@@ -269,6 +312,9 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
                     )
                 elif kind == "scanner":
                     sims["scanner"] = ScannerSimulator(port)
+                else:
+                    continue
+                manual_devices.append(dev.id)
             if not sims:
                 continue  # an automatic station: its PLC simulator makes the parts
             for sim in sims.values():
@@ -288,12 +334,20 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
         recorder = Recorder(cfg, open_store(cfg.influxdb))
         recorder.start()
         started.append(recorder)
-        recorder.subscribed.wait(10)  # from here on the broker keeps records for the recorders
+        _wait(recorder.subscribed.is_set, 10, "the recorder did not subscribe at the broker within 10 s")
         watcher = Watcher(broker.host, broker.port, cfg.mqtt.topic_prefix)
         started.append(watcher)
         gateway = Gateway(cfg)
         gateway.start()
         started.append(gateway)
+        # the inspector types only once the gateway listens on every device (or the badge is lost)
+        events = gateway.stats.device_events
+        _wait(
+            lambda: all(events.get(f"{d}:connected") for d in manual_devices),
+            15,
+            "the gateway did not open every simulated device within 15 s: "
+            + ", ".join(d for d in manual_devices if not events.get(f"{d}:connected")),
+        )
         for f in feeders:
             f.start()
         print(
@@ -302,45 +356,7 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
             flush=True,
         )
         stop.wait(duration)
-        for f in feeders:
-            f.stop()
-        gateway.stop()
-        started.remove(gateway)
-        head, _ = gateway.journal.head
-        store = open_store(cfg.influxdb)
-        deadline = time.monotonic() + 30
-        stored = 0
-        while time.monotonic() < deadline:
-            rows = store.query('SELECT count("seq") FROM "event", "inspection", "part"')
-            stored = sum(int(r["count"]) for r in rows)
-            if stored >= head:
-                break
-            time.sleep(0.2)
-        report = verify(store)
-        first = [r for r in trace(store, TraceFilter(station=cfg.stations[0].id)) if r.get("serial")][:1]
-        history = trace(store, TraceFilter(serial=first[0]["serial"])) if first else []
-        store.close()
-        bad_frames = sum(n for key, n in gateway.stats.device_events.items() if key.endswith(":bad_frame"))
-        print(
-            f"\n{head} record(s) journaled by the gateway, {stored} in InfluxDB, "
-            f"{watcher.records} seen on the broker, {watcher.alerts} alert(s), "
-            f"{bad_frames} garbled frame(s) rejected (counted, never values)."
-        )
-        if history:
-            print(f"\ncollector trace --serial {history[0]['serial']} (read back from InfluxDB):")
-            for r in history:
-                if r["kind"] == "measurement":
-                    print(
-                        f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
-                        f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "
-                        f"gauge {r['gauge']} (cal. due {r['gauge_calibration_due']})  op {r['operator']}  "
-                        f"lot {r['lot']}  seq {r['seq']}"
-                    )
-                else:
-                    print(f"  {r['recorded_at']}  {watcher._describe(r)}")
-        print("\ncollector verify:")
-        print(format_report(report))
-        return 0 if report.ok and stored >= head else 1
+        return _finish(cfg, cfg_file, work, gateway, feeders, plc_sims, watcher, started)
     finally:
         for thing in reversed(started):
             try:
@@ -352,3 +368,96 @@ def run_demo(config_path: str | None = None, duration: float | None = None, work
                 log.warning("while stopping %s: %s", type(thing).__name__, exc)
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _finish(
+    cfg: config_mod.Config,
+    cfg_file: Path,
+    work: Path,
+    gateway: Gateway,
+    feeders: list[Inspector],
+    plc_sims: list[PlcSimulator],
+    watcher: Watcher,
+    started: list[Any],
+) -> int:
+    """Drain (devices off, everything confirmed stored), stop the gateway, trace and verify."""
+    assert cfg.influxdb is not None and cfg.gateway is not None
+    for f in feeders:
+        f.stop()
+    for plc in plc_sims:
+        plc.stop()
+        started.remove(plc)
+    journal = gateway.journal
+    records = gateway.stats.records
+
+    def drained() -> bool:
+        nonlocal records
+        quiet = gateway.stats.records == records
+        records = gateway.stats.records
+        return quiet and journal.backlog() == 0 and journal.unconfirmed() == 0
+
+    _wait(
+        drained,
+        30,
+        f"{journal.backlog() + journal.unconfirmed()} journaled record(s) not confirmed as stored in InfluxDB "
+        "within 30 s (is the recorder writing? see its log above)",
+    )
+    if journal.refused() or journal.damaged():
+        raise DemoFailed(
+            f"{journal.refused()} record(s) refused by the recorder, {journal.damaged()} damaged in the journal "
+            f"(see {cfg.recorder.dead_letter_file if cfg.recorder else 'the dead-letter file'})"
+        )
+    gateway.stop()  # publishes the final checkpoint
+    started.remove(gateway)
+    head, _ = journal.head
+    store = open_store(cfg.influxdb)
+    try:
+        gw = cfg.gateway.id
+        _wait(
+            lambda: any(r.get("head_seq") == head for r in queries.checkpoint_rows(store, gw)),
+            10,
+            "the gateway's final checkpoint did not reach InfluxDB within 10 s",
+        )
+        stored = queries.count_records(store)
+        register = KeyRing.load(cfg.recorder.keys) if cfg.recorder is not None else None
+        station_records = trace(store, TraceFilter(station=cfg.stations[0].id), register)
+        first = [r for r in station_records if r.get("serial")][:1]
+        history = trace(store, TraceFilter(serial=first[0]["serial"]), register) if first else []
+        without_operator = [r["seq"] for r in station_records if r["kind"] == "measurement" and not r.get("operator")]
+    finally:
+        store.close()
+    bad_frames = sum(n for key, n in gateway.stats.device_events.items() if key.endswith(":bad_frame"))
+    print(
+        f"\n{head} record(s) journaled by the gateway, {stored} in InfluxDB, "
+        f"{watcher.records} seen on the broker, {watcher.alerts} alert(s), "
+        f"{bad_frames} garbled frame(s) rejected (counted, never values)."
+    )
+    if history:
+        print(f"\ncollector trace --serial {history[0]['serial']} (read back from InfluxDB):")
+        for r in history:
+            if r["kind"] == "measurement":
+                print(
+                    f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
+                    f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "
+                    f"gauge {r['gauge']} (cal. due {r['gauge_calibration_due']})  op {r['operator']}  "
+                    f"lot {r['lot']}  seq {r['seq']}"
+                )
+            else:
+                print(f"  {r['recorded_at']}  {watcher._describe(r)}")
+    keys = cfg.recorder.keys if cfg.recorder is not None else work / "keys"
+    print(f"\ncollector verify --config {cfg_file} --keys {keys}:", flush=True)
+    verified = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "verify", "--config", str(cfg_file), "--keys", str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+    )
+    print(verified.stdout + verified.stderr, flush=True)
+    if stored != head:
+        raise DemoFailed(f"{head} record(s) journaled but {stored} in InfluxDB")
+    if without_operator:
+        raise DemoFailed(f"{len(without_operator)} measurement(s) without an operator (seq {without_operator[:5]})")
+    if verified.returncode != 0:
+        raise DemoFailed(f"collector verify found problems or could not run (exit {verified.returncode})")
+    return 0

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import re
 import sqlite3
 import sys
@@ -45,7 +44,6 @@ from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TextIO
-from urllib.parse import quote
 
 from prometheus_client import exposition, metrics_core
 
@@ -216,14 +214,26 @@ class GatewayFigures:
     records_acked: int
     broker_refused: int
     records_confirmed: int
-    records_dead_lettered: int
+    records_refused: int  # in blocks a recorder refused: never stored, alarmed
+    records_damaged: int  # in journal blocks that failed the gateway's own check
+    records_unanswered: int  # sent max_resends times without any recorder answering
     records_resent: int
     probes: int
     connects: int
     disconnects: int
     connected: bool
     ack_latency_ms: float
-    journal: tuple[int, int, int] | None  # last seq, backlog, unconfirmed; None once it is closed
+    journal: JournalFigures | None  # None once the journal is closed
+
+
+@dataclass(frozen=True)
+class JournalFigures:
+    last_seq: int
+    backlog: int
+    unconfirmed: int
+    used_bytes: int
+    budget_bytes: int
+    budget_alarm: bool
 
 
 def gateway_figures(gateway: Gateway) -> GatewayFigures:
@@ -231,9 +241,17 @@ def gateway_figures(gateway: Gateway) -> GatewayFigures:
     stats = gateway.stats
     pub = gateway.publisher.stats
     journal = gateway.journal
-    figures: tuple[int, int, int] | None
+    figures: JournalFigures | None
     try:  # the journal is closed once the gateway stopped
-        figures = (journal.head[0], journal.backlog(), journal.unconfirmed())
+        journal.state("-")  # raises once the journal is closed
+        figures = JournalFigures(
+            last_seq=journal.head[0],
+            backlog=journal.backlog(),
+            unconfirmed=journal.unconfirmed(),
+            used_bytes=journal.used_bytes,
+            budget_bytes=journal.budget_bytes,
+            budget_alarm=bool(journal.budget_alarm),
+        )
     except (sqlite3.Error, CollectorError) as exc:
         log.debug("metrics: journal not readable: %s", exc)
         figures = None
@@ -251,7 +269,9 @@ def gateway_figures(gateway: Gateway) -> GatewayFigures:
         records_acked=pub.records_acked,
         broker_refused=pub.refused,
         records_confirmed=pub.records_confirmed,
-        records_dead_lettered=pub.records_dead_lettered,
+        records_refused=pub.records_refused,
+        records_damaged=pub.records_damaged + stats.damaged,
+        records_unanswered=pub.records_unanswered,
         records_resent=pub.records_resent,
         probes=pub.probes,
         connects=pub.connects,
@@ -271,6 +291,7 @@ class RecorderFigures:
     messages: int
     records_written: int
     dead_letters: int
+    records_refused: int
     write_failures: int
     batches: int
     connected: bool
@@ -286,6 +307,7 @@ def recorder_figures(recorder: Recorder) -> RecorderFigures:
         messages=s.messages,
         records_written=s.records_written,
         dead_letters=s.dead_letters,
+        records_refused=s.records_refused,
         write_failures=s.write_failures,
         batches=s.batches,
         connected=recorder.connected.is_set(),
@@ -312,7 +334,12 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
         ("alerts_total", "counter", "Alerts published (out of tolerance, refusals, rules).", f.alerts),
         ("refused_total", "counter", "Readings refused (calibration, wrong gauge, no station).", f.refused),
         ("unstable_total", "counter", "Readings the device marked unsettled (not recorded).", f.unstable),
-        ("lost_total", "counter", "Readings that could not be journaled (disk full, journal error).", f.lost),
+        (
+            "lost_total",
+            "counter",
+            "Readings that could not be journaled (queue or journal full, journal error, stop).",
+            f.lost,
+        ),
         ("messages_sent_total", "counter", "Record messages handed to MQTT.", f.messages_sent),
         ("records_sent_total", "counter", "Records sent (a record sent again counts again).", f.records_sent),
         ("records_acked_total", "counter", "Records acknowledged by the broker (PUBACK).", f.records_acked),
@@ -324,10 +351,22 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
         ),
         ("records_confirmed_total", "counter", "Records a recorder confirmed stored in InfluxDB.", f.records_confirmed),
         (
-            "records_dead_lettered_total",
+            "records_refused_total",
             "counter",
-            "Records a recorder rejected into its dead-letter file.",
-            f.records_dead_lettered,
+            "Records in blocks a recorder refused (dead-lettered, never stored, not sent again).",
+            f.records_refused,
+        ),
+        (
+            "records_damaged_total",
+            "counter",
+            "Records in journal blocks that failed the gateway's own check (never published).",
+            f.records_damaged,
+        ),
+        (
+            "records_unanswered_total",
+            "counter",
+            "Records sent max_resends times without any recorder answering (not sent again).",
+            f.records_unanswered,
         ),
         (
             "records_resent_total",
@@ -351,15 +390,23 @@ def gateway_metrics(gateway: Gateway) -> list[Metric]:
     if synced is not None:
         rows.append(("clock_synchronised", "gauge", "1 while the kernel says the clock is synchronised.", int(synced)))
     if f.journal is not None:
-        seq, backlog, unconfirmed = f.journal
+        j = f.journal
         rows += [
-            ("journal_last_seq", "gauge", "Sequence number of the newest journaled record.", seq),
-            ("journal_backlog", "gauge", "Journaled records not yet acknowledged by the broker.", backlog),
+            ("journal_last_seq", "gauge", "Sequence number of the newest journaled record.", j.last_seq),
+            ("journal_backlog", "gauge", "Journaled records not yet acknowledged by the broker.", j.backlog),
             (
                 "journal_unconfirmed",
                 "gauge",
                 "Records acknowledged by the broker but not yet confirmed in InfluxDB.",
-                unconfirmed,
+                j.unconfirmed,
+            ),
+            ("journal_bytes", "gauge", "Bytes of the journal in use.", j.used_bytes),
+            ("journal_budget_bytes", "gauge", "The journal's disk budget.", j.budget_bytes),
+            (
+                "journal_budget_alarm",
+                "gauge",
+                "1 while unsettled records fill the journal beyond its alarm level.",
+                int(j.budget_alarm),
             ),
         ]
     metrics = _families(p, gw, rows)
@@ -392,7 +439,8 @@ def recorder_metrics(recorder: Recorder) -> list[Metric]:
     rows: list[_Row] = [
         ("messages_total", "counter", "Record messages received from the broker.", f.messages),
         ("records_written_total", "counter", "Records written to InfluxDB.", f.records_written),
-        ("dead_letters_total", "counter", "Records rejected into the dead-letter file.", f.dead_letters),
+        ("dead_letters_total", "counter", "Payloads refused into the dead-letter file.", f.dead_letters),
+        ("records_refused_total", "counter", "Records in blocks refused (never stored).", f.records_refused),
         ("write_failures_total", "counter", "InfluxDB writes that failed (retried).", f.write_failures),
         ("batches_total", "counter", "InfluxDB write batches.", f.batches),
         ("mqtt_connected", "gauge", "1 while connected to the broker.", int(f.connected)),
@@ -406,20 +454,25 @@ def recorder_metrics(recorder: Recorder) -> list[Metric]:
 
 @dataclass(frozen=True)
 class JournalStatus:
-    """What a gateway's journal says, read without the gateway's help."""
+    """What a gateway's journal says, read without the gateway's help (see ``journal.read_status``)."""
 
     path: str
     gateway: str | None
     last_seq: int
     last_hash: str | None
     last_recorded_us: int | None
-    records: int  # rows still in the journal (settled ones are pruned after keep_delivered_days)
+    records: int  # still in the journal (settled blocks are pruned after keep_delivered_days)
+    blocks: int
+    bytes: int  # of the journal file in use (its budget is in the configuration)
     backlog: int  # not acknowledged by the broker
-    unconfirmed: int  # acknowledged by the broker, not confirmed in InfluxDB
+    unconfirmed: int  # acknowledged by the broker, not answered by a recorder
+    refused: int  # refused by a recorder: never stored (alarmed)
+    damaged: int  # failed the gateway's own check: never published (alarmed)
     oldest_unsent_us: int | None
     oldest_unsettled_us: int | None
     last_delivered_us: int | None
     last_confirmed_us: int | None
+    refusals: list[dict[str, Any]]  # the newest refusals, with the recorders' reasons
     running: bool  # a -wal file exists: the gateway has the journal open (or died with it open)
     at_us: int
 
@@ -433,79 +486,31 @@ class JournalStatus:
         return out
 
 
-def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, bool]:
-    """A read-only connection that never creates files next to the journal; (conn, running)."""
-    wal = Path(f"{path}-wal")
-    shm = Path(f"{path}-shm")
-    uri = "file:" + quote(str(path.resolve()))
-    if not path.is_file():
-        raise CollectorError(f"journal {path} does not exist (has the gateway ever run with this configuration?)")
-    try:
-        if wal.exists() and shm.exists():
-            # the gateway has it open: read through the WAL index it maintains
-            return sqlite3.connect(f"{uri}?mode=ro", uri=True), True
-        if not wal.exists() and not shm.exists():
-            # closed cleanly: nothing to recover, and opening normally would create -wal and
-            # -shm files owned by whoever runs this command
-            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True), False
-        # a -wal without its index: the gateway died; SQLite must rebuild the index to read it
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise CollectorError(f"cannot open journal {path} read-only: {exc}") from None
-    _match_owner(path, (wal, shm))
-    return conn, True
-
-
-def _match_owner(db: Path, companions: Iterable[Path]) -> None:
-    # run as root, SQLite may have created a companion file: give it the journal's owner
-    if os.geteuid() != 0:
-        return
-    st = db.stat()
-    for p in companions:
-        with contextlib.suppress(OSError):
-            if p.stat().st_uid != st.st_uid:
-                os.chown(p, st.st_uid, st.st_gid)
-
-
 def journal_status(path: str | Path, now_us: int | None = None) -> JournalStatus:
-    """Read a journal's head, backlog and ages, read-only (see the module docs)."""
-    path = Path(path)
-    conn, running = _connect_read_only(path)
-    try:
-        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('gateway', 'head')").fetchall())
-        seq, digest, last_us = 0, None, None
-        if "head" in meta:
-            s, d, u = str(meta["head"]).split(":")
-            seq, digest, last_us = int(s), d, int(u)
-        (records,) = conn.execute("SELECT count(*) FROM records").fetchone()
-        backlog, oldest_unsent = conn.execute(
-            "SELECT count(*), min(recorded_us) FROM records WHERE delivered_us IS NULL"
-        ).fetchone()
-        unconfirmed, last_delivered = conn.execute(
-            "SELECT count(*), max(delivered_us) FROM records WHERE stored_us IS NULL AND delivered_us IS NOT NULL"
-        ).fetchone()
-        (oldest_unsettled,) = conn.execute("SELECT min(recorded_us) FROM records WHERE stored_us IS NULL").fetchone()
-        (last_confirmed,) = conn.execute("SELECT max(stored_us) FROM records").fetchone()
-        if last_delivered is None:
-            (last_delivered,) = conn.execute("SELECT max(delivered_us) FROM records").fetchone()
-    except (sqlite3.Error, ValueError) as exc:
-        raise CollectorError(f"journal {path} is not readable as a gateway journal: {exc}") from None
-    finally:
-        conn.close()
+    """Read a journal's head, backlog, refusals and ages, read-only (see ``journal.read_status``)."""
+    from collector.gateway.journal import read_status
+
+    r = read_status(path)
+    by_state = r["by_state"]
     return JournalStatus(
         path=str(path),
-        gateway=None if meta.get("gateway") is None else str(meta["gateway"]),
-        last_seq=seq,
-        last_hash=digest,
-        last_recorded_us=last_us,
-        records=int(records),
-        backlog=int(backlog),
-        unconfirmed=int(unconfirmed),
-        oldest_unsent_us=oldest_unsent,
-        oldest_unsettled_us=oldest_unsettled,
-        last_delivered_us=last_delivered,
-        last_confirmed_us=last_confirmed,
-        running=running,
+        gateway=r["gateway"],
+        last_seq=r["last_seq"],
+        last_hash=r["last_hash"],
+        last_recorded_us=r["last_recorded_us"],
+        records=r["records"],
+        blocks=r["blocks"],
+        bytes=r["bytes"],
+        backlog=by_state["new"],
+        unconfirmed=by_state["sent"],
+        refused=by_state["refused"],
+        damaged=by_state["damaged"],
+        oldest_unsent_us=r["oldest_unsent_us"],
+        oldest_unsettled_us=r["oldest_unsettled_us"],
+        last_delivered_us=r["last_delivered_us"],
+        last_confirmed_us=r["last_confirmed_us"],
+        refusals=r["refusals"],
+        running=r["running"],
         at_us=time.time_ns() // 1000 if now_us is None else now_us,
     )
 
@@ -530,28 +535,36 @@ def _duration(seconds: float) -> str:
 def status_text(st: JournalStatus, max_age: float | None = None) -> str:
     """The human-readable report of ``collector status``."""
     lines = [
-        f"journal      {st.path} ({'open by a gateway' if st.running else 'not open'})",
+        f"journal      {st.path} ({'open by a gateway' if st.running else 'not open'}), {st.bytes / 1e6:.1f} MB in use",
         f"gateway      {st.gateway or '?'}",
         f"last record  seq {st.last_seq}"
         + (f", hash {st.last_hash[:16]}…, recorded {_when(st, st.last_recorded_us)}" if st.last_hash else ""),
-        f"in journal   {st.records} record(s)",
+        f"in journal   {st.records} record(s) in {st.blocks} block(s)",
         f"unsent       {st.backlog} record(s) not acknowledged by the broker"
         + (f", oldest recorded {_when(st, st.oldest_unsent_us)}" if st.oldest_unsent_us is not None else ""),
         f"unconfirmed  {st.unconfirmed} record(s) acknowledged but not yet confirmed in InfluxDB",
         f"unsettled    oldest recorded {_when(st, st.oldest_unsettled_us)}",
+        f"refused      {st.refused} record(s) refused by a recorder (never stored)",
+        f"damaged      {st.damaged} record(s) that failed the gateway's own check (never published)",
         f"last ack     {_when(st, st.last_delivered_us)}",
         f"last confirm {_when(st, st.last_confirmed_us)}",
     ]
+    for r in st.refusals[:3]:
+        lines.append(f"  refused seq {r['first_seq']}..{r['last_seq']} by {r['recorder'] or '?'}: {r['reason']}")
     problems = status_problems(st, max_age)
     lines.append("state        " + ("; ".join(problems) if problems else "OK"))
     return "\n".join(lines) + "\n"
 
 
 def status_problems(st: JournalStatus, max_age: float | None) -> list[str]:
-    """Why the journal looks unhealthy: records older than ``max_age`` seconds not yet settled."""
-    if max_age is None:
-        return []
+    """Why the journal looks unhealthy: refused or damaged blocks, records waiting longer than ``max_age`` s."""
     problems = []
+    if st.refused:
+        problems.append(f"{st.refused} record(s) refused by a recorder (see its dead-letter file)")
+    if st.damaged:
+        problems.append(f"{st.damaged} record(s) damaged in the journal (edited or corrupted)")
+    if max_age is None:
+        return problems
     unsent = st.age_s(st.oldest_unsent_us)
     if unsent is not None and unsent > max_age:
         problems.append(f"records unsent for {_duration(unsent)} (broker unreachable or refusing?)")
@@ -566,7 +579,8 @@ def run_status(cfg: Config, *, as_json: bool = False, max_age: float | None = 30
 
     Exit status 0: every record is settled or younger than ``max_age`` seconds; 1: some
     record has waited longer (for the broker's acknowledgement or for a recorder's
-    confirmation). A journal that cannot be read raises :class:`CollectorError`.
+    confirmation), or a recorder refused blocks, or blocks failed the gateway's own check.
+    A journal that cannot be read raises :class:`CollectorError`.
     """
     out = sys.stdout if out is None else out
     if cfg.gateway is None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from collector.config import Config
 from collector.inspection.commands import Request
-from collector.inspection.models import Alert, Characteristic, Gauge, InspectionPlan, InspectionRecord
+from collector.inspection.models import RECORD_MODELS, Alert, BlockModel, Characteristic, Gauge, InspectionPlan
 from collector.people.register import UserRegister
 from drivers import registry
 from drivers.base import Reading
@@ -74,8 +74,11 @@ def _command_schema() -> dict[str, Any]:
 
 
 def schemas() -> dict[str, dict[str, Any]]:
+    #: one schema per record kind (a record as it sits in its block) and the block itself
+    records = {("inspection" if kind == "measurement" else kind) + "-record": m for kind, m in RECORD_MODELS.items()}
     models: dict[str, type[BaseModel]] = {
-        "inspection-record": InspectionRecord,
+        **records,
+        "block": BlockModel,
         "alert": Alert,
         "characteristic": Characteristic,
         "inspection-plan": InspectionPlan,

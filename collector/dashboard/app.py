@@ -66,6 +66,7 @@ from collector.people.accounts import DashboardSettings
 from collector.store.base import Store
 
 if TYPE_CHECKING:
+    from collector.chain.keys import KeyRing
     from collector.config import Config
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,20 @@ class Dashboard(web.WebApp):
     thread_name = "dashboard"
 
     def __init__(
-        self, config: Config, settings: DashboardSettings, store: Store, *, clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        settings: DashboardSettings,
+        store: Store,
+        *,
+        keys: KeyRing | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(settings.bind, settings.port, forwarded.networks(settings.trusted_proxies))
         self.config = config
         self.settings = settings
         self.store = store
+        #: the register of gateways: what is read back from the store is verified against it
+        self.keys = keys
         self.prefix = config.mqtt.topic_prefix
         self.auth = Auth(settings.users, settings.session_ttl, sleep=self.stopping.wait)
         self.state = LiveState(settings, clock)
@@ -120,6 +129,8 @@ class Dashboard(web.WebApp):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if keys is None:
+            log.warning("dashboard: no register of gateways (recorder.keys): records read back are marked unverified")
         if not settings.users:
             log.warning("dashboard: no users are configured, nobody can sign in")
 
@@ -203,7 +214,7 @@ class Dashboard(web.WebApp):
             return
         floor = int((self.state.clock() - self.settings.ack_lookback_days * 86400) * 1_000_000)
         try:
-            for record_id, ack in records.stored_acknowledgements(self.store, max(min(times), floor)):
+            for record_id, ack in records.stored_acknowledgements(self.store, max(min(times), floor), self.keys):
                 if self.stopping.is_set():
                     return
                 self.state.on_ack(record_id, ack)

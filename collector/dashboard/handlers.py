@@ -307,7 +307,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
 
     def _search(self, flt: TraceFilter) -> list[Record]:
         try:
-            return records.search(self.dash.store, flt)
+            return records.search(self.dash.store, flt, self.dash.keys)
         except StoreError as exc:
             raise self._store_down("search", exc) from None
 
@@ -385,7 +385,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
         if not found:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no records for serial {serial!r}")
         try:
-            page = records.part_report(self.dash.store, found)
+            page = records.part_report(self.dash.store, found, self.dash.keys)
         except StoreError as exc:
             raise self._store_down("part report", exc) from None
         except CollectorError as exc:

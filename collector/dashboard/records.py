@@ -12,20 +12,24 @@ Every place where the dashboard reads the record format or calls the evidence to
 
 The live view checks each block's hash (a line that is not a sealed block is counted as
 malformed and shown nowhere) but not its signature: the dashboard shows what the broker
-delivers from gateways the broker's ACL admits; proving records is ``collector verify``'s job.
+delivers from gateways the broker's ACL admits. What it reads back from the store (search,
+downloads, the part report, earlier acknowledgements) is checked against the register of
+gateways (``keys``, a :class:`~collector.chain.keys.KeyRing`) when the dashboard has one:
+each record then says whether its block verified, and an acknowledgement from a block that
+did not verify is not shown as one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from collector.chain import blocks
+from collector.chain.keys import KeyRing
 from collector.dashboard.live import ack_from_record
 from collector.dashboard.shifts import iso_us
 from collector.errors import CollectorError
@@ -51,9 +55,9 @@ def records_in_message(payload: bytes) -> tuple[list[Record], int]:
     return records, bad
 
 
-def search(store: Store, flt: TraceFilter) -> list[Record]:
+def search(store: Store, flt: TraceFilter, keys: KeyRing | None = None) -> list[Record]:
     """The records matching ``flt``, oldest first (raises StoreError when the store fails)."""
-    return trace(store, flt)
+    return trace(store, flt, keys)
 
 
 # -- downloads ------------------------------------------------------------------------------------
@@ -118,34 +122,35 @@ EXPORTS: dict[str, ExportFormat] = {
 # -- the part report --------------------------------------------------------------------------------
 
 
-def part_report(store: Store, records: list[Record]) -> str:
+def part_report(store: Store, records: list[Record], keys: KeyRing | None = None) -> str:
     """The self-contained HTML report of one serial's records, with the invalidations and
     dispositions that point at them and the verification of the chain they lie in."""
-    records = report.with_related(store, records)
-    return report.part_report_html(records, verification=verify_span(store, records))
+    records = report.with_related(store, records, keys)
+    return report.part_report_html(records, verification=verify_span(store, records, keys))
 
 
-def verify_span(store: Store, records: list[Record]) -> verify.Report | None:
+def verify_span(store: Store, records: list[Record], keys: KeyRing | None = None) -> verify.Report | None:
     """The chain verification of the gateways and time span the records lie in."""
     times = [parse_utc_us(str(r["recorded_at"])) for r in records if r.get("recorded_at")]
     if not times:
         return None
     gateways = sorted({str(r["gateway"]) for r in records if r.get("gateway")})
     span = TraceFilter(start=iso_us(min(times)), end=iso_us(max(times) + 1))
-    return verify.verify(store, span, only=gateways or None)
+    return verify.verify(store, span, keys=keys, only=gateways or None)
 
 
 # -- acknowledgements in the store ---------------------------------------------------------------------
 
 
-def stored_acknowledgements(store: Store, since_us: int) -> Iterator[tuple[str, Record]]:
-    """(alert record id, acknowledgement) of every ``alert_ack`` audit record since ``since_us``."""
-    q = f'SELECT "payload" FROM "event" WHERE "kind" = \'audit\' AND time >= {int(since_us)}u'
-    for row in store.iter_query(q):
-        try:
-            record = json.loads(row.get("payload") or "")
-        except ValueError:
+def stored_acknowledgements(store: Store, since_us: int, keys: KeyRing | None = None) -> Iterator[tuple[str, Record]]:
+    """(alert record id, acknowledgement) of every ``alert_ack`` audit record since ``since_us``,
+    read from verified blocks (with ``keys``; without, from blocks whose hash holds)."""
+    found = trace(store, TraceFilter(kind="audit", start=iso_us(since_us)), keys, related=False)
+    for record in found:
+        if keys is not None and not record.get("verified"):
             continue
-        found = ack_from_record(record) if isinstance(record, dict) else None
-        if found is not None:
-            yield found
+        if str(record.get("verification", "")).startswith("NOT VERIFIED"):
+            continue
+        ack = ack_from_record(record)
+        if ack is not None:
+            yield ack

@@ -1,11 +1,15 @@
 """The gateway daemon: devices -> station sessions -> journal -> broker.
 
-Drivers deliver readings and device events from their own threads into one queue. A
-single processing thread drains it in batches: each reading goes through its station's
-session (which binds and judges it), every resulting record is sealed into the journal in
-one transaction per batch, and only then are alerts published and the publisher woken.
-Batching is what keeps the cost per record low under load, while a lone reading is still
-handled the moment it arrives.
+Drivers deliver readings and device events from their own threads into one bounded queue.
+A single processing thread drains it in batches: each reading goes through its station's
+session (which binds and judges it), the resulting records are sealed into signed blocks in
+one journal transaction per batch, and only then are alerts published and the publisher
+woken. Batching is what keeps the cost per record low under load, while a lone reading is
+still handled the moment it arrives.
+
+Nothing here grows without a bound. A full queue makes a driver wait (``queue_timeout``),
+then the reading is lost, counted and alarmed; a full journal loses readings the same way.
+A stop (SIGTERM) journals what is queued within a few seconds and counts the rest as lost.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from collector import clock
-from collector.config import Config
+from collector.alarms import Throttle
+from collector.chain.keys import Ed25519Signer, HmacSigner, Signer
+from collector.config import Config, GatewaySettings
 from collector.errors import CollectorError, ConfigError, JournalError, JournalFull
+from collector.gateway.inbox import Inbox, readings_in, weight
 from collector.gateway.intake import Intake
-from collector.gateway.journal import Journal, Sealed
+from collector.gateway.journal import Damaged, Journal, Sealed
 from collector.gateway.publisher import Publisher
 from collector.gateway.views import ViewHub
 from collector.inspection import commands as cmds
@@ -40,16 +47,21 @@ from drivers.base import DeviceEvent, Driver, DriverError, EventKind, Item, Read
 log = logging.getLogger(__name__)
 
 _BATCH = 1000  # readings journaled per transaction at most
+_STOP_TIMEOUT = 4.0  # seconds a stop may take: SIGTERM finishes well within systemd's patience
+_ALARM_EVERY = 10.0  # seconds between two log lines about the same loss
 
 
 @dataclass
 class GatewayStats:
-    readings: int = 0
+    received: int = 0  # readings handed over by drivers (queued or lost at the queue)
+    readings: int = 0  # readings judged by the stations
     records: int = 0
     alerts: int = 0
     refused: int = 0
     unstable: int = 0  # readings the device marked unsettled (or repeated errors): not records
-    lost: int = 0  # readings that could not be journaled (disk full): counted and alarmed
+    lost: int = 0  # readings that could not be journaled (queue or journal full, stop): counted and alarmed
+    lost_queue_full: int = 0  # of these, readings for which the queue had no room in time
+    damaged: int = 0  # records in journal blocks that failed the gateway's own check
     device_events: Counter[str] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)  # records journaled, by kind
 
@@ -66,8 +78,16 @@ class Gateway:
         gw = config.gateway
         self.settings = gw
         self.stats = GatewayStats()
-        key = gw.signing_key.get_secret_value().encode() if gw.signing_key is not None else None
-        self.journal = Journal(gw.journal, gw.id, signing_key=key)
+        self.signer = make_signer(gw)
+        self.journal = Journal(
+            gw.journal,
+            gw.id,
+            signer=self.signer,
+            budget_bytes=int(gw.journal_budget),
+            alarm_ratio=gw.journal_alarm,
+            max_block_records=gw.max_block_records,
+            max_block_bytes=int(gw.max_block_bytes),
+        )
         gauges = {g.id: g for g in config.gauges}
         self.stations: dict[str, Station] = {}
         self._station_of_device: dict[str, Station] = {}
@@ -104,32 +124,51 @@ class Gateway:
             stations=list(self.stations),
             status_extra=self._status_extra,
             confirm_timeout=gw.confirm_timeout,
+            checkpoint_interval=gw.checkpoint_interval,
+            max_resends=gw.max_resends,
             on_command=self._mqtt_command,
+            on_alarm=self._on_publisher_alarm,
         )
         self._asked: dict[str, tuple[Any, ...]] = {}  # device -> what it was last asked for
         self.views = ViewHub()
         self.operator_view: Any = None
         for sid, station in self.stations.items():
             self.views.update(sid, {**station.view(), "last": None, "message": ""})
-        self._queue: queue.SimpleQueue[Item | _Call | None] = queue.SimpleQueue()
+        self._queue = Inbox(gw.queue_size)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._drain_until = float("inf")  # monotonic time after which a stopping gateway stops journaling
         self._stopped = threading.Event()
         self._clock = clock.SyncStatus()
         self._clock_was_synced: bool | None = None
-        self._last_full_alarm = 0.0
+        self._throttle = Throttle(_ALARM_EVERY)
+        self._count_lock = threading.Lock()
+        self._budget_alarm = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         seq, _ = self.journal.head
         log.info(
-            "gateway %s starting: %d station(s), %d device(s), journal %s (last seq %d, %d undelivered)",
+            "gateway %s starting: %d station(s), %d device(s), journal %s (last seq %d, %d unsent, "
+            "%.0f of %.0f MB in use), %s",
             self.settings.id,
             len(self.stations),
             len(self.drivers),
             self.journal.path,
             seq,
             self.journal.backlog(),
+            self.journal.used_bytes / 1e6,
+            self.journal.budget_bytes / 1e6,
+            "signing with key " + self.signer.key_id if self.signer is not None else "NOT SIGNING",
         )
+        if self.signer is None:
+            log.warning(
+                "gateway %s signs nothing (no gateway.signing key file, no signing_key): recorders that "
+                "require signatures refuse its blocks; make a key with `collector keygen`",
+                self.settings.id,
+            )
+        if self.journal.start_damaged:
+            self._damaged(self.journal.start_damaged)
         self._config_in_force()
         if self.settings.operator_view is not None:
             from collector.gateway.operator_view import OperatorView
@@ -143,7 +182,13 @@ class Gateway:
         for driver in self.drivers:
             driver.start(self.submit)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Stop within ``timeout`` seconds: devices first, then journal what is queued, then publish.
+
+        Readings still queued when the time for journaling is up are counted as lost (and
+        said so); everything journaled stays in the journal for the next start.
+        """
+        deadline = time.monotonic() + timeout
         if self.operator_view is not None:
             self.operator_view.stop()  # first: no command may wait on a processing thread that has ended
         self.intake.stop()
@@ -152,17 +197,68 @@ class Gateway:
                 driver.stop()
             except Exception as exc:  # a broken driver must not keep the others running
                 log.error("device %s did not stop cleanly: %s", driver.device_id, exc)
-        self._queue.put(None)
+        # journal what is queued while there is time, and leave a second for the broker
+        self._drain_until = max(time.monotonic() + 0.2, deadline - 1.5)
+        self._stopping.set()
         if self._thread is not None:
-            self._thread.join(10)
-        self.publisher.stop()
-        self.journal.close()
+            self._thread.join(max(0.1, deadline - 1.0 - time.monotonic()))
+        left = self._count_left()
+        if left:
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += left
+            log.error(
+                "gateway %s stopping: %d queued reading(s) not journaled in time, counted as lost",
+                self.settings.id,
+                left,
+            )
+        self.publisher.stop(drain_timeout=max(0.1, deadline - 0.5 - time.monotonic()))
+        if self._thread is not None and self._thread.is_alive():
+            log.error("gateway %s: the processing thread did not finish; the journal is left open", self.settings.id)
+        else:
+            self.journal.close()
         self._stopped.set()
-        log.info("gateway %s stopped", self.settings.id)
+        log.info(
+            "gateway %s stopped: %d reading(s) received, %d judged, %d lost",
+            self.settings.id,
+            self.stats.received,
+            self.stats.readings,
+            self.stats.lost,
+        )
+
+    def _count_left(self) -> int:
+        """Take what is still queued; the readings among it are lost (commands are refused)."""
+        readings = 0
+        while True:
+            items = self._queue.take(10_000)
+            if not items:
+                return readings
+            for item in items:
+                readings += readings_in(item)
+                if isinstance(item, _Call) and not item.done.is_set():
+                    item.finish(error=CommandError("the gateway is stopping"))
 
     def submit(self, item: Item) -> None:
-        """The drivers' sink: thread-safe, never blocks a driver."""
-        self._queue.put(item)
+        """The drivers' sink: thread-safe; waits up to ``queue_timeout`` for room in the queue.
+
+        Past that the reading is lost: counted and alarmed (one log line per burst).
+        """
+        n = readings_in(item)
+        with self._count_lock:
+            self.stats.received += n
+        try:
+            self._queue.put(item, timeout=self.settings.queue_timeout)
+        except queue.Full:
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += n
+                self.stats.lost_queue_full += n
+            self._throttle.log(
+                log,
+                logging.ERROR,
+                "queue",
+                "the gateway's reading queue is full (%d readings): %d reading(s) lost so far",
+                self.settings.queue_size,
+                self.stats.lost_queue_full,
+            )
 
     # -- commands (operator view, MQTT command topics, tests) ----------------------------------
     COMMANDS = tuple(cmds.COMMANDS)
@@ -206,8 +302,13 @@ class Gateway:
             raise CommandError(f"no station {station_id!r} on gateway {self.settings.id}")
         if request is None and name != "refused":
             raise CommandError(f"unknown command {name!r} (known: {', '.join(self.COMMANDS)})")
+        if self._stopping.is_set():
+            raise CommandError("the gateway is stopping")
         call = _Call(station_id, name, dict(args or {}), on_done, request=request, actor=actor, channel=channel)
-        self._queue.put(call)
+        try:
+            self._queue.put(call, timeout=5.0)
+        except queue.Full:
+            raise CommandError("the gateway is overloaded: try again") from None
         return call
 
     def _config_in_force(self) -> None:
@@ -250,16 +351,14 @@ class Gateway:
         next_tick = time.monotonic() + 1.0
         next_prune = time.monotonic() + 60
         while True:
-            timeout = max(0.0, min(next_status, next_tick) - time.monotonic())
+            stopping = self._stopping.is_set()
+            if stopping and (self._queue.empty() or time.monotonic() >= self._drain_until):
+                return  # what is left is counted as lost by stop()
+            timeout = 0.05 if stopping else max(0.0, min(next_status, next_tick) - time.monotonic())
             items: list[Any] = []
             with contextlib.suppress(queue.Empty):
-                items.append(self._queue.get(timeout=timeout))
-            while len(items) < _BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is None for item in items)
+                first = self._queue.get(timeout=min(timeout, 0.5))
+                items = [first, *self._queue.take(_BATCH - weight(first))]
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 1.0
@@ -268,13 +367,14 @@ class Gateway:
             for i in items:
                 if isinstance(i, tuple):
                     flat.extend(i)  # one poll cycle's readings
-                elif i is not None:
+                else:
                     flat.append(i)
             try:
                 self._process(flat)
             except Exception:
                 # a bug, not an expected fault: say so loudly, count what was in hand, keep going
-                self.stats.lost += sum(isinstance(i, Reading) for i in flat)
+                with self._count_lock:  # drivers' threads count losses too
+                    self.stats.lost += sum(isinstance(i, Reading) for i in flat)
                 log.exception("internal error while processing %d item(s); they are counted as lost", len(items))
                 for call in items:
                     if isinstance(call, _Call) and not call.done.is_set():
@@ -285,8 +385,6 @@ class Gateway:
             if now >= next_prune:
                 next_prune = now + 3600
                 self._prune()
-            if stop:
-                return
 
     def _process(self, items: list[Any]) -> None:
         drafts: list[dict[str, Any]] = []
@@ -341,7 +439,8 @@ class Gateway:
             # the stations go back to where they were: the lost readings' slots are not skipped
             for sid, saved in before.items():
                 self.stations[sid]._restore(saved)
-            self.stats.lost += readings
+            with self._count_lock:  # drivers' threads count losses too
+                self.stats.lost += readings
             self._alarm(exc)
             for call in calls:
                 call.finish(error=exc)
@@ -351,8 +450,9 @@ class Gateway:
         self._refresh_views(outcomes)
         self._ask_devices({station.id: station for station, _ in outcomes})
         if sealed:
-            self.stats.records += len(sealed)
-            self.stats.by_kind.update(item.record["kind"] for item in sealed)
+            for s in sealed:
+                self.stats.records += len(s.block.records)
+                self.stats.by_kind.update(r["kind"] for r in s.block.records)
             self._after(sealed, outcomes)
             self.publisher.notify()
 
@@ -526,53 +626,61 @@ class Gateway:
             trends.update(out.trends)
             alerts.update(out.alerts)
         for item in sealed:
-            r = item.record
-            kind = r["kind"]
-            if r["id"] in alerts:
-                self._alert(r, *alerts[r["id"]])
-            if kind == "measurement":
-                if r["verdict"] == "fail":
-                    limit = r["limit"]
-                    self._alert(
-                        r,
-                        "out_of_tolerance",
-                        "critical" if r["criticality"] == "critical" else "warning",
-                        f"{r['characteristic']} = {r['judged_value']} {r['unit']} beyond the {limit} limit",
-                    )
-                if r.get("calibration_status") == "overdue":
-                    self._alert(
-                        r,
-                        "calibration",
-                        "warning",
-                        f"gauge {r['gauge']} is overdue for calibration (due {r['gauge_calibration_due']})",
-                    )
-                rules = trends.get(r["id"])
-                if rules:
-                    self._alert(
-                        r,
-                        "trend",
-                        "warning",
-                        f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped",
-                        rules,
-                    )
-            elif kind == "refusal":
-                self._alert(r, "refused", "warning", f"reading refused: {r['reason']}")
+            for i, r in enumerate(item.block.records):
+                if r["id"] in alerts:
+                    self._alert((item, i), *alerts[r["id"]])
+                self._alerts_for(item, i, r, trends)
         for station, out in outcomes:
             if out.andon is not None and station.settings.andon is not None:
                 self._andon(station, out.andon)
 
-    def _alert(self, r: dict[str, Any], kind: str, severity: str, message: str, rules: list[int] | None = None) -> None:
+    def _alerts_for(self, sealed: Sealed, index: int, r: dict[str, Any], trends: dict[str, list[int]]) -> None:
+        at = (sealed, index)
+        kind = r["kind"]
+        if kind == "measurement":
+            if r["verdict"] == "fail":
+                self._alert(
+                    at,
+                    "out_of_tolerance",
+                    "critical" if r["criticality"] == "critical" else "warning",
+                    f"{r['characteristic']} = {r['judged_value']} {r['unit']} beyond the {r['limit']} limit",
+                )
+            if r.get("calibration_status") == "overdue":
+                self._alert(
+                    at,
+                    "calibration",
+                    "warning",
+                    f"gauge {r['gauge']} is overdue for calibration (due {r['gauge_calibration_due']})",
+                )
+            rules = trends.get(r["id"])
+            if rules:
+                self._alert(
+                    at,
+                    "trend",
+                    "warning",
+                    f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped",
+                    rules,
+                )
+        elif kind == "refusal":
+            self._alert(at, "refused", "warning", f"reading refused: {r['reason']}")
+
+    def _alert(
+        self, at: tuple[Sealed, int], kind: str, severity: str, message: str, rules: list[int] | None = None
+    ) -> None:
+        sealed, index = at
+        block = sealed.block
+        r = block.records[index]
         self.stats.alerts += 1
         alert = {
             "schema_version": 1,
             "kind": kind,
             "severity": severity,
             "record_id": r["id"],
-            "gateway": r["gateway"],
-            "seq": r["seq"],
-            "site": r["site"],
-            "line": r["line"],
-            "station": r["station"],
+            "gateway": block.gateway,
+            "seq": block.first_seq + index,
+            "site": block.site,
+            "line": block.line,
+            "station": block.station,
             "part_number": r.get("part_number"),
             "serial": r.get("serial"),
             "characteristic": r.get("characteristic"),
@@ -583,10 +691,10 @@ class Gateway:
             "limit": r.get("limit"),
             "rules": rules or [],
             "message": message,
-            "at": r["recorded_at"],
+            "at": sealed.recorded_at(index),
         }
         # retained: a supervisor's screen that connects later still sees each station's latest alert
-        self.publisher.publish(self._alert_topic[r["station"]], json.dumps(alert).encode(), retain=True)
+        self.publisher.publish(self._alert_topic[block.station], json.dumps(alert).encode(), retain=True)
 
     def _andon(self, station: Station, on: bool) -> None:
         andon = station.settings.andon
@@ -613,13 +721,23 @@ class Gateway:
             log.warning("device %s: %s %s", event.device, event.kind.value, event.detail)
 
     def _alarm(self, exc: JournalError) -> None:
-        now = time.monotonic()
-        if isinstance(exc, JournalFull):
-            if now - self._last_full_alarm > 10:  # one line per burst, the count says the rest
-                self._last_full_alarm = now
-                log.error("%s; %d reading(s) lost so far", exc, self.stats.lost)
-        else:
-            log.error("%s; %d reading(s) lost so far", exc, self.stats.lost)
+        # one line per burst of the same fault; the count says the rest
+        key = "journal-full" if isinstance(exc, JournalFull) else "journal"
+        self._throttle.log(log, logging.ERROR, key, "%s; %d reading(s) lost so far", exc, self.stats.lost)
+        self.publisher.publish_status()
+
+    def _damaged(self, damaged: list[Damaged]) -> None:
+        self.stats.damaged += sum(d.last_seq - d.first_seq + 1 for d in damaged)
+        for d in damaged[:5]:
+            log.error(
+                "journal block seq %d..%d failed the gateway's own check at start (%s): it is not published; "
+                "the journal file was edited or is damaged",
+                d.first_seq,
+                d.last_seq,
+                d.reason,
+            )
+
+    def _on_publisher_alarm(self) -> None:
         self.publisher.publish_status()
 
     def _heartbeat(self) -> None:
@@ -630,6 +748,19 @@ class Gateway:
             else:
                 log.warning("system clock is not synchronised: records are marked clock_synced=false")
             self._clock_was_synced = synced
+        journal = self.journal
+        if journal.budget_alarm != self._budget_alarm:
+            self._budget_alarm = journal.budget_alarm
+            if journal.budget_alarm:
+                log.error(
+                    "journal %s holds %.0f of its %.0f MB budget in records no recorder has confirmed yet; "
+                    "at the budget new readings are lost (is the broker or are the recorders away?)",
+                    journal.path,
+                    journal.used_bytes / 1e6,
+                    journal.budget_bytes / 1e6,
+                )
+            else:
+                log.info("journal %s is below its budget's alarm level again", journal.path)
         self.publisher.publish_status()
 
     def _prune(self) -> None:
@@ -637,23 +768,43 @@ class Gateway:
         if days <= 0:
             return
         cutoff = time.time_ns() // 1000 - int(days * 86400e6)
-        removed = self.journal.prune(cutoff)
+        try:
+            removed = self.journal.prune(cutoff)
+        except JournalError as exc:
+            log.error("%s", exc)
+            return
         if removed:
-            log.info("removed %d delivered record(s) older than %g days from the journal", removed, days)
+            log.info("removed %d settled record(s) older than %g days from the journal", removed, days)
 
     def _status_extra(self) -> dict[str, Any]:
+        journal = self.journal
         return {
-            "backlog": self.journal.backlog(),
-            "unconfirmed": self.journal.unconfirmed(),
+            "backlog": journal.backlog(),
+            "unconfirmed": journal.unconfirmed(),
+            "refused": journal.refused(),
+            "damaged": journal.damaged(),
             "readings": self.stats.readings,
             "records": self.stats.records,
-            "refused": self.stats.refused,
+            "refused_readings": self.stats.refused,
             "lost": self.stats.lost,
+            "journal_bytes": journal.used_bytes,
+            "journal_budget": journal.budget_bytes,
+            "journal_alarm": journal.budget_alarm,
             "clock_synced": self._clock.synchronised(),
+            "key_id": None if self.signer is None else self.signer.key_id,
         }
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+def make_signer(settings: GatewaySettings) -> Signer | None:
+    """The gateway's signer: its Ed25519 key file, else its HMAC secret, else none."""
+    if settings.signing is not None:
+        return Ed25519Signer.from_file(settings.signing.key_file)
+    if settings.signing_key is not None:
+        return HmacSigner(settings.signing_key.get_secret_value().encode("utf-8"))
+    return None
 
 
 @dataclass

@@ -1,27 +1,28 @@
 """Domain models: what an inspection is checked against, and what it produces.
 
 Specification-side models (characteristic, plan, gauge) are pydantic models validated
-once, when the configuration is loaded. The record-side models (:class:`InspectionRecord`,
-:class:`Alert`) describe the JSON payloads; the gateway builds records as plain dicts in
-the hot path (see :mod:`collector.inspection.records`) and the recorder validates every payload it
-receives against these models. The JSON Schemas under ``config/schemas/`` are generated
-from this module (``collector schemas``).
+once, when the configuration is loaded. The record-side models (one per record kind,
+:class:`BlockModel`, :class:`Alert`) describe the JSON payloads of the evidence format
+(``docs/evidence-format.md``): a record as it sits in its block, without the block's keys.
+The gateway builds records as plain dicts in the hot path (see
+:mod:`collector.inspection.records`) and the recorder validates every block's records
+against these models. The JSON Schemas under ``config/schemas/`` are generated from this
+module (``collector schemas``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from decimal import Context, Decimal, localcontext
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from collector.inspection import units
 from drivers.base import Reading
-
-SCHEMA_VERSION = 1
 
 #: decimals travel as strings in payloads: exact, and canonical for hashing
 DecimalStr = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.345"])]
@@ -272,33 +273,53 @@ def _absent(value: object) -> bool:
     return value is None
 
 
-class _Sealed(_Frozen):
-    """What every record carries: identity, place in its gateway's chain, time, place.
+#: the values of the enums above as record payloads spell them (strict validation of JSON
+#: takes the literal strings; a unit test keeps the two in step)
+VerdictText = Literal["pass", "fail"]
+CriticalityText = Literal["critical", "major", "minor", "incidental"]
+ReasonForTestText = Literal["ongoing", "special", "audit", "first_piece", "raw_material", "pre_run", "patrol"]
+CalibrationStatusText = Literal["valid", "due_soon", "overdue"]
+SignatureMeaningText = Literal[
+    "signed_in",
+    "signed_out",
+    "released",
+    "rejected",
+    "remeasured",
+    "invalidated",
+    "dispositioned",
+    "abandoned",
+    "patrol_requested",
+    "acknowledged",
+    "andon_cleared",
+]
+SignatureMethodText = Literal["secret", "badge", "session", "dashboard"]
+Uuid = Annotated[str, Field(min_length=26, max_length=36)]
+
+
+class _Entry(BaseModel):
+    """What every record in a block carries itself: its kind and id.
+
+    The block carries the rest for all its records (``schema_version``, ``gateway``,
+    ``site``, ``line``, ``station``, ``clock_synced``; ``seq`` and ``recorded_at`` follow
+    from the record's place in the block): see ``docs/evidence-format.md``. Strict: a
+    record is checked as the JSON it is, so ``"3"`` is not an integer and ``1.5`` is not a
+    decimal string.
 
     A record made by a person's command also carries the signature: who signed
     (``signed_by``, ``signer_name``), what the signature means and how the signer was
-    authenticated. The four keys are absent from records nobody signed.
+    authenticated (21 CFR 11.50). The four keys are absent from records nobody signed.
     """
 
-    schema_version: Literal[1]
-    id: Annotated[str, Field(min_length=26, max_length=36)]
-    gateway: Name
-    seq: int = Field(ge=1)
-    prev_hash: HexDigest
-    hash: HexDigest
-    signature: HexDigest | None = None
-    recorded_at: UtcTimestamp
-    clock_synced: bool
-    site: Name
-    line: Name
-    station: Name
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: Uuid
     signed_by: PersonId | None = Field(default=None, exclude_if=_absent)
     signer_name: PersonName | None = Field(default=None, exclude_if=_absent)
-    signature_meaning: SignatureMeaning | None = Field(default=None, exclude_if=_absent)
-    signature_method: SignatureMethod | None = Field(default=None, exclude_if=_absent)
+    signature_meaning: SignatureMeaningText | None = Field(default=None, exclude_if=_absent)
+    signature_method: SignatureMethodText | None = Field(default=None, exclude_if=_absent)
 
 
-class _PartContext(_Sealed):
+class _PartContext(_Entry):
     operator: PersonId | None
     part_number: str | None
     serial: str | None
@@ -306,16 +327,38 @@ class _PartContext(_Sealed):
     work_order: str | None
 
 
-class InspectionRecord(_PartContext):
-    """One judged measurement: everything an auditor needs, frozen at the time it was taken.
+class _Frame(BaseModel):
+    """The device's frame, as evidence: ``raw`` spelt as ``raw_encoding`` says.
 
-    ``hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record))`` where the
-    canonical bytes are the record without ``hash`` and ``signature`` as compact JSON with
-    sorted keys (see :func:`collector.inspection.records.canonical_bytes`). A re-measure is a new
-    record whose ``supersedes`` names the earlier one, with the ``reason``.
+    ``text``: a text protocol's frame of printable ASCII (CR, LF and TAB allowed, JSON
+    escapes them); ``hex``: lower-case hex of the bytes (binary protocols such as Modbus,
+    and any text frame with other bytes in it). See :func:`collector.inspection.records.raw_fields`.
     """
 
-    kind: Literal[RecordKind.MEASUREMENT]
+    raw: str
+    raw_encoding: Literal["text", "hex"]
+
+    @model_validator(mode="after")
+    def _raw_as_encoded(self) -> Self:
+        pattern = _RAW_TEXT if self.raw_encoding == "text" else _RAW_HEX
+        if pattern.fullmatch(self.raw) is None:
+            raise ValueError(f"raw is not {self.raw_encoding} as raw_encoding says")
+        return self
+
+
+_RAW_TEXT = re.compile(r"[\x20-\x7e\r\n\t]*")
+_RAW_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+class InspectionRecord(_PartContext, _Frame):
+    """One judged measurement: everything an auditor needs, frozen at the time it was taken.
+
+    A re-measure is a new record whose ``supersedes`` names the earlier one, with the
+    ``reason``. The record is sealed in a block with its station's other records of the
+    same journal transaction; the block's hash and signature cover it.
+    """
+
+    kind: Literal["measurement"]
     part_number: Name
     plan_revision: Name
     characteristic: Name
@@ -325,22 +368,21 @@ class InspectionRecord(_PartContext):
     usl: DecimalStr | None
     unit: str
     decimals: int = Field(ge=0, le=9)
-    criticality: Criticality
+    criticality: CriticalityText
     gauge: str | None
     gauge_calibration_due: str | None
-    calibration_status: CalibrationStatus | None = None
+    calibration_status: CalibrationStatusText | None = None
     device: Name
     channel: str
     measured_at: UtcTimestamp
-    raw: str  # the device frame, bytes mapped 1:1 to code points 0-255 (latin-1)
     reading_value: DecimalStr
     reading_unit: str
     value: DecimalStr  # in the characteristic's unit, exact (never rounded, never clamped)
     judged_value: DecimalStr  # rounded to ``decimals``: the value the verdict is based on
     deviation: DecimalStr | None  # judged_value - nominal
-    verdict: Verdict
+    verdict: VerdictText
     limit: Literal["lower", "upper"] | None  # the limit that was violated
-    reason_for_test: ReasonForTest = ReasonForTest.ONGOING
+    reason_for_test: ReasonForTestText = "ongoing"
     supersedes: str | None = None
     reason: LongText | None = None
 
@@ -348,7 +390,7 @@ class InspectionRecord(_PartContext):
 class PartRecord(_PartContext):
     """The part's verdict: accept only when every characteristic's latest value passed."""
 
-    kind: Literal[RecordKind.PART]
+    kind: Literal["part"]
     part_number: Name
     plan_revision: Name
     verdict: Literal["accept", "reject", "incomplete"]
@@ -357,14 +399,14 @@ class PartRecord(_PartContext):
     missing: list[str]  # characteristics never measured (incomplete parts)
     released_by: PersonId | None  # the operator who released it; "auto" for an automatic station
     reason: LongText | None = None  # why incomplete (abandoned, timed out, signed out ...)
-    reason_for_test: ReasonForTest = ReasonForTest.ONGOING
+    reason_for_test: ReasonForTestText = "ongoing"
     supersedes: str | None = None  # an earlier verdict for the same part, before a re-measure
 
 
-class RefusalRecord(_PartContext):
+class RefusalRecord(_PartContext, _Frame):
     """A reading that did not become a measurement: kept, because an auditor asks about them."""
 
-    kind: Literal[RecordKind.REFUSAL]
+    kind: Literal["refusal"]
     reason_code: Name  # gauge_overdue, gauge_locked, gauge_unknown, wrong_gauge, no_part, no_operator ...
     reason: str
     device: Name
@@ -373,13 +415,12 @@ class RefusalRecord(_PartContext):
     gauge_calibration_due: str | None
     characteristic: str | None
     measured_at: UtcTimestamp
-    raw: str
     reading_value: DecimalStr | None
     reading_unit: str | None
 
 
 class InvalidationRecord(_PartContext):
-    kind: Literal[RecordKind.INVALIDATION]
+    kind: Literal["invalidation"]
     target: str  # id of the record declared void; it is never changed or deleted
     characteristic: str | None
     by: PersonId
@@ -387,7 +428,7 @@ class InvalidationRecord(_PartContext):
 
 
 class NonconformanceRecord(_PartContext):
-    kind: Literal[RecordKind.NONCONFORMANCE]
+    kind: Literal["nonconformance"]
     measurement_id: str  # id of the out-of-tolerance measurement
     characteristic: Name
     judged_value: DecimalStr
@@ -398,7 +439,7 @@ class NonconformanceRecord(_PartContext):
 
 
 class DispositionRecord(_PartContext):
-    kind: Literal[RecordKind.DISPOSITION]
+    kind: Literal["disposition"]
     nonconformance_id: str  # id of the nonconformance record decided on
     decision: Literal["scrap", "rework", "use_as_is", "return_to_supplier", "regrade"]
     concession: Text | None  # the concession / deviation permit for use-as-is
@@ -406,8 +447,8 @@ class DispositionRecord(_PartContext):
     comment: Text | None
 
 
-class AuditRecord(_Sealed):
-    kind: Literal[RecordKind.AUDIT]
+class AuditRecord(_Entry):
+    kind: Literal["audit"]
     event: Name  # sign_in, sign_out, idle_timeout, config_loaded, alert_ack, command_refused ...
     by: PersonId | None
     subject: str | None  # the id or name the event is about
@@ -424,6 +465,42 @@ AnyRecord = Annotated[
     | AuditRecord,
     Field(discriminator="kind"),
 ]
+
+#: record kind -> its model (the JSON Schemas are generated one per kind)
+RECORD_MODELS: dict[str, type[BaseModel]] = {
+    "measurement": InspectionRecord,
+    "part": PartRecord,
+    "refusal": RefusalRecord,
+    "invalidation": InvalidationRecord,
+    "nonconformance": NonconformanceRecord,
+    "disposition": DispositionRecord,
+    "audit": AuditRecord,
+}
+
+
+class BlockModel(BaseModel):
+    """A sealed block as it travels (one line): the link of a gateway's chain.
+
+    The reference for what the keys mean, how the hash and signature are made and how a
+    record is materialised is ``docs/evidence-format.md`` and :mod:`collector.chain.blocks`;
+    this model is the same shape for JSON Schema users and for validation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    schema_version: Literal[2]
+    gateway: Name
+    site: Name
+    line: Name
+    station: Name
+    first_seq: int = Field(ge=1)
+    recorded_at: UtcTimestamp
+    clock_synced: bool
+    prev_hash: HexDigest
+    key_id: str | None
+    records: list[AnyRecord] = Field(min_length=1)
+    hash: HexDigest
+    signature: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{64}|[0-9a-f]{128})$")] | None = None
 
 
 class AlertSeverity(enum.StrEnum):
@@ -458,5 +535,7 @@ class Alert(_Frozen):
 
 
 RECORD_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(AnyRecord)
+#: a block's records, validated in one call (the recorder's check of every record)
+RECORDS_ADAPTER: TypeAdapter[list[AnyRecord]] = TypeAdapter(list[AnyRecord])
 ALERT_ADAPTER: TypeAdapter[Alert] = TypeAdapter(Alert)
 READING_ADAPTER: TypeAdapter[Reading] = TypeAdapter(Reading)

@@ -1,15 +1,11 @@
-"""Inspection records as evidence: identity, canonical form, hash chain, signature.
+"""Inspection records: the drafts a station makes, before the journal seals them in blocks.
 
-A record is a flat JSON object whose values are only strings, integers, booleans and
-nulls (decimals travel as strings). That makes the canonical form unambiguous:
-
-    canonical_bytes(record) = UTF-8 of compact JSON, keys sorted, without "hash" and
-                              "signature", non-ASCII characters unescaped
-    hash = sha256(bytes.fromhex(prev_hash) + canonical_bytes(record)).hexdigest()
-    signature = HMAC-SHA256(gateway key, bytes.fromhex(hash)).hexdigest()   (optional)
-
-The first record of a gateway has ``prev_hash`` of 64 zeros. Anyone holding the payloads
-can recompute the chain with nothing but a JSON parser and sha256.
+A record is a flat JSON object whose values are only strings, integers, booleans, nulls
+and lists of strings (decimals travel as strings, in plain notation). The functions here
+build a station's drafts as plain dicts; they carry ``site``, ``line`` and ``station`` for
+the domain's use, and the journal (:mod:`collector.gateway.journal`) moves those into the
+block it seals the records in, with ``gateway``, ``seq``, ``recorded_at`` and
+``clock_synced`` (see ``docs/evidence-format.md`` and :mod:`collector.chain.blocks`).
 """
 
 from __future__ import annotations
@@ -23,51 +19,32 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from collector.inspection.models import SCHEMA_VERSION, Characteristic
+from collector.chain.blocks import GENESIS_HASH, parse_utc_us
+from collector.inspection.models import Characteristic
 from collector.inspection.tolerance import Judgement
 from drivers.base import Reading
 
-GENESIS_HASH = "0" * 64
+__all__ = ["GENESIS_HASH", "Record", "parse_utc_us"]
+
 Record = dict[str, Any]
 
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+#: the bytes a text protocol's frame may hold and still travel as text: printable ASCII,
+#: CR, LF and TAB (JSON escapes the last three; nothing else needs escaping or decoding)
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\r\n\t"
 
 
-def canonical_bytes(record: Record) -> bytes:
-    body = {k: v for k, v in record.items() if k != "hash" and k != "signature"}
-    return _dumps(body).encode("utf-8")
+def raw_fields(raw: bytes, binary: bool) -> tuple[str, str]:
+    """A device frame as a record carries it: (``raw``, ``raw_encoding``).
 
-
-def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
-
-
-def sign(key: bytes, record_hash: str) -> str:
-    return hmac.new(key, bytes.fromhex(record_hash), hashlib.sha256).hexdigest()
-
-
-def seal(record: Record, prev_hash: str, key: bytes | None = None) -> str:
-    """Set ``prev_hash``, ``hash`` (and ``signature``) on ``record``; return its payload text.
-
-    The payload is the canonical JSON with ``hash``/``signature`` appended, so the bytes
-    stored in the journal and in InfluxDB are exactly the bytes that were hashed plus the
-    seal.
+    Binary protocols (``drivers.base.Driver.binary``: Modbus registers) always travel as
+    lower-case hex. A text protocol's frame travels as text when every byte is printable
+    ASCII, CR, LF or TAB, and as hex otherwise (line noise, a stray 0x85): decoded as
+    latin-1, such bytes put control characters like U+0085 into the JSON, which line-based
+    tools take for line breaks.
     """
-    record["prev_hash"] = prev_hash
-    record.pop("hash", None)
-    record.pop("signature", None)
-    text = _dumps(record)
-    digest = hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("utf-8")).hexdigest()
-    record["hash"] = digest
-    tail = f',"hash":"{digest}"'
-    if key is not None:
-        record["signature"] = sig = sign(key, digest)
-        tail += f',"signature":"{sig}"'
-    return text[:-1] + tail + "}"
-
-
-def recompute_hash(record: Record) -> str:
-    return chain_hash(str(record["prev_hash"]), canonical_bytes(record))
+    if not binary and not raw.translate(None, _TEXT_BYTES):  # nothing left: every byte is text
+        return raw.decode("ascii"), "text"
+    return raw.hex(), "hex"
 
 
 #: uniqueness, not secrecy, is what record ids need; os.urandom per id releases and retakes
@@ -103,14 +80,6 @@ def format_utc_us(epoch_us: int) -> str:
     return f"{text}.{us:06d}Z"
 
 
-def parse_utc_us(text: str) -> int:
-    """Inverse of :func:`format_utc_us`."""
-    import calendar
-
-    base = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
-    return base * 1_000_000 + int(text[20:26])
-
-
 def dec(v: Decimal | None) -> str | None:
     """A decimal in plain notation (never ``1E-7``), as the payload pattern requires."""
     return None if v is None else format(v, "f")
@@ -132,11 +101,12 @@ def measurement_record(
     reason_for_test: str = "ongoing",
     supersedes: str | None = None,
     reason: str | None = None,
+    binary: bool = False,
 ) -> Record:
-    """A draft measurement record. The journal adds gateway, seq, recorded_at and the seal."""
+    """A draft measurement record (``binary``: the device's protocol is binary, see :func:`raw_fields`)."""
     nominal, lsl, usl = characteristic.spec_texts
+    raw, raw_encoding = raw_fields(reading.raw, binary)
     return {
-        "schema_version": SCHEMA_VERSION,
         "kind": "measurement",
         "id": uuid7(reading.timestamp_ns // 1_000_000),
         "site": site,
@@ -162,7 +132,8 @@ def measurement_record(
         "device": reading.device,
         "channel": reading.channel,
         "measured_at": format_utc_us(reading.timestamp_ns // 1000),
-        "raw": reading.raw.decode("latin-1"),
+        "raw": raw,
+        "raw_encoding": raw_encoding,
         "reading_value": dec(reading.value),
         "reading_unit": reading.unit,
         "value": dec(judgement.value),
@@ -182,7 +153,6 @@ _CONTEXT_KEYS = ("operator", "part_number", "serial", "lot", "work_order")
 
 def _draft(kind: str, site: str, line: str, station: str, context: Context | None = None) -> Record:
     record: Record = {
-        "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "id": uuid7(),
         "site": site,
@@ -235,8 +205,10 @@ def refusal_record(
     gauge: str | None,
     gauge_calibration_due: str | None,
     characteristic: str | None,
+    binary: bool = False,
 ) -> Record:
     r = _draft("refusal", site, line, station, context)
+    raw, raw_encoding = raw_fields(reading.raw, binary)
     r.update(
         reason_code=reason_code,
         reason=reason,
@@ -246,7 +218,8 @@ def refusal_record(
         gauge_calibration_due=gauge_calibration_due,
         characteristic=characteristic,
         measured_at=format_utc_us(reading.timestamp_ns // 1000),
-        raw=reading.raw.decode("latin-1"),
+        raw=raw,
+        raw_encoding=raw_encoding,
         reading_value=dec(reading.value),
         reading_unit=reading.unit,
     )
@@ -308,3 +281,42 @@ def audit_record(
     r = _draft("audit", site, line, station)
     r.update(event=event, by=by, subject=subject, detail=detail)
     return r
+
+
+# -- schema version 1 (one hash per record) ------------------------------------------------
+# Kept only for the evidence tools (collector/evidence) until they read schema-2 blocks;
+# nothing on the write path uses them. Remove once nothing imports them.
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical_bytes(record: Record) -> bytes:
+    body = {k: v for k, v in record.items() if k != "hash" and k != "signature"}
+    return _dumps(body).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def sign(key: bytes, record_hash: str) -> str:
+    return hmac.new(key, bytes.fromhex(record_hash), hashlib.sha256).hexdigest()
+
+
+def seal(record: Record, prev_hash: str, key: bytes | None = None) -> str:
+    """Schema 1: set ``prev_hash``, ``hash`` (and ``signature``) on ``record``; return its text."""
+    record["prev_hash"] = prev_hash
+    record.pop("hash", None)
+    record.pop("signature", None)
+    text = _dumps(record)
+    digest = hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("utf-8")).hexdigest()
+    record["hash"] = digest
+    tail = f',"hash":"{digest}"'
+    if key is not None:
+        record["signature"] = sig = sign(key, digest)
+        tail += f',"signature":"{sig}"'
+    return text[:-1] + tail + "}"
+
+
+def recompute_hash(record: Record) -> str:
+    return chain_hash(str(record["prev_hash"]), canonical_bytes(record))

@@ -55,6 +55,7 @@ from collector.inspection.records import Record
 from collector.inspection.spc import ControlLimits, RuleChecker, RuleSet
 from collector.inspection.tolerance import judge
 from collector.people.register import Signature, is_person_id
+from drivers import registry
 from drivers.base import Reading, ReadingStatus
 
 __all__ = ["CommandError", "CommandRefused", "Outcome", "PeopleGate", "Refusal", "ScanError", "Station"]
@@ -190,6 +191,8 @@ class Station:
         self._monotonic = monotonic
         self._gauges = gauges
         self._devices: dict[str, DeviceSettings] = {d.id: d for d in settings.devices}
+        #: devices whose protocol is binary: their frames travel as hex in records
+        self._binary = {d.id: registry.get(d.driver_config.driver).binary for d in settings.devices}
         self._scan = re.compile(settings.scan_pattern) if settings.scan_pattern else None
         has_scanner = any(d.driver_config.driver == "scanner" for d in settings.devices)
         part = settings.part or PartContext(part_number=self.plan.part_number)
@@ -588,6 +591,7 @@ class Station:
             reason_for_test=self.reason_for_test,
             supersedes=pending["supersedes"] if pending else None,
             reason=pending["reason"] if pending else None,
+            binary=self._binary.get(reading.device, False),
         )
         if pending is not None:
             if pending.get("by"):
@@ -648,6 +652,7 @@ class Station:
             gauge=device.gauge if device else None,
             gauge_calibration_due=gauge.calibration_due.isoformat() if gauge else None,
             characteristic=characteristic,
+            binary=self._binary.get(reading.device, False),
         )
 
     # -- parts ---------------------------------------------------------------------------------

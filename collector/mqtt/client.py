@@ -1,14 +1,20 @@
-"""The paho client every process builds the same way: MQTT 5, persistent session, TLS, jittered reconnect."""
+"""The paho client every process builds the same way: MQTT 5, persistent session, TLS, jittered reconnect.
+
+:class:`BrokerLink` is what a daemon says about its broker connection: one line when it
+cannot reach the broker (with the reason), a reminder at a bounded interval while that
+lasts, one line when it is back. paho's own retry loop says nothing.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -23,8 +29,19 @@ class JitterClient(mqtt.Client):
 
     paho doubles its reconnect delay but adds no jitter, so after a broker restart every
     gateway of a plant reconnects in the same instant. We keep paho's doubling and wait a
-    random 50-100 % of it.
+    random 50-100 % of it. The doubling is capped by ``reconnect_max_delay`` (a few seconds
+    by default), so a gateway is back within seconds of its broker. The reason of the last
+    failed connection attempt is kept in :attr:`last_error` for :class:`BrokerLink`.
     """
+
+    last_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # paho retries and tells on_connect_fail, without the reason
+            self.last_error = exc
+            raise
 
     def _reconnect_wait(self) -> None:
         with self._reconnect_delay_mutex:
@@ -99,3 +116,80 @@ def reason_failed(reason_code: Any) -> bool:
         return int(reason_code) >= 0x80
     except (TypeError, ValueError):
         return False
+
+
+def error_text(exc: BaseException | None) -> str:
+    """A connection error as people read it ("Connection refused", "timed out")."""
+    if exc is None:
+        return "connection failed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc) or type(exc).__name__
+
+
+class BrokerLink:
+    """The state of one broker connection, logged once per change and reminded at an interval.
+
+    ``down(reason)`` for every failed attempt or lost connection, ``up()`` on every
+    successful connection. The first failure of an outage logs ``cannot reach broker
+    HOST:PORT: REASON``; while the outage lasts, a reminder at most every
+    ``reminder_interval`` seconds; ``up()`` after an outage logs how long it lasted.
+    """
+
+    def __init__(
+        self, address: str, logger: logging.Logger, reminder_interval: float = 60.0, clock: Any = time.monotonic
+    ) -> None:
+        self.address = address
+        self.log = logger
+        self.reminder_interval = reminder_interval
+        self._clock = clock
+        self._since: float | None = None
+        self._next_reminder = 0.0
+        self._failures = 0
+        self._said_unreachable = False
+        self.outages = 0
+
+    @property
+    def connected_since_outage(self) -> bool:
+        return self._since is None
+
+    def lost(self, reason: str) -> None:
+        """An established connection went away."""
+        if self._since is None:
+            self._begin()
+            self.log.warning("lost the connection to broker %s (%s)", self.address, reason)
+
+    def down(self, reason: str) -> None:
+        """A connection attempt failed (refused, unreachable, not authorised)."""
+        now = self._clock()
+        if self._since is None:
+            self._begin()
+        self._failures += 1
+        if not self._said_unreachable:
+            self._said_unreachable = True
+            self._next_reminder = now + self.reminder_interval
+            self.log.warning("cannot reach broker %s: %s", self.address, reason)
+        elif now >= self._next_reminder:
+            self._next_reminder = now + self.reminder_interval
+            self.log.warning(
+                "still cannot reach broker %s after %.0f s (%d attempts): %s",
+                self.address,
+                now - (self._since or now),
+                self._failures,
+                reason,
+            )
+
+    def up(self, detail: str = "") -> None:
+        if self._since is None:
+            self.log.info("connected to broker %s%s", self.address, detail)
+        else:
+            self.log.info(
+                "connected to broker %s again after %.1f s%s", self.address, self._clock() - self._since, detail
+            )
+        self._since = None
+
+    def _begin(self) -> None:
+        self._since = self._clock()
+        self._failures = 0
+        self._said_unreachable = False
+        self.outages += 1

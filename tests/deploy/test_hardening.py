@@ -51,7 +51,7 @@ CHILD = textwrap.dedent(
     config.parse(re.sub(r"\\{file: [^}]+\\}", "{file: %s}" % secret, example), "gateway.yaml")
     assert clock.kernel_synchronised() is not None
     journal = Journal(tmp / "journal.sqlite", "gw-1")
-    journal.append([{"id": "a", "kind": "audit", "station": "s", "event": "x", "schema_version": 1}])
+    journal.append([{"id": "a", "kind": "audit", "site": "s", "line": "l", "station": "s", "event": "x"}])
     assert journal_status(tmp / "journal.sqlite").last_seq == 1
     journal.close()
     ctx = ssl.create_default_context()

@@ -247,9 +247,11 @@ def _journal_with(path: Path, n: int, delivered: int, stored: int) -> None:
     )
     try:
         drafts = [
-            {"id": f"r{i}", "kind": "audit", "station": "st-10", "event": "x", "schema_version": 1} for i in range(n)
+            {"id": f"r{i}", "kind": "audit", "site": "s", "line": "l", "station": "st-10", "event": "x"}
+            for i in range(n)
         ]
-        journal.append(drafts)
+        for draft in drafts:  # one block each
+            journal.append([draft])
         if delivered:
             journal.mark_delivered([(1, delivered)])
         if stored:
@@ -278,12 +280,12 @@ def test_status_while_the_journal_is_open_reads_its_wal(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     journal = Journal(path, "gw-9")
     try:
-        journal.append([{"id": "a", "kind": "audit", "station": "st-10", "event": "x", "schema_version": 1}])
+        journal.append([{"id": "a", "kind": "audit", "site": "s", "line": "l", "station": "st-10", "event": "x"}])
         assert Path(f"{path}-wal").exists()
         st = journal_status(path)
         assert st.running and st.last_seq == 1 and st.backlog == 1
         # the read-only reader did not disturb the writer
-        journal.append([{"id": "b", "kind": "audit", "station": "st-10", "event": "x", "schema_version": 1}])
+        journal.append([{"id": "b", "kind": "audit", "site": "s", "line": "l", "station": "st-10", "event": "x"}])
         assert journal_status(path).last_seq == 2
     finally:
         journal.close()
@@ -310,6 +312,6 @@ def test_run_status_exit_codes_and_json(tmp_path: Path) -> None:
         run_status(missing, out=io.StringIO())
     assert not (tmp_path / "none.sqlite").exists()
     with sqlite3.connect(path) as db:  # not a journal at all
-        db.execute("DROP TABLE records")
+        db.execute("DROP TABLE blocks")
     with pytest.raises(Exception, match="not readable as a gateway journal"):
         run_status(cfg, out=io.StringIO())

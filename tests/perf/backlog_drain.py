@@ -6,8 +6,9 @@ Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
 
 What it does:
 
-1. fills a fresh gateway journal with ``--records`` sealed measurement records, as a
-   gateway does while its broker is away (the fill is not timed: it is the outage);
+1. fills a fresh gateway journal with ``--records`` measurement records sealed in signed
+   blocks (Ed25519, a key made for the run; ``--block-records`` per block), as a gateway
+   does while its broker is away (the fill is not timed: it is the outage);
 2. starts a real Mosquitto (``collector.testing.services.Mosquitto``) on a free loopback port and
    a :class:`collector.gateway.publisher.Publisher` on that journal;
 3. times from the publisher's start until every record is acknowledged by the broker and
@@ -35,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from collector.chain.keys import Ed25519Signer, generate  # noqa: E402
 from collector.config import MqttSettings  # noqa: E402
 from collector.gateway.journal import Journal  # noqa: E402
 from collector.gateway.publisher import Publisher  # noqa: E402
@@ -56,6 +58,13 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def signed_journal(directory: Path, gateway: str = "gw-bench", block_records: int = 1000) -> Journal:
+    """A fresh journal whose blocks are signed with a new Ed25519 key (``directory/keys``)."""
+    private, _, _ = generate(gateway, directory / "keys")
+    signer = Ed25519Signer.from_file(private)
+    return Journal(directory / "journal.sqlite", gateway, signer=signer, max_block_records=block_records)
 
 
 def fill(journal: Journal, n: int, batch: int = 2000) -> None:
@@ -88,9 +97,10 @@ def main() -> int:
     ap.add_argument("--max-records-per-message", type=int, default=500)
     ap.add_argument("--max-inflight", type=int, default=32)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--block-records", type=int, default=1000, help="records per block (gateway.max_block_records)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="backlog-drain-") as tmp:
-        journal = Journal(Path(tmp) / "journal.sqlite", "gw-bench")
+        journal = signed_journal(Path(tmp), block_records=args.block_records)
         t_fill = time.monotonic()
         fill(journal, args.records)
         fill_s = time.monotonic() - t_fill
@@ -149,6 +159,9 @@ def main() -> int:
                     "rss_peak_mb": round(peak[0], 1),
                     "rss_growth_mb": round(peak[0] - rss_start, 1),
                     "messages_sent": publisher.stats.messages_sent,
+                    "blocks_sent": publisher.stats.blocks_sent,
+                    "block_records": args.block_records,
+                    "journal_bytes_per_record": round(journal.used_bytes / args.records, 1),
                     "records_per_message": round(args.records / max(1, publisher.stats.messages_sent), 1),
                     "fill_seconds": round(fill_s, 1),
                     "max_records_per_message": args.max_records_per_message,

@@ -69,6 +69,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout, installed or n
     sys.path.insert(0, str(REPO))
 
 from collector import config as config_mod  # noqa: E402
+from collector.chain.keys import generate  # noqa: E402
 from collector.gateway.daemon import Gateway  # noqa: E402
 from collector.testing.services import Mosquitto, ServiceError  # noqa: E402
 from drivers.base import DeviceEvent, EventKind, Reading  # noqa: E402
@@ -117,7 +118,7 @@ gateway:
   site: plant-1
   line: line-a
   journal: {journal}
-mqtt:
+{signing}mqtt:
   host: {host}
   port: {port}
   topic_prefix: bench
@@ -160,11 +161,27 @@ def _characteristic_yaml(s: Spec) -> str:
     return f"      - {{{body}}}"
 
 
+def signing_yaml(workdir: Path, signing: str) -> str:
+    """The gateway's signing settings: a fresh Ed25519 key, an HMAC secret, or none."""
+    if signing == "ed25519":
+        private, _, _ = generate("gw-bench-01", workdir / "keys")
+        return f"  signing: {{key_file: {private}}}\n"
+    if signing == "hmac":
+        return "  signing_key: benchmark-secret\n"
+    return ""
+
+
 def build_config(
-    workdir: Path, broker: Mosquitto, max_records_per_message: int, max_inflight: int, max_message_bytes: int
+    workdir: Path,
+    broker: Mosquitto,
+    max_records_per_message: int,
+    max_inflight: int,
+    max_message_bytes: int,
+    signing: str = "ed25519",
 ) -> Any:
     text = CONFIG_YAML.format(
         journal=workdir / "journal.sqlite",
+        signing=signing_yaml(workdir, signing),
         host=broker.host,
         port=broker.port,
         max_records_per_message=max_records_per_message,
@@ -350,12 +367,15 @@ def wait_delivered(gateway: Gateway, records0: int, acked0: int, deadline: float
     return False
 
 
-def journal_kinds(gateway: Gateway) -> dict[str, int]:
-    """How many records of each kind the journal holds (after the run)."""
-    journal = gateway.journal
-    with journal._lock:
-        rows = journal._db.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall()
-    return {str(k): int(c) for k, c in rows}
+def io_write_bytes() -> int | None:
+    """Bytes this process caused to be written to storage (/proc/self/io write_bytes)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def git_state() -> dict[str, Any]:
@@ -437,7 +457,12 @@ def run(args: argparse.Namespace) -> int:
         log.info("mosquitto pid %s on %s:%s", broker.pid, broker.host, broker.port)
         (base / "gateway").mkdir()
         config = build_config(
-            base / "gateway", broker, args.max_records_per_message, args.max_inflight, args.max_message_bytes
+            base / "gateway",
+            broker,
+            args.max_records_per_message,
+            args.max_inflight,
+            args.max_message_bytes,
+            args.signing,
         )
         assert config.gateway is not None
 
@@ -462,12 +487,20 @@ def run(args: argparse.Namespace) -> int:
         submit = gateway.submit
         records0 = gateway.stats.records  # the gateway may journal a record of its own at start
         acked0 = gateway.publisher.stats.records_acked
-        kinds0 = journal_kinds(gateway)
+        kinds0 = dict(gateway.stats.by_kind)
+        commits0 = dict(gateway.journal.commits)
+        written0 = io_write_bytes()
+        if args.poll_cycle > 1:  # a PLC: one item per poll cycle of that many readings
+            k = args.poll_cycle
+            pool = [tuple(pool[i : i + k]) for i in range(0, len(pool) - k + 1, k)]  # type: ignore[misc]
         cpu0 = {name: thread_cpu_s(tid) for name, tid in threads.items()}
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout
-        if args.max_queued <= 0:  # as fast as possible: the queue holds whatever the gateway has not taken
+        if args.poll_cycle > 1:
+            for cycle in itertools.islice(itertools.cycle(pool), n // args.poll_cycle):
+                submit(cycle)  # type: ignore[arg-type]
+        elif args.max_queued <= 0:  # as fast as possible: the gateway's bounded queue makes this wait
             for reading in itertools.islice(itertools.cycle(pool), n):
                 submit(reading)
         else:  # as fast as the gateway takes them, never more than max_queued ahead
@@ -486,6 +519,8 @@ def run(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu1 = {name: thread_cpu_s(tid) for name, tid in threads.items()}
+        written1 = io_write_bytes()
+        commits1 = dict(gateway.journal.commits)
 
         seconds = t1 - t0
         cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -512,6 +547,16 @@ def run(args: argparse.Namespace) -> int:
             rss_at_start_mb=None if rss_start is None else round(rss_start, 1),
             journal_synchronous=sync,
             journal_fs=filesystem_of(base / "gateway"),
+            journal_bytes_per_record=round(gateway.journal.used_bytes / max(gateway.journal.head[0], 1), 1),
+            journal_commits={k: commits1[k] - commits0[k] for k in commits1},
+            journal_commits_per_s=round((commits1["append"] - commits0["append"]) / seconds, 1) if seconds else None,
+            storage_bytes_written_per_record=(
+                None if written0 is None or written1 is None else round((written1 - written0) / max(journaled, 1), 1)
+            ),
+            signing=args.signing,
+            poll_cycle=args.poll_cycle,
+            blocks_sent=pub.blocks_sent,
+            records_per_block=round(pub.records_sent / pub.blocks_sent, 1) if pub.blocks_sent else None,
             submit_seconds=round(t_submitted - t0, 3),
             max_queued=args.max_queued or None,
             readings_processed=done,
@@ -530,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
             max_message_bytes=config.mqtt.max_message_bytes,
             git=git_state(),
         )
-        kinds = journal_kinds(gateway)
+        kinds = dict(gateway.stats.by_kind)
         result["journaled_by_kind"] = {k: v - kinds0.get(k, 0) for k, v in kinds.items() if v - kinds0.get(k, 0)}
         measurements = result["journaled_by_kind"].get("measurement", 0)
         if profiles is not None:
@@ -618,6 +663,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=("cpu", "wall"),
         default="cpu",
         help="what --profile measures: each thread's CPU time (default) or wall time including GIL and I/O waits",
+    )
+    p.add_argument(
+        "--signing",
+        choices=("ed25519", "hmac", "none"),
+        default="ed25519",
+        help="how the gateway signs its blocks (default ed25519, a key made for the run)",
+    )
+    p.add_argument(
+        "--poll-cycle",
+        type=int,
+        default=1,
+        help="hand the gateway this many readings per item, as a PLC driver hands a poll cycle (default 1)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log the gateway's info messages too")
     args = p.parse_args(argv)

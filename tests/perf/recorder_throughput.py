@@ -4,11 +4,12 @@ Run on purpose, not by the test suite (pytest does not collect ``tests/perf``)::
 
     .venv/bin/python tests/perf/recorder_throughput.py [--records 200000] [--batch-size 5000]
 
-What it does: fills a gateway journal with sealed measurement records (not timed), starts
-a real Mosquitto and InfluxDB (``collector.testing.services``), a recorder (shared subscription,
-schema and hash validation of every record, batched line-protocol writes, manual acks,
-end-to-end confirmations) and a publisher on the journal, and times from the publisher's
-start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
+What it does: fills a gateway journal with measurement records sealed in signed blocks (not
+timed; ``--block-records`` per block), starts a real Mosquitto and InfluxDB
+(``collector.testing.services``), a recorder with every check on (topic, register, Ed25519
+signature, hash, each record against its model, the seq guard; batched line-protocol writes,
+manual acks, end-to-end answers) and a publisher on the journal, and times from the
+publisher's start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
 and the InfluxDB process share this 2-core machine. The design target (DESIGN.md) is
 >= 50,000 records/s from MQTT into InfluxDB. It prints one JSON line.
 """
@@ -27,10 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 # the journal is filled exactly as in the backlog benchmark (this script's own folder is on sys.path)
-from backlog_drain import fill  # noqa: E402
+from backlog_drain import fill, signed_journal  # noqa: E402
 
 from collector import config as config_mod  # noqa: E402
-from collector.gateway.journal import Journal  # noqa: E402
 from collector.gateway.publisher import Publisher  # noqa: E402
 from collector.recorder.daemon import Recorder  # noqa: E402
 from collector.store.factory import open_store  # noqa: E402
@@ -43,9 +43,10 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--max-records-per-message", type=int, default=500)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--block-records", type=int, default=200, help="records per block (a PLC's poll cycle)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
-        journal = Journal(Path(tmp) / "journal.sqlite", "gw-bench")
+        journal = signed_journal(Path(tmp), block_records=args.block_records)
         fill(journal, args.records)
         broker = Mosquitto(Path(tmp) / "mosquitto").start()
         influx = InfluxD(Path(tmp) / "influxdb").start(timeout=30)
@@ -63,6 +64,7 @@ def main() -> int:
                     "recorder": {
                         "group": "bench",
                         "client_id": "rec-bench",
+                        "keys": str(Path(tmp) / "keys"),
                         "batch_size": args.batch_size,
                         "dead_letter_file": str(Path(tmp) / "dead.jsonl"),
                     },
@@ -106,6 +108,9 @@ def main() -> int:
                     "seconds": round(seconds, 2),
                     "records_per_s": round(stored / seconds, 1),
                     "batches": recorder.stats.batches,
+                    "block_records": args.block_records,
+                    "seq_queries": recorder.stats.seq_queries,
+                    "blocks_refused": recorder.stats.blocks_refused,
                     "records_per_batch": round(stored / max(1, recorder.stats.batches), 1),
                     "batch_size": args.batch_size,
                     "max_records_per_message": args.max_records_per_message,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +17,8 @@ import pytest
 import yaml
 
 from collector import config as config_mod
+from collector.chain import blocks
+from collector.chain.keys import generate
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
@@ -47,6 +52,16 @@ PLAN = {
 }
 
 
+def gateway_key(tmp_path: Path, gateway_id: str) -> Path:
+    """A gateway's private key (made once per test), its public key in the recorders' key directory."""
+    private = tmp_path / "gateway-keys" / f"{gateway_id}.key"
+    if not private.exists():
+        generate(gateway_id, private.parent)
+        (tmp_path / "keys").mkdir(exist_ok=True)
+        shutil.copy(private.parent / f"{gateway_id}.pub", tmp_path / "keys" / f"{gateway_id}.pub")
+    return private
+
+
 def build_config(
     tmp_path: Path,
     broker: Mosquitto,
@@ -65,6 +80,7 @@ def build_config(
             "site": "plant-1",
             "line": "line-a",
             "journal": str(tmp_path / f"{gateway_id}.sqlite"),
+            "signing": {"key_file": str(gateway_key(tmp_path, gateway_id))},
             "status_interval": 1,
             "confirm_timeout": 1,
             **(gateway or {}),
@@ -81,6 +97,7 @@ def build_config(
         "recorder": {
             "group": "rec",
             "client_id": f"rec-{prefix}",
+            "keys": str(tmp_path / "keys"),
             "batch_interval": 0.05,
             "dead_letter_file": str(tmp_path / "dead-letter.jsonl"),
             "retry_min_delay": 0.1,
@@ -145,6 +162,25 @@ def caliper(tmp_path: Path) -> Iterator[MitutoyoSimulator]:
         yield sim
     finally:
         sim.close()
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    """Every record in a gateway's journal, materialised, read the way any SQLite reader may
+    (read-only: WAL allows it while the gateway writes)."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            rows = db.execute("SELECT body FROM payloads ORDER BY first_seq").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return []
+    return [r for (body,) in rows for r in blocks.read(zlib.decompress(body).decode()).materialise()]
+
+
+def journal_head(path: Path) -> int:
+    """The last seq in a gateway's journal (read-only)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()[0])
 
 
 def count_points(store: InfluxV1Store) -> int:

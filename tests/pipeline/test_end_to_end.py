@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from collector import cli
+from collector.chain import blocks
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
 from collector.store.factory import open_store
@@ -23,8 +24,6 @@ TRACE_FIELDS = (
     "id",
     "gateway",
     "seq",
-    "prev_hash",
-    "hash",
     "recorded_at",
     "clock_synced",
     "site",
@@ -50,6 +49,7 @@ TRACE_FIELDS = (
     "channel",
     "measured_at",
     "raw",
+    "raw_encoding",
     "reading_value",
     "reading_unit",
     "value",
@@ -126,18 +126,20 @@ def test_readings_become_traceable_verified_records(
     ]
 
     head = gateway.journal.head[0]
-    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    keys = str(path.parent / "keys")
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--keys", keys)
     assert code == 0, out
-    assert "RESULT: intact" in out and f"{head} record(s), seq 1..{head}" in out
+    assert "RESULT: intact" in out and f"gateway gw-test-1 (registered): {head} record(s) in" in out
+    assert f"seq 1..{head}" in out
+    assert all(r["raw_encoding"] == "text" and r["raw"].endswith("\r") for r in part1)
 
-    # delete one point: verify names the gap
+    # delete one record point: verify names it
     third = sorted(v1_store.query('SELECT "seq" FROM "inspection"'), key=lambda r: r["seq"])[2]
     v1_store.query(f'DELETE FROM "inspection" WHERE time = {third["time"]}u')
     assert count_points(v1_store) == 5
-    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--keys", keys)
     assert code == 1
-    n = third["seq"]
-    assert f"GAP: gateway gw-test-1 seq {n}: records {n}..{n} missing" in out
+    assert f"gateway gw-test-1 seq {third['seq']}:" in out, out
 
 
 def test_verify_names_an_edited_point(
@@ -161,7 +163,8 @@ def test_verify_names_an_edited_point(
     finally:
         gateway.stop()
         recorder.stop()
-    assert run_cli(capsys, "verify", "--config", str(path))[0] == 0
+    keys = str(tmp_path / "keys")
+    assert run_cli(capsys, "verify", "--config", str(path), "--keys", keys)[0] == 0
 
     # overwrite the value of the second measurement in place (same series and time): a quiet "correction"
     row = sorted(v1_store.query('SELECT * FROM "inspection"'), key=lambda r: r["seq"])[1]
@@ -171,16 +174,29 @@ def test_verify_names_an_edited_point(
         for k in ("characteristic", "gateway", "kind", "line", "part_number", "site", "station", "verdict")
     )
     v1_store.write_lines([f"inspection,{tags} value=12.0 {row['time']}"])
-    code, out, _ = run_cli(capsys, "verify", "--config", str(path))
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--keys", keys)
     assert code == 1
-    assert f"ALTERED: gateway gw-test-1 seq {n}" in out and "value stored 12" in out
+    assert f"ALTERED: gateway gw-test-1 seq {n}" in out, out
 
-    # and a payload rewritten to match: the hash no longer does
-    record = json.loads(row["payload"])
-    record["reading_value"] = record["value"] = record["judged_value"] = "12.000"
-    forged = json.dumps(record, separators=(",", ":")).replace("\\", "\\\\").replace('"', '\\"')
-    v1_store.write_lines([f'inspection,{tags} value=12.0,judged_value=12.0,payload="{forged}" {row["time"]}'])
-    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--json")
+    # and the block rewritten to match, its hash computed again: the signature no longer matches
+    block_row = next(b for b in v1_store.query('SELECT * FROM "block"') if b["first_seq"] <= n <= b["last_seq"])
+    block = blocks.read(block_row["payload"])
+    records = [dict(r, reading_value="12.000", value="12.000", judged_value="12.000") for r in block.records]
+    forged = blocks.seal(
+        records, gateway=block.gateway, site=block.site, line=block.line, station=block.station,
+        first_seq=block.first_seq, recorded_at=block.recorded_at, clock_synced=block.clock_synced,
+        prev_hash=block.prev_hash, signer=None,
+    )  # fmt: skip
+    text = forged.text.replace('"key_id":null', f'"key_id":"{block.key_id}"')  # claims the gateway's key
+    text = blocks.seal_text(text[: text.rfind(',"hash"')] + "}", None)[0][:-1] + f',"signature":"{"00" * 64}"}}'
+    tags = f"gateway={block.gateway},line={block.line},site={block.site},station={block.station}"
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    digest = blocks.read(text).hash
+    v1_store.write_lines([f'block,{tags} hash="{digest}",payload="{escaped}" {block_row["time"]}'])
+    code, out, _ = run_cli(capsys, "verify", "--config", str(path), "--keys", keys, "--json")
     assert code == 1
     report = json.loads(out)
-    assert any(f["kind"] == "altered" and f["seq"] == n and "hash" in f["detail"] for f in report["findings"])
+    kinds = {(f["kind"], f["seq"]) for f in report["findings"]}
+    assert ("FORGED", block.first_seq) in kinds, report["findings"]
+    # the gateway's checkpoint at stop (stored by the recorder) names the genuine head block
+    assert any(k == "REHASHED" for k, _ in kinds), report["findings"]

@@ -3,7 +3,6 @@ a recorder away while far more than Mosquitto's default 1,000 messages are queue
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,26 +16,19 @@ from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import Daemon, all_records, count_all, count_points, stored_seqs
-
-
-def journaled(path: Path) -> int:
-    """Records in a gateway's journal, read the way any SQLite reader may (WAL allows it)."""
-    if not path.exists():
-        return 0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        try:
-            return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
+from tests.pipeline.conftest import (
+    Daemon,
+    all_records,
+    count_all,
+    count_points,
+    journal_head,
+    journal_records,
+    stored_seqs,
+)
 
 
 def journal_values(path: Path) -> list[str]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT payload FROM records ORDER BY seq").fetchall()
-    import json
-
-    return [r["reading_value"] for r in (json.loads(p) for (p,) in rows) if r["kind"] == "measurement"]
+    return [r["reading_value"] for r in journal_records(path) if r["kind"] == "measurement"]
 
 
 def burst(sim: MitutoyoSimulator, n: int, start: int = 0) -> list[Decimal]:
@@ -63,11 +55,6 @@ def prime_session(cfg: Config) -> None:
 def connected_count(daemon: Daemon) -> int:
     """How often the daemon's log says the caliper's port was opened (pyserial flushes on open)."""
     return daemon.log.read_text().count("device caliper-1 connected") if daemon.log.exists() else 0
-
-
-def journal_head(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
 
 
 def assert_exactly_once(store: InfluxV1Store, measurements: int, head: int) -> None:
@@ -165,7 +152,8 @@ def test_recorder_away_while_thousands_of_messages_queue(
 ) -> None:
     """Mosquitto's default would keep 1,000 and drop the rest silently; ours keeps all."""
     n = 3000
-    _, cfg = stack_config(mqtt={"max_records_per_message": 1, "max_inflight": 100})
+    # one record per block and per message: thousands of messages queue for the recorder
+    _, cfg = stack_config(mqtt={"max_records_per_message": 1, "max_inflight": 100}, gateway={"max_block_records": 1})
     prime_session(cfg)
     gateway = Gateway(cfg)
     gateway.start()

@@ -72,8 +72,13 @@ class Operator:
         self.client.loop_stop()
 
 
+def keys_of(path: str | Path) -> str:
+    """The recorders' key directory the pipeline configuration sits beside."""
+    return str(Path(path).parent / "keys")
+
+
 def history(capsys: pytest.CaptureFixture[str], path: str, *args: str) -> list[dict[str, Any]]:
-    assert cli.main(["trace", "--config", path, *args]) == 0
+    assert cli.main(["trace", "--config", path, "--keys", keys_of(path), *args]) == 0
     return list(json.loads(capsys.readouterr().out))
 
 
@@ -203,11 +208,14 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
     ]
     # the original out-of-tolerance value is still there, unchanged
     assert d1[0]["judged_value"] == "12.035"
-    assert cli.main(["verify", "--config", str(path)]) == 0
+    assert cli.main(["verify", "--config", str(path), "--keys", keys_of(path)]) == 0
     assert "RESULT: intact" in capsys.readouterr().out
 
     # the quality team's exports of the same history
-    assert cli.main(["trace", "--config", str(path), "--serial", "HX000001", "--format", "dfq"]) == 0
+    assert (
+        cli.main(["trace", "--config", str(path), "--keys", keys_of(path), "--serial", "HX000001", "--format", "dfq"])
+        == 0
+    )
     dfq = capsys.readouterr().out
     assert "K1001 HX-4711" in dfq and "K2001/1 D1" in dfq
     values = [line for line in dfq.splitlines() if line.startswith(("K0001/1 ", "K0002/1 "))]
@@ -245,7 +253,7 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
 
 
 def records(gateway: Gateway) -> list[dict[str, Any]]:
-    return [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+    return [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
 
 
 def test_an_overdue_gauge_is_refused_recorded_and_alerted(
@@ -310,11 +318,14 @@ def test_verify_report_for_an_auditor_over_a_station_and_time_range(
     finally:
         gateway.stop()
         recorder.stop()
-    assert cli.main(["verify", "--config", str(path), "--station", "st-10", "--from", "2020-01-01"]) == 0
+    keys = keys_of(path)
+    assert (
+        cli.main(["verify", "--config", str(path), "--keys", keys, "--station", "st-10", "--from", "2020-01-01"]) == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("EVIDENCE VERIFICATION REPORT")
-    assert f"gateway gw-test-1: {head} record(s), seq 1..{head}" in out
+    assert f"gateway gw-test-1 (registered): {head} record(s) in" in out and f"seq 1..{head}" in out
     assert "stations st-10 (" in out and "measurement 4" in out and "part 2" in out
     assert "time range   2020-01-01 .. now" in out and "RESULT: intact" in out
-    assert cli.main(["verify", "--config", str(path), "--station", "elsewhere"]) == 0
-    assert "no records found" in capsys.readouterr().out
+    assert cli.main(["verify", "--config", str(path), "--keys", keys, "--station", "elsewhere"]) == 0
+    assert "no gateways found" in capsys.readouterr().out

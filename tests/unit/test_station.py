@@ -15,7 +15,7 @@ from collector import config as config_mod
 from collector.config import CalibrationPolicy, Config
 from collector.gateway.intake import PeopleRules
 from collector.gateway.journal import Journal
-from collector.inspection.models import RECORD_ADAPTER
+from collector.inspection.models import RECORDS_ADAPTER
 from collector.inspection.records import format_utc_us
 from collector.inspection.station import CommandError, CommandRefused, Outcome, Refusal, ScanError, Station
 from collector.people.accounts import hash_password
@@ -366,9 +366,10 @@ def test_drafts_become_valid_records_through_the_journal(tmp_path: Path) -> None
     drafts = [record(s.handle(reading(v, n=i))) for i, v in enumerate([*PART, "11.970"])]
     j = Journal(tmp_path / "j.sqlite", "gw-1", clock_us=lambda: AT_NS // 1000)
     try:
-        sealed = j.append(drafts, {"station:st-10": s.state()})
-        models = [RECORD_ADAPTER.validate_json(x.payload) for x in sealed]
-        assert [(m.seq, m.characteristic, m.serial, m.verdict) for m in models] == [
+        (sealed,) = j.append(drafts, {"station:st-10": s.state()})  # one station, one block
+        models = RECORDS_ADAPTER.validate_python(sealed.block.records)
+        seqs = range(sealed.block.first_seq, sealed.block.last_seq + 1)
+        assert [(n, m.characteristic, m.serial, m.verdict) for n, m in zip(seqs, models, strict=True)] == [
             (1, "D1", "SN-00001", "pass"),
             (2, "L1", "SN-00001", "pass"),
             (3, "T1", "SN-00001", "pass"),
@@ -472,7 +473,7 @@ def valid(drafts: list[dict[str, Any]], tmp_path: Path) -> list[Any]:
     """The drafts sealed by a journal and read back through the record schema (the recorder's check)."""
     j = Journal(tmp_path / "j.sqlite", "gw-1", clock_us=lambda: AT_NS // 1000)
     try:
-        return [RECORD_ADAPTER.validate_json(x.payload) for x in j.append(drafts, {})]
+        return [m for sealed in j.append(drafts, {}) for m in RECORDS_ADAPTER.validate_python(sealed.block.records)]
     finally:
         j.close()
 
