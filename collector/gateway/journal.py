@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS blocks (
 );
 CREATE INDEX IF NOT EXISTS blocks_new ON blocks(first_seq) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS blocks_sent ON blocks(first_seq) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS blocks_time ON blocks(recorded_us);
 CREATE TABLE IF NOT EXISTS payloads (first_seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS refusals (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, at_us INTEGER NOT NULL,
@@ -103,8 +104,13 @@ NEW, SENT, STORED, REFUSED, DAMAGED = 0, 1, 2, 3, 4
 STATE_NAMES = {NEW: "new", SENT: "sent", STORED: "stored", REFUSED: "refused", DAMAGED: "damaged"}
 #: final states: nothing more happens to these blocks, they may be pruned
 _SETTLED = (STORED, REFUSED, DAMAGED)
-#: record kinds a command looks up by id (a disposition names its nonconformance)
+#: record kinds indexed by id (a disposition names its nonconformance); any other record is
+#: found from the time in its UUIDv7 id (see :meth:`Journal.find`), which costs no row per record
 _FINDABLE = frozenset({"nonconformance"})
+#: how far from the time in a record's id :meth:`Journal.find` looks (µs, widening), and how
+#: many blocks it opens at most: a record is journaled within seconds of its id's time
+_FIND_WINDOWS_US = (5_000_000, 300_000_000, 6 * 3_600_000_000)
+_FIND_MAX_BLOCKS = 20_000
 #: keys of a station's draft that the block carries for all its records
 _DRAFT_ONLY = frozenset({"site", "line", "station"})
 
@@ -742,13 +748,46 @@ class Journal:
         return None if block is None else block.materialise()[seq - block.first_seq]
 
     def find(self, record_id: str) -> Record | None:
-        """A nonconformance still in the journal, materialised, by its id."""
+        """A record still in the journal, materialised, by its id.
+
+        Nonconformances are indexed by id. Other records are looked for in the blocks
+        journaled around the time their UUIDv7 id carries (records are journaled within
+        seconds of it), in windows that widen up to hours, opening at most
+        ``_FIND_MAX_BLOCKS`` blocks: a person's command on a record is rare; an index row per
+        record would cost every record its bytes and time.
+        """
         with self._lock:
             row = self._db.execute("SELECT first_seq FROM finds WHERE id = ?", (record_id,)).fetchone()
-        block = None if row is None else self.block(int(row[0]))
-        if block is None:
+        if row is not None:
+            block = self.block(int(row[0]))
+            return None if block is None else next((r for r in block.materialise() if r["id"] == record_id), None)
+        at_us = _uuid7_us(record_id)
+        if at_us is None:
             return None
-        return next((r for r in block.materialise() if r["id"] == record_id), None)
+        opened: set[int] = set()
+        for half in _FIND_WINDOWS_US:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT first_seq FROM blocks WHERE recorded_us BETWEEN ? AND ? "
+                    "ORDER BY abs(recorded_us - ?) LIMIT ?",
+                    (at_us - half, at_us + half, at_us, _FIND_MAX_BLOCKS),
+                ).fetchall()
+            for (first,) in rows:
+                if first in opened:
+                    continue
+                if len(opened) >= _FIND_MAX_BLOCKS:
+                    return None
+                opened.add(first)
+                try:
+                    block = self.block(int(first))
+                except BlockError:  # damaged: the self-check reports it
+                    continue
+                if block is None:
+                    continue
+                for r in block.records:
+                    if r.get("id") == record_id:
+                        return block.materialise()[block.records.index(r)]
+        return None
 
     def iter_blocks(self, after_seq: int = 0, chunk: int = 200) -> Iterator[tuple[Block, str]]:
         """Every block still in the journal with its state name, in order, streamed."""
@@ -911,3 +950,12 @@ def read_status(path: str | Path) -> dict[str, Any]:
         "refusals": refusals,
         "damaged": damaged,
     }
+
+
+_UUID7 = re.compile(r"^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def _uuid7_us(record_id: str) -> int | None:
+    """The Unix time (µs) in a UUIDv7 (RFC 9562 §5.7: the first 48 bits are milliseconds)."""
+    m = _UUID7.match(record_id)
+    return None if m is None else int(m.group(1) + m.group(2), 16) * 1000

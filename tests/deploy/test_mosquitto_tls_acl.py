@@ -399,7 +399,7 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
         for value in ("12.001", "12.09"):  # a pass and an out-of-tolerance value (an alert, an NC)
             caliper.send_value(Decimal(value))
         wait_for(lambda: gateway.stats.measurements == 2, what="two measurements")
-        journal = [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+        journal = [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
         failed = next(r for r in journal if r["kind"] == "measurement" and r["verdict"] == "fail")
         nc = next(r for r in journal if r["kind"] == "nonconformance")
         with connect(secured_broker, "dashboard-1") as dashboard, connect(secured_broker, "panel-1") as panel:
@@ -447,7 +447,7 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
             what="the alert in InfluxDB",
         )
         assert alerts[0]["kind"] == "out_of_tolerance"
-        journal = [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+        journal = [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
     finally:
         gateway.stop()
         recorder.stop()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from collector import config as config_mod
+from collector.chain.keys import KeyRing
 from collector.dashboard.app import Dashboard
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
@@ -101,8 +102,14 @@ def sign_in(context: BrowserContext, url: str, name: str) -> Page:
     return page
 
 
+def register(cfg: config_mod.Config) -> KeyRing:
+    """The register of gateways the test's recorder checks against (the dashboard's too)."""
+    assert cfg.recorder is not None
+    return KeyRing.load(cfg.recorder.keys)
+
+
 def journal(gateway: Gateway) -> list[dict[str, Any]]:
-    return [json.loads(p) for _, p, _ in gateway.journal.iter_payloads()]
+    return [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
 
 
 def test_alerts_live_acknowledgement_station_status_and_traceability(
@@ -120,7 +127,9 @@ def test_alerts_live_acknowledgement_station_status_and_traceability(
     recorder = Recorder(cfg, open_store(cfg.influxdb))
     recorder.start()
     gateway = Gateway(cfg)
-    dashboard = Dashboard(cfg, DashboardSettings(port=0, users=users, shift_timezone="UTC"), open_store(cfg.influxdb))
+    dashboard = Dashboard(
+        cfg, DashboardSettings(port=0, users=users, shift_timezone="UTC"), open_store(cfg.influxdb), keys=register(cfg)
+    )
     gateway_running = False
     contexts: list[BrowserContext] = []
     try:
@@ -210,7 +219,7 @@ def test_alerts_live_acknowledgement_station_status_and_traceability(
         # -- traceability: the same records as `collector trace`, and the CSV download ---------------
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
-        expected_rows = trace(v1_store, TraceFilter(serial="HX000001"))
+        expected_rows = trace(v1_store, TraceFilter(serial="HX000001"), register(cfg))
         sam.click("nav a[href='/trace']")
         sam.fill("#f-serial", "HX000001")
         sam.click("#search")
@@ -263,7 +272,7 @@ def test_a_wrong_password_is_refused_and_an_expired_session_goes_back_to_sign_in
     _, cfg = stack_config()
     assert cfg.influxdb is not None
     settings = DashboardSettings(port=0, users=users, session_ttl=2.0, shift_timezone="UTC")
-    dashboard = Dashboard(cfg, settings, open_store(cfg.influxdb))
+    dashboard = Dashboard(cfg, settings, open_store(cfg.influxdb), keys=register(cfg))
     dashboard.start()
     context = browser.new_context(viewport=VIEWPORT)
     try:
@@ -312,7 +321,9 @@ def test_live_records_arrive_as_sealed_blocks_through_the_broker(
 
     _, cfg = stack_config()
     assert cfg.influxdb is not None
-    dashboard = Dashboard(cfg, DashboardSettings(port=0, users=users, shift_timezone="UTC"), open_store(cfg.influxdb))
+    dashboard = Dashboard(
+        cfg, DashboardSettings(port=0, users=users, shift_timezone="UTC"), open_store(cfg.influxdb), keys=register(cfg)
+    )
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="block-publisher", protocol=mqtt.MQTTv5)
     context = browser.new_context(viewport=VIEWPORT)
     try:

@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from collector import config as config_mod
+from collector.chain.keys import KeyRing
+from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
 from collector.gateway.operator_view import MAX_BODY, OperatorView
 from collector.inspection.commands import parse_request
@@ -107,7 +109,7 @@ def view_of(gateway: Gateway) -> OperatorView:
 
 def measurements(gateway: Gateway) -> list[dict[str, Any]]:
     """The measurement records in the gateway's journal, in order."""
-    records = (json.loads(payload) for _, payload, _ in gateway.journal.iter_payloads())
+    records = (r for block, _ in gateway.journal.iter_blocks() for r in block.materialise())
     return [r for r in records if r["kind"] == "measurement"]
 
 
@@ -255,7 +257,7 @@ def test_badge_label_and_caliper_values_show_live_on_the_screen(
         ("L1", "12.08", "fail"),
     ]
     assert {(r["operator"], r["serial"], r["lot"]) for r in records} == {("op-42", "HX000123", "L-7")}
-    journal = [json.loads(payload) for _, payload, _ in gateway.journal.iter_payloads()]
+    journal = [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
     (refused,) = [r for r in journal if r.get("event") == "command_refused"]  # the wrong PIN, on record
     assert (refused["by"], refused["subject"], refused["detail"]) == (
         "op-42",
@@ -386,12 +388,16 @@ def test_remeasure_through_the_dialog_supersedes_the_first_value(
                 "secret",
             )
 
-            def stored() -> list[dict[str, Any]]:
-                rows = v1_store.query('SELECT "payload" FROM "inspection"')
-                return [json.loads(r["payload"]) for r in rows]
+            assert cfg.recorder is not None
+            register = KeyRing.load(cfg.recorder.keys)
 
-            wait_for(lambda: len(stored()) == 2, timeout=15, what="both records in InfluxDB")
-            in_db = {r["id"]: r for r in stored()}
+            def stored() -> dict[str, dict[str, Any]]:
+                found = trace(v1_store, TraceFilter(serial="HX000200", characteristic="D1"), register)
+                assert all(r["verified"] for r in found), [r["verification"] for r in found]
+                return {r["id"]: r for r in found}
+
+            wait_for(lambda: {first["id"], second["id"]} <= set(stored()), timeout=15, what="both records in InfluxDB")
+            in_db = stored()
             assert in_db[second["id"]]["supersedes"] == first["id"]
             assert second["reason_for_test"] == "patrol"
 
@@ -596,7 +602,7 @@ def test_commands_answer_ok_or_a_readable_error(plain_gateway: Gateway, caliper:
 
 
 def journal_of(gateway: Gateway) -> list[dict[str, Any]]:
-    return [json.loads(payload) for _, payload, _ in gateway.journal.iter_payloads()]
+    return [r for block, _ in gateway.journal.iter_blocks() for r in block.materialise()]
 
 
 def refusals(gateway: Gateway) -> list[tuple[str | None, str, str]]:

@@ -108,7 +108,10 @@ def test_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "valid" in out and "2 station(s), 2 device(s), 1 plan(s), 2 gauge(s)" in out
 
 
-def test_demo_config_is_valid_once_the_demo_made_its_keys(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_config_is_valid_once_the_demo_made_its_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # its paths are relative: in a fresh directory no demo has run yet
     assert config_mod.load(DEMO).gateway is not None  # the file itself is valid
     # check-config checks what the daemons would: the keys `collector demo` makes are not there yet
     code, _, err = check(DEMO, capsys)
