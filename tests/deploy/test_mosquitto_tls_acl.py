@@ -43,6 +43,8 @@ from simulators.mitutoyo import MitutoyoSimulator
 from tests.conftest import require_binary
 from tests.deploy.conftest import DEPLOY, need
 from tests.helpers import wait_for
+from tests.pipeline.blockmaker import make_block, signer_for
+from tests.pipeline.blockmaker import measurement as bm_measurement
 from tests.pipeline.conftest import build_config, count_all
 from tests.pipeline.people import signer, write_register
 
@@ -431,6 +433,28 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
             assert long_reason["error"] == "reason is longer than 200 characters"
             disposed = ask(panel, cmd, "dispose", signer=signer("qe-7"), nonconformance_id=nc["id"], decision="scrap")
             assert disposed["ok"] and len(disposed["records"]) == 1
+        # a rogue gateway (gw-02's account, on the only station topic the ACL grants it) sends the
+        # "next" block of gw-test-1, signed with a key of its own: dead-lettered, nothing stored
+        head_seq, head_hash = gateway.journal.head
+        rogue = signer_for(tmp_path / "rogue", "gw-test-1")
+        forged = make_block(
+            [bm_measurement("11.000", serial="HX000001")],
+            gateway="gw-test-1",
+            first_seq=head_seq + 1,
+            prev_hash=head_hash,
+            signer=rogue,
+            at_us=time.time_ns() // 1000,
+            station="st-30",
+        )
+        with connect(secured_broker, "gw-02") as intruder:
+            reason = intruder.publish("qc/plant-1/line-b/st-30/record", forged.text.encode())
+            assert not reason.is_failure  # the broker lets gw-02 write there; the recorder decides
+        wait_for(lambda: recorder.stats.dead_letters == 1, what="the forged block dead-lettered")
+        assert rec_cfg.recorder is not None
+        dead_letters = Path(rec_cfg.recorder.dead_letter_file).read_text()
+        (entry,) = [json.loads(line) for line in dead_letters.splitlines()]
+        assert (entry["gateway"], entry["first_seq"], entry["reported"]) == ("gw-test-1", head_seq + 1, False)
+        assert entry["reason"] and entry["payload"] == forged.text
         journaled = gateway.stats.records
         wait_for(
             lambda: gateway.publisher.stats.records_confirmed >= journaled,
@@ -439,8 +463,8 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
         )
         assert gateway.stats.alerts >= 1
         assert gateway.publisher.stats.refused == 0
-        assert recorder.stats.records_written >= journaled and recorder.stats.dead_letters == 0
-        assert count_all(recorder.store) == journaled  # type: ignore[arg-type]
+        assert recorder.stats.records_written >= journaled and recorder.stats.dead_letters == 1
+        assert count_all(recorder.store) == journaled  # type: ignore[arg-type]  # the forged record is not
         # the recorder reads alerts: a deployed system keeps them in InfluxDB
         alerts = wait_for(
             lambda: recorder.store.query(f'SELECT * FROM "alert" WHERE "record_id" = \'{failed["id"]}\''),
