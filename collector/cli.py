@@ -13,18 +13,35 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from collector import config as config_mod
 from collector.errors import CollectorError, ConfigError
 
 if TYPE_CHECKING:
+    from collector import config as config_mod
     from collector.chain.keys import KeyRing
     from collector.evidence.trace import TraceFilter
 
 log = logging.getLogger("collector")
 
+
+class _LazyConfig:
+    """``collector.config``, imported on first use: validating the whole configuration costs
+    ~110 ms of imports (pydantic models of the inspection domain) that ``collector trace``,
+    which reads the ``influxdb`` section alone, should not pay."""
+
+    def __getattr__(self, name: str) -> Any:
+        import collector.config
+
+        return getattr(collector.config, name)
+
+
+if not TYPE_CHECKING:
+    config_mod = _LazyConfig()
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # verification found a problem, or a command failed at run time
 EXIT_CONFIG = 2  # invalid configuration or usage
+#: the daemons ``check-config --role`` knows (``collector.config.ROLES``; a test keeps them equal)
+DAEMON_ROLES = ("dashboard", "gateway", "recorder")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -185,10 +202,15 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
 def _keys(args: argparse.Namespace, cfg: config_mod.Config) -> KeyRing | None:
     """The register of gateways and their public keys: ``--keys DIR``, else the recorder's
     ``recorder.keys`` in the configuration, else None (signatures are then not checked)."""
+    return _key_ring(args, cfg.recorder.keys if cfg.recorder is not None else None)
+
+
+def _key_ring(args: argparse.Namespace, configured: Path | None) -> KeyRing | None:
+    """:func:`_keys` with the configuration's ``recorder.keys`` given (or None)."""
     directory = getattr(args, "keys", None)
     option = "--keys"
-    if not directory and cfg.recorder is not None:
-        directory = getattr(cfg.recorder, "keys", None)
+    if not directory and configured is not None:
+        directory = configured
         option = "recorder.keys"
     if not directory:
         return None
@@ -242,9 +264,9 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from collector.evidence.trace import trace_evidence, write_csv, write_json
     from collector.store.factory import open_store
+    from collector.store.settings import load_store_section
 
-    cfg = _load(args.config, "influxdb")
-    assert cfg.influxdb is not None
+    influx, register = load_store_section(args.config)
     flt = _filter(args)
     if flt.empty():
         raise ConfigError(
@@ -257,8 +279,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 )
             ],
         )
-    keys = _keys(args, cfg)
-    store = open_store(cfg.influxdb)
+    keys = _key_ring(args, register)
+    store = open_store(influx)
     try:
         # the complete history: invalidations and dispositions written without the part's
         # context are found by the ids they point at
@@ -271,7 +293,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if keys is None and found.records:
         print("signatures not checked (no --keys): every record is marked unverified", file=sys.stderr)
     if args.format == "dfq":
-        code = _write_dfq(cfg, found.records, args)
+        code = _write_dfq(_load(args.config), found.records, args)  # the plans name the parts (K1002)
     else:
         (write_csv if args.format == "csv" else write_json)(found.records, sys.stdout)
         print(f"{len(found.records)} record(s) from {found.blocks} block(s)", file=sys.stderr)
@@ -438,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a configuration file as the daemons would (exit 2 if invalid)")
     p.add_argument("file")
-    p.add_argument("--role", choices=sorted(config_mod.ROLES), help="check only what this daemon needs")
+    p.add_argument("--role", choices=DAEMON_ROLES, help="check only what this daemon needs")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("keygen", help="make a gateway's Ed25519 key pair (private .key, public .pub)")

@@ -14,67 +14,30 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
-    SecretStr,
     SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from collector.config_file import Identifier, Secret, _Section, format_errors, read_yaml, where
 from collector.errors import ConfigError
 from collector.inspection.commands import ALWAYS_SIGNED, COMMANDS
 from collector.inspection.models import Gauge, InspectionPlan, PersonId
-from collector.people.accounts import DashboardSettings, placeholder_problem
+from collector.people.accounts import DashboardSettings
 from collector.people.register import UserRegister
+from collector.store.settings import InfluxSettings
 from drivers import registry
 from drivers.base import DriverConfig
-
-
-def _resolve_secret(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        if set(value) == {"env"}:
-            name = str(value["env"])
-            if name not in os.environ:
-                raise ValueError(f"environment variable {name} is not set")
-            return os.environ[name]
-        if set(value) == {"file"}:
-            path = Path(str(value["file"]))
-            try:
-                return path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
-        raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
-    return value
-
-
-def _real_secret(value: SecretStr) -> SecretStr:
-    problem = placeholder_problem(value.get_secret_value())
-    if problem is not None:
-        raise ValueError(f"the secret {problem}")
-    return value
-
-
-#: a password, token or key: refused when empty or a placeholder ("changeme"), so that a
-#: daemon installed from the examples does not start with a secret everybody knows
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret), AfterValidator(_real_secret)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TlsSettings(_Section):
@@ -104,31 +67,6 @@ class MqttSettings(_Section):
     reconnect_max_delay: float = Field(default=3.0, gt=0, le=60)
     #: while the broker cannot be reached, a reminder in the log every this many seconds
     outage_reminder: float = Field(default=60.0, ge=1)
-
-
-class InfluxV1Settings(_Section):
-    kind: Literal["v1"] = "v1"
-    url: str = "http://127.0.0.1:8086"
-    database: Identifier = "quality"
-    retention_policy: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    timeout: float = Field(default=10.0, gt=0)
-
-
-class InfluxV2Settings(_Section):
-    kind: Literal["v2"]
-    url: str
-    token: Secret
-    org: str
-    bucket: str
-    #: the database name of the DBRP mapping that InfluxQL queries use (default: the bucket)
-    database: str | None = None
-    retention_policy: str | None = None
-    timeout: float = Field(default=10.0, gt=0)
-
-
-InfluxSettings = Annotated[InfluxV1Settings | InfluxV2Settings, Field(discriminator="kind")]
 
 
 class CalibrationPolicy(_Section):
@@ -586,74 +524,9 @@ def check_role(cfg: Config, role: str) -> None:
         raise ConfigError(cfg._source, problems)
 
 
-def _where(root: yaml.Node | None, loc: Sequence[int | str]) -> str:
-    where = _loc_path(loc)
-    line = _line_of(root, loc)
-    return f"line {line}: {where}" if line is not None else where
-
-
-def _loc_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _clean_loc(loc: Sequence[int | str]) -> list[int | str]:
-    """Drop pydantic's internal steps (union tags, our driver_config wrapper, validators)."""
-    out: list[int | str] = []
-    for part in loc:
-        if part in ("driver_config", "v1", "v2") or (isinstance(part, str) and part.startswith("function-")):
-            continue
-        out.append(part)
-    return out
-
-
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    """The 1-based line in the YAML file where the field at ``loc`` (or its nearest parent) is."""
-    line = None if node is None else node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
-
-
-def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = _clean_loc(err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (misspelt, or not valid here)"
-        problems.append((_where(root, loc), msg))
-    return problems
-
-
-def _read_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    """The YAML's node tree (for line numbers) and its data; ConfigError when it is not YAML."""
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [(where, f"not valid YAML: {reason}")]) from None
-
-
 def parse(text: str, source: str = "<config>") -> Config:
     """Parse and validate YAML text; raise :class:`ConfigError` naming source, field, reason."""
-    root, data = _read_yaml(text, source)
+    root, data = read_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -661,10 +534,10 @@ def parse(text: str, source: str = "<config>") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _format_errors(exc, root)) from None
+        raise ConfigError(source, format_errors(exc, root)) from None
     refs = reference_problems(cfg)
     if refs:
-        raise ConfigError(source, [(_where(root, loc), msg) for loc, msg in refs])
+        raise ConfigError(source, [(where(root, loc), msg) for loc, msg in refs])
     cfg._source = source
     if cfg.gateway is not None and cfg.gateway.people is not None:
         cfg._register = load_register(cfg.gateway.people.register_file)
@@ -673,13 +546,13 @@ def parse(text: str, source: str = "<config>") -> Config:
 
 def parse_register(text: str, source: str) -> UserRegister:
     """A user register from YAML text; ConfigError naming the file, line, field and reason."""
-    root, data = _read_yaml(text, source)
+    root, data = read_yaml(text, source)
     if not isinstance(data, dict) or set(data) - {"users"}:
         raise ConfigError(source, [("(top level)", "a user register is a mapping with one key, users")])
     try:
         return UserRegister.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _format_errors(exc, root)) from None
+        raise ConfigError(source, format_errors(exc, root)) from None
 
 
 def load_register(path: str | os.PathLike[str]) -> UserRegister:

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collector.config_file import placeholder_problem
+
 UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
 
 
@@ -170,23 +172,8 @@ def checked_hash(stored: str) -> str:
     return stored
 
 
-#: what installers, examples and tutorials write where a secret belongs: a daemon refuses to
-#: start with one of these (compared without case, spaces, dashes and underscores)
-PLACEHOLDERS = frozenset(
-    {"changeme", "changeit", "change", "password", "passw0rd", "secret", "example", "default", "admin", "test", "xxx"}
-)
 #: PINs and passwords nobody should be allowed to choose
 _TRIVIAL = frozenset({"0000", "1111", "1234", "12345", "123456", "4321", "9999", "0123", "2580", "qwerty"})
-
-
-def placeholder_problem(secret: str) -> str | None:
-    """Why ``secret`` is not a real secret (empty, or a placeholder such as "changeme"), or None."""
-    if not secret.strip():
-        return "is empty"
-    folded = "".join(c for c in secret.lower() if c not in " -_.")
-    if folded in PLACEHOLDERS or folded.startswith("changeme") or (secret.startswith("<") and secret.endswith(">")):
-        return "is a placeholder: put the real secret there"
-    return None
 
 
 def weak_secret_problem(plain: str) -> str | None:
