@@ -423,7 +423,9 @@ def _finish(
         station_records = trace(store, TraceFilter(station=cfg.stations[0].id), register)
         first = [r for r in station_records if r.get("serial")][:1]
         history = trace(store, TraceFilter(serial=first[0]["serial"]), register) if first else []
-        without_operator = [r["seq"] for r in station_records if r["kind"] == "measurement" and not r.get("operator")]
+        every_record = trace(store, TraceFilter(start="2000-01-01"), register, related=False)
+        without_operator = [r["seq"] for r in every_record if r["kind"] == "measurement" and not r.get("operator")]
+        unverified = [r["seq"] for r in every_record if not r.get("verified")]
     finally:
         store.close()
     bad_frames = sum(n for key, n in gateway.stats.device_events.items() if key.endswith(":bad_frame"))
@@ -456,6 +458,8 @@ def _finish(
     print(verified.stdout + verified.stderr, flush=True)
     if stored != head:
         raise DemoFailed(f"{head} record(s) journaled but {stored} in InfluxDB")
+    if unverified:
+        raise DemoFailed(f"{len(unverified)} record(s) read back did not verify (seq {unverified[:5]})")
     if without_operator:
         raise DemoFailed(f"{len(without_operator)} measurement(s) without an operator (seq {without_operator[:5]})")
     if verified.returncode != 0:
