@@ -23,7 +23,7 @@ from simulators.cli import build_parser
 from tests.drivers.cases import CASES, DriverCase, Peer, Setup
 
 if TYPE_CHECKING:
-    from conftest import BuildDriver, Collector
+    from tests.drivers.conftest import BuildDriver, Collector
 
 DEVICE = "device-1"
 MakeDriver = Callable[..., Driver]
@@ -167,7 +167,7 @@ def test_garbage_is_a_bad_frame_and_the_next_frame_survives(
     case: DriverCase, plug: Plug, driver: MakeDriver, collector: Collector
 ) -> None:
     peer, drv = running(case, plug, driver, collector)
-    assert peer.send_bytes is not None
+    assert peer.send_bytes is not None and case.terminator is not None
     garbage = b"\x00\xffnoise" + case.terminator
     max_length = int(getattr(drv.config, "max_frame_length"))  # noqa: B009 - serial drivers' setting
     overlong = b"x" * (max_length + 10) + case.terminator

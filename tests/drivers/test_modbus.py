@@ -29,7 +29,7 @@ from simulators.plc import Addr, PlcSimulator, Scenario
 from tests.helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import Collector
+    from tests.drivers.conftest import Collector
 
 TRANSPORTS = ["tcp", "rtu"]
 

@@ -21,7 +21,7 @@ from drivers.serial.mt_sics import MtSicsConfig, MtSicsDriver
 from simulators.mt_sics import MtSicsSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MtSicsSimulator]
 

@@ -499,7 +499,7 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + timeout
         if args.poll_cycle > 1:
             for cycle in itertools.islice(itertools.cycle(pool), n // args.poll_cycle):
-                submit(cycle)  # type: ignore[arg-type]
+                submit(cycle)
         elif args.max_queued <= 0:  # as fast as possible: the gateway's bounded queue makes this wait
             for reading in itertools.islice(itertools.cycle(pool), n):
                 submit(reading)

@@ -27,14 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-# the journal is filled exactly as in the backlog benchmark (this script's own folder is on sys.path)
-from backlog_drain import fill, signed_journal  # noqa: E402
-
+# the journal is filled exactly as in the backlog benchmark
 from collector import config as config_mod  # noqa: E402
 from collector.gateway.publisher import Publisher  # noqa: E402
 from collector.recorder.daemon import Recorder  # noqa: E402
 from collector.store.factory import open_store  # noqa: E402
 from collector.testing.services import InfluxD, Mosquitto  # noqa: E402
+from tests.perf.backlog_drain import fill, signed_journal  # noqa: E402
 
 
 def main() -> int:

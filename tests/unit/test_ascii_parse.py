@@ -71,26 +71,38 @@ def test_parse_number_refuses(text: str) -> None:
 
 def test_decimal_comma() -> None:
     assert parse_number("12,345", decimal_comma=True) == Decimal("12.345")
-    with pytest.raises(ValueError, match="decimal point"):
+    with pytest.raises(ValueError):
         parse_number("1.234,5", decimal_comma=True)
 
 
 @pytest.mark.parametrize(
     ("line", "settings", "expected"),
     [
-        (b"+12.345", {"pattern": SYLVAC_PATTERN, "unit": "mm"}, ParsedLine("value", Decimal("12.345"), "mm", "ok")),
-        (b"      12.35 g", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", "ok")),
-        (b"     -12.35 g ?", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("-12.35"), "g", "unstable")),
+        (
+            b"+12.345",
+            {"pattern": SYLVAC_PATTERN, "unit": "mm"},
+            ParsedLine("value", Decimal("12.345"), "mm", ReadingStatus.OK),
+        ),
+        (b"      12.35 g", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", ReadingStatus.OK)),
+        (
+            b"     -12.35 g ?",
+            {"pattern": OHAUS_PATTERN},
+            ParsedLine("value", Decimal("-12.35"), "g", ReadingStatus.UNSTABLE),
+        ),
         (
             b"12.3 kg",
             {"pattern": r"(?P<value>\S+) (?P<unit>\S+)", "unit": "g"},
-            ParsedLine("value", Decimal("12.3"), "kg", "ok"),
+            ParsedLine("value", Decimal("12.3"), "kg", ReadingStatus.OK),
         ),
-        (b"-4 \xb5m", {"pattern": r"(?P<value>\S+) (?P<unit>\S+)"}, ParsedLine("value", Decimal("-4"), "\xb5m", "ok")),
+        (
+            b"-4 \xb5m",
+            {"pattern": r"(?P<value>\S+) (?P<unit>\S+)"},
+            ParsedLine("value", Decimal("-4"), "\xb5m", ReadingStatus.OK),
+        ),
         (b"M3 1,5", {"pattern": r"M(?P<channel>\d) (?P<value>\S+)", "decimal_comma": True}, None),
         (b"ST,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)"}, None),
         (b"US,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)", "stable_when": "ST"}, None),
-        (b"Err 3", {"error_pattern": r"Err \d+"}, ParsedLine("value", None, None, "error", "Err 3")),
+        (b"Err 3", {"error_pattern": r"Err \d+"}, ParsedLine("value", None, None, ReadingStatus.ERROR, "Err 3")),
     ],
 )
 def test_parse_line(line: bytes, settings: dict[str, Any], expected: ParsedLine | None) -> None:

@@ -102,7 +102,7 @@ def test_commands() -> None:
     assert command("DJ", 42, "OUT") == b"DJ42,OUT\r\n"
     for bad in (("ga", 1), ("GAX", 1), ("GA", 100)):
         with pytest.raises(ValueError):
-            command(*bad)  # type: ignore[arg-type]
+            command(*bad)
 
 
 @pytest.mark.parametrize(
