@@ -248,7 +248,7 @@ def _evidence(store: Store, flt: TraceFilter, keys: KeyRing | None, report: Impa
     return found.records
 
 
-def impact(
+def impact(  # noqa: C901 - one pass classifying each value (invalidated, superseded, on a part report): the rules an auditor reads together
     store: Store,
     gauge: str,
     since: str,

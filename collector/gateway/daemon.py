@@ -386,7 +386,7 @@ class Gateway:
                 next_prune = now + 3600
                 self._prune()
 
-    def _process(self, items: list[Any]) -> None:
+    def _process(self, items: list[Any]) -> None:  # noqa: C901 - the hot path: one loop over a batch and one journal append, no call per branch
         drafts: list[dict[str, Any]] = []
         outcomes: list[tuple[Station, Outcome]] = []
         calls: list[_Call] = []

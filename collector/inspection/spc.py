@@ -580,7 +580,7 @@ class RuleChecker:
         self._side = self._side_run = self._up = self._down = self._alt = 0
         self._last_step = self._within_run = self._beyond_run = 0
 
-    def update(self, value: Number) -> list[Violation]:
+    def update(self, value: Number) -> list[Violation]:  # noqa: C901 - one branch per run rule, in rule-number order, on every point
         """Feed one value; the violations the new point fires, in rule-number order."""
         x = float(value)
         if not math.isfinite(x):

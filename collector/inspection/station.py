@@ -522,7 +522,7 @@ class Station:
             self._andon_on = False
         return out
 
-    def accept(self, reading: Reading) -> Record | Refusal:
+    def accept(self, reading: Reading) -> Record | Refusal:  # noqa: C901 - the refusal reasons in the order they apply; the hot path
         """Judge a reading against the characteristic it is for; the draft record or a refusal."""
         device = self._devices.get(reading.device)
         if device is None:

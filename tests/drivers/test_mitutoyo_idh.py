@@ -275,11 +275,11 @@ def test_simulator_answers_the_rows_of_the_manual(make_sim: MakeSim, link_path: 
 
 
 def test_simulator_refuses_impossible_scenarios() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not fit in 9 characters"):
         Scenario(nominal=Decimal("123456.0"))  # does not fit nine characters with four decimals
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="judging needs lower and upper limits"):
         Scenario(judging=True)  # judging needs limits
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="device_id must be 0"):
         Scenario(device_id=100)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mode must be one of"):
         Scenario(mode="GN")

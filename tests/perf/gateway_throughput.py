@@ -438,7 +438,7 @@ class ThreadProfiles:
             log.info("profile of the %s thread (%s), top %d by own time:\n%s", name, path, top, out.getvalue())
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:  # noqa: C901 - a benchmark: its modes and their clean-up in one function
     n = args.records
     timeout = args.timeout if args.timeout is not None else 60.0 + n / 500
     base = Path(tempfile.mkdtemp(prefix="gw-throughput-", dir=args.dir))

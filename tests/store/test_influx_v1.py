@@ -249,6 +249,6 @@ def test_basic_auth(tmp_path: Path) -> None:
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="must not contain credentials") as info:
         InfluxV1Store("http://admin:pa55@127.0.0.1:8086", "qc")
     assert "pa55" not in str(info.value)

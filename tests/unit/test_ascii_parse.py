@@ -65,13 +65,13 @@ def test_parse_number(text: str, value: str) -> None:
     ],
 )
 def test_parse_number_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a decimal number"):
         parse_number(text)
 
 
 def test_decimal_comma() -> None:
     assert parse_number("12,345", decimal_comma=True) == Decimal("12.345")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decimal point"):
         parse_number("1.234,5", decimal_comma=True)
 
 
@@ -222,7 +222,7 @@ def test_format_line_presets() -> None:
     assert format_line(Decimal("12.345"), SYLVAC) == b"+12.345\r"
     assert format_line(Decimal("192.21"), OHAUS) == b"     192.21 g\r\n"  # EN-3: *****192.21_g
     assert format_line(Decimal("0.01"), OHAUS, stable=False) == b"       0.01 g ?\r\n"  # *******0.01_g_?
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="more than 3 decimals"):
         format_line(Decimal("1.2345"), SYLVAC)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not valid"):
         Instrument(template="{value} {weight}")
