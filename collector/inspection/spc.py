@@ -65,6 +65,9 @@ Nelson 1, 5, 6 and 2 with a run of 8 instead of 9, and is the default.
   earlier). They need only the points that form the pattern, not a full window: the
   first two points both beyond 2 sigma on one side fire rule 5.
 * Indices count the points fed to one :class:`RuleChecker`, starting at ``start_index``.
+
+Why one module of this size: the capability indices, the control limits and the run rules share
+the sigma estimators and the conventions stated above; apart, those would be restated.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Why one module of this size: everything here reads or changes the one state that
 with the records (the part, the position in the plan, the operator and how they signed in,
 a pending re-measure); what does not (record drafts, the command vocabulary, SPC, the
 tolerance rule) lives in its own module.
+
+Why one module of this size: the station's workflow is one state machine whose state is saved
+with the records; it stays whole, and everything that is not that state lives elsewhere (above).
 """
 
 from __future__ import annotations
