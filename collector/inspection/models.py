@@ -10,7 +10,8 @@ against these models. The JSON Schemas under ``config/schemas/`` are generated f
 module (``collector schemas``).
 
 Why one module of this size: every record kind and the specification-side models in one place,
-because the JSON Schemas and the recorder's checks are derived from this one module.
+because the JSON Schemas, the recorder's checks and the record TypedDicts
+(:mod:`collector.inspection.record_types`, kept in step by a test) follow this one module.
 """
 
 from __future__ import annotations
