@@ -1,4 +1,9 @@
-"""The ``collector`` command."""
+"""The ``collector`` command.
+
+Why one module of this size: one short function per subcommand and the parser that names
+them; each imports its role's modules only when it runs, so that starting one role does not
+load the others.
+"""
 
 from __future__ import annotations
 

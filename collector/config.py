@@ -8,6 +8,10 @@ Every error names the file, the field path (``stations[0].devices[1].baudrate``)
 line in the file where that can be found, and the reason. Secrets (MQTT password,
 InfluxDB token, the gateway's signing key) may be given inline, as ``{env: NAME}`` or as
 ``{file: PATH}``; they are held as :class:`pydantic.SecretStr` and never logged.
+
+Why one module of this size: it is the configuration file's schema (one pydantic model per
+section), its cross-reference checks and the errors that name file, field and line; one module,
+so that the schema reads top to bottom as the file does.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from collector.chain.keys import KeyRing, generate
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
 from collector.inspection import units
-from collector.inspection.models import Characteristic
+from collector.inspection.models import Characteristic, RecordKind, Verdict
 from collector.recorder.daemon import Recorder
 from collector.store import queries
 from collector.store.factory import open_store
@@ -179,23 +179,23 @@ class Watcher:
     def _describe(self, r: dict[str, Any]) -> str:
         head = f"record #{r['seq']:<5} {r['station']} "
         kind = r["kind"]
-        if kind == "measurement":
-            verdict = self._paint("PASS", "32") if r["verdict"] == "pass" else self._paint("FAIL", "31;1")
+        if kind == RecordKind.MEASUREMENT:
+            verdict = self._paint("PASS", "32") if r["verdict"] == Verdict.PASS else self._paint("FAIL", "31;1")
             return (
                 f"{head}{r['serial']} {r['characteristic']:<3} {r['judged_value']:>9} {r['unit']}  "
                 f"[{r['lsl']} .. {r['usl']}]  {verdict}  gauge {r['gauge']} op {r['operator'] or '-'}"
             )
-        if kind == "part":
+        if kind == RecordKind.PART:
             verdict = {"accept": self._paint("ACCEPT", "32;1"), "reject": self._paint("REJECT", "31;1")}.get(
                 r["verdict"], r["verdict"].upper()
             )
             by = f" released by {r['released_by']}" if r["released_by"] else ""
             return f"{head}{r['serial']} part {verdict}{by} ({len(r['records'])} values)"
-        if kind == "nonconformance":
+        if kind == RecordKind.NONCONFORMANCE:
             return f"{head}{r['serial']} nonconformance opened for {r['characteristic']} = {r['judged_value']}"
-        if kind == "refusal":
+        if kind == RecordKind.REFUSAL:
             return f"{head}reading refused: {r['reason']}"
-        if kind == "audit":
+        if kind == RecordKind.AUDIT:
             return f"{head}audit {r['event']} by {r['by']}"
         return f"{head}{kind}"
 
@@ -424,7 +424,9 @@ def _finish(
         first = [r for r in station_records if r.get("serial")][:1]
         history = trace(store, TraceFilter(serial=first[0]["serial"]), register) if first else []
         every_record = trace(store, TraceFilter(start="2000-01-01"), register, related=False)
-        without_operator = [r["seq"] for r in every_record if r["kind"] == "measurement" and not r.get("operator")]
+        without_operator = [
+            r["seq"] for r in every_record if r["kind"] == RecordKind.MEASUREMENT and not r.get("operator")
+        ]
         unverified = [r["seq"] for r in every_record if not r.get("verified")]
     finally:
         store.close()
@@ -437,7 +439,7 @@ def _finish(
     if history:
         print(f"\ncollector trace --serial {history[0]['serial']} (read back from InfluxDB):")
         for r in history:
-            if r["kind"] == "measurement":
+            if r["kind"] == RecordKind.MEASUREMENT:
                 print(
                     f"  {r['recorded_at']}  {r['characteristic']} {r['characteristic_name']:<17} "
                     f"{r['judged_value']:>8} {r['unit']} [{r['lsl']} .. {r['usl']}] {r['verdict']:<4}  "

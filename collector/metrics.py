@@ -26,6 +26,9 @@ Status
     opens it with SQLite's ``mode=ro`` while the gateway has it open, and as ``immutable``
     when the gateway is not running (no ``-wal`` file), so that running it as root never
     leaves root-owned ``-wal``/``-shm`` files behind that the gateway's user could not open.
+
+Why one module of this size: the families both daemons expose, their exposition server and
+``collector status`` read the same figures; together, each figure has one definition.
 """
 
 from __future__ import annotations

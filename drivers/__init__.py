@@ -1,4 +1,7 @@
-"""Device drivers: one module per protocol. Bytes in, readings out; no tolerance logic, no MQTT."""
+"""Device drivers: one module per protocol. Bytes in, readings out; no tolerance logic, no MQTT.
+
+May import pyserial and pydantic; never ``collector`` (checked by ``lint-imports``).
+"""
 
 from drivers.base import (
     DeviceEvent,

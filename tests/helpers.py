@@ -9,11 +9,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition", interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+def wait_for(
+    condition: Callable[[], T | None], timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll ``condition`` until it returns something truthy (so never None); fail with ``what``
+    after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: T = condition()
-    while not last:
+    last = condition()
+    while last is None or not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
         time.sleep(interval)

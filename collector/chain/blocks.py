@@ -214,7 +214,7 @@ def seal(
     )
 
 
-def read(text: str, *, strict: bool = False) -> Block:
+def read(text: str, *, strict: bool = False) -> Block:  # noqa: C901 - one check per rule of the block format, in its order
     """Parse one block line and check that it hashes to its ``hash``.
 
     The signature is not checked here (that needs the register: :meth:`KeyRing.verify` with

@@ -55,7 +55,8 @@ from collector.chain.keys import KeyRing
 from collector.errors import CollectorError, SpecificationError
 from collector.evidence.trace import TraceFilter, trace_evidence
 from collector.inspection import units
-from collector.inspection.models import Characteristic, Rounding
+from collector.inspection.models import Characteristic, RecordKind, Rounding, Verdict
+from collector.inspection.record_types import Record
 from collector.inspection.tolerance import Judgement, judge
 from collector.store.base import Store
 
@@ -71,7 +72,6 @@ __all__ = [
     "rejudge",
 ]
 
-Record = dict[str, Any]
 
 _EXACT = Context(prec=400, Emax=999_999, Emin=-999_999)
 AMBIGUOUS = "pass or fail"
@@ -248,7 +248,7 @@ def _evidence(store: Store, flt: TraceFilter, keys: KeyRing | None, report: Impa
     return found.records
 
 
-def impact(
+def impact(  # noqa: C901 - one pass classifying each value (invalidated, superseded, on a part report): the rules an auditor reads together
     store: Store,
     gauge: str,
     since: str,
@@ -282,20 +282,22 @@ def impact(
     found = [
         r
         for r in traced
-        if r.get("kind") == "measurement"
+        if r.get("kind") == RecordKind.MEASUREMENT
         and r.get("gauge") == gauge
         and str(r.get("measured_at")) >= since_c
         and (until_c is None or str(r.get("measured_at")) < until_c)
     ]
     if not found:
         return report
-    remeasures = [r for r in traced if r.get("kind") == "measurement" and r.get("supersedes")]
+    remeasures = [r for r in traced if r.get("kind") == RecordKind.MEASUREMENT and r.get("supersedes")]
     superseded_by = {str(r["supersedes"]): str(r["id"]) for r in remeasures}
-    invalidations = {str(r["target"]): r for r in traced if r.get("kind") == "invalidation" and r.get("target")}
+    invalidations = {
+        str(r["target"]): r for r in traced if r.get("kind") == RecordKind.INVALIDATION and r.get("target")
+    }
     part_records: list[Record] = []
     for part_number in sorted({str(r.get("part_number")) for r in found}):
         flt = TraceFilter(part_number=part_number, kind="part", start=since_c)
-        part_records.extend(r for r in _evidence(store, flt, keys, report) if r.get("kind") == "part")
+        part_records.extend(r for r in _evidence(store, flt, keys, report) if r.get("kind") == RecordKind.PART)
 
     latest = _latest_part_records(part_records)
     # ids the latest verdict of each part rests on (an earlier verdict's ids no longer count)
@@ -419,9 +421,9 @@ def _new_verdict(part: ImpactedPart) -> str | None:
         if not v.counts or v.rejudged is None:
             continue
         char = str(v.record.get("characteristic"))
-        if v.rejudged.verdict == "fail":
+        if v.rejudged.verdict == Verdict.FAIL:
             failed.add(char)
-        elif v.rejudged.verdict == "pass":
+        elif v.rejudged.verdict == Verdict.PASS:
             failed.discard(char)
         else:
             failed.discard(char)

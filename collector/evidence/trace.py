@@ -30,7 +30,8 @@ from typing import IO, Any
 
 from collector.chain.blocks import parse_utc_us
 from collector.chain.keys import KeyRing
-from collector.evidence.checked import CheckedBlock, Loaded, Record, load_blocks
+from collector.evidence.checked import CheckedBlock, Loaded, load_blocks
+from collector.inspection.record_types import Record
 from collector.store import queries
 from collector.store.base import Store
 from collector.store.lineprotocol import LOOKUP_FIELDS, MEASUREMENTS, RECORD_MEASUREMENTS

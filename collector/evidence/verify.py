@@ -26,6 +26,9 @@ Records younger than the grace period may still be on their way (recorders share
 and write in batches): a gap or a missing tail that young is reported IN FLIGHT, which is
 not an error. Findings are bounded: past :data:`MAX_DETAILS` of one kind for one gateway,
 the rest are counted.
+
+Why one module of this size: the checks above run in one pass over each gateway's chain, and
+each is a few lines of that pass; the findings themselves live in :mod:`collector.evidence.findings`.
 """
 
 from __future__ import annotations

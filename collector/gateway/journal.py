@@ -45,6 +45,9 @@ Budget
 
 The journal streams: the publisher asks for the next blocks after a cursor, never for "all
 of them", so a backlog of millions of records does not grow memory.
+
+Why one module of this size: every SQL statement on the journal file lives here (status queries
+included), around one transaction discipline; no other module touches its tables.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ the broker lost it.
 
 It also publishes the gateway's signed checkpoint (retained, ``<prefix>/gateways/<id>/checkpoint``)
 when it connects, every ``checkpoint_interval`` seconds and when it stops.
+
+Why one module of this size: delivery, the recorders' answers and the checkpoint share one
+MQTT session and one cursor over the journal; split, they would share that state across modules.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ The gateway builds records as plain dicts in the hot path (see
 :mod:`collector.inspection.records`) and the recorder validates every block's records
 against these models. The JSON Schemas under ``config/schemas/`` are generated from this
 module (``collector schemas``).
+
+Why one module of this size: every record kind and the specification-side models in one place,
+because the JSON Schemas, the recorder's checks and the record TypedDicts
+(:mod:`collector.inspection.record_types`, kept in step by a test) follow this one module.
 """
 
 from __future__ import annotations

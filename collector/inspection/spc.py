@@ -65,6 +65,9 @@ Nelson 1, 5, 6 and 2 with a run of 8 instead of 9, and is the default.
   earlier). They need only the points that form the pattern, not a full window: the
   first two points both beyond 2 sigma on one side fire rule 5.
 * Indices count the points fed to one :class:`RuleChecker`, starting at ``start_index``.
+
+Why one module of this size: the capability indices, the control limits and the run rules share
+the sigma estimators and the conventions stated above; apart, those would be restated.
 """
 
 from __future__ import annotations
@@ -580,7 +583,7 @@ class RuleChecker:
         self._side = self._side_run = self._up = self._down = self._alt = 0
         self._last_step = self._within_run = self._beyond_run = 0
 
-    def update(self, value: Number) -> list[Violation]:
+    def update(self, value: Number) -> list[Violation]:  # noqa: C901 - one branch per run rule, in rule-number order, on every point
         """Feed one value; the violations the new point fires, in rule-number order."""
         x = float(value)
         if not math.isfinite(x):

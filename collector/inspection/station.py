@@ -33,6 +33,9 @@ Why one module of this size: everything here reads or changes the one state that
 with the records (the part, the position in the plan, the operator and how they signed in,
 a pending re-measure); what does not (record drafts, the command vocabulary, SPC, the
 tolerance rule) lives in its own module.
+
+Why one module of this size: the station's workflow is one state machine whose state is saved
+with the records; it stays whole, and everything that is not that state lives elsewhere (above).
 """
 
 from __future__ import annotations
@@ -522,7 +525,7 @@ class Station:
             self._andon_on = False
         return out
 
-    def accept(self, reading: Reading) -> Record | Refusal:
+    def accept(self, reading: Reading) -> Record | Refusal:  # noqa: C901 - the refusal reasons in the order they apply; the hot path
         """Judge a reading against the characteristic it is for; the draft record or a refusal."""
         device = self._devices.get(reading.device)
         if device is None:

@@ -1,6 +1,6 @@
 """Real service processes (Mosquitto, InfluxDB 1.x) on loopback, for tests and the demo.
 
-Tests run against the real broker and database, never mocks (see DESIGN.md), and the
+Tests run against the real broker and database, never mocks, and the
 demo runs the same processes, so both use these launchers. Each service:
 
 - gets its own working directory (configuration, data, log), so parallel instances never
@@ -13,6 +13,9 @@ demo runs the same processes, so both use these launchers. Each service:
 
 The generated configurations are for tests and demos only (anonymous access, no TLS);
 ``deploy/`` holds the production templates.
+
+Why one module of this size: two launchers on one base class (:class:`_Service`: working
+directory, free port, process group, restart on the same port, readiness), read together.
 """
 
 from __future__ import annotations

@@ -458,7 +458,7 @@ class PlcSimulator:
     def _frame(self, address: int, pdu: bytes) -> bytes:
         return ascii_frame(address, pdu) if self.serial_framer == "ascii" else rtu_frame(address, pdu)
 
-    def _serial_serve(self) -> None:
+    def _serial_serve(self) -> None:  # noqa: C901 - RTU framing by silence and the answer in one loop, as the serial line specification states it
         pty = self._pty
         assert pty is not None
         silence = self._serial_silence()

@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +49,11 @@ def run_install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("destdir")
     result = run_install(root, "--role", "all")
     assert result.returncode == 0, result.stdout + result.stderr
-    yield Installed(root, result.stderr)
+    return Installed(root, result.stderr)
 
 
 def mode(path: Path) -> int:

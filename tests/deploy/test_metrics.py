@@ -110,17 +110,18 @@ def test_render_writes_help_type_and_escaped_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "reason"),
     [
-        lambda: Metric("bad-name", "gauge", "x"),
-        lambda: Metric("ok", "histogram", "x"),  # type: ignore[arg-type]
-        lambda: Metric("ok", "gauge", "x", [({"bad-label": "v"}, 1)]),
-        lambda: Metric("ok", "gauge", "x", [({"__reserved": "v"}, 1)]),
-        lambda: Metric("ok", "counter", "x"),  # the client would expose it as ok_total
+        (lambda: Metric("bad-name", "gauge", "x"), "not a valid metric name: 'bad-name'"),
+        (lambda: Metric("ok", "histogram", "x"), "kind must be counter or gauge"),  # type: ignore[arg-type]
+        (lambda: Metric("ok", "gauge", "x", [({"bad-label": "v"}, 1)]), "not a valid label name: 'bad-label'"),
+        (lambda: Metric("ok", "gauge", "x", [({"__reserved": "v"}, 1)]), "not a valid label name: '__reserved'"),
+        # the client would expose it as ok_total
+        (lambda: Metric("ok", "counter", "x"), "a counter's name ends in _total"),
     ],
 )
-def test_invalid_metrics_are_refused(make: Callable[[], Metric]) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_metrics_are_refused(make: Callable[[], Metric], reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
         make()
 
 

@@ -10,11 +10,17 @@ To add a driver: write a :class:`Peer` for its simulator (or use :class:`SimPeer
 :class:`DriverCase`, and append it to :data:`CASES`. A driver on TCP (Modbus) fits the
 same shape: ``Setup.settings`` carries host and port, ``Setup.address`` is ``host:port``,
 ``unplug``/``replug`` stop and restart the server, and capabilities it lacks (garbage on
-the wire, noise before a frame) are left None, which skips those contract tests for it.
+the wire, noise before a frame, corrupted frames) are left out, which skips those contract
+tests for it. The Modbus cases (:class:`PlcPeer`, TCP and RTU on a pty) read a part's force
+on the PLC's part-done trigger: a finished part is a value the device pushed.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -33,6 +39,8 @@ from simulators.mitutoyo_idh import MitutoyoIdhSimulator
 from simulators.mitutoyo_idh import Scenario as IdhScenario
 from simulators.mt_sics import MtSicsSimulator
 from simulators.mt_sics import Scenario as MtSicsScenario
+from simulators.plc import Addr, PlcSimulator
+from simulators.plc import Scenario as PlcScenario
 from simulators.sartorius import SartoriusSimulator
 from simulators.sartorius import Scenario as SbiScenario
 from simulators.scanner import ScannerSimulator, ScanScenario
@@ -149,6 +157,7 @@ class DriverCase:
     * ``terminator``: what ends a frame on the wire (None: not a line protocol); garbage and
       noise tests use it.
     * ``cli``: the simulator's command line for a set-up (``simulators <cli...>``).
+    * ``corrupts``: its simulator can corrupt frames (``plug(bad_rate=...)``); a TCP peer cannot.
     """
 
     id: str
@@ -159,6 +168,7 @@ class DriverCase:
     terminator: bytes | None
     cli: Callable[[Setup], list[str]]
     polling: dict[str, Any] = field(default_factory=dict)
+    corrupts: bool = True
 
 
 def value_text(reading: Reading) -> object:
@@ -291,6 +301,140 @@ def _scanner(tmp: Path) -> Setup:
     return Setup(_settings(link, format="gs1"), plug, str(link))
 
 
+class PlcPeer:
+    """A :class:`Peer` around the PLC simulator: the station finishes parts, the driver acquires
+    each one on its part-done bit and acknowledges it (the trigger handshake).
+
+    A finished part is the device "pushing" a value: ``push`` finishes the next one as soon as
+    the previous one is acknowledged, ``start`` lets the station run its cycle (which waits for
+    the acknowledge too) every ``cycle`` seconds. What was sent is each part's force, and its
+    frame the force's two registers as the simulator's map puts them on the wire (float32,
+    words swapped: CDAB), packed here with ``struct``, not with the driver's codec.
+    """
+
+    delay: Callable[[float], None] | None = None
+    send_bytes: Callable[[bytes], None] | None = None
+
+    def __init__(self, transport: str, where: int | Path, cycle: float) -> None:
+        scenario = PlcScenario(seed=3, word_order="CDAB", wait_for_ack=True)
+        if isinstance(where, int):
+            self.sim = PlcSimulator((1,), scenario, port=where)
+        else:
+            self.sim = PlcSimulator((1,), scenario, port=None, rtu_link=where)
+        self.transport = transport
+        self._cycle = cycle
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.push: Callable[[], object] | None = self._next_part
+        self.sim.start()
+
+    def _next_part(self) -> object:
+        """Finish the next part as soon as the PLC program may (the previous one acknowledged)."""
+        deadline = time.monotonic() + 5.0
+        while not (finished := self.sim.station.cycle()):
+            if time.monotonic() > deadline:
+                raise AssertionError("the PLC still waits for the previous part's acknowledge")
+            time.sleep(0.002)
+        return finished[0]
+
+    def _run(self) -> None:
+        while not self._halt.wait(self._cycle):
+            self.sim.station.cycle()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._halt.clear()
+            self._thread = threading.Thread(target=self._run, name="plc-peer-cycle", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(5)
+
+    def close(self) -> None:
+        self.stop()
+        self.sim.stop()
+
+    def sent(self) -> list[object]:
+        return [("force", part.force) for part in self.sim.parts(1)]
+
+    def sent_frames(self) -> list[bytes]:
+        frames = []
+        for part in self.sim.parts(1):
+            big = struct.pack(">f", float(part.force))
+            frames.append(big[2:] + big[:2])  # CDAB: the low word first
+        return frames
+
+    def bad_frames(self) -> list[bytes]:
+        return []
+
+    def go_silent(self, silent: bool = True) -> None:
+        self.sim.set_dead(1, silent)
+
+    def unplug(self) -> None:
+        if self.transport == "tcp":
+            self.sim.stop_server()  # the PLC switched off: connections drop, nobody listens
+        else:
+            self.sim.unplug()
+
+    def replug(self) -> None:
+        if self.transport == "tcp":
+            self.sim.start_server()
+        else:
+            self.sim.replug()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+#: the PLC simulator's station map: the part-done bit triggers the acquisition of the force,
+#: the acknowledge coil completes the handshake (drivers/modbus/README.md, triggers)
+PLC_SLAVE = {
+    "unit": 1,
+    "points": [
+        {"name": "done", "table": "discrete", "address": Addr.PART_DONE},
+        {"name": "ack", "table": "coil", "address": Addr.ACK},
+        {"name": "force", "address": Addr.FORCE, "type": "float32", "order": "CDAB", "unit": "N"},
+    ],
+    "trigger": {"point": "done", "on_trigger": ["force"], "acknowledge": {"point": "ack", "value": 1}},
+}
+
+
+def _modbus(transport: str) -> Callable[[Path], Setup]:
+    cycle = 0.02 if transport == "tcp" else 0.08
+
+    def prepare(tmp: Path) -> Setup:
+        slave = {**PLC_SLAVE, "poll_interval": 0.01 if transport == "tcp" else 0.02}
+        where: int | Path
+        if transport == "tcp":
+            port = _free_port()
+            settings: dict[str, Any] = {"transport": "tcp", "host": "127.0.0.1", "port": port}
+            address, where = f"127.0.0.1:{port}", port
+        else:
+            link = _link(tmp)
+            settings = {"transport": "rtu", "serial_port": str(link), "parity": "N"}  # ptys refuse parity
+            address, where = str(link), link
+        settings.update(timeout=0.3, slaves=[slave])
+        return Setup(settings, lambda: PlcPeer(transport, where, cycle), address)
+
+    return prepare
+
+
+def _modbus_cli(transport: str) -> Callable[[Setup], list[str]]:
+    def argv(setup: Setup) -> list[str]:
+        if transport == "tcp":
+            return ["plc", "--port", str(setup.settings["port"]), "--cycle-time", "0.05", "--seed", "3"]
+        return ["plc", "--no-tcp", "--rtu-link", setup.address, "--cycle-time", "0.1", "--seed", "3"]
+
+    return argv
+
+
 def _case(
     id: str,
     driver: str,
@@ -373,5 +517,18 @@ CASES: list[DriverCase] = [
         asks=False,
         terminator=b"\r",
         key=lambda r: r.text,
+    ),
+    *(
+        DriverCase(
+            f"modbus-{transport}",
+            "modbus",
+            _modbus(transport),
+            asks=False,
+            key=lambda r: (r.channel, r.value),  # float32: the value, not its trailing zeros
+            terminator=None,
+            cli=_modbus_cli(transport),
+            corrupts=False,
+        )
+        for transport in ("tcp", "rtu")
     ),
 ]

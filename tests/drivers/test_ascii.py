@@ -22,7 +22,7 @@ from simulators.ascii_line import OHAUS, SYLVAC, AsciiLineSimulator, Instrument,
 from tests.drivers.cases import PTY_LINE, sample
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 MakeInstrument = Callable[..., AsciiLineSimulator]

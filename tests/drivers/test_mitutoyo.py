@@ -14,11 +14,11 @@ import pytest
 
 from drivers import registry
 from drivers.base import DriverError, EventKind
-from drivers.serial.mitutoyo import MitutoyoConfig
+from drivers.serial.mitutoyo import MitutoyoConfig, MitutoyoDriver
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MitutoyoSimulator]
 
@@ -60,7 +60,9 @@ def test_request_needs_a_request_string(make_driver: MakeDriver) -> None:
     drv = make_driver("mitutoyo", start=False)
     with pytest.raises(DriverError, match="no request string"):
         drv.request("read")
-    assert make_driver("mitutoyo", start=False, request="1\r").command_bytes("read") == b"1\r"
+    asking = make_driver("mitutoyo", start=False, request="1\r")
+    assert isinstance(asking, MitutoyoDriver)
+    assert asking.command_bytes("read") == b"1\r"
 
 
 def test_unit_comes_from_configuration(make_driver: MakeDriver, make_sim: MakeSim, collector: Collector) -> None:

@@ -22,7 +22,7 @@ from drivers.serial.mitutoyo_idh import MitutoyoIdhConfig, MitutoyoIdhDriver
 from simulators.mitutoyo_idh import MitutoyoIdhSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MitutoyoIdhSimulator]
 
@@ -74,6 +74,7 @@ def test_config_rejects(bad: dict[str, object]) -> None:
 
 def test_request_bytes_are_the_manuals() -> None:
     drv = registry.create(registry.parse_config({"id": "i", "driver": "mitutoyo-idh", "port": "p", "device_id": 42}))
+    assert isinstance(drv, MitutoyoIdhDriver)
     assert drv.command_bytes("read") == b"GA42\r\n"
     assert drv.command_bytes("zero") == b"CR42\r\n"
     assert drv.command_bytes("clear_peak") == b"CL42\r\n"
@@ -167,8 +168,7 @@ def test_peak_hold_starts_again_on_clear(make_driver: MakeDriver, make_sim: Make
 def test_judgement_is_kept_and_counted_not_emitted(
     make_driver: MakeDriver, make_sim: MakeSim, collector: Collector
 ) -> None:
-    limits = {"lower": Decimal("16.0000"), "upper": Decimal("16.2000")}
-    sim = make_sim(Scenario(noise=0.0, judging=True, **limits, seed=1))
+    sim = make_sim(Scenario(noise=0.0, judging=True, lower=Decimal("16.0000"), upper=Decimal("16.2000"), seed=1))
     drv = indicator(make_driver, response_timeout=0.2)
     collector.wait_events(EventKind.CONNECTED)
     drv.request("judgement")
@@ -275,11 +275,11 @@ def test_simulator_answers_the_rows_of_the_manual(make_sim: MakeSim, link_path: 
 
 
 def test_simulator_refuses_impossible_scenarios() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not fit in 9 characters"):
         Scenario(nominal=Decimal("123456.0"))  # does not fit nine characters with four decimals
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="judging needs lower and upper limits"):
         Scenario(judging=True)  # judging needs limits
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="device_id must be 0"):
         Scenario(device_id=100)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mode must be one of"):
         Scenario(mode="GN")

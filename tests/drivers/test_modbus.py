@@ -29,7 +29,7 @@ from simulators.plc import Addr, PlcSimulator, Scenario
 from tests.helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import Collector
+    from tests.drivers.conftest import Collector
 
 TRANSPORTS = ["tcp", "rtu"]
 
@@ -168,11 +168,6 @@ def poll_interval(transport: str) -> float:
 
 
 # -- registry and configuration -----------------------------------------------------------------------
-
-
-def test_registered_under_its_name() -> None:
-    assert registry.get("modbus") is ModbusDriver
-    assert "modbus" in registry.names()
 
 
 BASE: dict[str, Any] = {"id": "p", "driver": "modbus", "host": "10.0.0.5", "slaves": [{"unit": 1, "points": []}]}
@@ -1109,16 +1104,6 @@ def test_dropped_connection_is_reconnected(make_bus: MakeBus, make_driver: MakeD
     collector.wait_for(lambda c: len(by_channel(c, "s")) >= before + 5, what="polls on a new connection")
 
 
-def test_plc_not_there_at_start(make_bus: MakeBus, make_driver: MakeDriver, collector: Collector) -> None:
-    bus = make_bus("tcp")
-    bus.sim.stop_server()
-    make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": [{"name": "s", "address": 2}]}])
-    (down,) = collector.wait_events(EventKind.DISCONNECTED)
-    assert f"127.0.0.1:{bus.sim.port}" in down.detail
-    bus.sim.start_server()
-    collector.wait_for(lambda c: len(by_channel(c, "s")) >= 1, what="a poll")
-
-
 # -- groups, lifecycle, sink -----------------------------------------------------------------------------------
 
 
@@ -1155,27 +1140,6 @@ def test_stop_is_prompt_and_joins_its_thread(
     drv.start(sink)  # and it starts again
     collector.wait_events(EventKind.CONNECTED, 2)
     drv.stop()
-
-
-def test_a_failing_sink_does_not_stop_the_bus(
-    make_bus: MakeBus, make_driver: MakeDriver, collector: Collector, sink: CycleSink
-) -> None:
-    bus = make_bus("tcp")
-    drv = make_driver(bus, [{"unit": 1, "poll_interval": 0.02, "points": [{"name": "s", "address": 2}]}], start=False)
-    calls = 0
-
-    def failing(item: Item) -> None:
-        nonlocal calls
-        calls += 1
-        if calls % 2:
-            raise RuntimeError("sink bug")
-        sink(item)
-
-    drv.start(failing)
-    try:
-        collector.wait_for(lambda c: len(by_channel(c, "s")) >= 3, what="readings past the failures")
-    finally:
-        drv.stop()
 
 
 def test_a_blocking_sink_makes_polls_late_never_loses_them(

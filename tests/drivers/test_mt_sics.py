@@ -21,7 +21,7 @@ from drivers.serial.mt_sics import MtSicsConfig, MtSicsDriver
 from simulators.mt_sics import MtSicsSimulator, Scenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 MakeSim = Callable[..., MtSicsSimulator]
 
@@ -445,9 +445,9 @@ def test_simulator_speaks_mt_sics(make_sim: MakeSim, link_path: Path) -> None:
 
 
 def test_simulator_refuses_impossible_scenarios() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad_rate must be within 0"):
         Scenario(bad_rate=2.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad unit 'k g'"):
         Scenario(unit="k g")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be positive"):
         Scenario(sir_interval=0)

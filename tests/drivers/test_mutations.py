@@ -251,7 +251,7 @@ def mutated(draw: st.DrawFn, stream: bytes) -> bytes:
 _drivers: dict[str, SerialLineDriver[Any]] = {}
 
 
-def feed(model: FrameModel, data: bytes) -> list[Reading | DeviceEvent]:
+def feed(model: FrameModel, data: bytes) -> list[Reading | DeviceEvent | tuple[Reading, ...]]:
     """``data`` through the driver's own path for bytes read from the port; what it emitted."""
     drv = _drivers.get(model.id)
     if drv is None:
@@ -259,14 +259,14 @@ def feed(model: FrameModel, data: bytes) -> list[Reading | DeviceEvent]:
         made = registry.create(registry.parse_config(raw))
         assert isinstance(made, SerialLineDriver)
         drv = _drivers[model.id] = made
-    items: list[Reading | DeviceEvent] = []
+    items: list[Reading | DeviceEvent | tuple[Reading, ...]] = []
     drv._sink = items.append  # what start() would set; start() would also open the port
     drv.feed(data)
     drv.end_of_stream()
     return items
 
 
-def readings(items: list[Reading | DeviceEvent]) -> list[Reading]:
+def readings(items: list[Reading | DeviceEvent | tuple[Reading, ...]]) -> list[Reading]:
     return [i for i in items if isinstance(i, Reading)]
 
 

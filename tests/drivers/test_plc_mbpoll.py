@@ -33,7 +33,7 @@ from tests.conftest import require_binary
 from tests.helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import Collector
+    from tests.drivers.conftest import Collector
 
 REPO = Path(__file__).resolve().parents[2]
 _VALUE_LINE = re.compile(r"^\[(\d+)\]:\s+(\S+)\s*$", re.MULTILINE)

@@ -21,7 +21,7 @@ from drivers.serial.sartorius_sbi import SartoriusConfig, SartoriusDriver
 from simulators.sartorius import SartoriusSimulator, Scenario, format_frame
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 MakeBalance = Callable[..., SartoriusSimulator]

@@ -19,7 +19,7 @@ from drivers.serial.scanner import ScannerConfig, ScannerDriver, decode
 from simulators.scanner import ScannerSimulator, ScanScenario
 
 if TYPE_CHECKING:
-    from conftest import Collector, MakeDriver, PlugSim
+    from tests.drivers.conftest import Collector, MakeDriver, PlugSim
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = r"(?P<part_number>[A-Z]{2}-\d{4})\|(?P<serial>HX\d{6})\|(?P<lot>L[\d-]+)"

@@ -10,7 +10,7 @@ timed; ``--block-records`` per block), starts a real Mosquitto and InfluxDB
 signature, hash, each record against its model, the seq guard; batched line-protocol writes,
 manual acks, end-to-end answers) and a publisher on the journal, and times from the
 publisher's start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
-and the InfluxDB process share this 2-core machine. The design target (DESIGN.md) is
+and the InfluxDB process share this 2-core machine. The design target (docs/performance-targets.md) is
 >= 50,000 records/s from MQTT into InfluxDB. It prints one JSON line.
 """
 
@@ -27,14 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-# the journal is filled exactly as in the backlog benchmark (this script's own folder is on sys.path)
-from backlog_drain import fill, signed_journal  # noqa: E402
-
+# the journal is filled exactly as in the backlog benchmark
 from collector import config as config_mod  # noqa: E402
 from collector.gateway.publisher import Publisher  # noqa: E402
 from collector.recorder.daemon import Recorder  # noqa: E402
 from collector.store.factory import open_store  # noqa: E402
 from collector.testing.services import InfluxD, Mosquitto  # noqa: E402
+from tests.perf.backlog_drain import fill, signed_journal  # noqa: E402
 
 
 def main() -> int:

@@ -19,11 +19,33 @@ import yaml
 from collector import config as config_mod
 from collector.chain import blocks
 from collector.chain.keys import generate
+from collector.store.base import Store
+from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator, Scenario
 
 REPO = Path(__file__).resolve().parents[2]
+
+StackConfig = Callable[..., tuple[Path, config_mod.Config]]
+"""The ``stack_config`` fixture: overrides as keyword sections -> (path, config)."""
+
+
+def store_of(cfg: config_mod.Config) -> Store:
+    """The store a pipeline configuration names (``build_config`` always writes one)."""
+    assert cfg.influxdb is not None, "the configuration has no influxdb section"
+    return open_store(cfg.influxdb)
+
+
+def gateway_of(cfg: config_mod.Config) -> config_mod.GatewaySettings:
+    assert cfg.gateway is not None, "the configuration has no gateway section"
+    return cfg.gateway
+
+
+def recorder_of(cfg: config_mod.Config) -> config_mod.RecorderSettings:
+    assert cfg.recorder is not None, "the configuration has no recorder section"
+    return cfg.recorder
+
 
 PLAN = {
     "part_number": "HX-4711",
@@ -141,9 +163,7 @@ def write_config(tmp_path: Path, data: dict[str, Any], name: str = "config.yaml"
 
 
 @pytest.fixture
-def stack_config(
-    tmp_path: Path, broker: Mosquitto, influxd: InfluxD, database: str, topic_prefix: str
-) -> Callable[..., tuple[Path, config_mod.Config]]:
+def stack_config(tmp_path: Path, broker: Mosquitto, influxd: InfluxD, database: str, topic_prefix: str) -> StackConfig:
     """Factory: write a pipeline configuration (overrides as keyword sections), return (path, config)."""
 
     def make(**overrides: Any) -> tuple[Path, config_mod.Config]:

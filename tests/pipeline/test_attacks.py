@@ -21,11 +21,11 @@ from collector.chain.keys import Ed25519Signer, KeyRing
 from collector.config import Config
 from collector.recorder.daemon import Recorder
 from collector.store.base import quote_literal
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import Mosquitto
 from tests.helpers import wait_for
 from tests.pipeline.blockmaker import T0_US, Wire, make_block, measurement, signer_for
+from tests.pipeline.conftest import store_of
 
 
 def stored_blocks(store: InfluxV1Store, gateway: str) -> list[dict[str, Any]]:
@@ -52,7 +52,7 @@ def recorder_and_wire(
     _, cfg = stack_config()
     for gw in ("gw-a", "gw-b"):
         shutil.copy(tmp_path / f"private-{gw}" / f"{gw}.pub", tmp_path / "keys" / f"{gw}.pub")
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wire = Wire(broker, topic_prefix, "attacker")
     try:

@@ -20,10 +20,9 @@ import pytest
 from collector.config import Config
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.testing.services import Mosquitto
 from tests.helpers import wait_for
-from tests.pipeline.conftest import REPO, journal_head, journal_records
+from tests.pipeline.conftest import REPO, gateway_of, journal_head, journal_records, store_of
 
 
 def logged(caplog: pytest.LogCaptureFixture, pattern: str) -> list[float]:
@@ -37,7 +36,7 @@ def test_a_broker_outage_is_said_once_and_the_link_is_back_within_seconds(
     # the shipped defaults for the back-off, not the tests' quick ones
     _, cfg = stack_config(mqtt={"reconnect_min_delay": 0.5, "reconnect_max_delay": 3.0})
     gateway = Gateway(cfg, start_drivers=False)
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     address = rf"cannot reach broker {broker.host}:{broker.port}: Connection refused"
     with caplog.at_level(logging.INFO):
         gateway.start()
@@ -134,7 +133,7 @@ def test_sigterm_under_overload_finishes_in_5_s_and_accounts_for_every_reading(
         )
     try:
         wait_for(lambda: "reading queue is full" in log.read_text(), timeout=30, what="the queue overflowing")
-        journal = Path(cfg.gateway.journal)
+        journal = Path(gateway_of(cfg).journal)
         wait_for(lambda: journal_head(journal) > 20_000, timeout=30, what="the gateway busy for a while")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -150,6 +149,6 @@ def test_sigterm_under_overload_finishes_in_5_s_and_accounts_for_every_reading(
     m = re.search(r"stopped: (\d+) reading\(s\) received, (\d+) judged, (\d+) lost", text)
     assert m is not None, text[-2000:]
     received, judged, lost = map(int, m.groups())
-    measured = [r for r in journal_records(Path(cfg.gateway.journal)) if r["kind"] == "measurement"]
+    measured = [r for r in journal_records(Path(gateway_of(cfg).journal)) if r["kind"] == "measurement"]
     assert lost > 0 and received == judged + lost
     assert len(measured) == judged  # every judged reading is in the journal

@@ -14,11 +14,10 @@ from collector import cli
 from collector.chain import blocks
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import count_points
+from tests.pipeline.conftest import StackConfig, count_points, store_of
 
 TRACE_FIELDS = (
     "id",
@@ -67,10 +66,10 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_readings_become_traceable_verified_records(
-    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
+    stack_config: StackConfig, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, cfg = stack_config()
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     gateway = Gateway(cfg)
     gateway.start()
@@ -143,14 +142,14 @@ def test_readings_become_traceable_verified_records(
 
 
 def test_verify_names_an_edited_point(
-    stack_config,
+    stack_config: StackConfig,
     caliper: MitutoyoSimulator,
     v1_store: InfluxV1Store,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     path, cfg = stack_config()
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)

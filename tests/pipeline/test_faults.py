@@ -11,18 +11,20 @@ from pathlib import Path
 from collector.config import Config
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
 from tests.pipeline.conftest import (
     Daemon,
+    StackConfig,
     all_records,
     count_all,
     count_points,
+    gateway_of,
     journal_head,
     journal_records,
+    store_of,
     stored_seqs,
 )
 
@@ -46,7 +48,7 @@ def prime_session(cfg: Config) -> None:
     A recorder in production has had its session for months; a test's recorder process
     starts fresh, and records published before its first SUBACK would go to nobody.
     """
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     recorder.stop()
@@ -66,11 +68,14 @@ def assert_exactly_once(store: InfluxV1Store, measurements: int, head: int) -> N
 
 
 def test_gateway_killed_mid_stream_loses_nothing(
-    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, daemons: Callable[[str, Path], Daemon]
+    stack_config: StackConfig,
+    caliper: MitutoyoSimulator,
+    v1_store: InfluxV1Store,
+    daemons: Callable[[str, Path], Daemon],
 ) -> None:
     path, cfg = stack_config(mqtt={"max_records_per_message": 5, "max_inflight": 4})
-    journal = Path(cfg.gateway.journal)
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    journal = Path(gateway_of(cfg).journal)
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     try:
@@ -95,7 +100,10 @@ def test_gateway_killed_mid_stream_loses_nothing(
 
 
 def test_recorder_killed_mid_stream_loses_nothing(
-    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, daemons: Callable[[str, Path], Daemon]
+    stack_config: StackConfig,
+    caliper: MitutoyoSimulator,
+    v1_store: InfluxV1Store,
+    daemons: Callable[[str, Path], Daemon],
 ) -> None:
     path, cfg = stack_config(mqtt={"max_records_per_message": 1}, recorder={"batch_size": 50})
     prime_session(cfg)
@@ -121,10 +129,10 @@ def test_recorder_killed_mid_stream_loses_nothing(
 
 
 def test_broker_outage_under_load_loses_nothing_and_keeps_order(
-    stack_config, broker: Mosquitto, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
+    stack_config: StackConfig, broker: Mosquitto, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
 ) -> None:
     _, cfg = stack_config(mqtt={"max_records_per_message": 20})
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)
@@ -148,7 +156,7 @@ def test_broker_outage_under_load_loses_nothing_and_keeps_order(
 
 
 def test_recorder_away_while_thousands_of_messages_queue(
-    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
+    stack_config: StackConfig, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
 ) -> None:
     """Mosquitto's default would keep 1,000 and drop the rest silently; ours keeps all."""
     n = 3000
@@ -167,7 +175,7 @@ def test_recorder_away_while_thousands_of_messages_queue(
         )
         assert gateway.publisher.stats.messages_sent >= n
         assert count_points(v1_store) == 0
-        recorder = Recorder(cfg, open_store(cfg.influxdb))
+        recorder = Recorder(cfg, store_of(cfg))
         recorder.start()
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=60, what=f"all {head} queued records written")
@@ -178,7 +186,7 @@ def test_recorder_away_while_thousands_of_messages_queue(
 
 
 def test_records_the_broker_acknowledged_but_lost_are_sent_again(
-    stack_config, broker: Mosquitto, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
+    stack_config: StackConfig, broker: Mosquitto, caliper: MitutoyoSimulator, v1_store: InfluxV1Store
 ) -> None:
     """Mosquitto 2.0.11 forgets shared subscriptions when it restarts: what gateways publish
     before the recorders subscribe again is acknowledged and routed to nobody. The
@@ -189,7 +197,7 @@ def test_records_the_broker_acknowledged_but_lost_are_sent_again(
     gateway.start()
     try:
         wait_for(lambda: gateway.stats.device_events.get("caliper-1:connected"), what="caliper connected")
-        recorder = Recorder(cfg, open_store(cfg.influxdb))
+        recorder = Recorder(cfg, store_of(cfg))
         recorder.start()
         burst(caliper, 100)
         wait_for(
@@ -206,7 +214,7 @@ def test_records_the_broker_acknowledged_but_lost_are_sent_again(
             what="300 records acknowledged by the broker",
         )
         assert count_points(v1_store) == 100  # nobody received the last 200
-        recorder = Recorder(cfg, open_store(cfg.influxdb))
+        recorder = Recorder(cfg, store_of(cfg))
         recorder.start()
         wait_for(lambda: count_points(v1_store) == 300, timeout=30, what="the lost 200 sent again and stored")
         wait_for(lambda: gateway.journal.unconfirmed() == 0, timeout=10, what="every record settled")

@@ -19,7 +19,7 @@ from collector.mqtt import topics
 from collector.testing.services import Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import Daemon
+from tests.pipeline.conftest import Daemon, StackConfig, gateway_of, recorder_of, store_of
 
 
 def watch(broker: Mosquitto, *topic_filters: str) -> tuple[mqtt.Client, list[tuple[str, dict[str, Any]]]]:
@@ -33,7 +33,7 @@ def watch(broker: Mosquitto, *topic_filters: str) -> tuple[mqtt.Client, list[tup
 
 
 def test_status_is_retained_and_the_last_will_marks_a_killed_gateway_offline(
-    stack_config,
+    stack_config: StackConfig,
     broker: Mosquitto,
     caliper: MitutoyoSimulator,
     daemons: Callable[[str, Path], Daemon],
@@ -77,7 +77,7 @@ def test_status_is_retained_and_the_last_will_marks_a_killed_gateway_offline(
 
 
 def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
-    stack_config, caliper: MitutoyoSimulator, caplog: pytest.LogCaptureFixture
+    stack_config: StackConfig, caliper: MitutoyoSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, cfg = stack_config()
     gateway = Gateway(cfg)
@@ -107,7 +107,7 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
         gateway.stop()
     from collector.gateway.journal import Journal
 
-    journal = Journal(cfg.gateway.journal, "gw-test-1")
+    journal = Journal(gateway_of(cfg).journal, "gw-test-1")
     try:
         rows = [r for block, _ in journal.iter_blocks() for r in block.materialise()]
     finally:
@@ -120,13 +120,16 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
     ]
 
 
-def test_recorder_status_is_retained_online_then_offline(stack_config, broker: Mosquitto, topic_prefix: str) -> None:
+def test_recorder_status_is_retained_online_then_offline(
+    stack_config: StackConfig, broker: Mosquitto, topic_prefix: str
+) -> None:
     from collector.recorder.daemon import Recorder
-    from collector.store.factory import open_store
 
     _, cfg = stack_config()
-    topic = topics.recorder_status_topic(topic_prefix, cfg.recorder.client_id)
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
+    # the id the configuration names (the recorder makes one up only when it names none)
+    assert recorder.client_id == recorder_of(cfg).client_id
+    topic = topics.recorder_status_topic(topic_prefix, recorder.client_id)
     recorder.start()
     client, seen = watch(broker, topic)
     try:

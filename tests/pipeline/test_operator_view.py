@@ -27,6 +27,7 @@ import yaml
 
 from collector import config as config_mod
 from collector.chain.keys import KeyRing
+from collector.errors import ConfigError
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
 from collector.gateway.operator_view import MAX_BODY, OperatorView
@@ -711,7 +712,7 @@ def test_people_sign_in_with_badge_and_pin_and_sign_what_they_do(
     )
     # someone else signs in at the station (here, as a badge at the station's scanner would):
     # the page's session is over, and what it sends is refused
-    sam = gateway.config.register.get("sv-3")  # type: ignore[union-attr]
+    sam = gateway.config.register.get("sv-3")
     assert sam is not None
     gateway.command("st-10", parse_request({"command": "sign_in"}), Actor.of(sam, "badge", "scanner"))
     status, body = client.post(cmd, {"command": "patrol"})
@@ -719,7 +720,7 @@ def test_people_sign_in_with_badge_and_pin_and_sign_what_they_do(
     # but a badge scanned on that page still starts the next sign-in
     status, body = client.post("/station/st-10/scan", {"code": "B:op-42"})
     assert (status, body["message"]) == (200, "badge scanned: enter the PIN or password to sign in")
-    wait_for(lambda: gateway.views.get("st-10")["pending_sign_in"] == "op-42", what="the PIN asked for")  # type: ignore[index]
+    wait_for(lambda: gateway.views.get("st-10")["pending_sign_in"] == "op-42", what="the PIN asked for")
     other = Client(view_of(gateway))
     assert other.post(cmd, {"command": "sign_in", "signer": signer("sv-3")})[0] == 200
     status, body = client.post(cmd, {"command": "patrol"})
@@ -750,7 +751,7 @@ def test_the_attacks_on_the_view_are_refused_and_leave_a_record(
     value = next(r for r in journal_of(gateway) if r["kind"] == "measurement")
     nc = next(r for r in journal_of(gateway) if r["kind"] == "nonconformance")
     # 2. invalidate "by auditor": no such argument, and nobody signed in on that page
-    invalidate = {"command": "invalidate", "args": {"record_id": value["id"], "reason": "x"}}
+    invalidate: dict[str, Any] = {"command": "invalidate", "args": {"record_id": value["id"], "reason": "x"}}
     status, body = anyone.post(cmd, {**invalidate, "args": {**invalidate["args"], "by": "auditor"}})
     assert (status, body["error"]) == (400, "invalidate takes no by")
     status, body = anyone.post(cmd, invalidate)
@@ -850,7 +851,7 @@ def test_the_view_answers_to_its_own_host_names_only_on_any_bind_address(
     data = build_config(
         tmp_path, broker, influxd, database, topic_prefix, gateway={"operator_view": {"bind": "0.0.0.0"}}
     )
-    with pytest.raises(config_mod.ConfigError, match="the view needs allowed_hosts"):
+    with pytest.raises(ConfigError, match="the view needs allowed_hosts"):
         config_mod.parse(yaml.safe_dump(data), "gateway.yaml")
     data["gateway"]["operator_view"] = {"bind": "0.0.0.0", "port": 0, "allowed_hosts": ["qc-panel.example"]}
     with running(config_mod.load(write_config(tmp_path, data))) as gateway:

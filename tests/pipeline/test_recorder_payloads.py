@@ -8,21 +8,20 @@ from pathlib import Path
 
 from collector.chain.blocks import GENESIS_HASH
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import Mosquitto
 from tests.helpers import wait_for
 from tests.pipeline.blockmaker import T0_US, Wire, make_block, measurement, signer_for
-from tests.pipeline.conftest import stored_seqs
+from tests.pipeline.conftest import StackConfig, recorder_of, store_of, stored_seqs
 
 
 def test_bad_payloads_are_dead_lettered_and_the_good_ones_written(
-    stack_config, broker: Mosquitto, v1_store: InfluxV1Store, topic_prefix: str, tmp_path: Path
+    stack_config: StackConfig, broker: Mosquitto, v1_store: InfluxV1Store, topic_prefix: str, tmp_path: Path
 ) -> None:
     _, cfg = stack_config()
     signer = signer_for(tmp_path / "gw-x-private", "gw-x")
     shutil.copy(tmp_path / "gw-x-private" / "gw-x.pub", tmp_path / "keys" / "gw-x.pub")
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wire = Wire(broker, topic_prefix, "payloads")
     try:
@@ -53,7 +52,7 @@ def test_bad_payloads_are_dead_lettered_and_the_good_ones_written(
         recorder.stop()
         wire.close()
 
-    lines = [json.loads(x) for x in Path(cfg.recorder.dead_letter_file).read_text().splitlines()]
+    lines = [json.loads(x) for x in Path(recorder_of(cfg).dead_letter_file).read_text().splitlines()]
     reasons = [e["reason"] for e in lines]
     assert len(lines) == 6
     assert sum(r.startswith("not a valid block: no hash at the end") for r in reasons) == 3  # text, list, fragment

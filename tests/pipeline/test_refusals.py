@@ -22,11 +22,10 @@ import pytest
 from collector.config import Config
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from drivers.base import Reading
 from tests.helpers import wait_for
-from tests.pipeline.conftest import journal_records
+from tests.pipeline.conftest import gateway_of, journal_records, recorder_of, store_of
 
 
 def reading(value: str, n: int) -> Reading:
@@ -42,7 +41,7 @@ def test_a_refused_write_loses_nothing_is_never_confirmed_and_is_alarmed(
     _, cfg = stack_config()
     # someone wrote `value` as a string into this week's shard: every float `value` is refused
     v1_store.write_lines([f'inspection,gateway=elsewhere value="twelve" {time.time_ns() // 1000 - 1_000_000}'])
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     gateway = Gateway(cfg, start_drivers=False)
     try:
@@ -51,7 +50,11 @@ def test_a_refused_write_loses_nothing_is_never_confirmed_and_is_alarmed(
         with caplog.at_level(logging.ERROR):
             for i, v in enumerate(("12.001", "12.002", "12.003")):
                 gateway.submit(reading(v, i))
-                wait_for(lambda i=i: gateway.stats.measurements == i + 1, what="journaled")  # one block each
+
+                def journaled(n: int = i + 1) -> bool:
+                    return gateway.stats.measurements == n
+
+                wait_for(journaled, what="journaled")  # one block each
             wait_for(lambda: gateway.journal.refused() >= 3, timeout=20, what="the gateway learns of the refusals")
             wait_for(lambda: gateway.journal.unconfirmed() == 0 and gateway.journal.backlog() == 0, what="settled")
         sent = gateway.publisher.stats.messages_sent
@@ -62,7 +65,7 @@ def test_a_refused_write_loses_nothing_is_never_confirmed_and_is_alarmed(
         gateway.stop()
         recorder.stop()
     counts = gateway.journal.counts()
-    measured = [r for r in journal_records(Path(cfg.gateway.journal)) if r["kind"] == "measurement"]
+    measured = [r for r in journal_records(Path(gateway_of(cfg).journal)) if r["kind"] == "measurement"]
     assert len(measured) == 3  # the records are kept in the journal, marked refused
     assert counts["refused"] >= 3 and counts["refused"] + counts["stored"] == gateway.journal.head[0]
     assert v1_store.query("SELECT count(seq) FROM inspection WHERE gateway = 'gw-test-1'") == []
@@ -73,7 +76,7 @@ def test_a_refused_write_loses_nothing_is_never_confirmed_and_is_alarmed(
     assert any("refused" in r.getMessage() and "field type conflict" in r.getMessage() for r in caplog.records)
     assert gateway.publisher.stats.records_refused >= 3 and recorder.stats.blocks_refused >= 3
     # the dead-letter file holds each whole block with gateway, seq and reason, once
-    entries = [json.loads(x) for x in Path(cfg.recorder.dead_letter_file).read_text().splitlines()]
+    entries = [json.loads(x) for x in Path(recorder_of(cfg).dead_letter_file).read_text().splitlines()]
     blocks_ = {(e["first_seq"], e["last_seq"]) for e in entries}
     assert len(entries) == len(blocks_) >= 3
     for e in entries:
@@ -93,10 +96,14 @@ def test_a_block_edited_in_the_journal_is_not_published_and_is_alarmed(
     try:
         for i, v in enumerate(("12.001", "12.002", "12.003")):
             gateway.submit(reading(v, i))
-            wait_for(lambda i=i: gateway.stats.measurements == i + 1, what="journaled")
+
+            def journaled(n: int = i + 1) -> bool:
+                return gateway.stats.measurements == n
+
+            wait_for(journaled, what="journaled")
     finally:
         gateway.stop()
-    path = Path(offline.gateway.journal)
+    path = Path(gateway_of(offline).journal)
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT b.first_seq, b.last_seq, p.body FROM blocks b JOIN payloads p USING (first_seq)")
         texts = {(a, b): zlib.decompress(body).decode() for a, b, body in rows}
@@ -105,10 +112,10 @@ def test_a_block_edited_in_the_journal_is_not_published_and_is_alarmed(
         assert middle[0] > 1 and middle[1] < max(texts)[1]
         text = texts[middle].replace('"reading_value":"12.002"', '"reading_value":"12.020"')
         db.execute("UPDATE payloads SET body = ? WHERE first_seq = ?", (zlib.compress(text.encode()), middle[0]))
-    rows = list(texts)
+    spans = list(texts)
 
     _, cfg = stack_config()
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     gateway = Gateway(cfg, start_drivers=False)
     try:
@@ -132,6 +139,6 @@ def test_a_block_edited_in_the_journal_is_not_published_and_is_alarmed(
     assert gateway.publisher.stats.records_damaged == last - first + 1
     assert recorder.stats.dead_letters == 0  # it never reached the recorder
     stored = {(r["first_seq"], r["last_seq"]) for r in v1_store.query("SELECT first_seq, last_seq FROM block")}
-    assert middle not in stored and {r for r in rows if r != middle} <= stored
+    assert middle not in stored and {r for r in spans if r != middle} <= stored
     values = sorted(r["value"] for r in v1_store.query("SELECT value FROM inspection"))
     assert values == [12.001, 12.003]

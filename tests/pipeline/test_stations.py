@@ -15,7 +15,6 @@ from collector import config as config_mod
 from collector.evidence.trace import TraceFilter, trace
 from collector.gateway.daemon import Gateway
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
@@ -25,7 +24,7 @@ from simulators.plc import PlcSimulator
 from simulators.plc import Scenario as PlcScenario
 from simulators.scanner import ScannerSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import build_config, count_all, write_config
+from tests.pipeline.conftest import build_config, count_all, store_of, write_config
 
 LABELS = r"^(?:B:(?P<operator>op-\d+)|(?P<part_number>HX-\d{4})\|(?P<serial>HX\d{6})\|(?P<lot>L[\w-]+))$"
 
@@ -148,16 +147,18 @@ def test_manual_and_automatic_stations_end_to_end(
     )
     scanner = ScannerSimulator(tmp_path / "dev" / "scanner-1")
     scale.start()
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)
     gateway.start()
     try:
         for dev in ("caliper-1", "scale-1", "scanner-1", "plc-1"):
-            wait_for(
-                lambda dev=dev: gateway.stats.device_events.get(f"{dev}:connected"), timeout=15, what=f"{dev} connected"
-            )
+
+            def connected(dev: str = dev) -> int | None:
+                return gateway.stats.device_events.get(f"{dev}:connected")
+
+            wait_for(connected, timeout=15, what=f"{dev} connected")
         # the manual station: nothing counts before a badge and a part label
         caliper.send_value(Decimal("12.001"))
         wait_for(lambda: gateway.stats.by_kind["refusal"] == 1, what="a refusal: no part, no operator")

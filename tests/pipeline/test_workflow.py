@@ -21,12 +21,11 @@ from collector import config as config_mod
 from collector.gateway.daemon import Gateway
 from collector.mqtt import topics
 from collector.recorder.daemon import Recorder
-from collector.store.factory import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
-from tests.pipeline.conftest import build_config, count_all, write_config
+from tests.pipeline.conftest import StackConfig, build_config, count_all, store_of, write_config
 from tests.pipeline.people import signer, write_register
 
 
@@ -97,7 +96,7 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
     data["stations"][0]["part"]["operator"] = "op-42"  # in the register, qualified for every plan
     path = write_config(tmp_path, data)
     cfg = config_mod.load(path)
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)
@@ -257,7 +256,7 @@ def records(gateway: Gateway) -> list[dict[str, Any]]:
 
 
 def test_an_overdue_gauge_is_refused_recorded_and_alerted(
-    stack_config,
+    stack_config: StackConfig,
     broker: Mosquitto,
     caliper: MitutoyoSimulator,
     v1_store: InfluxV1Store,
@@ -269,7 +268,7 @@ def test_an_overdue_gauge_is_refused_recorded_and_alerted(
     assert text != path.read_text()
     path.write_text(text)
     cfg = config_mod.load(path)
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)
@@ -300,10 +299,10 @@ def test_an_overdue_gauge_is_refused_recorded_and_alerted(
 
 
 def test_verify_report_for_an_auditor_over_a_station_and_time_range(
-    stack_config, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
+    stack_config: StackConfig, caliper: MitutoyoSimulator, v1_store: InfluxV1Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, cfg = stack_config()
-    recorder = Recorder(cfg, open_store(cfg.influxdb))
+    recorder = Recorder(cfg, store_of(cfg))
     recorder.start()
     wait_for(recorder.subscribed.is_set, what="recorder subscribed")
     gateway = Gateway(cfg)

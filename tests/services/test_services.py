@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.testing.services import (
     InfluxD,
@@ -73,7 +74,7 @@ class Client:
         self.messages: list[mqtt.MQTTMessage] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         self.mqtt.on_message = self._on_message
         self.mqtt.on_connect = lambda *args: self.connected.set()
 
@@ -294,7 +295,7 @@ def test_the_production_template_runs_on_this_mosquitto(tmp_path: Path) -> None:
             proc.stderr.read() if proc.stderr else b""
         )
         refused: list[bool] = []
-        anon = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        anon = mqtt.Client(CallbackAPIVersion.VERSION2)
         anon.on_connect = lambda c, u, f, rc, p: refused.append(rc.is_failure)
         anon.connect("127.0.0.1", port)
         anon.loop_start()

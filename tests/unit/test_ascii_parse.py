@@ -65,7 +65,7 @@ def test_parse_number(text: str, value: str) -> None:
     ],
 )
 def test_parse_number_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a decimal number"):
         parse_number(text)
 
 
@@ -78,19 +78,31 @@ def test_decimal_comma() -> None:
 @pytest.mark.parametrize(
     ("line", "settings", "expected"),
     [
-        (b"+12.345", {"pattern": SYLVAC_PATTERN, "unit": "mm"}, ParsedLine("value", Decimal("12.345"), "mm", "ok")),
-        (b"      12.35 g", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", "ok")),
-        (b"     -12.35 g ?", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("-12.35"), "g", "unstable")),
+        (
+            b"+12.345",
+            {"pattern": SYLVAC_PATTERN, "unit": "mm"},
+            ParsedLine("value", Decimal("12.345"), "mm", ReadingStatus.OK),
+        ),
+        (b"      12.35 g", {"pattern": OHAUS_PATTERN}, ParsedLine("value", Decimal("12.35"), "g", ReadingStatus.OK)),
+        (
+            b"     -12.35 g ?",
+            {"pattern": OHAUS_PATTERN},
+            ParsedLine("value", Decimal("-12.35"), "g", ReadingStatus.UNSTABLE),
+        ),
         (
             b"12.3 kg",
             {"pattern": r"(?P<value>\S+) (?P<unit>\S+)", "unit": "g"},
-            ParsedLine("value", Decimal("12.3"), "kg", "ok"),
+            ParsedLine("value", Decimal("12.3"), "kg", ReadingStatus.OK),
         ),
-        (b"-4 \xb5m", {"pattern": r"(?P<value>\S+) (?P<unit>\S+)"}, ParsedLine("value", Decimal("-4"), "\xb5m", "ok")),
+        (
+            b"-4 \xb5m",
+            {"pattern": r"(?P<value>\S+) (?P<unit>\S+)"},
+            ParsedLine("value", Decimal("-4"), "\xb5m", ReadingStatus.OK),
+        ),
         (b"M3 1,5", {"pattern": r"M(?P<channel>\d) (?P<value>\S+)", "decimal_comma": True}, None),
         (b"ST,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)"}, None),
         (b"US,+0012.5 g", {"pattern": r"(?P<stable>ST|US),(?P<value>\S+) (?P<unit>g)", "stable_when": "ST"}, None),
-        (b"Err 3", {"error_pattern": r"Err \d+"}, ParsedLine("value", None, None, "error", "Err 3")),
+        (b"Err 3", {"error_pattern": r"Err \d+"}, ParsedLine("value", None, None, ReadingStatus.ERROR, "Err 3")),
     ],
 )
 def test_parse_line(line: bytes, settings: dict[str, Any], expected: ParsedLine | None) -> None:
@@ -210,7 +222,7 @@ def test_format_line_presets() -> None:
     assert format_line(Decimal("12.345"), SYLVAC) == b"+12.345\r"
     assert format_line(Decimal("192.21"), OHAUS) == b"     192.21 g\r\n"  # EN-3: *****192.21_g
     assert format_line(Decimal("0.01"), OHAUS, stable=False) == b"       0.01 g ?\r\n"  # *******0.01_g_?
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="more than 3 decimals"):
         format_line(Decimal("1.2345"), SYLVAC)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not valid"):
         Instrument(template="{value} {weight}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 from hypothesis import given
@@ -14,11 +15,26 @@ from collector.chain import blocks, checkpoints
 from collector.chain.canonical import NotCanonical, canonical_text
 from collector.chain.keys import Ed25519Signer, HmacSigner, KeyFileError, KeyRing, SignatureInvalid, generate
 
-RECORDS = [
+RECORDS: list[dict[str, Any]] = [
     {"kind": "measurement", "id": "0193a0a0-0000-7000-8000-000000000001", "value": "12.005", "verdict": "pass"},
     {"kind": "part", "id": "0193a0a0-0000-7000-8000-000000000002", "records": ["a", "b"], "verdict": "accept"},
 ]
-HEADER = dict(
+
+
+class Header(TypedDict):
+    """The keyword arguments of ``blocks.seal`` that every test here shares."""
+
+    gateway: str
+    site: str
+    line: str
+    station: str
+    first_seq: int
+    recorded_at: str
+    clock_synced: bool
+    prev_hash: str
+
+
+HEADER = Header(
     gateway="gw-1",
     site="plant-a",
     line="L1",

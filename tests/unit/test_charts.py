@@ -114,10 +114,7 @@ def test_capability_intervals_follow_montgomery_and_bissell() -> None:
     ppk = min(84.3 - xs.mean(), xs.mean() - 84.1) / (3 * sigma_overall)
     half = stats.norm.ppf(0.975) * math.sqrt(1 / (9 * n) + ppk**2 / (2 * (n - 1)))
     assert summary.ppk is not None
-    assert (summary.ppk.low, summary.ppk.high) == (
-        pytest.approx(ppk - half, rel=1e-9),
-        pytest.approx(ppk + half, rel=1e-9),
-    )
+    assert (summary.ppk.low, summary.ppk.high) == pytest.approx((ppk - half, ppk + half), rel=1e-9)
     assert summary.n == n and summary.cpk is not None and summary.cpk.low < cap.cpk < summary.cpk.high  # type: ignore[operator]
 
 

@@ -56,7 +56,7 @@ def test_malformed_hashes_never_verify_and_are_refused_in_the_configuration(stor
 
 
 def test_an_empty_password_is_not_hashed() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an empty password cannot be hashed"):
         hash_password("")
 
 

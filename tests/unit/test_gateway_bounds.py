@@ -51,7 +51,12 @@ def test_a_waiting_put_gets_in_when_room_is_made() -> None:
     inbox.put(R)
     inbox.put(R)
     done = threading.Event()
-    t = threading.Thread(target=lambda: (inbox.put(R, timeout=5), done.set()))
+
+    def put_then_done() -> None:
+        inbox.put(R, timeout=5)
+        done.set()
+
+    t = threading.Thread(target=put_then_done)
     t.start()
     assert not done.wait(0.05)
     assert inbox.get(timeout=1) is R

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -60,7 +60,15 @@ L1 = Characteristic(
     id="L1", name="Overall length", nominal=Decimal("30.00"), lower_tol=Decimal("-0.05"), upper_tol=Decimal("0.05"),
     unit="mm", decimals=2,
 )  # fmt: skip
-SITE = {"site": "plant-1", "line": "line-a", "station": "st-10"}
+
+
+class Site(TypedDict):
+    site: str
+    line: str
+    station: str
+
+
+SITE = Site(site="plant-1", line="line-a", station="st-10")
 
 
 class Chain:

@@ -511,12 +511,17 @@ def test_the_budget_prunes_settled_blocks_first_alarms_then_refuses(path: Path, 
         assert j.head[0] == n + n // 2 and not j.budget_alarm
         assert j.counts()["stored"] < n  # pruned early
         alarmed_at = None
-        # unsettled ones cannot go: the alarm, then the refusal
-        with pytest.raises(JournalFull, match="budget"):
+
+        def fill() -> None:
+            nonlocal alarmed_at
             for _ in range(100 * n):
                 j.append([dict(big[0], id=uuid7())])
                 if j.budget_alarm and alarmed_at is None:
                     alarmed_at = j.head[0]
+
+        # unsettled ones cannot go: the alarm, then the refusal
+        with pytest.raises(JournalFull, match="budget"):
+            fill()
         assert alarmed_at is not None and alarmed_at < j.head[0] - n // 2  # the alarm came well before
         assert j.counts()["stored"] == 0  # every settled block made room first
         head = j.head

@@ -100,9 +100,13 @@ def test_configured_width() -> None:
 def test_commands() -> None:
     assert command("GA", 1) == b"GA01\r\n"
     assert command("DJ", 42, "OUT") == b"DJ42,OUT\r\n"
-    for bad in (("ga", 1), ("GAX", 1), ("GA", 100)):
-        with pytest.raises(ValueError):
-            command(*bad)  # type: ignore[arg-type]
+    for bad, reason in (
+        (("ga", 1), "two capital letters"),
+        (("GAX", 1), "two capital letters"),
+        (("GA", 100), "must be 00"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            command(*bad)
 
 
 @pytest.mark.parametrize(
@@ -122,10 +126,13 @@ PIECES += [b" ", b"\r", b"\n", b"\xff", b"\x00", b"e"]
 @example(b"GN01,+0016.234")
 def test_random_bytes_never_yield_a_value_unless_valid(line: bytes) -> None:
     m = NUMERIC.fullmatch(line)
+    refused: FrameError | None = None
     try:
         reply = parse_reply(line)
     except FrameError as exc:
-        assert exc.raw == line and m is None
+        refused = exc
+    if refused is not None:
+        assert refused.raw == line and m is None
         return
     if reply.kind != "value":
         assert m is None
@@ -152,28 +159,28 @@ def test_acks_and_judgements_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "device_id", "value", "decimals"),
+    ("header", "device_id", "value", "decimals", "reason"),
     [
-        ("GN", 1, Decimal("100000.0000"), 4),  # ten characters
-        ("GN", 1, Decimal("0.12345"), 4),  # finer than the display
-        ("GN", 1, Decimal("NaN"), 4),
-        ("GN", 100, Decimal("1"), 4),
-        ("GA", 1, Decimal("1"), 4),
-        ("GN", 1, Decimal("1"), 8),
+        ("GN", 1, Decimal("100000.0000"), 4, "does not fit in 9 characters"),  # ten characters
+        ("GN", 1, Decimal("0.12345"), 4, "more than 4 decimals"),  # finer than the display
+        ("GN", 1, Decimal("NaN"), 4, "is not finite"),
+        ("GN", 100, Decimal("1"), 4, "ID No. must be 0..99"),
+        ("GA", 1, Decimal("1"), 4, "not a header that carries a value"),
+        ("GN", 1, Decimal("1"), 8, "decimals must be 1..7"),
     ],
 )
-def test_format_value_refuses(header: str, device_id: int, value: Decimal, decimals: int) -> None:
-    with pytest.raises(ValueError):
+def test_format_value_refuses(header: str, device_id: int, value: Decimal, decimals: int, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
         format_value(header, device_id, value, decimals)
 
 
 def test_format_judgement_refuses_unknown_verdicts() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="judgement must be OK"):
         format_judgement(1, "NG")
 
 
 def test_scenario_refuses_what_a_reply_cannot_show() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not fit in 9 characters"):
         Scenario(nominal=Decimal("123456"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad_rate must be within 0"):
         Scenario(bad_rate=-0.1)

@@ -128,25 +128,25 @@ def test_format_frame(value: Decimal, decimals: int, frame: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("channel", "value", "decimals"),
+    ("channel", "value", "decimals", "reason"),
     [
-        ("01", Decimal("10000.000"), 3),  # nine characters
-        ("01", Decimal("1000.00"), 5),
-        ("01", Decimal("0.1234"), 3),  # finer than the gauge
-        ("01", Decimal("NaN"), 3),
-        ("01", Decimal("1"), 7),
-        ("01", Decimal("12"), 0),  # no decimal point: no documented frame
-        ("1", Decimal("1"), 3),
-        ("0x", Decimal("1"), 3),
+        ("01", Decimal("10000.000"), 3, "does not fit in 8 characters"),  # nine characters
+        ("01", Decimal("1000.00"), 5, "does not fit in 8 characters"),
+        ("01", Decimal("0.1234"), 3, "more than 3 decimals"),  # finer than the gauge
+        ("01", Decimal("NaN"), 3, "is not finite"),
+        ("01", Decimal("1"), 7, "decimals must be 1..6"),
+        ("01", Decimal("12"), 0, "decimals must be 1..6"),  # no decimal point: no documented frame
+        ("1", Decimal("1"), 3, "channel must be two digits"),
+        ("0x", Decimal("1"), 3, "channel must be two digits"),
     ],
 )
-def test_format_frame_refuses(channel: str, value: Decimal, decimals: int) -> None:
-    with pytest.raises(ValueError):
+def test_format_frame_refuses(channel: str, value: Decimal, decimals: int, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
         format_frame(channel, value, decimals)
 
 
 def test_scenario_refuses_what_a_frame_cannot_show() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not fit in 8 characters"):
         Scenario(nominal=Decimal("12345.0"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad_rate must be within 0"):
         Scenario(bad_rate=1.5)

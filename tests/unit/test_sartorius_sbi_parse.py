@@ -139,7 +139,7 @@ def test_fixed_frame_format_plus_sign_and_identifiers() -> None:
 def test_commands() -> None:
     assert command("P") == b"\x1bP"
     assert command("T", b"\r\n") == b"\x1bT\r\n"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an SBI command is one letter"):
         command("PP")
 
 
@@ -239,28 +239,28 @@ def test_format_frame(value: Decimal, unit: str | None, decimals: int, frame: by
 
 
 @pytest.mark.parametrize(
-    ("value", "unit", "decimals"),
+    ("value", "unit", "decimals", "reason"),
     [
-        (Decimal("123456789"), "g", 0),
-        (Decimal("0.123"), "g", 2),
-        (Decimal("1"), "gram", 0),
-        (Decimal("1"), "g g", 0),
-        (Decimal("NaN"), "g", 2),
+        (Decimal("123456789"), "g", 0, "does not fit in 8 characters"),
+        (Decimal("0.123"), "g", 2, "more than 2 decimals"),
+        (Decimal("1"), "gram", 0, "unit must be up to 3 printable characters"),
+        (Decimal("1"), "g g", 0, "unit must be up to 3 printable characters"),
+        (Decimal("NaN"), "g", 2, "is not finite"),
     ],
 )
-def test_format_frame_refuses(value: Decimal, unit: str | None, decimals: int) -> None:
-    with pytest.raises(ValueError):
+def test_format_frame_refuses(value: Decimal, unit: str | None, decimals: int, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
         format_frame(value, unit, decimals)
 
 
 def test_format_special_refuses_what_no_manual_lists() -> None:
     for text in ("Stat", "Overload", "Err", "Err 1234"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a special or error code of the manuals"):
             format_special(text)
 
 
 def test_serial_settings() -> None:
     assert parse_serial_settings("9600 7O1") == (9600, 7, "O", 1.0)
     assert parse_serial_settings("19200 8N1") == (19200, 8, "N", 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="serial settings must look like"):
         parse_serial_settings("9600,8,N,1")

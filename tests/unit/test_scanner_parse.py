@@ -155,8 +155,12 @@ def test_label_format() -> None:
     assert label.decode("]C0HX-4711|HX000123|L1|op-117")["operator"] == "op-117"
     with pytest.raises(DecodeError, match="does not match the label pattern"):
         label.decode("HX-4711|HX000123|L1 trailing")
-    for bad in ("(?P<badge>\\d+)", "\\d+", "(?P<serial>"):
-        with pytest.raises(ValueError):
+    for bad, reason in (
+        ("(?P<badge>\\d+)", "unknown named groups"),
+        ("\\d+", "needs at least one named group"),
+        ("(?P<serial>", "not a valid regular expression"),
+    ):
+        with pytest.raises(ValueError, match=reason):
             LabelFormat.compile(bad)
 
 

@@ -15,7 +15,7 @@ from collector import config as config_mod
 from collector.config import CalibrationPolicy, Config
 from collector.gateway.intake import PeopleRules
 from collector.gateway.journal import Journal
-from collector.inspection.models import RECORDS_ADAPTER
+from collector.inspection.models import RECORDS_ADAPTER, InspectionRecord
 from collector.inspection.records import format_utc_us
 from collector.inspection.station import CommandError, CommandRefused, Outcome, Refusal, ScanError, Station
 from collector.people.accounts import hash_password
@@ -368,8 +368,10 @@ def test_drafts_become_valid_records_through_the_journal(tmp_path: Path) -> None
     try:
         (sealed,) = j.append(drafts, {"station:st-10": s.state()})  # one station, one block
         models = RECORDS_ADAPTER.validate_python(sealed.block.records)
+        measured = [m for m in models if isinstance(m, InspectionRecord)]
+        assert len(measured) == len(models)  # four measurements, nothing else
         seqs = range(sealed.block.first_seq, sealed.block.last_seq + 1)
-        assert [(n, m.characteristic, m.serial, m.verdict) for n, m in zip(seqs, models, strict=True)] == [
+        assert [(n, m.characteristic, m.serial, m.verdict) for n, m in zip(seqs, measured, strict=True)] == [
             (1, "D1", "SN-00001", "pass"),
             (2, "L1", "SN-00001", "pass"),
             (3, "T1", "SN-00001", "pass"),
@@ -453,9 +455,8 @@ def people_station(
         config_mod.parse_register(PEOPLE, "people.yaml"),
     )
     day = [today]
-    st = cfg.stations[index].model_copy(
-        update={"part": cfg.stations[index].part and cfg.stations[index].part.model_copy(update={"operator": None})}
-    )
+    part = cfg.stations[index].part
+    st = cfg.stations[index].model_copy(update={"part": part and part.model_copy(update={"operator": None})})
     s = Station(
         st,
         {p.part_number: p for p in cfg.plans},
