@@ -516,10 +516,16 @@ class Station:
         rules = self._spc(result)
         if rules:
             out.trends[result["id"]] = rules
-        out.extend(self._after_measurement(result, automatic=bool(device and device.channels)))
+        after = self._after_measurement(result, automatic=bool(device and device.channels))
+        if after is not None:
+            out.extend(after)
         andon = self.settings.andon
-        accepted = any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
-        if accepted and self._andon_on and andon is not None and andon.clear == "on_pass":
+        if (
+            self._andon_on
+            and andon is not None
+            and andon.clear == "on_pass"
+            and any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
+        ):
             out.andon = False  # a good part again: the light goes out
             self._andon_on = False
         return out
@@ -658,7 +664,8 @@ class Station:
         )
 
     # -- parts ---------------------------------------------------------------------------------
-    def _after_measurement(self, record: Record, *, automatic: bool) -> Outcome:
+    def _after_measurement(self, record: Record, *, automatic: bool) -> Outcome | None:
+        """The part's verdict when this measurement completes (or re-measures) it; else None."""
         cid = str(record["characteristic"])
         superseding = record.get("supersedes")
         part = self._current
@@ -674,7 +681,7 @@ class Station:
             out = self._release(part, record.get("operator"), automatic=automatic)
             self._complete()
             return out
-        return Outcome()
+        return None
 
     def _release(self, part: _Part, operator: Any, *, automatic: bool, supersedes: str | None = None) -> Outcome:
         """The verdict of a complete part, released by the operator (signed within the session),
