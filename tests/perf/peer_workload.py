@@ -271,6 +271,7 @@ def one_load(args: argparse.Namespace, registers: int, interval_ms: float) -> di
         rss1 = rss_mb()
         journal = gateway.journal
         used, measurements = journal.used_bytes, gateway.stats.measurements
+        pub = gateway.publisher.stats
         elapsed = t1 - t0
         points = c1 - c0
         cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -284,12 +285,20 @@ def one_load(args: argparse.Namespace, registers: int, interval_ms: float) -> di
             points_per_s=round(points / elapsed),
             judged_per_s=round((m1 - m0) / elapsed),
             cpu_us_per_point=round(cpu_s / points * 1e6, 2) if points else None,
+            cpu_user_sys_s=[round(ru1.ru_utime - ru0.ru_utime, 3), round(ru1.ru_stime - ru0.ru_stime, 3)],
+            cpu_us_per_point_gateway_threads=round(
+                sum(th1[k] - th0[k] for k in th1 if k in th0 and k != "main") / points * 1e6, 2
+            )
+            if points
+            else None,
             cpu_us_per_point_by_thread={
                 k: round((th1[k] - th0[k]) / points * 1e6, 2) for k in th1 if k in th0 and points
             },
             peak_rss_mb=round(ru1.ru_maxrss / 1024, 1),
             rss_mb={"start": round(rss0, 1), "end": round(rss1, 1), "max_sampled": round(rss_max, 1)},
             journal_bytes_per_point=round(used / measurements, 1) if measurements else None,
+            records_per_block=round(pub.records_sent / pub.blocks_sent, 1) if pub.blocks_sent else None,
+            records_per_message=round(pub.records_sent / pub.messages_sent, 1) if pub.messages_sent else None,
             polls=p1 - p0,
             polls_due=round(elapsed / interval_s),
             overruns=o1 - o0,
