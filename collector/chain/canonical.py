@@ -11,6 +11,9 @@ is the same encoder without the checks, for code that built its values itself.
 from __future__ import annotations
 
 import json
+import json.encoder
+import operator
+from collections.abc import Sequence
 from typing import Any
 
 from collector.errors import CollectorError
@@ -58,3 +61,92 @@ def canonical_text(value: Any) -> str:
 
 def canonical_bytes(value: Any) -> bytes:
     return canonical_text(value).encode("utf-8")
+
+
+_encode_str = json.encoder.encode_basestring  # the string encoder of dumps_sorted (ensure_ascii=False)
+_MARK = "\ue000"  # a private-use character: marks a slot while a template is made (and proved)
+
+
+class TemplateEncoder:
+    """:func:`dumps_sorted` for flat objects of one key set whose values mostly repeat.
+
+    A gateway writes the same characteristic, gauge, part number and limits into every
+    measurement record; only a few values change per reading. Encoding the repeating part
+    once per combination (a template: the canonical text with a slot per changing value)
+    and filling in the changing values leaves the bytes exactly those of
+    :func:`dumps_sorted`: an object's canonical text is its sorted ``"key":value`` pairs one
+    after the other, and a slot holds a value's own canonical text. Each template is proved
+    when it is made (filled with the values it was made from, it must give the very text of
+    :func:`dumps_sorted`), and anything not of the shape (another key set, a changing value
+    that is not a string or ``None``, an unhashable repeating value) is encoded by
+    :func:`dumps_sorted` itself. Templates are bounded (``max_templates``; past it they are
+    dropped and made again).
+    """
+
+    def __init__(self, constant: Sequence[str], variable: Sequence[str], *, max_templates: int = 4096) -> None:
+        if set(constant) & set(variable):
+            raise ValueError("a key is either constant or variable")
+        self._variable_keys = tuple(sorted(variable))  # slots in the order the text holds them
+        self._constant = operator.itemgetter(*constant)
+        self._variable = operator.itemgetter(*self._variable_keys)
+        self._size = len(constant) + len(variable)
+        self._templates: dict[Any, tuple[str, tuple[str, ...]]] = {}
+        self._max = max_templates
+        self.made = 0  # templates made (each one proved)
+        self.fallbacks = 0  # objects encoded by dumps_sorted
+
+    def encode(self, value: dict[str, Any]) -> str:
+        if len(value) != self._size:
+            self.fallbacks += 1
+            return dumps_sorted(value)
+        try:
+            key = self._constant(value)
+            template = self._templates.get(key)
+            slots = self._variable(value)
+        except (KeyError, TypeError):  # another key set, or an unhashable value
+            self.fallbacks += 1
+            return dumps_sorted(value)
+        if template is None:
+            made = self._make(value)
+            if made is None:
+                self.fallbacks += 1
+                return dumps_sorted(value)
+            if len(self._templates) >= self._max:
+                self._templates.clear()
+            template = self._templates[key] = made
+        head, tails = template
+        parts = [head]
+        for v, tail in zip(slots, tails, strict=True):
+            if type(v) is str:
+                parts.append(_encode_str(v))
+            elif v is None:
+                parts.append("null")
+            else:
+                self.fallbacks += 1
+                return dumps_sorted(value)
+            parts.append(tail)
+        return "".join(parts)
+
+    def _make(self, value: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+        sample = dict(value)
+        for i, k in enumerate(self._variable_keys):
+            sample[k] = f"{_MARK}{i}{_MARK}"
+        text = dumps_sorted(sample)
+        pieces: list[str] = []
+        rest = text
+        for i in range(len(self._variable_keys)):
+            mark = f'"{_MARK}{i}{_MARK}"'
+            if rest.count(mark) != 1:
+                return None  # the mark occurs in a value of its own: no template for this one
+            before, rest = rest.split(mark)
+            pieces.append(before)
+        template = (pieces[0], (*pieces[1:], rest))
+        filled = [template[0]]
+        for v, tail in zip(self._variable(value), template[1], strict=True):
+            if type(v) is not str and v is not None:
+                return None
+            filled += [_encode_str(v) if v is not None else "null", tail]
+        if "".join(filled) != dumps_sorted(value):
+            return None  # never happens by construction; the proof costs once per template
+        self.made += 1
+        return template

@@ -490,7 +490,6 @@ class Gateway:
             view = station.view()
             measured = [d for d in out.drafts if d["kind"] == "measurement"]
             parts = [d for d in out.drafts if d["kind"] == "part"]
-            previous = self.views.get(sid) or {}
             view["last"] = (
                 {
                     k: measured[-1].get(k)
@@ -508,12 +507,12 @@ class Gateway:
                     )
                 }
                 if measured
-                else previous.get("last")
+                else self.views.field(sid, "last")
             )
             view["part_verdict"] = (
                 {k: parts[-1].get(k) for k in ("serial", "verdict", "failed", "missing", "released_by", "id")}
                 if parts
-                else previous.get("part_verdict")
+                else self.views.field(sid, "part_verdict")
             )
             view["message"] = out.message
             view["refused"] = (

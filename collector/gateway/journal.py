@@ -71,10 +71,10 @@ from urllib.parse import quote
 
 from collector.chain import blocks
 from collector.chain.blocks import GENESIS_HASH, Block, BlockError
-from collector.chain.canonical import dumps_sorted
+from collector.chain.canonical import TemplateEncoder
 from collector.chain.keys import Ed25519Signer, Signer
 from collector.errors import JournalError, JournalFull
-from collector.inspection.records import Record, format_utc_us
+from collector.inspection.records import MEASUREMENT_CONSTANT, MEASUREMENT_VARIABLE, Record, format_utc_us
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,15 @@ _FIND_WINDOWS_US = (5_000_000, 300_000_000, 6 * 3_600_000_000)
 _FIND_MAX_BLOCKS = 20_000
 #: keys of a station's draft that the block carries for all its records
 _DRAFT_ONLY = frozenset({"site", "line", "station"})
+
+
+def _entry(draft: Record) -> Record:
+    """The draft as the block holds it: without the keys the block carries for all records."""
+    entry = draft.copy()
+    for key in _DRAFT_ONLY:  # every draft has them: the journal groups drafts by them
+        del entry[key]
+    return entry
+
 
 DEFAULT_BUDGET = 8 * 1024**3  # a third of a 32 GB SD card, leaving room for the system and logs
 DEFAULT_MAX_BLOCK_RECORDS = 1000
@@ -198,6 +207,7 @@ class Journal:
         self.alarm_ratio = alarm_ratio
         self.max_block_records = max_block_records
         self.max_block_bytes = max_block_bytes
+        self._encoder = TemplateEncoder(MEASUREMENT_CONSTANT, MEASUREMENT_VARIABLE)
         self._clock_us = clock_us
         self._synchronous = synchronous
         self._lock = threading.Lock()
@@ -348,9 +358,11 @@ class Journal:
         sealed: list[Sealed] = []
         rows: list[tuple[Any, ...]] = []
         for (site, line, station), group in groups.items():
-            entries = [{k: v for k, v in d.items() if k not in _DRAFT_ONLY} for d in group]
-            # the same encoder as the canonical form, without its checks: the drafts are ours
-            texts = [dumps_sorted(e) for e in entries]
+            entries = [_entry(d) for d in group]
+            # the canonical encoder without its checks (the drafts are ours), by template for
+            # measurements: byte for byte the same text, proved per template
+            encode = self._encoder.encode
+            texts = [encode(e) for e in entries]
             start = 0
             while start < len(entries):
                 end, size = start, 0

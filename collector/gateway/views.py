@@ -30,6 +30,12 @@ class ViewHub:
             view = self._views.get(station)
             return copy.deepcopy(view) if view is not None else None
 
+    def field(self, station: str, key: str) -> Any:
+        """One entry of the station's view (a copy), without copying the whole view."""
+        with self._cond:
+            view = self._views.get(station)
+            return copy.deepcopy(view.get(key)) if view is not None else None
+
     def wait(self, station: str, after_version: int, timeout: float) -> dict[str, Any] | None:
         """The station's view once its version is past ``after_version`` (None on timeout)."""
         with self._cond:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from collector.chain.blocks import GENESIS_HASH, parse_utc_us
-from collector.inspection.models import Characteristic
+from collector.inspection.models import Characteristic, Criticality, Verdict
 from collector.inspection.tolerance import Judgement
 from drivers.base import Reading
 
@@ -80,6 +80,10 @@ def format_utc_us(epoch_us: int) -> str:
     return f"{text}.{us:06d}Z"
 
 
+#: the plain strings of the enums a measurement carries (an enum's ``.value`` is a slow property)
+_TEXT: dict[Any, str] = {m: m.value for m in (*Criticality, *Verdict)}
+
+
 def dec(v: Decimal | None) -> str | None:
     """A decimal in plain notation (never ``1E-7``), as the payload pattern requires."""
     return None if v is None else format(v, "f")
@@ -125,7 +129,7 @@ def measurement_record(
         "usl": usl,
         "unit": characteristic.unit,
         "decimals": characteristic.decimals,
-        "criticality": characteristic.criticality.value,
+        "criticality": _TEXT[characteristic.criticality],
         "gauge": gauge,
         "gauge_calibration_due": gauge_calibration_due,
         "calibration_status": calibration_status,
@@ -139,13 +143,56 @@ def measurement_record(
         "value": dec(judgement.value),
         "judged_value": dec(judgement.judged_value),
         "deviation": dec(judgement.deviation),
-        "verdict": judgement.verdict.value,
+        "verdict": _TEXT[judgement.verdict],
         "limit": judgement.limit,
         "reason_for_test": reason_for_test,
         "supersedes": supersedes,
         "reason": reason,
     }
 
+
+#: a measurement entry's keys (a draft's, less ``site``, ``line``, ``station``, which the block
+#: carries) that change from one reading to the next, and those that repeat for a
+#: characteristic at a station (the journal encodes the repeating part once: see
+#: :class:`collector.chain.canonical.TemplateEncoder`)
+MEASUREMENT_VARIABLE = (
+    "deviation",
+    "id",
+    "judged_value",
+    "limit",
+    "measured_at",
+    "raw",
+    "raw_encoding",
+    "reading_unit",
+    "reading_value",
+    "serial",
+    "value",
+    "verdict",
+)
+MEASUREMENT_CONSTANT = (
+    "kind",
+    "operator",
+    "part_number",
+    "plan_revision",
+    "lot",
+    "work_order",
+    "characteristic",
+    "characteristic_name",
+    "nominal",
+    "lsl",
+    "usl",
+    "unit",
+    "decimals",
+    "criticality",
+    "gauge",
+    "gauge_calibration_due",
+    "calibration_status",
+    "device",
+    "channel",
+    "reason_for_test",
+    "supersedes",
+    "reason",
+)
 
 Context = dict[str, str | None]
 _CONTEXT_KEYS = ("operator", "part_number", "serial", "lot", "work_order")

@@ -187,6 +187,8 @@ class Station:
         self.id = settings.id
         self.plans = plan if isinstance(plan, dict) else {plan.part_number: plan}
         self.plan = self.plans[settings.plan]
+        #: plan -> characteristic id -> characteristic: a reading finds its own in O(1)
+        self._by_id = {pn: {c.id: c for c in p.characteristics} for pn, p in self.plans.items()}
         self.site = site
         self.line = line
         self.calibration = calibration or CalibrationPolicy()
@@ -303,9 +305,9 @@ class Station:
         return self.plan.characteristics[self.next_index]
 
     def _characteristic(self, cid: str) -> Characteristic:
-        for c in self.plan.characteristics:
-            if c.id == cid:
-                return c
+        c = self._by_id[self.plan.part_number].get(cid)
+        if c is not None:
+            return c
         raise CommandError(f"station {self.id}: characteristic {cid!r} is not in plan {self.plan.part_number}")
 
     def view(self) -> dict[str, Any]:
@@ -517,10 +519,16 @@ class Station:
         rules = self._spc(result)
         if rules:
             out.trends[result["id"]] = rules
-        out.extend(self._after_measurement(result, automatic=bool(device and device.channels)))
+        after = self._after_measurement(result, automatic=bool(device and device.channels))
+        if after is not None:
+            out.extend(after)
         andon = self.settings.andon
-        accepted = any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
-        if accepted and self._andon_on and andon is not None and andon.clear == "on_pass":
+        if (
+            self._andon_on
+            and andon is not None
+            and andon.clear == "on_pass"
+            and any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
+        ):
             out.andon = False  # a good part again: the light goes out
             self._andon_on = False
         return out
@@ -659,7 +667,8 @@ class Station:
         )
 
     # -- parts ---------------------------------------------------------------------------------
-    def _after_measurement(self, record: Record, *, automatic: bool) -> Outcome:
+    def _after_measurement(self, record: Record, *, automatic: bool) -> Outcome | None:
+        """The part's verdict when this measurement completes (or re-measures) it; else None."""
         cid = str(record["characteristic"])
         superseding = record.get("supersedes")
         part = self._current
@@ -671,11 +680,11 @@ class Station:
         part.history[str(record["id"])] = cid
         if part is self._last:
             return self._release(part, record.get("operator"), automatic=False, supersedes=part.record_id)
-        if all(c.id in part.results for c in self.plan.characteristics):
+        if self._complete_part(part, self.plan):
             out = self._release(part, record.get("operator"), automatic=automatic)
             self._complete()
             return out
-        return Outcome()
+        return None
 
     def _release(self, part: _Part, operator: Any, *, automatic: bool, supersedes: str | None = None) -> Outcome:
         """The verdict of a complete part, released by the operator (signed within the session),
@@ -699,8 +708,14 @@ class Station:
         part = self._last
         return part is not None and part.record_id is not None and not part.released and self._complete_part(part)
 
-    def _complete_part(self, part: _Part) -> bool:
-        return all(c.id in part.results for c in part.plan.characteristics)
+    def _complete_part(self, part: _Part, plan: InspectionPlan | None = None) -> bool:
+        """Every characteristic of ``plan`` (default: the part's) has a value.
+
+        Counted first, so that the check per reading is O(1): the full comparison runs once
+        the part holds as many results as the plan has characteristics.
+        """
+        chars = (plan or part.plan).characteristics
+        return len(part.results) >= len(chars) and all(c.id in part.results for c in chars)
 
     def release(self, signature: Signature) -> Outcome:
         """The signer releases the part just completed (where releases are signed one by one)."""

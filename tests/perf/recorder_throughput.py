@@ -17,12 +17,16 @@ and the InfluxDB process share this 2-core machine. The design target (docs/perf
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -36,6 +40,39 @@ from collector.testing.services import InfluxD, Mosquitto  # noqa: E402
 from tests.perf.backlog_drain import fill, signed_journal  # noqa: E402
 
 
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of another process (its children not included)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def threads_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by thread name (numbered ones summed)."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = t.name.split(" ")[0].rstrip("0123456789-")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def profiled(profiles: dict[str, cProfile.Profile], name: str, fn: Any) -> Any:
+    """``fn`` run under a profile of its own thread's CPU time (cProfile sees one thread only)."""
+
+    def run(*a: Any, **kw: Any) -> Any:
+        prof = profiles.setdefault(f"{name}-{threading.get_ident()}", cProfile.Profile(time.thread_time))
+        return prof.runcall(fn, *a, **kw)
+
+    return run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=200_000)
@@ -43,6 +80,7 @@ def main() -> int:
     ap.add_argument("--max-records-per-message", type=int, default=500)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--block-records", type=int, default=200, help="records per block (a PLC's poll cycle)")
+    ap.add_argument("--profile", default=None, help="cProfile the recorder's threads into PREFIX.<thread>.pstats")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
         journal = signed_journal(Path(tmp), block_records=args.block_records)
@@ -73,6 +111,10 @@ def main() -> int:
         )
         assert cfg.influxdb is not None
         recorder = Recorder(cfg, open_store(cfg.influxdb))
+        profiles: dict[str, cProfile.Profile] = {}
+        if args.profile:
+            for name in ("_run", "_write_loop", "_on_message"):
+                setattr(recorder, name, profiled(profiles, name.strip("_"), getattr(recorder, name)))
         recorder.start()
         recorder.subscribed.wait(10)
         publisher = Publisher(
@@ -80,6 +122,7 @@ def main() -> int:
         )
         store = open_store(cfg.influxdb)
         stored = 0
+        cpu0 = {"influxd": process_cpu(influx.pid), "mosquitto": process_cpu(broker.pid), **threads_cpu()}
         t0 = time.monotonic()
         publisher.start()
         try:
@@ -90,6 +133,7 @@ def main() -> int:
                     break
                 time.sleep(0.2)
             seconds = time.monotonic() - t0
+            cpu1 = {"influxd": process_cpu(influx.pid), "mosquitto": process_cpu(broker.pid), **threads_cpu()}
         finally:
             publisher.stop()
             recorder.stop()
@@ -97,6 +141,8 @@ def main() -> int:
             journal.close()
             influx.stop()
             broker.stop()
+            for name, prof in profiles.items():
+                prof.dump_stats(f"{args.profile}.{name}.pstats")
         print(
             json.dumps(
                 {
@@ -113,6 +159,9 @@ def main() -> int:
                     "records_per_batch": round(stored / max(1, recorder.stats.batches), 1),
                     "batch_size": args.batch_size,
                     "max_records_per_message": args.max_records_per_message,
+                    "cpu_us_per_record": {
+                        k: round((v - cpu0.get(k, 0.0)) / max(stored, 1) * 1e6, 2) for k, v in sorted(cpu1.items())
+                    },
                     "python": platform.python_version(),
                 }
             )
