@@ -267,9 +267,9 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from collector.config_file import load_store_section
     from collector.evidence.trace import trace_evidence, write_csv, write_json
     from collector.store.factory import open_store
-    from collector.store.settings import load_store_section
 
     influx, register = load_store_section(args.config)
     flt = _filter(args)

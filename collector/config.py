@@ -33,13 +33,12 @@ from pydantic import (
     model_validator,
 )
 
-from collector.config_file import Identifier, Secret, _Section, format_errors, read_yaml, where
+from collector.config_file import Identifier, InfluxSettings, Secret, _Section, format_errors, read_yaml, where
 from collector.errors import ConfigError
 from collector.inspection.commands import ALWAYS_SIGNED, COMMANDS
 from collector.inspection.models import Gauge, InspectionPlan, PersonId
 from collector.people.accounts import DashboardSettings
 from collector.people.register import UserRegister
-from collector.store.settings import InfluxSettings
 from drivers import registry
 from drivers.base import DriverConfig
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collector.config_file import InfluxV1Settings, InfluxV2Settings
 from collector.store.base import Store
-from collector.store.settings import InfluxV1Settings, InfluxV2Settings
 
 
 def open_store(settings: InfluxV1Settings | InfluxV2Settings) -> Store:

@@ -9,8 +9,9 @@ import pytest
 
 from collector import cli
 from collector import config as config_mod
+from collector.config_file import placeholder_problem
 from collector.errors import ConfigError
-from collector.people.accounts import hash_password, placeholder_problem, weak_secret_problem
+from collector.people.accounts import hash_password, weak_secret_problem
 from collector.people.authentication import WRONG, AuthenticationFailed, Authenticator, Sessions
 from collector.people.register import Person, Role, UserRegister
 

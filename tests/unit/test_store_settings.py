@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from collector.config_file import InfluxV1Settings, load_store_section
 from collector.errors import ConfigError
-from collector.store.settings import InfluxV1Settings, load_store_section
 from collector.testing.services import free_port
 
 
