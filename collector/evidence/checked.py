@@ -20,15 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from collector.chain.blocks import Block
 from collector.chain.keys import KeyRing, SignatureInvalid
 from collector.evidence.findings import ALTERED, FORGED, UNKNOWN
-from collector.inspection.record_types import Record
 from collector.store import queries
 from collector.store.base import Row, Store
 from collector.store.lineprotocol import BLOCK_FIELDS, BLOCK_TAG_KEYS, block_columns, mismatches
 from collector.store.queries import BlockRef, Unreadable
+
+if TYPE_CHECKING:  # the records' types only: the trace path does not import the domain models
+    from collector.inspection.record_types import Record
 
 #: what a trace adds to each record it prints: the block's hash and whether it verified
 ANNOTATIONS = ("block_hash", "verified", "verification")

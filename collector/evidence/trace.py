@@ -26,16 +26,18 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from collector.chain.blocks import parse_utc_us
 from collector.chain.keys import KeyRing
 from collector.evidence.checked import CheckedBlock, Loaded, load_blocks
-from collector.inspection.record_types import Record
 from collector.store import queries
 from collector.store.base import Store
 from collector.store.lineprotocol import LOOKUP_FIELDS, MEASUREMENTS, RECORD_MEASUREMENTS
 from collector.store.queries import BlockRef, Unreadable
+
+if TYPE_CHECKING:  # the records' types only: the trace path does not import the domain models
+    from collector.inspection.record_types import Record
 
 #: record fields in the order the CSV export shows them
 CSV_COLUMNS = (

@@ -42,9 +42,10 @@ from drivers.base import DeviceEvent, EventKind, Reading
 from drivers.serial.port import ByteStreamDriver, SerialLineDriver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-#: golden folders run by their own tests: exports (dfq), and request/response protocols whose
-#: cases are exchanges rather than a byte stream (modbus: tests/unit/test_modbus_golden.py)
-NOT_DRIVERS = {"dfq", "modbus"}
+#: golden folders run by their own tests: exports (dfq), request/response protocols whose
+#: cases are exchanges rather than a byte stream (modbus: tests/unit/test_modbus_golden.py),
+#: and invalid configurations (tests/unit/test_config_golden.py)
+NOT_DRIVERS = {"dfq", "modbus", "invalid-config"}
 CASE_KEYS = {"description", "source", "sample", "config", "sends", "input", "end_of_stream", "expect"}
 SEND_KEYS = {"request", "options", "bytes"}
 READING_KEYS = {"channel", "value", "unit", "raw", "status", "error", "text"}

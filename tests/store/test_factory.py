@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 from collector import cli
-from collector.config import InfluxV1Settings, InfluxV2Settings
+from collector.config_file import InfluxV1Settings, InfluxV2Settings
 from collector.recorder import daemon
 from collector.store.factory import open_store
 kind = sys.argv[1]
