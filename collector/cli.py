@@ -8,6 +8,7 @@ load the others.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import signal
@@ -272,6 +273,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from collector.store.factory import open_store
 
     influx, register = load_store_section(args.config)
+    _zone(args.timezone)  # a mistyped zone is a usage error before anything is read
     flt = _filter(args)
     if flt.empty():
         raise ConfigError(
@@ -306,10 +308,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else code
 
 
+def _zone(name: str | None) -> dt.tzinfo | None:
+    """The IANA time zone ``name`` (None: this machine's own); exit 2 for an unknown name."""
+    if name is None:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            "command line", [("--timezone", f"unknown time zone {name!r} (e.g. Europe/Berlin, UTC)")]
+        ) from None
+
+
 def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
     from collector.evidence.dfq import dfq_files, encode_dfq, write_dfq_files
 
-    files = dfq_files(records, descriptions={p.part_number: p.description for p in cfg.plans if p.description})
+    zone = _zone(args.timezone)
+    descriptions = {p.part_number: p.description for p in cfg.plans if p.description}
+    files = dfq_files(records, descriptions=descriptions, zone=zone)
     if not files:
         print("no measurement records match", file=sys.stderr)
         return EXIT_FAILED
@@ -497,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="iso-8859-1",
         choices=("iso-8859-1", "cp1252", "utf-8"),
         help="dfq: file encoding (characters it cannot carry are refused, never replaced)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="dfq: the site's time zone for the value times, an IANA name such as Europe/Berlin "
+        "(default: this machine's); the statistics tools show times as written",
     )
     p.set_defaults(func=cmd_trace)
 

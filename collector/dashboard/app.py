@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -116,6 +117,10 @@ class Dashboard(web.WebApp):
         self.state = LiveState(settings, clock)
         #: the downloads the traceability page offers (format name -> how)
         self.exporters: dict[str, records.ExportFormat] = dict(records.EXPORTS)
+        # the site's time zone (the shifts') and the plans' descriptions for the DFQ download
+        zone = ZoneInfo(settings.shift_timezone) if settings.shift_timezone else None
+        descriptions = {p.part_number: p.description for p in config.plans if p.description}
+        self.exporters["dfq"] = records.dfq_export(descriptions, zone)
         self._threads: list[threading.Thread] = []
         self._pending: dict[str, _Pending] = {}
         self._acking: set[str] = set()

@@ -22,9 +22,11 @@ did not verify is not shown as one.
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import functools
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -90,9 +92,18 @@ def write_safe_csv(records: list[Record], out: IO[str]) -> None:
         writer.writerow([spreadsheet_safe(cell) for cell in row])
 
 
-def write_dfq(records: list[Record], out: IO[str]) -> None:
-    """One Q-DAS DFQ file: the records must be of one part number and plan revision."""
-    files = dfq.dfq_files(records)
+def write_dfq(
+    records: list[Record],
+    out: IO[str],
+    *,
+    descriptions: Mapping[str, str] | None = None,
+    zone: dt.tzinfo | None = None,
+) -> None:
+    """One Q-DAS DFQ file: the records must be of one part number and plan revision.
+
+    ``descriptions`` (part number -> K1002) and ``zone`` (the site's time zone for K0004)
+    come from the dashboard's configuration (:func:`dfq_export`)."""
+    files = dfq.dfq_files(records, descriptions=descriptions, zone=zone)
     if not files:
         raise CollectorError("no measurement records to export as DFQ")
     if len(files) > 1:
@@ -102,6 +113,13 @@ def write_dfq(records: list[Record], out: IO[str]) -> None:
     (text,) = files.values()
     dfq.encode_dfq(text)  # refuses, naming the line, what the file's encoding cannot carry
     out.write(text.replace("\r\n", "\n").replace("\n", "\r\n"))  # the tools expect CR LF
+
+
+def dfq_export(descriptions: Mapping[str, str], zone: dt.tzinfo | None) -> ExportFormat:
+    """The DFQ download with the plans' descriptions and the site's time zone."""
+    return ExportFormat(
+        functools.partial(write_dfq, descriptions=descriptions, zone=zone), EXPORTS["dfq"].content_type, "dfq"
+    )
 
 
 @dataclass(frozen=True)

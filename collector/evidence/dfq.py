@@ -26,8 +26,8 @@ lsl                    K2110/n    left out for a one-sided specification
 usl                    K2111/n    left out for a one-sided specification
 unit                   K2142/n
 value                  K0001/n    the exact value in the characteristic's unit
-(see below)            K0002/n    0 valid, 129 invalidated or superseded
-measured_at            K0004/n    ``DD.MM.YYYY/HH:MM:SS`` in UTC, fraction cut off
+(see below)            K0002/n    0 valid, 129 invalidated or superseded, 255 placeholder
+measured_at            K0004/n    ``DD.MM.YYYY/HH:MM:SS`` in the site's local time (below)
 lot                    K0006/n    batch number
 operator               K0008/n
 station                K0010/n    machine
@@ -49,14 +49,24 @@ Decisions, and why:
   as it stays in the evidence, and statistics use only the latest value. Only the
   records passed in are consulted: an invalidation missing from them cannot mark its
   target.
+- One value set per part: the statistics tools pair the i-th value of every
+  characteristic into the i-th part, so each part's values form one set, one value per
+  characteristic (a re-measure takes the place of the value it supersedes). A superseded
+  value follows its part's set in a set of its own, marked 129, and a characteristic a set
+  has no value for (a part left incomplete, the other characteristics of a superseded
+  value's set) gets a placeholder (K0001 0 with K0002 = 255), so every characteristic has
+  as many values as there are sets and the pairing never shifts. Values without a serial
+  fill one set until a characteristic repeats.
 - Only verified evidence is exported: a record a trace marks ``verified: false`` (its block
   failed a check, or was not checked against the key directory) makes the export fail,
   naming it, since nothing in a DFQ file could say that the value is not evidence.
 - Patrol inspections are K0015 = 0: they are planned, routine in-process checks, and
   tools commonly take production statistics from the values with K0015 = 0; code 10
   would drop them from capability studies.
-- K0004 is UTC, because records carry UTC only; a tool that assumes local time shows
-  the values shifted by the site's offset.
+- K0004 is local time: qs-STAT and its peers show K0004 as written, as the site's wall
+  clock, while records carry UTC. The exporter converts each time with the site's time zone
+  (``zone``; by default the exporting machine's own), offset and daylight saving time
+  included, so a value measured at 06:30 on the shop floor reads 06:30 in the tool.
 - One specification per characteristic: the header can state one set of limits, so
   records of one part number and revision that disagree on a characteristic's
   specification are refused rather than exported under the wrong limits.
@@ -73,8 +83,9 @@ Decisions, and why:
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +100,7 @@ __all__ = [
     "encode_dfq",
     "group_key",
     "to_dfq",
+    "value_sets",
     "write_dfq_files",
 ]
 
@@ -109,6 +121,7 @@ REASON_CODES: dict[str, int] = {
 #: K0002 attribute values
 VALID = 0
 INVALID = 129
+PLACEHOLDER = 255
 
 DEFAULT_ENCODING = "iso-8859-1"
 _ENCODINGS = {"iso8859-1", "cp1252", "utf-8"}  # codecs.lookup() names
@@ -161,13 +174,14 @@ def _required(record: Mapping[str, Any], field: str) -> Any:
     return value
 
 
-def _date_time(measured_at: str, record: Mapping[str, Any]) -> str:
+def _date_time(measured_at: str, record: Mapping[str, Any], zone: dt.tzinfo | None) -> str:
     # "2026-11-21T10:15:30.123456Z": the canonical shape every record carries
-    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?Z", measured_at)
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?Z", measured_at)
     if m is None:
         raise DfqError(f"record {record.get('id')}: measured_at {measured_at!r} is not a UTC timestamp")
-    year, month, day, hms = m.group(1, 2, 3, 4)
-    return f"{day}.{month}.{year}/{hms}"
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    utc = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
+    return utc.astimezone(zone).strftime("%d.%m.%Y/%H:%M:%S")
 
 
 def _spec(record: Mapping[str, Any]) -> tuple[object, ...]:
@@ -188,13 +202,16 @@ def _refuse_unverified(records: list[Mapping[str, Any]]) -> None:
         raise DfqError(f"{len(bad)} record(s) are not verified evidence and a DFQ file cannot mark them: {shown}{more}")
 
 
-def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = None) -> str:
+def to_dfq(
+    records: Iterable[Mapping[str, Any]], *, description: str | None = None, zone: dt.tzinfo | None = None
+) -> str:
     """The DFQ text (``\\n`` line ends) for the measurement records of ONE part number and revision.
 
     ``records`` is what :func:`collector.evidence.trace.trace` returns (all kinds; only measurements
     become values, invalidations mark their targets). Raises :class:`DfqError` when the
     measurements span several part numbers or revisions (use :func:`dfq_files`), when
-    there are none, or when the text cannot be written faithfully.
+    there are none, or when the text cannot be written faithfully. ``zone`` is the site's
+    time zone for K0004 (None: the exporting machine's own).
     """
     records = list(records)
     _refuse_unverified(records)
@@ -205,10 +222,48 @@ def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = No
     if len(keys) > 1:
         shown = ", ".join(f"{pn} rev {rev}" for pn, rev in keys)
         raise DfqError(f"one DFQ file holds one part number and revision; the records have {shown}")
-    return _render(keys[0], values, _void_ids(records), description)
+    return _render(keys[0], values, _void_ids(records), description, zone)
 
 
-def _render(key: tuple[str, str], values: list[Mapping[str, Any]], void: set[str], description: str | None) -> str:
+def value_sets(values: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Mapping[str, Any]]]:
+    """The measurements grouped into one set per part (characteristic id -> record), in order.
+
+    A re-measure takes the place of the value it supersedes in its part's set; the superseded
+    value follows that set in a set of its own. A serial's set is open until one of its
+    characteristics comes again without superseding (the part inspected again).
+    """
+    sets: list[dict[str, Mapping[str, Any]]] = []
+    displaced: dict[int, list[dict[str, Mapping[str, Any]]]] = {}
+    where: dict[str, int] = {}  # record id -> index of its set
+    open_set: dict[object, int] = {}  # serial (or None) -> index of its open set
+    for r in values:
+        cid = str(r["characteristic"])
+        old = str(r.get("supersedes") or "")
+        at = where.get(old)
+        if at is not None and sets[at].get(cid) is not None and sets[at][cid].get("id") == old:
+            displaced.setdefault(at, []).append({cid: sets[at][cid]})
+            sets[at][cid] = r
+            where[str(r.get("id"))] = at
+            continue
+        serial = r.get("serial") or None
+        at = open_set.get(serial)
+        if at is None or cid in sets[at]:
+            sets.append({})
+            at = open_set[serial] = len(sets) - 1
+        sets[at][cid] = r
+        where[str(r.get("id"))] = at
+    for i, s in enumerate(sets):
+        yield s
+        yield from displaced.get(i, [])
+
+
+def _render(
+    key: tuple[str, str],
+    values: list[Mapping[str, Any]],
+    void: set[str],
+    description: str | None,
+    zone: dt.tzinfo | None,
+) -> str:
     part_number, revision = key
 
     index: dict[str, int] = {}
@@ -247,23 +302,34 @@ def _render(key: tuple[str, str], values: list[Mapping[str, Any]], void: set[str
                 lines.append(f"{code}/{n} {_number(field, r[field], r)}")
         lines.append(f"K2142/{n} {_text('unit', _required(r, 'unit'), r)}")
 
-    for r in values:
-        n = index[str(r["characteristic"])]
-        lines.append(f"K0001/{n} {_number('value', _required(r, 'value'), r)}")
-        lines.append(f"K0002/{n} {INVALID if str(r.get('id')) in void else VALID}")
-        lines.append(f"K0004/{n} {_date_time(str(_required(r, 'measured_at')), r)}")
-        for code, field in (("K0006", "lot"), ("K0008", "operator"), ("K0010", "station"), ("K0012", "gauge")):
-            if r.get(field) not in (None, ""):
-                lines.append(f"{code}/{n} {_text(field, r[field], r)}")
-        if r.get("serial") not in (None, ""):
-            lines.append(f"K0014/{n} {_text('serial', r['serial'], r)}")
-        reason = str(r.get("reason_for_test") or "ongoing")
-        if reason not in REASON_CODES:
-            raise DfqError(f"record {r.get('id')}: unknown reason for test {reason!r}")
-        lines.append(f"K0015/{n} {REASON_CODES[reason]}")
-        if r.get("work_order") not in (None, ""):
-            lines.append(f"K0053/{n} {_text('work_order', r['work_order'], r)}")
+    for value_set in value_sets(values):
+        for cid, n in index.items():
+            value = value_set.get(cid)
+            if value is None:
+                lines += [f"K0001/{n} 0", f"K0002/{n} {PLACEHOLDER}"]
+                continue
+            lines += _value_lines(value, n, void, zone)
     return "\n".join(lines) + "\n"
+
+
+def _value_lines(r: Mapping[str, Any], n: int, void: set[str], zone: dt.tzinfo | None) -> list[str]:
+    lines = [
+        f"K0001/{n} {_number('value', _required(r, 'value'), r)}",
+        f"K0002/{n} {INVALID if str(r.get('id')) in void else VALID}",
+        f"K0004/{n} {_date_time(str(_required(r, 'measured_at')), r, zone)}",
+    ]
+    for code, field in (("K0006", "lot"), ("K0008", "operator"), ("K0010", "station"), ("K0012", "gauge")):
+        if r.get(field) not in (None, ""):
+            lines.append(f"{code}/{n} {_text(field, r[field], r)}")
+    if r.get("serial") not in (None, ""):
+        lines.append(f"K0014/{n} {_text('serial', r['serial'], r)}")
+    reason = str(r.get("reason_for_test") or "ongoing")
+    if reason not in REASON_CODES:
+        raise DfqError(f"record {r.get('id')}: unknown reason for test {reason!r}")
+    lines.append(f"K0015/{n} {REASON_CODES[reason]}")
+    if r.get("work_order") not in (None, ""):
+        lines.append(f"K0053/{n} {_text('work_order', r['work_order'], r)}")
+    return lines
 
 
 def _number(field: str, value: object, record: Mapping[str, Any]) -> str:
@@ -279,13 +345,19 @@ def _file_stem(part_number: str, revision: str) -> str:
     return _UNSAFE_NAME.sub("_", f"{part_number}_{revision}").strip("._") or "part"
 
 
-def dfq_files(records: Iterable[Mapping[str, Any]], *, descriptions: Mapping[str, str] | None = None) -> dict[str, str]:
+def dfq_files(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    descriptions: Mapping[str, str] | None = None,
+    zone: dt.tzinfo | None = None,
+) -> dict[str, str]:
     """One DFQ text per (part number, plan revision): ``{file name: text}``, sorted by name.
 
     File names are ``<part number>_<revision>.dfq`` with anything but letters, digits,
     ``.``, ``_`` and ``-`` replaced by ``_`` (a part number may hold ``/``); names that
     collide after that get ``-2``, ``-3`` ... in the order of the sorted keys.
-    ``descriptions`` maps part numbers to K1002 texts (the plans' descriptions).
+    ``descriptions`` maps part numbers to K1002 texts (the plans' descriptions); ``zone`` is
+    the site's time zone for K0004 (None: the exporting machine's own).
     """
     records = list(records)
     _refuse_unverified(records)
@@ -300,7 +372,7 @@ def dfq_files(records: Iterable[Mapping[str, Any]], *, descriptions: Mapping[str
         while name in out:
             k += 1
             name = f"{stem}-{k}.dfq"
-        out[name] = _render(key, groups[key], void, (descriptions or {}).get(key[0]))
+        out[name] = _render(key, groups[key], void, (descriptions or {}).get(key[0]), zone)
     return dict(sorted(out.items()))
 
 

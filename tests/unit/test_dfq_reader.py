@@ -205,8 +205,14 @@ def check_against_records(f: DfqFile, measurements: list[dict[str, Any]], void: 
                 assert key not in c, f"{cid}: {key} for a missing {name}"
             else:
                 assert Decimal(c[key]) == Decimal(spec[name]), f"{cid}: {key}"
-        assert len(f.values.get(n, [])) == len(mine), f"{cid}: number of values"
-        for value, r in zip(f.values[n], mine, strict=True):
+        # one value set per part: placeholders (K0002 255) keep the sets aligned; the rest are
+        # the records' values, each once, compared in order of measurement
+        values = [v for v in f.values.get(n, []) if v["K0002"] != "255"]
+        assert all(set(v) == {"K0001", "K0002"} and v["K0001"] == "0" for v in f.values[n] if v["K0002"] == "255")
+        assert len(values) == len(mine), f"{cid}: number of values"
+        values.sort(key=lambda v: dt.datetime.strptime(v["K0004"], "%d.%m.%Y/%H:%M:%S"))
+        mine = sorted(mine, key=lambda r: str(r["measured_at"]))
+        for value, r in zip(values, mine, strict=True):
             where = f"{cid} value of record {r['id']}"
             assert value["K0001"] == r["value"], where  # exact: the same digits, not just the same number
             assert Decimal(value["K0001"]) == Decimal(r["value"]), where
@@ -223,19 +229,22 @@ def check_against_records(f: DfqFile, measurements: list[dict[str, Any]], void: 
 @pytest.mark.parametrize("encoding", ["iso-8859-1", "cp1252", "utf-8"])
 def test_export_reads_back_as_the_records(encoding: str) -> None:
     records = load("hx4711_remeasure_invalidation")
-    data = encode_dfq(to_dfq(records), encoding)
+    data = encode_dfq(to_dfq(records, zone=dt.UTC), encoding)
     f = read_dfq(data, encoding)
     measurements = [r for r in records if r["kind"] == "measurement"]
     check_against_records(f, measurements, not_for_statistics(records))
 
     # the cases the checks above must not pass vacuously
+    # sets: SN-001, SN-002 (D1 re-measured after rework), SN-002's superseded D1 on its own,
+    # SN-003 (L1 invalidated and re-measured), SN-003's invalidated L1 on its own
     l1 = f.values[f.characteristic("L1")]
     invalidated = next(r for r in records if r["kind"] == "invalidation")["target"]
-    assert [v["K0002"] for v in l1] == ["0", "0", "129", "0"]
-    assert next(r for r in measurements if r["id"] == invalidated)["value"] == l1[2]["K0001"] == "30.04"
-    assert l1[2]["K0008"] == "Zoë Müller" and l1[2]["K0014"] == "SN-003" and "K0006" not in l1[2]
+    assert [v["K0002"] for v in l1] == ["0", "0", "255", "0", "129"]
+    assert next(r for r in measurements if r["id"] == invalidated)["value"] == l1[4]["K0001"] == "30.04"
+    assert l1[4]["K0008"] == "Zoë Müller" and l1[4]["K0014"] == "SN-003" and "K0006" not in l1[4]
     d1 = f.values[f.characteristic("D1")]
-    assert [v["K0002"] for v in d1] == ["0", "129", "0", "0"]  # 12.0251, superseded after rework
+    assert [v["K0002"] for v in d1] == ["0", "0", "129", "0", "255"]  # 12.0251, superseded after rework
+    assert d1[2]["K0001"] == "12.0251" and d1[1]["K0001"] == "12.0150"
     assert d1[0]["K0012"] == "CAL-0042" and d1[0]["K0006"] == "L-1" and d1[0]["K0053"] == "WO-1"
     assert d1[0]["K0015"] == "30" and d1[3]["K0001"] == "12.000230"
     assert "K2101" not in f.characteristics[f.characteristic("R1")]
@@ -244,7 +253,7 @@ def test_export_reads_back_as_the_records(encoding: str) -> None:
 def test_every_file_of_a_multi_group_export_reads_back() -> None:
     records = load("three_groups")
     void = not_for_statistics(records)
-    files = dfq_files(records)
+    files = dfq_files(records, zone=dt.UTC)
     assert len(files) == 3
     for name, text in files.items():
         f = read_dfq(encode_dfq(text), "iso-8859-1")
@@ -258,4 +267,4 @@ def test_every_file_of_a_multi_group_export_reads_back() -> None:
     assert (c["K2110"], c["K2111"]) == ("11.980", "12.020")
     assert (d["K2110"], d["K2111"]) == ("11.985", "12.015")
     w = read_dfq(encode_dfq(files["BR_200_A.dfq"]), "iso-8859-1").values[1]
-    assert [v["K0002"] for v in w] == ["129", "0"]
+    assert [v["K0002"] for v in w] == ["0", "129"]  # the re-measure in the part's set, the invalidated value after it

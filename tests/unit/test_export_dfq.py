@@ -8,11 +8,13 @@ two long texts.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,6 +25,7 @@ from collector.evidence.dfq import (
     dfq_files,
     encode_dfq,
     to_dfq,
+    value_sets,
     write_dfq_files,
 )
 from collector.inspection.models import Criticality, ReasonForTest
@@ -36,6 +39,12 @@ Fields = dict[tuple[str, int | None], list[str]]
 def load(case: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = json.loads((GOLDEN / case / "records.json").read_text(encoding="utf-8"))
     return records
+
+
+def options(case: str) -> dict[str, Any]:
+    """A case's export options (``options.json``): the site's time zone, the K1002 text."""
+    data = json.loads((GOLDEN / case / "options.json").read_text(encoding="utf-8"))
+    return {"zone": ZoneInfo(data["zone"]), **({"description": data["description"]} if "description" in data else {})}
 
 
 def fields(text: str) -> Fields:
@@ -85,13 +94,17 @@ def test_golden_cases_exist() -> None:
 @pytest.mark.parametrize("case", single_cases())
 def test_to_dfq_matches_golden(case: str) -> None:
     expected = (GOLDEN / case / "expected.dfq").read_text(encoding="utf-8")
-    assert_same_fields(to_dfq(load(case)), expected, case)
+    text = to_dfq(load(case), **options(case))
+    assert_same_fields(text, expected, case)
+    # one value set per part: every characteristic has as many values as the others
+    counts = {k[1]: len(v) for k, v in fields(text).items() if k[0] == "K0001"}
+    assert len(set(counts.values())) == 1, counts
 
 
 @pytest.mark.parametrize("case", multi_cases())
 def test_dfq_files_match_golden(case: str) -> None:
     expected = {p.name: p.read_text(encoding="utf-8") for p in sorted((GOLDEN / case / "expected").glob("*.dfq"))}
-    files = dfq_files(load(case))
+    files = dfq_files(load(case), zone=options(case)["zone"])
     assert sorted(files) == sorted(expected)
     for name, text in files.items():
         assert_same_fields(text, expected[name], f"{case}/{name}")
@@ -99,7 +112,36 @@ def test_dfq_files_match_golden(case: str) -> None:
 
 def test_single_group_through_dfq_files_is_to_dfq() -> None:
     records = load("hx4711_remeasure_invalidation")
-    assert dfq_files(records) == {"HX-4711_C.dfq": to_dfq(records)}
+    assert dfq_files(records, zone=dt.UTC) == {"HX-4711_C.dfq": to_dfq(records, zone=dt.UTC)}
+
+
+def test_times_are_the_sites_wall_clock_summer_and_winter() -> None:
+    (record,) = [copy.deepcopy(r) for r in load("hx4711_remeasure_invalidation") if r["kind"] == "measurement"][:1]
+    berlin = ZoneInfo("Europe/Berlin")
+    for utc, local in (("2026-07-01T04:30:00.000000Z", "01.07.2026/06:30:00"), ("2026-12-01T05:30:00.5Z", "")):
+        record["measured_at"] = utc
+        if not local:  # winter: UTC+1, and the fraction is cut, not rounded
+            local = "01.12.2026/06:30:00"
+        assert fields(to_dfq([record], zone=berlin))[("K0004", 1)] == [local]
+    assert fields(to_dfq([record], zone=dt.UTC))[("K0004", 1)] == ["01.12.2026/05:30:00"]
+
+
+def test_an_incomplete_part_keeps_the_sets_aligned_with_placeholders() -> None:
+    measurements = [r for r in load("hx4711_remeasure_invalidation") if r["kind"] == "measurement"]
+    by_serial: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in measurements:
+        by_serial[str(r["serial"])].append(r)
+    first, *others = (rs for rs in by_serial.values() if len({r["characteristic"] for r in rs}) > 1)
+    incomplete = [r for r in first if r["characteristic"] != first[0]["characteristic"]][:1]  # one value only
+    records = incomplete + [r for rs in others for r in rs]
+    sets = list(value_sets(records))
+    assert sets[0] == {incomplete[0]["characteristic"]: incomplete[0]}
+    got = fields(to_dfq(records, zone=dt.UTC))
+    counts = {k[1]: len(v) for k, v in got.items() if k[0] == "K0001"}
+    assert len(set(counts.values())) == 1, counts
+    # the first part has a value for its one characteristic (index 1), placeholders elsewhere
+    assert got[("K0002", 1)][0] == "0"
+    assert all(got[("K0002", n)][0] == "255" and got[("K0001", n)][0] == "0" for n in (2, 3))
 
 
 def test_the_mapping_tables_cover_every_model_value() -> None:
