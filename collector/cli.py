@@ -188,11 +188,11 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
     from collector.evidence.trace import TraceFilter
 
     flt = TraceFilter(
-        serial=args.serial,
-        lot=args.lot,
-        work_order=args.work_order,
-        part_number=args.part_number,
-        station=args.station,
+        serial=getattr(args, "serial", None),
+        lot=getattr(args, "lot", None),
+        work_order=getattr(args, "work_order", None),
+        part_number=getattr(args, "part_number", None),
+        station=getattr(args, "station", None),
         characteristic=getattr(args, "characteristic", None),
         gauge=getattr(args, "gauge", None),
         start=args.start,
@@ -249,13 +249,17 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
     from collector.people.accounts import hash_password, weak_secret_problem
 
-    if args.stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password or PIN: ")
-        if getpass.getpass("Again: ") != password:
-            print("the passwords differ", file=sys.stderr)
-            return EXIT_CONFIG
+    try:
+        if args.stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass("Password or PIN: ")
+            if getpass.getpass("Again: ") != password:
+                print("the passwords differ", file=sys.stderr)
+                return EXIT_CONFIG
+    except EOFError:  # input closed before a line came (e.g. `< /dev/null` without --stdin)
+        print("no password given (input ended; use --stdin to pipe one)", file=sys.stderr)
+        return EXIT_CONFIG
     if not password:
         print("an empty password cannot be used", file=sys.stderr)
         return EXIT_CONFIG
@@ -273,7 +277,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from collector.store.factory import open_store
 
     influx, register = load_store_section(args.config)
-    _zone(args.timezone)  # a mistyped zone is a usage error before anything is read
+    _zone(args.timezone)  # a mistyped zone or a wrong --out is a usage error before anything is read
+    if args.out and args.format != "dfq":
+        _output_file(args.out, f"trace.{args.format}")
     flt = _filter(args)
     if flt.empty():
         raise ConfigError(
@@ -302,10 +308,32 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.format == "dfq":
         code = _write_dfq(_load(args.config), found.records, args)  # the plans name the parts (K1002)
     else:
-        (write_csv if args.format == "csv" else write_json)(found.records, sys.stdout)
+        write = write_csv if args.format == "csv" else write_json
+        if args.out:
+            path = _output_file(args.out, f"trace.{args.format}")
+            with path.open("w", encoding="utf-8", newline="") as out:
+                write(found.records, out)
+            print(path)
+        else:
+            write(found.records, sys.stdout)
         print(f"{len(found.records)} record(s) from {found.blocks} block(s)", file=sys.stderr)
         code = EXIT_OK
     return EXIT_FAILED if problems else code
+
+
+def _output_file(out: str, name: str) -> Path:
+    """Where ``--out`` writes: into ``out`` when it is a directory, else the file ``out``.
+
+    A missing directory is a usage error (exit 2), not a traceback; nothing is overwritten.
+    """
+    path = Path(out)
+    if path.is_dir():
+        path = path / name
+    if not path.parent.is_dir():
+        raise ConfigError("command line", [("--out", f"directory {path.parent} does not exist")])
+    if path.exists():
+        raise ConfigError("command line", [("--out", f"{path} exists already; an export never overwrites a file")])
+    return path
 
 
 def _zone(name: str | None) -> dt.tzinfo | None:
@@ -381,6 +409,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
+    if args.out:
+        _output_file(args.out, f"report-{args.serial}.html")  # a wrong --out before the store is read
     keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
@@ -395,8 +425,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         store.close()
     html = part_report_html(records, verification=verification)
     if args.out:
-        Path(args.out).write_text(html, encoding="utf-8")
-        print(args.out)
+        path = _output_file(args.out, f"report-{args.serial}.html")
+        path.write_text(html, encoding="utf-8")
+        print(path)
     else:
         sys.stdout.write(html)
     return EXIT_OK
@@ -412,7 +443,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        stations = [*(args.station_set or []), *([args.station] if args.station else [])]
+        stations = list(args.station_set or [])
         report = verify(store, flt, keys=keys, only=args.gateway or None, stations=stations or None, grace=args.grace)
     finally:
         store.close()
@@ -447,12 +478,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+CONFIG_HELP = "the configuration file (YAML)"
+
+
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--serial")
-    p.add_argument("--lot")
-    p.add_argument("--work-order")
-    p.add_argument("--part-number")
-    p.add_argument("--station")
+    p.add_argument("--serial", help="the part's serial number")
+    p.add_argument("--lot", help="a lot (batch) number")
+    p.add_argument("--work-order", help="a work (production) order")
+    p.add_argument("--part-number", help="a part number (every serial of it)")
+    p.add_argument("--station", help="a station id")
     p.add_argument("--from", dest="start", metavar="TIME", help="RFC 3339 time or date, inclusive")
     p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
 
@@ -482,13 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file as the daemons would (exit 2 if invalid)")
-    p.add_argument("file")
+    p.add_argument("file", help=CONFIG_HELP)
     p.add_argument("--role", choices=DAEMON_ROLES, help="check only what this daemon needs")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("keygen", help="make a gateway's Ed25519 key pair (private .key, public .pub)")
-    p.add_argument("--gateway", required=True, metavar="ID")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (gateway.id)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for <id>.key and <id>.pub")
     p.set_defaults(func=cmd_keygen)
 
     for name, func, text in (
@@ -497,18 +531,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("dashboard", cmd_dashboard, "serve the supervisors' live dashboard and traceability pages"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", required=True)
+        p.add_argument("--config", required=True, help=CONFIG_HELP)
         if name == "dashboard":
             _keys_option(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("trace", help="print the history of a serial, lot, part number, station")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     _filters(p)
-    p.add_argument("--characteristic")
-    p.add_argument("--gauge")
-    p.add_argument("--format", choices=("json", "csv", "dfq"), default="json")
-    p.add_argument("--out", metavar="DIR", help="dfq: write one file per part number and revision into DIR")
+    p.add_argument("--characteristic", help="a characteristic id (e.g. D1)")
+    p.add_argument("--gauge", help="a gauge id: every value it measured")
+    p.add_argument("--format", choices=("json", "csv", "dfq"), default="json", help="output format (default: json)")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="json/csv: write this file (or trace.<format> in this directory) instead of standard output; "
+        "dfq: write one file per part number and revision into this directory",
+    )
     _keys_option(p)
     p.add_argument(
         "--encoding",
@@ -525,10 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("impact", help="every value a gauge measured since a date, and what its error changes")
-    p.add_argument("--config", required=True)
-    p.add_argument("--gauge", required=True)
-    p.add_argument("--since", required=True, metavar="TIME", help="date or ISO 8601 time (UTC if no offset)")
-    p.add_argument("--until", metavar="TIME", help="exclusive end (default: now)")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--gauge", required=True, help="the gauge's id")
+    p.add_argument(
+        "--from", "--since", dest="since", required=True, metavar="TIME", help="RFC 3339 time or date, inclusive"
+    )
+    p.add_argument(
+        "--to", "--until", dest="until", metavar="TIME", help="RFC 3339 time or date, exclusive (default: now)"
+    )
     p.add_argument("--offset", metavar="DELTA", help="what the gauge read too high (negative: too low), e.g. 0.004")
     p.add_argument("--offset-unit", metavar="UNIT", help="unit of --offset (default: each reading's unit)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -536,19 +579,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("report", help="a printable HTML inspection report of one serial")
-    p.add_argument("--config", required=True)
-    p.add_argument("--serial", required=True)
-    p.add_argument("--out", metavar="FILE", help="write the page here (default: stdout)")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--serial", required=True, help="the part's serial number")
+    p.add_argument(
+        "--out", metavar="PATH", help="write the page to this file (or report-<serial>.html in this directory)"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip verifying the gateways' whole chains")
     _keys_option(p)
     _grace_option(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", help="check every gateway's chain for gaps and alterations (exit 1 if any)")
-    p.add_argument("--config", required=True)
-    _filters(p)
-    p.add_argument("--gateway", action="append", help="only this gateway (repeatable)")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--from", dest="start", metavar="TIME", help="RFC 3339 time or date, inclusive")
+    p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
+    p.add_argument("--gateway", action="append", metavar="ID", help="only this gateway (repeatable)")
     p.add_argument(
+        "--station",
         "--stations",
         dest="station_set",
         action="append",
@@ -567,9 +614,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="a gateway's health from its journal (exit 1 if records wait too long)")
-    p.add_argument("--config", required=True)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--max-age", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="exit 1 when a record has waited longer than this for the store (default: 300)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("hash-password", help="print a password or PIN hash for a dashboard user or the user register")
@@ -577,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the payloads and configuration")
-    p.add_argument("--out", default="config/schemas")
+    p.add_argument("--out", default="config/schemas", metavar="DIR", help="directory (default: config/schemas)")
     p.set_defaults(func=cmd_schemas)
     return parser
 
