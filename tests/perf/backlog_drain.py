@@ -15,7 +15,7 @@ What it does:
    marked delivered (``journal.backlog() == 0``), sampling the process's resident memory
    every 0.2 s, so a backlog read into memory would show as growth.
 
-The design target (DESIGN.md): a backlog of 1,000,000 records drains at >= 20,000
+The design target: a backlog of 1,000,000 records drains at >= 20,000
 records/s without memory growing (stream from the journal, never load it). It prints one
 JSON line: records, seconds, records_per_s, rss at start / peak / growth, messages sent.
 """

@@ -10,7 +10,7 @@ timed; ``--block-records`` per block), starts a real Mosquitto and InfluxDB
 signature, hash, each record against its model, the seq guard; batched line-protocol writes,
 manual acks, end-to-end answers) and a publisher on the journal, and times from the
 publisher's start until InfluxDB holds every record (``SELECT count``). The publisher, the recorder
-and the InfluxDB process share this 2-core machine. The design target (DESIGN.md) is
+and the InfluxDB process share this 2-core machine. The design target is
 >= 50,000 records/s from MQTT into InfluxDB. It prints one JSON line.
 """
 
