@@ -146,6 +146,7 @@ def build_config(workdir: Path, broker: Any, plc_port: int, registers: int, inte
 def subscriber(host: str, port: int) -> int:
     """Count measurement records in the blocks published under PREFIX; print the total every 0.1 s."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     seen: set[int] = set()
     count = [0]
@@ -164,7 +165,7 @@ def subscriber(host: str, port: int) -> int:
         with lock:
             count[0] += n
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="peer-subscriber")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="peer-subscriber")
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/#", qos=1)
     client.connect(host, port)

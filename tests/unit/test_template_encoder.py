@@ -34,7 +34,13 @@ CHAR = Characteristic(
 def entry(
     value: str = "12.0205", raw: bytes = b"01A+0012.0205\r", *, binary: bool = False, **context: Any
 ) -> dict[str, Any]:
-    ctx = {"part_number": "HX-4711", "serial": "HX000001", "lot": "L1", "work_order": "WO-1", "operator": "op"}
+    ctx: dict[str, str | None] = {
+        "part_number": "HX-4711",
+        "serial": "HX000001",
+        "lot": "L1",
+        "work_order": "WO-1",
+        "operator": "op",
+    }
     ctx.update(context)
     draft = measurement_record(
         site="plant-1",
