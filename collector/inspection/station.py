@@ -184,8 +184,8 @@ class Station:
         self.id = settings.id
         self.plans = plan if isinstance(plan, dict) else {plan.part_number: plan}
         self.plan = self.plans[settings.plan]
-        #: plan -> characteristic id -> characteristic: a reading finds its own in O(1)
-        self._by_id = {pn: {c.id: c for c in p.characteristics} for pn, p in self.plans.items()}
+        #: id(plan) -> (plan, characteristic id -> characteristic): a reading finds its own in O(1)
+        self._by_id: dict[int, tuple[InspectionPlan, dict[str, Characteristic]]] = {}
         self.site = site
         self.line = line
         self.calibration = calibration or CalibrationPolicy()
@@ -302,7 +302,11 @@ class Station:
         return self.plan.characteristics[self.next_index]
 
     def _characteristic(self, cid: str) -> Characteristic:
-        c = self._by_id[self.plan.part_number].get(cid)
+        plan = self.plan
+        found = self._by_id.get(id(plan))
+        if found is None or found[0] is not plan:  # (whatever plan is in force, indexed once)
+            found = self._by_id[id(plan)] = (plan, {c.id: c for c in plan.characteristics})
+        c = found[1].get(cid)
         if c is not None:
             return c
         raise CommandError(f"station {self.id}: characteristic {cid!r} is not in plan {self.plan.part_number}")
