@@ -193,6 +193,8 @@ class Station:
         self._monotonic = monotonic
         self._gauges = gauges
         self._devices: dict[str, DeviceSettings] = {d.id: d for d in settings.devices}
+        #: device -> the characteristics it may measure (empty: any), as a set: O(1) per reading
+        self._may_measure = {d.id: frozenset(d.characteristics) for d in settings.devices}
         #: devices whose protocol is binary: their frames travel as hex in records
         self._binary = {d.id: registry.get(d.driver_config.driver).binary for d in settings.devices}
         self._scan = re.compile(settings.scan_pattern) if settings.scan_pattern else None
@@ -562,7 +564,8 @@ class Station:
             characteristic = self._target(device, reading)
         except CommandError as exc:
             return Refusal(self.id, reading.device, str(exc), "unbound_channel")
-        if device.characteristics and characteristic.id not in device.characteristics:
+        allowed = self._may_measure[device.id]
+        if allowed and characteristic.id not in allowed:
             return Refusal(
                 self.id,
                 reading.device,
