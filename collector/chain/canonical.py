@@ -90,7 +90,7 @@ class TemplateEncoder:
         self._constant = operator.itemgetter(*constant)
         self._variable = operator.itemgetter(*self._variable_keys)
         self._size = len(constant) + len(variable)
-        self._templates: dict[Any, tuple[str, tuple[str, ...]]] = {}
+        self._templates: dict[Any, str] = {}
         self._max = max_templates
         self.made = 0  # templates made (each one proved)
         self.fallbacks = 0  # objects encoded by dumps_sorted
@@ -114,20 +114,14 @@ class TemplateEncoder:
             if len(self._templates) >= self._max:
                 self._templates.clear()
             template = self._templates[key] = made
-        head, tails = template
-        parts = [head]
-        for v, tail in zip(slots, tails, strict=True):
-            if type(v) is str:
-                parts.append(_encode_str(v))
-            elif v is None:
-                parts.append("null")
-            else:
-                self.fallbacks += 1
-                return dumps_sorted(value)
-            parts.append(tail)
-        return "".join(parts)
+        try:
+            # encode_basestring refuses anything but a string (a number, a bool): those fall back
+            return template % tuple([_encode_str(v) if v is not None else "null" for v in slots])
+        except TypeError:
+            self.fallbacks += 1
+            return dumps_sorted(value)
 
-    def _make(self, value: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    def _make(self, value: dict[str, Any]) -> str | None:
         sample = dict(value)
         for i, k in enumerate(self._variable_keys):
             sample[k] = f"{_MARK}{i}{_MARK}"
@@ -140,13 +134,14 @@ class TemplateEncoder:
                 return None  # the mark occurs in a value of its own: no template for this one
             before, rest = rest.split(mark)
             pieces.append(before)
-        template = (pieces[0], (*pieces[1:], rest))
-        filled = [template[0]]
-        for v, tail in zip(self._variable(value), template[1], strict=True):
-            if type(v) is not str and v is not None:
-                return None
-            filled += [_encode_str(v) if v is not None else "null", tail]
-        if "".join(filled) != dumps_sorted(value):
+        pieces.append(rest)
+        # a %-format: the constant text with each % doubled, a %s per slot
+        template = "%s".join(p.replace("%", "%%") for p in pieces)
+        try:
+            filled = template % tuple([_encode_str(v) if v is not None else "null" for v in self._variable(value)])
+        except TypeError:
+            return None  # a changing value that is not a string
+        if filled != dumps_sorted(value):
             return None  # never happens by construction; the proof costs once per template
         self.made += 1
         return template

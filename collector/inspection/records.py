@@ -110,6 +110,9 @@ def measurement_record(
     """A draft measurement record (``binary``: the device's protocol is binary, see :func:`raw_fields`)."""
     nominal, lsl, usl = characteristic.spec_texts
     raw, raw_encoding = raw_fields(reading.raw, binary)
+    reading_value = dec(reading.value)
+    # in the characteristic's own unit the converted value is the reading's, the same object
+    value = reading_value if judgement.value is reading.value else dec(judgement.value)
     return {
         "kind": "measurement",
         "id": uuid7(reading.timestamp_ns // 1_000_000),
@@ -138,9 +141,9 @@ def measurement_record(
         "measured_at": format_utc_us(reading.timestamp_ns // 1000),
         "raw": raw,
         "raw_encoding": raw_encoding,
-        "reading_value": dec(reading.value),
+        "reading_value": reading_value,
         "reading_unit": reading.unit,
-        "value": dec(judgement.value),
+        "value": value,
         "judged_value": dec(judgement.judged_value),
         "deviation": dec(judgement.deviation),
         "verdict": _TEXT[judgement.verdict],

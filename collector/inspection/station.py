@@ -187,8 +187,8 @@ class Station:
         self.id = settings.id
         self.plans = plan if isinstance(plan, dict) else {plan.part_number: plan}
         self.plan = self.plans[settings.plan]
-        #: plan -> characteristic id -> characteristic: a reading finds its own in O(1)
-        self._by_id = {pn: {c.id: c for c in p.characteristics} for pn, p in self.plans.items()}
+        #: id(plan) -> (plan, characteristic id -> characteristic): a reading finds its own in O(1)
+        self._by_id: dict[int, tuple[InspectionPlan, dict[str, Characteristic]]] = {}
         self.site = site
         self.line = line
         self.calibration = calibration or CalibrationPolicy()
@@ -196,6 +196,8 @@ class Station:
         self._monotonic = monotonic
         self._gauges = gauges
         self._devices: dict[str, DeviceSettings] = {d.id: d for d in settings.devices}
+        #: device -> the characteristics it may measure (empty: any), as a set: O(1) per reading
+        self._may_measure = {d.id: frozenset(d.characteristics) for d in settings.devices}
         #: devices whose protocol is binary: their frames travel as hex in records
         self._binary = {d.id: registry.get(d.driver_config.driver).binary for d in settings.devices}
         self._scan = re.compile(settings.scan_pattern) if settings.scan_pattern else None
@@ -305,7 +307,11 @@ class Station:
         return self.plan.characteristics[self.next_index]
 
     def _characteristic(self, cid: str) -> Characteristic:
-        c = self._by_id[self.plan.part_number].get(cid)
+        plan = self.plan
+        found = self._by_id.get(id(plan))
+        if found is None or found[0] is not plan:  # (whatever plan is in force, indexed once)
+            found = self._by_id[id(plan)] = (plan, {c.id: c for c in plan.characteristics})
+        c = found[1].get(cid)
         if c is not None:
             return c
         raise CommandError(f"station {self.id}: characteristic {cid!r} is not in plan {self.plan.part_number}")
@@ -561,7 +567,8 @@ class Station:
             characteristic = self._target(device, reading)
         except CommandError as exc:
             return Refusal(self.id, reading.device, str(exc), "unbound_channel")
-        if device.characteristics and characteristic.id not in device.characteristics:
+        allowed = self._may_measure[device.id]
+        if allowed and characteristic.id not in allowed:
             return Refusal(
                 self.id,
                 reading.device,

@@ -66,8 +66,8 @@ def judge(characteristic: Characteristic, value: Decimal, unit: str) -> Judgemen
     elif high is not None and judged > high:
         limit = "upper"
     nominal = characteristic.nominal
-    with localcontext(_EXACT):
-        deviation = None if nominal is None else judged - nominal
+    # exact (the wide context), without entering a context per reading
+    deviation = None if nominal is None else _EXACT.subtract(judged, nominal)
     return Judgement(
         value=converted,
         judged_value=judged,

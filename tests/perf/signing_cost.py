@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         private, _, _ = generate("gw-sign", Path(tmp) / "keys")
         signer = Ed25519Signer.from_file(private)
-        public = signer._key.public_key()
+        public = signer.public_key
         runs = []
         for size in [int(s) for s in args.sizes.split(",")]:
             records = [measurement(f"SN-{size:07d}", f"C{j:03d}", f"12.{j % 1000:03d}") for j in range(size)]

@@ -106,7 +106,11 @@ def test_templates_are_bounded() -> None:
     assert len(enc._templates) <= 3
 
 
-_text = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["\ue000", '"\ue0000\ue000"', "\\", "\u2028", "é"]))
+_text = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.sampled_from(["%", "%s", "%%(x)s", "\ue000", '"\ue0000\ue000"', "\\", "\u2028", "é"]),
+)
 
 
 @settings(max_examples=300, deadline=None)
