@@ -612,10 +612,12 @@ def test_overrun_is_one_event_and_one_line_per_streak_and_no_poll_is_skipped_or_
     late = drv.overruns
     assert f"overrun streak over: {late} poll(s) late" in line, line
     assert len(collector.events(EventKind.TIMEOUT)) == 1 and drv.counters()["overruns"] == late
-    # no burst to catch up on the slots missed while slow: the schedule restarted at the last poll
+    # no burst to catch up on the slots missed while slow: the schedule restarted at the last poll.
+    # A poll still in flight with the delay when it was lifted was late, so the one after it
+    # starts at once: the first gap may be short, none after it
     later = by_channel(collector, "status")[recovered + 1 :]
     gaps = [(b.timestamp_ns - a.timestamp_ns) / 1e9 for a, b in itertools.pairwise(later)]
-    assert len(later) > 12 and min(gaps) > interval * 0.5, gaps
+    assert len(later) > 12 and min(gaps[1:]) > interval * 0.5, gaps
 
 
 @pytest.mark.parametrize(("baudrate", "delay"), [(1200, None), (19200, 0.04)])
