@@ -39,6 +39,9 @@ _COLOURS = {
 }
 
 
+_ANCHOR = {"LSL": "end", "USL": "start", "T": "middle"}  # labels beside their line, inside the picture
+
+
 def _fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
@@ -169,7 +172,7 @@ def histogram_svg(
     height: int = 260,
 ) -> Markup:
     """Bars of the values, the fitted normal curve, and the specification limits as vertical lines."""
-    left, right, top, bottom = 36.0, width - 12.0, 22.0, height - 28.0
+    left, right, top, bottom = 80.0, width - 80.0, 22.0, height - 28.0
     lo, hi = hist.edges[0], hist.edges[-1]
     span = hi - lo
 
@@ -205,7 +208,7 @@ def histogram_svg(
         parts.append(
             f'<line class="{name.lower()}" data-value="{value!r}" x1="{xv:.1f}" x2="{xv:.1f}" y1="{top}" '
             f'y2="{bottom}" stroke="{colour}" stroke-width="1.5"/>'
-            f'<text x="{xv:.1f}" y="{bottom + 14:.1f}" text-anchor="middle" fill="{colour}" {_SMALL}>'
+            f'<text x="{xv:.1f}" y="{bottom + 14:.1f}" text-anchor="{_ANCHOR[name]}" fill="{colour}" {_SMALL}>'
             f"{name} {_fmt(value)}</text>"
         )
     parts.append("</svg>")

@@ -640,7 +640,7 @@ class Gateway:
         at = (sealed, index)
         kind = r["kind"]
         if kind == "measurement":
-            key = (str(r["station"]), str(r["characteristic"]))
+            key = (sealed.block.station, str(r["characteristic"]))
             failed = r["verdict"] == "fail"
             episode = self.episodes.step((*key, "out_of_tolerance"), failed, r["id"])
             if failed:
@@ -672,7 +672,7 @@ class Gateway:
             episode = self.episodes.step((*key, "trend"), bool(rules), r["id"])
             if episode is None:
                 return
-            station = self.stations.get(str(r["station"]))
+            station = self.stations.get(sealed.block.station)
             basis = station.spc_basis(str(r["characteristic"])) if station is not None else None
             text = (
                 f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped"
