@@ -340,6 +340,7 @@ def characteristic_figures(
         return Figures(None, None, None, f"{len(xs)} value(s): a chart needs at least 2")
     notes: list[str] = []
     chart: Chart | None
+    groups: list[list[float]] | None = None
     if subgroup_size and subgroup_size > 1:
         k = len(xs) // subgroup_size
         if k < 2:
@@ -381,7 +382,11 @@ def characteristic_figures(
     summary: CapabilitySummary | None = None
     if lsl is not None or usl is not None:
         try:
-            summary = capability_summary(xs, lsl=lsl, usl=usl, target=target)
+            if groups is not None:  # within-subgroup sigma: R-bar/d2 or s-bar/c4, as the chart
+                sigma_by: Literal["rbar", "sbar"] = "rbar" if method == "r" else "sbar"
+                summary = capability_summary(subgroups=groups, method=sigma_by, lsl=lsl, usl=usl, target=target)
+            else:
+                summary = capability_summary(xs, lsl=lsl, usl=usl, target=target)
         except ValueError as exc:
             notes.append(f"no capability: {exc}")
     return Figures(chart, hist, summary, "; ".join(notes))

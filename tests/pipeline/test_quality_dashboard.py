@@ -199,8 +199,14 @@ def test_charts_episodes_reaction_plan_and_material_review(
         # without a choice the gateway refuses too (a forged request, past the page)
         forged = dashboard.acknowledge("0195-not-on-screen", "sv-3", "x")
         assert forged.status == 404
-        send("12.001")  # the out-of-tolerance episode closes
+        # the value was wrong (gauge not square): the inspector re-measures, the episode closes, and
+        # the nonconformance is superseded by the re-measure
+        assert watcher.send("remeasure", "op-42", reason="gauge_not_square")["ok"]
+        send("12.004")
         expect(oot).to_have_attribute("data-state", "closed", timeout=10_000)
+        send("12.036")  # the next part is really out: a new episode, a nonconformance to decide
+        expect(live.locator(".alert.kind-out_of_tolerance")).to_have_count(2, timeout=10_000)
+        send("12.001")
 
         # -- material review: the quality user decides; the gateway checks the role in its register ------
         head = gateway.journal.head[0]
@@ -211,7 +217,9 @@ def test_charts_episodes_reaction_plan_and_material_review(
         assert sam_mrb.locator(".dispose-form").count() == 0  # a supervisor sees, does not decide
         quentin = sign_in(quentin_ctx, dashboard.url, "qe-7", "/mrb")
         nc = quentin.locator(".nc").first
-        expect(nc).to_contain_text("12.035")
+        expect(nc).to_contain_text("12.036")
+        superseded = quentin.locator("tr.nc-closed .closed-by")
+        expect(superseded).to_contain_text("superseded by a re-measure: 12.004 mm pass")
         nc_id = str(nc.get_attribute("data-id"))
         nc.locator("select[name=decision]").select_option("use_as_is")
         nc.locator("button").click()
@@ -234,7 +242,7 @@ def test_charts_episodes_reaction_plan_and_material_review(
         quentin.reload()
         expect(quentin.locator("#no-open")).to_be_visible()
         expect(quentin.locator(f'tr.nc-closed[data-id="{nc_id}"] .closed-by')).to_contain_text("rework by qe-7")
-        nc_record = next(r for r in journal(gateway) if r["kind"] == "nonconformance")
+        nc_record = next(r for r in journal(gateway) if r["kind"] == "nonconformance" and r["id"] == nc_id)
         again = dashboard.dispose(nc_record, "qe-7", "scrap", None, None)
         assert again.status == 502 and "decided already" in again.body["error"], again.body
         # a dashboard account claiming quality is refused by the gateway's register

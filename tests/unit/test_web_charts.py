@@ -85,6 +85,11 @@ def test_subgroup_charts_draw_the_factor_limits(method: str) -> None:
     assert disp["cl"] == pytest.approx(bar, rel=1e-9)
     assert disp["ucl"] == pytest.approx(upper, rel=1e-9)
     assert "lsl" not in loc  # tolerances judge parts, not subgroup means
+    # capability with the within-subgroup sigma of the chart: R-bar/d2(5) or s-bar/c4(5)
+    assert figures.capability is not None
+    sigma_w = bar / (2.326 if method == "r" else 0.9400)
+    assert figures.capability.capability.sigma_within == pytest.approx(sigma_w, rel=1e-9)
+    assert figures.capability.capability.cp == pytest.approx(0.4 / (6 * sigma_w), rel=1e-9)
 
 
 def test_the_capability_table_shows_the_textbook_indices_and_intervals() -> None:
