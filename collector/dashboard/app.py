@@ -316,7 +316,7 @@ class Dashboard(web.WebApp):
 
     def figures(self, station_key: str, characteristic: str) -> Figures:
         """The chart, histogram and capability of a characteristic, from the points on hand."""
-        points, limits = self.state.chart_data(station_key, characteristic)
+        points, limits = self.state.charts.data(station_key, characteristic)
         if not points:
             return Figures(None, None, None, "no values of this characteristic yet")
         last = points[-1]
