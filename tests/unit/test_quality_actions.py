@@ -12,7 +12,8 @@ from collector import config as config_mod
 from collector.gateway.episodes import Episodes
 from collector.inspection.station import CommandError, Station
 from collector.people.register import Signature
-from tests.unit.test_station import CONFIG, LENIENT, TODAY, reading
+from tests.unit import test_station
+from tests.unit.test_station import CONFIG, LENIENT, reading
 
 SPC = CONFIG.replace(
     "{id: D1, name: Bore, nominal: 12.000, lower_tol: -0.020, upper_tol: 0.020, unit: mm, decimals: 3}",
@@ -23,17 +24,8 @@ SPC = CONFIG.replace(
 
 
 def station() -> Station:
-    cfg = config_mod.parse(SPC.replace("FIRST", "1"), "session.yaml")
-    st = cfg.stations[1]  # st-20: no part template, one device, every value for D1 first
-    return Station(
-        st,
-        {p.part_number: p for p in cfg.plans},
-        {g.id: g for g in cfg.gauges},
-        site="plant-1",
-        line="line-a",
-        calibration=LENIENT,
-        today=lambda: TODAY,
-    )
+    """st-20: no part template, one device, D1 first in every part."""
+    return test_station.station(config_mod.parse(SPC.replace("FIRST", "1"), "session.yaml"), index=1)
 
 
 def _d1(s: Station, value: str, n: int) -> list[dict[str, object]]:
