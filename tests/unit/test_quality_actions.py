@@ -67,6 +67,22 @@ def test_acknowledging_needs_a_cause_and_an_action_from_the_reaction_plan() -> N
         s.ack_alert(m, sam, None, "tool wear", "prayed")
     (audit,) = s.ack_alert(m, sam, "insert 3", "tool wear", "tool changed").drafts
     assert audit["detail"] == "alert acknowledged (cause: tool wear; action: tool changed): insert 3"
+    # a value in tolerance and in control (an overdue gauge's alert, say) needs no choice
+    (good, *_) = _d1(s, "12.001", 10)
+    assert s.ack_alert(good, sam, "gauge sent to the lab").drafts[0]["detail"] == (
+        "alert acknowledged: gauge sent to the lab"
+    )
+
+
+def test_a_value_that_broke_a_run_rule_needs_the_reaction_plan_too() -> None:
+    s = station()
+    for i, v in enumerate(["12.001", "11.999", "12.002", "11.998", "12.000"]):
+        _d1(s, v, 10 * i)
+    (m, *_) = _d1(s, "12.015", 100)  # in tolerance, far beyond the control limit
+    assert m["verdict"] == "pass"
+    sam = Signature("sv-3", "Sam Vogt", "dashboard")
+    with pytest.raises(CommandError, match="choose the cause"):
+        s.ack_alert(m, sam, "seen")
 
 
 def test_a_nonconformance_is_decided_once() -> None:
