@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from collector import web
-from collector.dashboard import records
+from collector.dashboard import quality_pages, records
 from collector.dashboard.auth import Session, SignInBusy, csrf_problem, may_acknowledge, safe_next
 from collector.errors import CollectorError, StoreError
 from collector.evidence.trace import TraceFilter
@@ -40,6 +40,7 @@ DEVICE_DAYS = 180  # how long a browser that signed in keeps its device cookie
 
 _STATIC = "dashboard"  # collector/static/dashboard/
 _ACK_PATH = re.compile(r"^/alerts/([^/]+)/ack$")
+_DISPOSE_PATH = re.compile(r"^/mrb/([^/]+)/dispose$")
 _CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
@@ -94,17 +95,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
         if session is None:
             return self._unauthenticated(method, path)
         if method == "POST":
-            form = self._read_form() if path == "/logout" else None
-            problem = self._csrf_problem(session, (form or {}).get("csrf"))
-            if problem is not None:
-                log.warning("dashboard: POST %s by %s refused: %s", path, session.user, problem)
-                raise RequestError(HTTPStatus.FORBIDDEN, problem)
-            if path == "/logout":
-                return self._logout(session)
-            m = _ACK_PATH.match(path)
-            if m is not None:
-                return self._ack(session, unquote(m.group(1)))
-            raise RequestError(HTTPStatus.NOT_FOUND, "not found")
+            return self._route_post(session, path)
         self.need(method, "GET", "HEAD")
         if path == "/":
             return self._live_page(session)
@@ -117,10 +108,33 @@ class DashboardHandler(web.Handler["Dashboard"]):
             return self.send_json(HTTPStatus.OK, self._me(session))
         if path == "/trace":
             return self._trace_page(session)
+        if path == "/chart":
+            return quality_pages.chart_page(self, session)
+        if path == "/chart/figures":
+            return quality_pages.chart_figures(self)
+        if path == "/mrb":
+            return quality_pages.mrb_page(self, session)
         if path == "/trace/export":
             return self._export()
         if path == "/trace/report":
             return self._report()
+        raise RequestError(HTTPStatus.NOT_FOUND, "not found")
+
+    def _route_post(self, session: Session, path: str) -> None:
+        """A POST of a signed-in user: checked for its CSRF token first."""
+        form = self._read_form() if path == "/logout" else None
+        problem = self._csrf_problem(session, (form or {}).get("csrf"))
+        if problem is not None:
+            log.warning("dashboard: POST %s by %s refused: %s", path, session.user, problem)
+            raise RequestError(HTTPStatus.FORBIDDEN, problem)
+        if path == "/logout":
+            return self._logout(session)
+        m = _ACK_PATH.match(path)
+        if m is not None:
+            return self._ack(session, unquote(m.group(1)))
+        m = _DISPOSE_PATH.match(path)
+        if m is not None:
+            return quality_pages.dispose(self, session, unquote(m.group(1)))
         raise RequestError(HTTPStatus.NOT_FOUND, "not found")
 
     def _cookie(self, name: str) -> str | None:
@@ -139,7 +153,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
 
     def _unauthenticated(self, method: str, path: str) -> None:
         expired = self._cookie(self.dash.cookie_name) is not None
-        if method in ("GET", "HEAD") and path in ("/", "/trace"):
+        if method in ("GET", "HEAD") and path in ("/", "/trace", "/chart", "/mrb"):
             query = urlsplit(self.path).query
             target = path + ("?" + query if query else "")
             q = {"next": target} if target != "/" else {}
@@ -276,7 +290,8 @@ class DashboardHandler(web.Handler["Dashboard"]):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"comment is longer than {MAX_COMMENT} characters")
         if len(record_id) > 64:
             raise RequestError(HTTPStatus.NOT_FOUND, "no such alert")
-        result = self.dash.acknowledge(record_id, session.user, comment)
+        cause, action = quality_pages.text_field(body, "cause"), quality_pages.text_field(body, "action")
+        result = self.dash.acknowledge(record_id, session.user, comment, cause, action)
         self.send_json(result.status, result.body)
 
     # -- traceability ----------------------------------------------------------------------------------

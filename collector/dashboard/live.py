@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from collector import web
+from collector.dashboard.series import Charts
 from collector.dashboard.shifts import Shift, iso_us, shift_at
 from collector.inspection.records import parse_utc_us
 from collector.people.accounts import DashboardSettings
@@ -137,7 +139,13 @@ _ALERT_FIELDS = (
     "rules",
     "message",
     "at",
+    "episode",
+    "state",
+    "baseline_n",
+    "baseline_short",
+    "reaction_plan",
 )
+_ACK_DETAIL = re.compile(r"^alert acknowledged(?: \(cause: (.*?); action: (.*?)\))?(?:: (.*))?$", re.DOTALL)
 
 
 def utc_us(text: Any) -> int | None:
@@ -196,8 +204,17 @@ def ack_from_record(r: Record) -> tuple[str, Record] | None:
     if r.get("kind") != "audit" or r.get("event") != "alert_ack" or not r.get("subject"):
         return None
     detail = str(r.get("detail") or "")
-    comment = detail.removeprefix("alert acknowledged").removeprefix(":").strip() or None
-    return str(r["subject"]), {"by": r.get("by"), "comment": comment, "at": r.get("recorded_at"), "record": r.get("id")}
+    m = _ACK_DETAIL.match(detail)
+    cause, action, comment = m.groups() if m else (None, None, detail)
+    ack = {
+        "by": r.get("by"),
+        "comment": (comment or "").strip() or None,
+        "at": r.get("recorded_at"),
+        "record": r.get("id"),
+    }
+    if cause:
+        ack.update(cause=cause, action=action)
+    return str(r["subject"]), ack
 
 
 class LiveState:
@@ -220,6 +237,8 @@ class LiveState:
         self._alerts_counted: set[str] = set()
         self._dirty: set[str] = set()
         self.malformed = 0
+        #: each characteristic's latest points and the limits in force, for its chart
+        self.charts = Charts()
 
     def _shift_now(self) -> Shift:
         return shift_at(dt.datetime.fromtimestamp(self.clock(), dt.UTC), self.settings.shift_starts, self.zone)
@@ -246,7 +265,8 @@ class LiveState:
         except (KeyError, TypeError):
             self.count_malformed(1)
             return
-        key = f"{record_id}:{kind}"
+        episode = str(body.get("episode") or record_id)
+        key = f"{episode}:{kind}"
         now_us = int(self.clock() * 1_000_000)
         with self._lock:
             self._roll_shift()
@@ -256,20 +276,51 @@ class LiveState:
                 self._alerts_counted.add(key)
                 st.counts["alerts"] += 1
                 self._dirty.add(st.key)
-            if key in self.alerts:
-                return  # redelivered, or the retained copy after a reconnect
+            known = self.alerts.get(key)
+            if known is not None:
+                self._update_episode(known, body)
+                return
             alert = {k: body.get(k) for k in _ALERT_FIELDS}
+            # the episode's alarm is acknowledged on the record that opened it
             alert.update(
                 key=key,
+                record_id=episode,
+                last_record_id=record_id,
+                last_seq=body.get("seq"),
+                points=1,
+                state=body.get("state") or "opened",
+                opened_at=body.get("at") if body.get("state") in (None, "opened") else None,
+                closed_at=body.get("at") if body.get("state") == "closed" else None,
                 station_key=st.key,
                 received_at=iso_us(now_us),
                 retained=retained,
-                ack=self.acks.get(record_id),
+                ack=self.acks.get(episode),
             )
             self.alerts[key] = alert
             while len(self.alerts) > self.settings.max_alerts:
                 self.alerts.popitem(last=False)
             self.hub.emit("alert", alert)
+
+    def _update_episode(self, alert: Record, body: Record) -> None:
+        """A further alert of an episode on screen: its latest value, its rules, open or closed."""
+        seq = body.get("seq")
+        last = alert.get("last_seq")
+        if body.get("record_id") == alert.get("last_record_id") or (
+            isinstance(seq, int) and isinstance(last, int) and seq <= last
+        ):
+            return  # redelivered, or the retained copy after a reconnect
+        alert.update(last_record_id=body.get("record_id"), last_seq=seq, message=body.get("message"))
+        alert["state"] = body.get("state") or alert.get("state")
+        if body.get("state") == "closed":
+            alert["closed_at"] = body.get("at")  # the value that ended it is not one of its points
+        else:
+            alert["points"] = int(alert.get("points") or 1) + 1
+            alert.update(judged_value=body.get("judged_value"), at=body.get("at"), limit=body.get("limit"))
+            alert["rules"] = sorted({*(alert.get("rules") or []), *(body.get("rules") or [])})
+            if body.get("baseline_n") is not None:
+                alert.update(baseline_n=body.get("baseline_n"), baseline_short=body.get("baseline_short"))
+        self.alerts.move_to_end(str(alert["key"]))
+        self.hub.emit("alert", alert)
 
     def on_station_status(self, site: str, line: str, station: str, body: Record) -> None:
         with self._lock:
@@ -310,6 +361,7 @@ class LiveState:
             self._roll_shift()
             st = self._station(site, line, station)
             fresh: list[Record] = []
+            touched: set[tuple[str, str]] = set()
             for r in records:
                 gateway, seq = r.get("gateway"), r.get("seq")
                 seen = self._seen.setdefault(gateway, SeqSet()) if isinstance(gateway, str) else None
@@ -321,6 +373,9 @@ class LiveState:
                     st.counts["records"] += 1
                     if r.get("kind") == "measurement" and r.get("verdict") == "fail":
                         st.counts["fails"] += 1
+                charted = self.charts.add(st.key, r)
+                if charted is not None:
+                    touched.add(charted)
                 if r.get("kind") == "audit":
                     found = ack_from_record(r)
                     if found is not None:
@@ -331,6 +386,8 @@ class LiveState:
             self._dirty.add(st.key)
             for record_id, ack in acks:
                 self._apply_ack(record_id, ack)
+            if touched:
+                self.hub.emit("series", [self.charts.describe(k) for k in sorted(touched)])
 
     def on_ack(self, record_id: str, ack: Record) -> None:
         with self._lock:

@@ -47,7 +47,7 @@ def recorder_of(cfg: config_mod.Config) -> config_mod.RecorderSettings:
     return cfg.recorder
 
 
-PLAN = {
+PLAN: dict[str, Any] = {
     "part_number": "HX-4711",
     "revision": "C",
     "characteristics": [
