@@ -66,6 +66,7 @@ from collector.inspection.models import (
 )
 from collector.inspection.records import Record
 from collector.inspection.spc import ControlLimits, RuleChecker, RuleSet
+from collector.inspection.station_state import SAVED_AS, SavedState
 from collector.inspection.tolerance import judge
 from collector.people.register import Signature, is_person_id
 from drivers import registry
@@ -261,50 +262,30 @@ class Station:
 
     # -- state that survives a restart -------------------------------------------------------
     def state(self) -> str:
-        return json.dumps(
-            {
-                "number": self.number,
-                "next": self.next_index,
-                "context": self.context,
-                "plan": self.plan.part_number,
-                "templated": self.templated,
-                "awaiting_label": self.awaiting_label,
-                "labelled": self.labelled,
-                "badge_operator": self.badge_operator,
-                "operator_signature": self.operator_signature,
-                "parts_seen": self.parts_seen,
-                "sampled": self.sampled,
-                "reason_for_test": self.reason_for_test,
-                "current": self._current.to_json() if self._current else None,
-                "last": self._last.to_json() if self._last else None,
-                "pending": self._pending,
-                "andon": self._andon_on,
-                "baselines": self._baselines,
-                "disposed": list(self._disposed),
-            }
+        """The station's :class:`SavedState` as JSON (saved with its records; see ``station_state``)."""
+        saved = SavedState.model_construct(  # our own attributes: nothing to validate on the way out
+            **{key: getattr(self, attr) for key, attr in SAVED_AS.items()},
+            context=self.context,
+            plan=self.plan.part_number,
+            current=self._current.to_json() if self._current else None,
+            last=self._last.to_json() if self._last else None,
+            disposed=list(self._disposed),
         )
+        return saved.model_dump_json()
 
     def _restore(self, text: str) -> None:
-        saved = json.loads(text)
-        if saved.get("plan") in self.plans:
-            self.plan = self.plans[saved["plan"]]
-        self.number = int(saved["number"])
-        self.next_index = int(saved["next"]) % len(self.plan.characteristics)
-        self.context.update({k: saved["context"].get(k) for k in CONTEXT_KEYS})
-        self.templated = bool(saved.get("templated", self._serial_template is not None))
-        self.awaiting_label = bool(saved.get("awaiting_label", False))
-        self.labelled = bool(saved.get("labelled", False))
-        self.badge_operator = bool(saved.get("badge_operator", False))
-        self.operator_signature = saved.get("operator_signature")
-        self.parts_seen = int(saved.get("parts_seen", 0))
-        self.sampled = bool(saved.get("sampled", True))
-        self.reason_for_test = str(saved.get("reason_for_test", self.reason_for_test))
-        self._current = self._part_from(saved.get("current"))
-        self._last = self._part_from(saved.get("last"))
-        self._pending = saved.get("pending")
-        self._andon_on = bool(saved.get("andon", False))
-        self._baselines = {k: list(v) for k, v in (saved.get("baselines") or {}).items()}
-        self._disposed = dict.fromkeys(saved.get("disposed") or [])
+        saved = SavedState.model_validate_json(text)
+        if saved.plan in self.plans:
+            self.plan = self.plans[saved.plan]
+        for key, attr in SAVED_AS.items():
+            value = getattr(saved, key)
+            if value is not None:  # None keeps what the station was configured with
+                setattr(self, attr, value)
+        self.next_index %= len(self.plan.characteristics)
+        self.context.update({k: saved.context.get(k) for k in CONTEXT_KEYS})
+        self._current = self._part_from(saved.current)
+        self._last = self._part_from(saved.last)
+        self._disposed = dict.fromkeys(saved.disposed)
 
     def _part_from(self, data: dict[str, Any] | None) -> _Part | None:
         if not data or data.get("part_number") not in self.plans:
