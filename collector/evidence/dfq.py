@@ -27,7 +27,8 @@ usl                    K2111/n    left out for a one-sided specification
 unit                   K2142/n
 value                  K0001/n    the exact value in the characteristic's unit
 (see below)            K0002/n    0 valid, 129 invalidated or superseded
-measured_at            K0004/n    ``DD.MM.YYYY/HH:MM:SS`` in UTC, fraction cut off
+measured_at            K0004/n    ``DD.MM.YYYY/HH:MM:SS`` local time in the export's
+                                  time zone, fraction cut off
 lot                    K0006/n    batch number
 operator               K0008/n
 station                K0010/n    machine
@@ -44,19 +45,26 @@ Decisions, and why:
   resolution the gauge delivered, and K2022 tells the tool how many decimals to show.
   The digits are copied from the record as they are: decimal point, no exponent, no
   thousands separator, trailing zeros kept.
-- K0002 = 129 ("shown but not used in statistics") for a value an invalidation record
-  targets and for a value a later measurement supersedes: the value stays in the file,
-  as it stays in the evidence, and statistics use only the latest value. Only the
-  records passed in are consulted: an invalidation missing from them cannot mark its
-  target.
+- One value set per part: the statistics tools line values up by position (the i-th value
+  of every characteristic belongs to the i-th part), so the values are written part by
+  part (parts by serial, in the order of their first value; characteristics in index
+  order), one value per characteristic of a part. A re-measured value is left out of the
+  file: the value that supersedes it takes its place in the part's set (it stays in the
+  evidence and in the JSON and CSV exports). A value an invalidation record targets and
+  nothing supersedes stays, K0002 = 129 ("shown but not used in statistics"), so its part
+  keeps its place. Only the records passed in are consulted: an invalidation or re-measure
+  missing from them cannot act on its target. Values without a serial keep record order.
 - Only verified evidence is exported: a record a trace marks ``verified: false`` (its block
   failed a check, or was not checked against the key directory) makes the export fail,
   naming it, since nothing in a DFQ file could say that the value is not evidence.
 - Patrol inspections are K0015 = 0: they are planned, routine in-process checks, and
   tools commonly take production statistics from the values with K0015 = 0; code 10
   would drop them from capability studies.
-- K0004 is UTC, because records carry UTC only; a tool that assumes local time shows
-  the values shifted by the site's offset.
+- K0004 is local time: qs-STAT and the other tools read it as the wall-clock time of the
+  site, without a zone; records carry UTC, so the export converts it with the UTC offset
+  in force at that instant in the given time zone (``zone``; the CLI's ``--time-zone``,
+  by default the zone of the machine exporting). In the hour a daylight-saving change
+  repeats, two values may show the same local time; the file keeps their order.
 - One specification per characteristic: the header can state one set of limits, so
   records of one part number and revision that disagree on a characteristic's
   specification are refused rather than exported under the wrong limits.
@@ -73,6 +81,7 @@ Decisions, and why:
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -132,15 +141,32 @@ def _measurements(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any
     return [r for r in records if r.get("kind") == "measurement"]
 
 
-def _void_ids(records: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Ids of the values statistics must not use: invalidated or superseded."""
-    void: set[str] = set()
+def _void_ids(records: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+    """Ids of the values statistics must not use: (invalidated, superseded)."""
+    invalid: set[str] = set()
+    superseded: set[str] = set()
     for r in records:
         if r.get("kind") == "invalidation" and r.get("target"):
-            void.add(str(r["target"]))
+            invalid.add(str(r["target"]))
         elif r.get("kind") == "measurement" and r.get("supersedes"):
-            void.add(str(r["supersedes"]))
-    return void
+            superseded.add(str(r["supersedes"]))
+    return invalid, superseded
+
+
+def _value_sets(
+    values: list[Mapping[str, Any]], superseded: set[str], index: Mapping[str, int]
+) -> list[Mapping[str, Any]]:
+    """The values to write, part by part: superseded ones left out, each part's in index order."""
+    parts: dict[object, list[Mapping[str, Any]]] = {}
+    for n, r in enumerate(values):
+        if str(r.get("id")) in superseded:
+            continue
+        serial = r.get("serial")
+        parts.setdefault(("serial", serial) if serial not in (None, "") else ("record", n), []).append(r)
+    out: list[Mapping[str, Any]] = []
+    for part in parts.values():
+        out.extend(sorted(part, key=lambda r: index[str(r["characteristic"])]))  # stable: record order kept
+    return out
 
 
 def _text(field: str, value: object, record: Mapping[str, Any]) -> str:
@@ -161,13 +187,13 @@ def _required(record: Mapping[str, Any], field: str) -> Any:
     return value
 
 
-def _date_time(measured_at: str, record: Mapping[str, Any]) -> str:
+def _date_time(measured_at: str, record: Mapping[str, Any], zone: dt.tzinfo) -> str:
     # "2026-11-21T10:15:30.123456Z": the canonical shape every record carries
-    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?Z", measured_at)
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?Z", measured_at)
     if m is None:
         raise DfqError(f"record {record.get('id')}: measured_at {measured_at!r} is not a UTC timestamp")
-    year, month, day, hms = m.group(1, 2, 3, 4)
-    return f"{day}.{month}.{year}/{hms}"
+    utc = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=dt.UTC)
+    return utc.astimezone(zone).strftime("%d.%m.%Y/%H:%M:%S")
 
 
 def _spec(record: Mapping[str, Any]) -> tuple[object, ...]:
@@ -188,11 +214,12 @@ def _refuse_unverified(records: list[Mapping[str, Any]]) -> None:
         raise DfqError(f"{len(bad)} record(s) are not verified evidence and a DFQ file cannot mark them: {shown}{more}")
 
 
-def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = None) -> str:
+def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = None, zone: dt.tzinfo = dt.UTC) -> str:
     """The DFQ text (``\\n`` line ends) for the measurement records of ONE part number and revision.
 
     ``records`` is what :func:`collector.evidence.trace.trace` returns (all kinds; only measurements
-    become values, invalidations mark their targets). Raises :class:`DfqError` when the
+    become values, invalidations mark their targets, re-measures replace theirs); ``zone``
+    is the time zone K0004 is written in (the site's). Raises :class:`DfqError` when the
     measurements span several part numbers or revisions (use :func:`dfq_files`), when
     there are none, or when the text cannot be written faithfully.
     """
@@ -205,11 +232,18 @@ def to_dfq(records: Iterable[Mapping[str, Any]], *, description: str | None = No
     if len(keys) > 1:
         shown = ", ".join(f"{pn} rev {rev}" for pn, rev in keys)
         raise DfqError(f"one DFQ file holds one part number and revision; the records have {shown}")
-    return _render(keys[0], values, _void_ids(records), description)
+    return _render(keys[0], values, _void_ids(records), description, zone)
 
 
-def _render(key: tuple[str, str], values: list[Mapping[str, Any]], void: set[str], description: str | None) -> str:
+def _render(
+    key: tuple[str, str],
+    values: list[Mapping[str, Any]],
+    void: tuple[set[str], set[str]],
+    description: str | None,
+    zone: dt.tzinfo,
+) -> str:
     part_number, revision = key
+    invalid, superseded = void
 
     index: dict[str, int] = {}
     specs: dict[str, tuple[object, ...]] = {}
@@ -247,11 +281,11 @@ def _render(key: tuple[str, str], values: list[Mapping[str, Any]], void: set[str
                 lines.append(f"{code}/{n} {_number(field, r[field], r)}")
         lines.append(f"K2142/{n} {_text('unit', _required(r, 'unit'), r)}")
 
-    for r in values:
+    for r in _value_sets(values, superseded, index):
         n = index[str(r["characteristic"])]
         lines.append(f"K0001/{n} {_number('value', _required(r, 'value'), r)}")
-        lines.append(f"K0002/{n} {INVALID if str(r.get('id')) in void else VALID}")
-        lines.append(f"K0004/{n} {_date_time(str(_required(r, 'measured_at')), r)}")
+        lines.append(f"K0002/{n} {INVALID if str(r.get('id')) in invalid else VALID}")
+        lines.append(f"K0004/{n} {_date_time(str(_required(r, 'measured_at')), r, zone)}")
         for code, field in (("K0006", "lot"), ("K0008", "operator"), ("K0010", "station"), ("K0012", "gauge")):
             if r.get(field) not in (None, ""):
                 lines.append(f"{code}/{n} {_text(field, r[field], r)}")
@@ -279,13 +313,19 @@ def _file_stem(part_number: str, revision: str) -> str:
     return _UNSAFE_NAME.sub("_", f"{part_number}_{revision}").strip("._") or "part"
 
 
-def dfq_files(records: Iterable[Mapping[str, Any]], *, descriptions: Mapping[str, str] | None = None) -> dict[str, str]:
+def dfq_files(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    descriptions: Mapping[str, str] | None = None,
+    zone: dt.tzinfo = dt.UTC,
+) -> dict[str, str]:
     """One DFQ text per (part number, plan revision): ``{file name: text}``, sorted by name.
 
     File names are ``<part number>_<revision>.dfq`` with anything but letters, digits,
     ``.``, ``_`` and ``-`` replaced by ``_`` (a part number may hold ``/``); names that
     collide after that get ``-2``, ``-3`` ... in the order of the sorted keys.
-    ``descriptions`` maps part numbers to K1002 texts (the plans' descriptions).
+    ``descriptions`` maps part numbers to K1002 texts (the plans' descriptions); ``zone``
+    as for :func:`to_dfq`.
     """
     records = list(records)
     _refuse_unverified(records)
@@ -300,7 +340,7 @@ def dfq_files(records: Iterable[Mapping[str, Any]], *, descriptions: Mapping[str
         while name in out:
             k += 1
             name = f"{stem}-{k}.dfq"
-        out[name] = _render(key, groups[key], void, (descriptions or {}).get(key[0]))
+        out[name] = _render(key, groups[key], void, (descriptions or {}).get(key[0]), zone)
     return dict(sorted(out.items()))
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -178,14 +179,22 @@ def load(case: str) -> list[dict[str, Any]]:
 
 
 def not_for_statistics(records: list[dict[str, Any]]) -> set[str]:
-    """Ids of values an invalidation targets or a later measurement supersedes."""
-    ids = {str(r["target"]) for r in records if r["kind"] == "invalidation"}
-    ids |= {str(r["supersedes"]) for r in records if r["kind"] == "measurement" and r.get("supersedes")}
-    return ids
+    """Ids of values an invalidation targets (written, marked 129)."""
+    return {str(r["target"]) for r in records if r["kind"] == "invalidation"}
 
 
-def check_against_records(f: DfqFile, measurements: list[dict[str, Any]], void: set[str]) -> None:
-    """Every header, characteristic and value field of ``f`` against the records it came from."""
+def superseded(records: list[dict[str, Any]]) -> set[str]:
+    """Ids of values a later measurement re-measured (left out: the new value takes their place)."""
+    return {str(r["supersedes"]) for r in records if r["kind"] == "measurement" and r.get("supersedes")}
+
+
+def check_against_records(
+    f: DfqFile, measurements: list[dict[str, Any]], void: set[str], zone: dt.tzinfo = dt.UTC
+) -> None:
+    """Every header, characteristic and value field of ``f`` against the records it came from.
+
+    ``measurements`` without the superseded ones; ``zone``: the time zone of K0004.
+    """
     assert {(r["part_number"], r["plan_revision"]) for r in measurements} == {(f.header["K1001"], f.header["K1004"])}
     chars = list(dict.fromkeys(r["characteristic"] for r in measurements))
     assert f.header["K0100"] == str(len(chars))
@@ -211,9 +220,10 @@ def check_against_records(f: DfqFile, measurements: list[dict[str, Any]], void: 
             assert value["K0001"] == r["value"], where  # exact: the same digits, not just the same number
             assert Decimal(value["K0001"]) == Decimal(r["value"]), where
             assert value["K0002"] == ("129" if r["id"] in void else "0"), where
-            measured = dt.datetime.strptime(value["K0004"], "%d.%m.%Y/%H:%M:%S").replace(tzinfo=dt.UTC)
+            local = dt.datetime.strptime(value["K0004"], "%d.%m.%Y/%H:%M:%S")
             recorded = dt.datetime.fromisoformat(r["measured_at"].replace("Z", "+00:00"))
-            assert measured == recorded.replace(microsecond=0), where  # UTC, whole seconds
+            shifted = recorded.astimezone(zone).replace(microsecond=0, tzinfo=None)
+            assert local == shifted, where  # local wall-clock time in the zone, whole seconds
             assert value["K0015"] == REASON[r["reason_for_test"]], where
             for key, name in VALUE_TEXT.items():
                 assert value.get(key) == r[name], f"{where}: {key} ({name})"
@@ -225,31 +235,37 @@ def test_export_reads_back_as_the_records(encoding: str) -> None:
     records = load("hx4711_remeasure_invalidation")
     data = encode_dfq(to_dfq(records), encoding)
     f = read_dfq(data, encoding)
-    measurements = [r for r in records if r["kind"] == "measurement"]
+    gone = superseded(records)
+    measurements = [r for r in records if r["kind"] == "measurement" and r["id"] not in gone]
     check_against_records(f, measurements, not_for_statistics(records))
 
-    # the cases the checks above must not pass vacuously
+    # the cases the checks above must not pass vacuously: one value set per part
     l1 = f.values[f.characteristic("L1")]
-    invalidated = next(r for r in records if r["kind"] == "invalidation")["target"]
-    assert [v["K0002"] for v in l1] == ["0", "0", "129", "0"]
-    assert next(r for r in measurements if r["id"] == invalidated)["value"] == l1[2]["K0001"] == "30.04"
+    assert [v["K0001"] for v in l1] == ["30.012", "29.96", "30.03"]  # 30.04 invalidated and re-measured
     assert l1[2]["K0008"] == "Zoë Müller" and l1[2]["K0014"] == "SN-003" and "K0006" not in l1[2]
     d1 = f.values[f.characteristic("D1")]
-    assert [v["K0002"] for v in d1] == ["0", "129", "0", "0"]  # 12.0251, superseded after rework
+    assert [v["K0001"] for v in d1] == ["12.0034", "12.0150", "12.000230"]  # 12.0251 re-measured after rework
     assert d1[0]["K0012"] == "CAL-0042" and d1[0]["K0006"] == "L-1" and d1[0]["K0053"] == "WO-1"
-    assert d1[0]["K0015"] == "30" and d1[3]["K0001"] == "12.000230"
+    assert d1[0]["K0015"] == "30"
+    for n in f.values:  # the i-th value of every characteristic is of the i-th part
+        assert [v["K0014"] for v in f.values[n]] == ["SN-001", "SN-002", "SN-003"]
     assert "K2101" not in f.characteristics[f.characteristic("R1")]
 
 
 def test_every_file_of_a_multi_group_export_reads_back() -> None:
     records = load("three_groups")
     void = not_for_statistics(records)
+    gone = superseded(records)
     files = dfq_files(records)
     assert len(files) == 3
     for name, text in files.items():
         f = read_dfq(encode_dfq(text), "iso-8859-1")
         key = (f.header["K1001"], f.header["K1004"])
-        mine = [r for r in records if r["kind"] == "measurement" and (r["part_number"], r["plan_revision"]) == key]
+        mine = [
+            r
+            for r in records
+            if r["kind"] == "measurement" and (r["part_number"], r["plan_revision"]) == key and r["id"] not in gone
+        ]
         assert mine, name
         check_against_records(f, mine, void)
     # the two revisions keep their own limits
@@ -258,4 +274,18 @@ def test_every_file_of_a_multi_group_export_reads_back() -> None:
     assert (c["K2110"], c["K2111"]) == ("11.980", "12.020")
     assert (d["K2110"], d["K2111"]) == ("11.985", "12.015")
     w = read_dfq(encode_dfq(files["BR_200_A.dfq"]), "iso-8859-1").values[1]
-    assert [v["K0002"] for v in w] == ["129", "0"]
+    assert [(v["K0001"], v["K0002"]) for v in w] == [("250.38", "0")]  # 250.43 invalidated, re-measured
+
+
+def test_the_local_time_case_reads_back_in_the_sites_zone() -> None:
+    records = load("local_time_remeasure")
+    zone = ZoneInfo("Europe/Berlin")
+    f = read_dfq(
+        encode_dfq(to_dfq(records, description="Hydraulic valve housing, final inspection", zone=zone)), "iso-8859-1"
+    )
+    gone = superseded(records)
+    mine = [r for r in records if r["kind"] == "measurement" and r["id"] not in gone]
+    check_against_records(f, mine, not_for_statistics(records), zone)
+    assert f.header["K1002"] == "Hydraulic valve housing, final inspection"
+    for n in f.values:
+        assert [v["K0014"] for v in f.values[n]] == ["HX000201", "HX000202", "HX000203"]

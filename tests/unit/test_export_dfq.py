@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -82,10 +83,35 @@ def test_golden_cases_exist() -> None:
     assert single_cases() and multi_cases()
 
 
+def options(case: str) -> dict[str, Any]:
+    """A case's ``options.json``: K1002 ``description`` and the ``zone`` of K0004 (else none, UTC)."""
+    path = GOLDEN / case / "options.json"
+    given = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return {"description": given.get("description"), "zone": ZoneInfo(given.get("zone", "UTC"))}
+
+
 @pytest.mark.parametrize("case", single_cases())
 def test_to_dfq_matches_golden(case: str) -> None:
     expected = (GOLDEN / case / "expected.dfq").read_text(encoding="utf-8")
-    assert_same_fields(to_dfq(load(case)), expected, case)
+    assert_same_fields(to_dfq(load(case), **options(case)), expected, case)
+
+
+def test_the_local_time_case_covers_what_it_claims() -> None:
+    """Local time across a daylight-saving change, K1002, a re-measure and an invalidation."""
+    case = "local_time_remeasure"
+    records = load(case)
+    text = to_dfq(records, **options(case))
+    got = fields(text)
+    assert got[("K1002", None)] == ["Hydraulic valve housing, final inspection"]
+    # 00:30Z is 02:30 CEST; 01:15Z, after the change, 02:15 CET: later, though the clock shows earlier
+    assert got[("K0004", 1)] == ["25.10.2026/02:30:00", "25.10.2026/02:15:00", "26.10.2026/00:30:00"]
+    remeasured = [r for r in records if r["kind"] == "measurement" and r.get("supersedes")]
+    assert len(remeasured) == 1 and remeasured[0]["value"] in got[("K0001", 1)]
+    superseded = next(r for r in records if r["id"] == remeasured[0]["supersedes"])
+    assert superseded["value"] not in got[("K0001", 1)]  # left out: the re-measure took its place
+    assert len(got[("K0001", 1)]) == len(got[("K0001", 2)]) == 3  # one value set per part
+    assert got[("K0002", 2)] == ["0", "0", "129"]  # invalidated, nothing re-measured it: kept, marked
+    assert to_dfq(records) != text  # the zone matters: UTC is another file
 
 
 @pytest.mark.parametrize("case", multi_cases())
