@@ -67,7 +67,7 @@ def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two boxes share more than a sub-pixel edge."""
     dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
     dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
-    return dx > 0.5 and dy > 0.5
+    return bool(dx > 0.5 and dy > 0.5)
 
 
 def check_layout(page: Any, width: int, height: int) -> None:

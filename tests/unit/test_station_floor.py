@@ -10,6 +10,7 @@ import pytest
 from collector import config as config_mod
 from collector.errors import ConfigError
 from collector.inspection.station import Station
+from drivers.base import Reading
 from tests.unit.test_station import LENIENT, TODAY, reading, record, refusal
 
 D = Decimal
@@ -55,7 +56,7 @@ def ready(s: Station, serial: str = "HX000123") -> None:
     s.scan(f"HX-4711|{serial}")
 
 
-def weight(value: str) -> object:
+def weight(value: str) -> Reading:
     return reading(value, device="scale-1", unit="g")
 
 
