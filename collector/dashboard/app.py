@@ -60,6 +60,8 @@ from collector.dashboard.auth import Auth
 from collector.dashboard.live import LiveState, utc_us
 from collector.dashboard.shifts import iso_us
 from collector.errors import StoreError
+from collector.inspection.charts import Figures, characteristic_figures
+from collector.inspection.spc import RuleSet
 from collector.mqtt import client as mqtt_client
 from collector.mqtt import topics
 from collector.people.accounts import DashboardSettings
@@ -68,6 +70,7 @@ from collector.store.base import Store
 if TYPE_CHECKING:
     from collector.chain.keys import KeyRing
     from collector.config import Config
+    from collector.inspection.models import Characteristic
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +283,7 @@ class Dashboard(web.WebApp):
                 self.state.count_malformed(1)
                 return
             if kind == "alert":
+                body["reaction_plan"] = self.reaction_plan(body.get("part_number"), body.get("characteristic"))
                 self.state.on_alert(body, retained)
             elif kind == "status":
                 self.state.on_station_status(site, line, station, body)
@@ -295,8 +299,65 @@ class Dashboard(web.WebApp):
                 pending.reply = body
                 pending.done.set()
 
-    # -- acknowledging ------------------------------------------------------------------------------
-    def acknowledge(self, record_id: str, by: str, comment: str | None) -> AckResult:
+    # -- what the configuration says about a characteristic ------------------------------------------
+    def characteristic(self, part_number: Any, characteristic: Any) -> Characteristic | None:
+        plan = next((p for p in self.config.plans if p.part_number == part_number), None)
+        if plan is None:
+            return None
+        return next((c for c in plan.characteristics if c.id == characteristic), None)
+
+    def reaction_plan(self, part_number: Any, characteristic: Any) -> Record | None:
+        """The causes and actions to choose from when acknowledging an alarm about ``characteristic``."""
+        plan = next((p for p in self.config.plans if p.part_number == part_number), None)
+        if plan is None or not isinstance(characteristic, str):
+            return None
+        found = plan.reaction_plan_for(characteristic)
+        return None if found is None else {"causes": list(found.causes), "actions": list(found.actions)}
+
+    def figures(self, station_key: str, characteristic: str) -> Figures:
+        """The chart, histogram and capability of a characteristic, from the points on hand."""
+        points, limits = self.state.chart_data(station_key, characteristic)
+        if not points:
+            return Figures(None, None, None, "no values of this characteristic yet")
+        last = points[-1]
+        spec = self.characteristic(last.get("part_number"), characteristic)
+        spc = spec.spc if spec is not None else None
+        lsl, usl = _float(last.get("lsl")), _float(last.get("usl"))
+        target = float(spec.nominal) if spec is not None and spec.nominal is not None else None
+        centre = sigma = None
+        basis: int | None = None
+        if limits is not None:
+            centre, sigma, basis = limits["centre"], limits["sigma"], limits["n"]
+        elif spc is not None and spc.centre is not None and spc.sigma is not None:
+            centre, sigma = float(spc.centre), float(spc.sigma)
+        values = [float(p["value"]) for p in points]
+        try:
+            rules = RuleSet.parse(spc.rules, run_length=spc.run_length) if spc is not None else None
+        except ValueError:
+            rules = None
+        return characteristic_figures(
+            values,
+            lsl=lsl,
+            usl=usl,
+            target=target,
+            subgroup_size=spc.subgroup_size if spc is not None else None,
+            method=spc.subgroup_chart if spc is not None else "r",
+            baseline=spc.baseline if spc is not None and centre is None else None,
+            centre=centre,
+            sigma=sigma,
+            limits_from=basis,
+            rules=rules,
+        )
+
+    # -- commands to a station (acknowledgements, dispositions) --------------------------------------------
+    def acknowledge(
+        self,
+        record_id: str,
+        by: str,
+        comment: str | None,
+        cause: str | None = None,
+        action: str | None = None,
+    ) -> AckResult:
         """Send ``ack_alert`` to the alert's station and wait for the gateway's answer."""
         found = self.state.alert_target(record_id)
         if found is None:
@@ -307,59 +368,90 @@ class Dashboard(web.WebApp):
                 HTTPStatus.CONFLICT,
                 {"ok": False, "error": f"already acknowledged by {ack.get('by')}", "ack": ack},
             )
+        args: Record = {"record_id": record_id, "by": by}
+        for key, value in (("comment", comment), ("cause", cause), ("action", action)):
+            if value:
+                args[key] = value
+        result, reply = self._send(station.site, station.line, station.station, "ack_alert", args, record_id)
+        if reply is None:
+            return result
+        records = reply.get("records") or []
+        ack = {
+            "by": by,
+            "comment": comment,
+            "at": iso_us(int(self.state.clock() * 1_000_000)),
+            "record": records[0] if records else None,
+        }
+        if cause:
+            ack.update(cause=cause, action=action)
+        self.state.on_ack(record_id, ack)
+        log.info("dashboard: %s acknowledged the alert about %s at %s", by, record_id, station.key)
+        return AckResult(HTTPStatus.OK, {"ok": True, "message": reply.get("message"), "ack": ack})
+
+    def dispose(self, nc: Record, by: str, decision: str, concession: str | None, comment: str | None) -> AckResult:
+        """Send ``dispose`` (signed by the dashboard's user) to the nonconformance's station."""
+        args: Record = {"nonconformance_id": nc["id"], "decision": decision, "by": by}
+        for key, value in (("concession", concession), ("comment", comment)):
+            if value:
+                args[key] = value
+        where = (str(nc["site"]), str(nc["line"]), str(nc["station"]))
+        result, reply = self._send(*where, "dispose", args, str(nc["id"]))
+        if reply is None:
+            return result
+        log.info("dashboard: %s decided %s on nonconformance %s", by, decision, nc["id"])
+        return AckResult(HTTPStatus.OK, {"ok": True, "message": reply.get("message"), "records": reply.get("records")})
+
+    def _send(
+        self, site: str, line: str, station: str, command: str, args: Record, subject: str
+    ) -> tuple[AckResult, Record | None]:
+        """Publish ``command`` on the station's acknowledgement topic; the gateway's reply when it agreed."""
         if not self.connected:
-            return AckResult(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the broker is not reachable"})
+            return AckResult(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the broker is not reachable"}
+            ), None
         with self._pending_lock:
-            if record_id in self._acking:
-                return AckResult(HTTPStatus.CONFLICT, {"ok": False, "error": "being acknowledged already"})
-            self._acking.add(record_id)
+            if subject in self._acking:
+                return AckResult(HTTPStatus.CONFLICT, {"ok": False, "error": "being sent already"}), None
+            self._acking.add(subject)
             request_id = uuid.uuid4().hex
             pending = self._pending[request_id] = _Pending()
         try:
             timeout = self.settings.reply_timeout
-            # the dashboard's account may publish acknowledgements only (the ACL's "ack" topic)
-            topic = topics.station_topic(self.prefix, station.site, station.line, station.station, "ack")
-            args: Record = {"record_id": record_id, "by": by}
-            if comment:
-                args["comment"] = comment
-            body = {"command": "ack_alert", "args": args, "request_id": request_id}
+            # the dashboard's account may publish on the acknowledgement topic only (the ACL)
+            topic = topics.station_topic(self.prefix, site, line, station, "ack")
+            body = {"command": command, "args": args, "request_id": request_id}
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            # a gateway that is away must not act on a stale acknowledgement hours later
+            # a gateway that is away must not act on a stale command hours later
             props.MessageExpiryInterval = max(1, math.ceil(timeout))
             info = self.client.publish(topic, json.dumps(body).encode(), qos=1, properties=props)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return AckResult(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the broker is not reachable"})
+                return AckResult(
+                    HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the broker is not reachable"}
+                ), None
             if not pending.done.wait(timeout) or pending.reply is None:
                 if self.stopping.is_set():
-                    return AckResult(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the dashboard stops"})
-                log.warning("dashboard: no answer from station %s to %s's acknowledgement", station.key, by)
-                return AckResult(
-                    HTTPStatus.GATEWAY_TIMEOUT,
-                    {
-                        "ok": False,
-                        "error": f"station {station.station} did not answer within {timeout:g} s "
-                        "(its gateway may be offline); not acknowledged",
-                    },
-                )
+                    return AckResult(
+                        HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": "the dashboard stops"}
+                    ), None
+                log.warning("dashboard: no answer from station %s/%s/%s to %s", site, line, station, command)
+                error = f"station {station} did not answer within {timeout:g} s (its gateway may be offline); not done"
+                return AckResult(HTTPStatus.GATEWAY_TIMEOUT, {"ok": False, "error": error}), None
             reply = pending.reply
             if not reply.get("ok"):
-                return AckResult(
-                    HTTPStatus.BAD_GATEWAY, {"ok": False, "error": str(reply.get("error") or "refused by the gateway")}
-                )
-            records = reply.get("records") or []
-            ack = {
-                "by": by,
-                "comment": comment,
-                "at": iso_us(int(self.state.clock() * 1_000_000)),
-                "record": records[0] if records else None,
-            }
-            self.state.on_ack(record_id, ack)
-            log.info("dashboard: %s acknowledged the alert about %s at %s", by, record_id, station.key)
-            return AckResult(HTTPStatus.OK, {"ok": True, "message": reply.get("message"), "ack": ack})
+                error = str(reply.get("error") or "refused by the gateway")
+                return AckResult(HTTPStatus.BAD_GATEWAY, {"ok": False, "error": error}), None
+            return AckResult(HTTPStatus.OK, {"ok": True}), reply
         finally:
             with self._pending_lock:
                 self._pending.pop(request_id, None)
-                self._acking.discard(record_id)
+                self._acking.discard(subject)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(str(value))
+    except ValueError:
+        return None
 
 
 def _json_object(raw: bytes) -> Record | None:

@@ -1,7 +1,9 @@
 """Who may use the dashboard: sign-in, server-side sessions, roles, CSRF checks.
 
 Users are configured with a role (``viewer``: sees everything; ``supervisor``: may also
-acknowledge alerts) and a password hash from ``collector hash-password`` (scrypt, see
+acknowledge alerts; ``quality``: may acknowledge and decide nonconformances on the material
+review page, the gateway checking that person's quality role in its own register) and a
+password hash from ``collector hash-password`` (scrypt, see
 :mod:`collector.people.accounts`). Signing in creates a server-side session named by a
 random token in an ``HttpOnly``, ``SameSite=Strict`` cookie; it ends after ``session_ttl``
 seconds or at sign-out. Each user holds at most :attr:`Auth.MAX_SESSIONS_PER_USER`
@@ -39,11 +41,15 @@ from collector.people.accounts import DashboardUser, hash_password, verify_passw
 
 log = logging.getLogger(__name__)
 
-ROLES = ("viewer", "supervisor")
+ROLES = ("viewer", "supervisor", "quality")
 
 
 def may_acknowledge(role: str) -> bool:
-    return role == "supervisor"
+    return role in ("supervisor", "quality")
+
+
+def may_dispose(role: str) -> bool:
+    return role == "quality"
 
 
 @dataclass

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -137,7 +139,16 @@ _ALERT_FIELDS = (
     "rules",
     "message",
     "at",
+    "episode",
+    "state",
+    "baseline_n",
+    "baseline_short",
+    "reaction_plan",
 )
+#: points kept per characteristic for its chart, and characteristics charted at most
+SERIES_POINTS = 500
+SERIES_KEPT = 300
+_ACK_DETAIL = re.compile(r"^alert acknowledged(?: \(cause: (.*?); action: (.*?)\))?(?:: (.*))?$", re.DOTALL)
 
 
 def utc_us(text: Any) -> int | None:
@@ -196,8 +207,56 @@ def ack_from_record(r: Record) -> tuple[str, Record] | None:
     if r.get("kind") != "audit" or r.get("event") != "alert_ack" or not r.get("subject"):
         return None
     detail = str(r.get("detail") or "")
-    comment = detail.removeprefix("alert acknowledged").removeprefix(":").strip() or None
-    return str(r["subject"]), {"by": r.get("by"), "comment": comment, "at": r.get("recorded_at"), "record": r.get("id")}
+    m = _ACK_DETAIL.match(detail)
+    cause, action, comment = m.groups() if m else (None, None, detail)
+    ack = {
+        "by": r.get("by"),
+        "comment": (comment or "").strip() or None,
+        "at": r.get("recorded_at"),
+        "record": r.get("id"),
+    }
+    if cause:
+        ack.update(cause=cause, action=action)
+    return str(r["subject"]), ack
+
+
+def limits_from_record(r: Record) -> Record | None:
+    """The control limits an ``spc_limits`` audit record put in force (None if it is not one)."""
+    if r.get("kind") != "audit" or r.get("event") != "spc_limits":
+        return None
+    try:
+        limits = json.loads(str(r.get("detail")))
+        return {
+            "characteristic": str(limits["characteristic"]),
+            "centre": float(limits["centre"]),
+            "sigma": float(limits["sigma"]),
+            "n": int(limits["n"]),
+            "provisional": bool(limits.get("provisional")),
+            "record": r.get("id"),
+            "at": r.get("recorded_at"),
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def chart_point(r: Record) -> Record | None:
+    """A measurement as a point of its characteristic's chart (a re-measure is not one)."""
+    if r.get("kind") != "measurement" or r.get("supersedes") or r.get("judged_value") is None:
+        return None
+    try:
+        value = float(str(r["judged_value"]))
+    except ValueError:
+        return None
+    return {
+        "value": value,
+        "id": r.get("id"),
+        "at": r.get("recorded_at"),
+        "verdict": r.get("verdict"),
+        "lsl": r.get("lsl"),
+        "usl": r.get("usl"),
+        "unit": r.get("unit"),
+        "part_number": r.get("part_number"),
+    }
 
 
 class LiveState:
@@ -220,6 +279,9 @@ class LiveState:
         self._alerts_counted: set[str] = set()
         self._dirty: set[str] = set()
         self.malformed = 0
+        #: (station key, characteristic) -> its latest points, and the limits the gateway put in force
+        self.series: collections.OrderedDict[tuple[str, str], collections.deque[Record]] = collections.OrderedDict()
+        self.limits: dict[tuple[str, str], Record] = {}
 
     def _shift_now(self) -> Shift:
         return shift_at(dt.datetime.fromtimestamp(self.clock(), dt.UTC), self.settings.shift_starts, self.zone)
@@ -246,7 +308,8 @@ class LiveState:
         except (KeyError, TypeError):
             self.count_malformed(1)
             return
-        key = f"{record_id}:{kind}"
+        episode = str(body.get("episode") or record_id)
+        key = f"{episode}:{kind}"
         now_us = int(self.clock() * 1_000_000)
         with self._lock:
             self._roll_shift()
@@ -256,20 +319,51 @@ class LiveState:
                 self._alerts_counted.add(key)
                 st.counts["alerts"] += 1
                 self._dirty.add(st.key)
-            if key in self.alerts:
-                return  # redelivered, or the retained copy after a reconnect
+            known = self.alerts.get(key)
+            if known is not None:
+                self._update_episode(known, body)
+                return
             alert = {k: body.get(k) for k in _ALERT_FIELDS}
+            # the episode's alarm is acknowledged on the record that opened it
             alert.update(
                 key=key,
+                record_id=episode,
+                last_record_id=record_id,
+                last_seq=body.get("seq"),
+                points=1,
+                state=body.get("state") or "opened",
+                opened_at=body.get("at") if body.get("state") in (None, "opened") else None,
+                closed_at=body.get("at") if body.get("state") == "closed" else None,
                 station_key=st.key,
                 received_at=iso_us(now_us),
                 retained=retained,
-                ack=self.acks.get(record_id),
+                ack=self.acks.get(episode),
             )
             self.alerts[key] = alert
             while len(self.alerts) > self.settings.max_alerts:
                 self.alerts.popitem(last=False)
             self.hub.emit("alert", alert)
+
+    def _update_episode(self, alert: Record, body: Record) -> None:
+        """A further alert of an episode on screen: its latest value, its rules, open or closed."""
+        seq = body.get("seq")
+        last = alert.get("last_seq")
+        if body.get("record_id") == alert.get("last_record_id") or (
+            isinstance(seq, int) and isinstance(last, int) and seq <= last
+        ):
+            return  # redelivered, or the retained copy after a reconnect
+        alert.update(last_record_id=body.get("record_id"), last_seq=seq, message=body.get("message"))
+        alert["state"] = body.get("state") or alert.get("state")
+        if body.get("state") == "closed":
+            alert["closed_at"] = body.get("at")  # the value that ended it is not one of its points
+        else:
+            alert["points"] = int(alert.get("points") or 1) + 1
+            alert.update(judged_value=body.get("judged_value"), at=body.get("at"), limit=body.get("limit"))
+            alert["rules"] = sorted({*(alert.get("rules") or []), *(body.get("rules") or [])})
+            if body.get("baseline_n") is not None:
+                alert.update(baseline_n=body.get("baseline_n"), baseline_short=body.get("baseline_short"))
+        self.alerts.move_to_end(str(alert["key"]))
+        self.hub.emit("alert", alert)
 
     def on_station_status(self, site: str, line: str, station: str, body: Record) -> None:
         with self._lock:
@@ -310,6 +404,7 @@ class LiveState:
             self._roll_shift()
             st = self._station(site, line, station)
             fresh: list[Record] = []
+            touched: set[tuple[str, str]] = set()
             for r in records:
                 gateway, seq = r.get("gateway"), r.get("seq")
                 seen = self._seen.setdefault(gateway, SeqSet()) if isinstance(gateway, str) else None
@@ -321,16 +416,63 @@ class LiveState:
                     st.counts["records"] += 1
                     if r.get("kind") == "measurement" and r.get("verdict") == "fail":
                         st.counts["fails"] += 1
+                point = chart_point(r)
+                if point is not None:
+                    self._series(st.key, str(r.get("characteristic"))).append(point)
+                    touched.add((st.key, str(r.get("characteristic"))))
                 if r.get("kind") == "audit":
                     found = ack_from_record(r)
                     if found is not None:
                         acks.append(found)
+                    limits = limits_from_record(r)
+                    if limits is not None:
+                        self.limits[(st.key, limits["characteristic"])] = limits
+                        touched.add((st.key, limits["characteristic"]))
             # a backlog comes hundreds to a message: only the ones the list keeps are summarised
             for r in fresh[-self.settings.records_per_station :]:
                 st.records.appendleft(summarize(r))
             self._dirty.add(st.key)
             for record_id, ack in acks:
                 self._apply_ack(record_id, ack)
+            if touched:
+                self.hub.emit("series", [self._series_dict(k) for k in sorted(touched)])
+
+    def _series(self, station_key: str, characteristic: str) -> collections.deque[Record]:
+        key = (station_key, characteristic)
+        points = self.series.get(key)
+        if points is None:
+            points = self.series[key] = collections.deque(maxlen=SERIES_POINTS)
+            while len(self.series) > SERIES_KEPT:
+                old, _ = self.series.popitem(last=False)
+                self.limits.pop(old, None)
+        return points
+
+    def _series_dict(self, key: tuple[str, str]) -> Record:
+        return {"station_key": key[0], "characteristic": key[1], "n": len(self.series.get(key, ()))}
+
+    def seed_series(self, station_key: str, characteristic: str, records: list[Record]) -> None:
+        """Points (and limits) read back from the store, for a chart opened before any arrived live."""
+        with self._lock:
+            points = self._series(station_key, characteristic)
+            if points:
+                return
+            for r in records:
+                point = chart_point(r)
+                if point is not None and r.get("characteristic") == characteristic:
+                    points.append(point)
+                limits = limits_from_record(r)
+                if limits is not None and limits["characteristic"] == characteristic:
+                    self.limits[(station_key, characteristic)] = limits
+
+    def chart_data(self, station_key: str, characteristic: str) -> tuple[list[Record], Record | None]:
+        """The points of a characteristic's chart (oldest first) and the limits in force."""
+        with self._lock:
+            key = (station_key, characteristic)
+            return list(self.series.get(key, ())), self.limits.get(key)
+
+    def series_list(self) -> list[Record]:
+        with self._lock:
+            return [self._series_dict(k) for k in sorted(self.series)]
 
     def on_ack(self, record_id: str, ack: Record) -> None:
         with self._lock:

@@ -8,7 +8,9 @@ Every place where the dashboard reads the record format or calls the evidence to
 - :func:`search`: the traceability search (``collector trace``);
 - :data:`EXPORTS`: the downloads (JSON, CSV made safe for spreadsheets, Q-DAS DFQ);
 - :func:`part_report`: the printable part report with the verification of its chain;
-- :func:`stored_acknowledgements`: acknowledgements of alerts, read back from the store.
+- :func:`stored_acknowledgements`: acknowledgements of alerts, read back from the store;
+- :func:`characteristic_history`: a characteristic's values and limits records, for its chart;
+- :func:`nonconformances`: the material review list, with what decided or superseded each.
 
 The live view checks each block's hash (a line that is not a sealed block is counted as
 malformed and shown nowhere) but not its signature: the dashboard shows what the broker
@@ -155,3 +157,69 @@ def stored_acknowledgements(store: Store, since_us: int, keys: KeyRing | None = 
         ack = ack_from_record(record)
         if ack is not None:
             yield ack
+
+
+def _trusted(record: Record, keys: KeyRing | None) -> bool:
+    """From a block that verified (with the register), or whose hash holds (without one)."""
+    if keys is not None and not record.get("verified"):
+        return False
+    return not str(record.get("verification", "")).startswith("NOT VERIFIED")
+
+
+# -- a characteristic's history, for its chart ----------------------------------------------------------
+
+
+def characteristic_history(
+    store: Store, station: str, characteristic: str, since_us: int, keys: KeyRing | None = None
+) -> list[Record]:
+    """The station's measurements of ``characteristic`` and its limits records since ``since_us``, oldest first."""
+    start = iso_us(since_us)
+    found = trace(
+        store,
+        TraceFilter(station=station, characteristic=characteristic, kind="measurement", start=start),
+        keys,
+        related=False,
+    )
+    limits = trace(store, TraceFilter(station=station, kind="audit", start=start), keys, related=False)
+    wanted = [r for r in limits if r.get("event") == "spc_limits" and r.get("subject") == characteristic]
+    both = [r for r in found + wanted if _trusted(r, keys)]
+    return sorted(both, key=lambda r: str(r.get("recorded_at") or ""))
+
+
+# -- material review: the nonconformances still to be decided -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Nonconformance:
+    record: Record
+    #: the disposition that decided it, if any
+    disposition: Record | None
+    #: a later measurement that replaced the one that failed (a re-measure), if any
+    remeasure: Record | None
+
+    @property
+    def open(self) -> bool:
+        return self.disposition is None and self.remeasure is None
+
+
+def nonconformances(store: Store, since_us: int, keys: KeyRing | None = None) -> list[Nonconformance]:
+    """Every nonconformance since ``since_us`` from verified blocks, newest first, with what closed it.
+
+    A nonconformance is closed by a disposition that names it, or superseded by a re-measure
+    of the value it was opened for (the re-measure carries ``supersedes``: the failed value's id).
+    """
+    start = iso_us(since_us)
+    ncs = [r for r in trace(store, TraceFilter(kind="nonconformance", start=start), keys, related=False)]
+    ncs = [r for r in ncs if _trusted(r, keys)]
+    if not ncs:
+        return []
+    decided: dict[str, Record] = {}
+    for d in trace(store, TraceFilter(kind="disposition", start=start), keys, related=False):
+        if _trusted(d, keys) and d.get("nonconformance_id"):
+            decided.setdefault(str(d["nonconformance_id"]), d)
+    replaced: dict[str, Record] = {}
+    for m in trace(store, TraceFilter(kind="measurement", start=start), keys, related=False):
+        if _trusted(m, keys) and m.get("supersedes"):
+            replaced[str(m["supersedes"])] = m
+    out = [Nonconformance(r, decided.get(str(r["id"])), replaced.get(str(r.get("measurement_id")))) for r in ncs]
+    return sorted(out, key=lambda n: str(n.record.get("recorded_at") or ""), reverse=True)

@@ -32,6 +32,7 @@ from collector.alarms import Throttle
 from collector.chain.keys import Ed25519Signer, HmacSigner, Signer
 from collector.config import Config, GatewaySettings
 from collector.errors import CollectorError, ConfigError, JournalError, JournalFull
+from collector.gateway.episodes import Episodes
 from collector.gateway.inbox import Inbox, readings_in, weight
 from collector.gateway.intake import Intake
 from collector.gateway.journal import Damaged, Journal, Sealed
@@ -95,6 +96,7 @@ class Gateway:
         self._driver_of: dict[str, Driver] = {}
         plans = {p.part_number: p for p in config.plans}
         self.intake = Intake(self)  # the user register, sign-in sessions, who may do what
+        self.episodes = Episodes()  # one alarm per rule episode, not one per point
         for st in config.stations:
             station = Station(
                 st,
@@ -593,7 +595,7 @@ class Gateway:
             return station.andon_off(by, signature)
         if isinstance(cmd, cmds.AckAlert):
             target = station.own(self.journal.find(cmd.record_id), cmd.record_id)
-            return station.ack_alert(target, signature, cmd.comment)
+            return station.ack_alert(target, signature, cmd.comment, cmd.cause, cmd.action)
         raise CommandError(f"unknown command {cmd.command!r}")
 
     def _reading(self, station: Station, reading: Reading) -> Outcome:
@@ -645,12 +647,24 @@ class Gateway:
         at = (sealed, index)
         kind = r["kind"]
         if kind == "measurement":
-            if r["verdict"] == "fail":
+            key = (sealed.block.station, str(r["characteristic"]))
+            failed = r["verdict"] == "fail"
+            episode = self.episodes.step((*key, "out_of_tolerance"), failed, r["id"])
+            if failed:
                 self._alert(
                     at,
                     "out_of_tolerance",
                     "critical" if r["criticality"] == "critical" else "warning",
                     f"{r['characteristic']} = {r['judged_value']} {r['unit']} beyond the {r['limit']} limit",
+                    episode=episode,
+                )
+            elif episode is not None:
+                self._alert(
+                    at,
+                    "out_of_tolerance",
+                    "info",
+                    f"{r['characteristic']} = {r['judged_value']} {r['unit']}: within tolerance again",
+                    episode=episode,
                 )
             if r.get("calibration_status") == "overdue":
                 self._alert(
@@ -659,20 +673,35 @@ class Gateway:
                     "warning",
                     f"gauge {r['gauge']} is overdue for calibration (due {r['gauge_calibration_due']})",
                 )
+            if r.get("supersedes"):
+                return  # a re-measure is not a point of the control chart
             rules = trends.get(r["id"])
-            if rules:
-                self._alert(
-                    at,
-                    "trend",
-                    "warning",
-                    f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped",
-                    rules,
-                )
+            episode = self.episodes.step((*key, "trend"), bool(rules), r["id"])
+            if episode is None:
+                return
+            station = self.stations.get(sealed.block.station)
+            basis = station.spc_basis(str(r["characteristic"])) if station is not None else None
+            text = (
+                f"{r['characteristic']}: SPC rule(s) {', '.join(map(str, rules))} tripped"
+                if rules
+                else f"{r['characteristic']}: no rule broken any more, the run has ended"
+            )
+            if basis is not None and basis[1]:
+                text += f" (provisional limits from {basis[0]} values)"
+            self._alert(at, "trend", "warning" if rules else "info", text, rules, episode=episode, basis=basis)
         elif kind == "refusal":
             self._alert(at, "refused", "warning", f"reading refused: {r['reason']}")
 
     def _alert(
-        self, at: tuple[Sealed, int], kind: str, severity: str, message: str, rules: list[int] | None = None
+        self,
+        at: tuple[Sealed, int],
+        kind: str,
+        severity: str,
+        message: str,
+        rules: list[int] | None = None,
+        *,
+        episode: tuple[str, str] | None = None,
+        basis: tuple[int, bool] | None = None,
     ) -> None:
         sealed, index = at
         block = sealed.block
@@ -699,6 +728,11 @@ class Gateway:
             "rules": rules or [],
             "message": message,
             "at": sealed.recorded_at(index),
+            # without an episode, each alert is its own (as before episodes)
+            "episode": episode[0] if episode is not None else r["id"],
+            "state": episode[1] if episode is not None else "opened",
+            "baseline_n": basis[0] if basis is not None else None,
+            "baseline_short": bool(basis[1]) if basis is not None else False,
         }
         # retained: a supervisor's screen that connects later still sees each station's latest alert
         self.publisher.publish(self._alert_topic[block.station], json.dumps(alert).encode(), retain=True)

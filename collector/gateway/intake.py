@@ -42,6 +42,7 @@ from collector.errors import CollectorError
 from collector.inspection.commands import (
     AckAlert,
     CommandRefused,
+    Dispose,
     Request,
     Scan,
     SignIn,
@@ -163,13 +164,16 @@ class Intake:
         name = request.name
         model = type(cmd)
         claimed = request.signer.user if request.signer is not None else None
+        if channel == ACK and isinstance(cmd, Dispose):
+            return self._dashboard_disposition(station, cmd)
         if channel == ACK:
             if not isinstance(cmd, AckAlert):
-                self.refuse(station, name, None, f"only ack_alert may be sent on the acknowledgement topic ({channel})")
+                only = "only ack_alert and dispose may be sent on the acknowledgement topic"
+                self.refuse(station, name, None, f"{only} ({channel})")
             if cmd.by is None:
                 raise CommandRefused("ack_alert on the acknowledgement topic needs by (the dashboard's user)")
             return Actor(cmd.by, None, _SUPERVISION, "dashboard", "dashboard")
-        if isinstance(cmd, AckAlert) and cmd.by is not None:
+        if isinstance(cmd, AckAlert | Dispose) and cmd.by is not None:
             self.refuse(station, name, cmd.by, "by is for dashboards, on the acknowledgement topic: sign instead")
         if request.signer is not None:
             if self.authenticator is None:
@@ -199,6 +203,25 @@ class Intake:
             self.refuse(station, name, actor.user, f"{name} needs the role {needs} ({actor.user} has {has})")
         if self.settings is not None and name in self.settings.secret_required and actor.method == "session":
             self.refuse(station, name, actor.user, f"{name} needs the signer's PIN or password", "unauthenticated")
+        return actor
+
+    def _dashboard_disposition(self, station: str, cmd: Dispose) -> Actor:
+        """A disposition signed on the dashboard: the person must be in this gateway's register with the quality role.
+
+        The dashboard authenticated its user; the gateway does not take the dashboard's word for
+        the role (a dashboard's own user list could say anything), it asks its register.
+        """
+        if cmd.by is None:
+            self.refuse(station, cmd.command, None, "dispose on the acknowledgement topic needs by")
+        assert cmd.by is not None
+        person = self.register.get(cmd.by) if self.register is not None else None
+        if person is None:
+            self.refuse(station, cmd.command, cmd.by, f"{cmd.by} is not in this gateway's register of people")
+        assert person is not None
+        actor = Actor.of(person, "dashboard", "dashboard")
+        if not actor.roles & type(cmd).roles:
+            has = ", ".join(sorted(actor.roles)) or "no role"
+            self.refuse(station, cmd.command, cmd.by, f"dispose needs the role quality ({cmd.by} has {has})")
         return actor
 
     def refuse(

@@ -302,6 +302,96 @@ def histogram(values: Iterable[float], *, bins: int | None = None, include: Iter
     return Histogram(edges, tuple(counts), statistics.fmean(xs), statistics.stdev(xs))
 
 
+# -- everything one characteristic's page shows -------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The chart, histogram and capability of one characteristic (``None`` where too few values)."""
+
+    chart: Chart | None
+    histogram: Histogram | None
+    capability: CapabilitySummary | None
+    #: why something is missing or provisional, in words for the page
+    note: str = ""
+
+
+def characteristic_figures(
+    values: Sequence[float],
+    *,
+    lsl: float | None,
+    usl: float | None,
+    target: float | None = None,
+    subgroup_size: int | None = None,
+    method: Literal["r", "s"] = "r",
+    baseline: int | None = None,
+    centre: float | None = None,
+    sigma: float | None = None,
+    limits_from: int | None = None,
+    rules: RuleSet | None = None,
+) -> Figures:
+    """What to draw for ``values`` (oldest first): a chart with the limits in force, a histogram, capability.
+
+    ``centre``/``sigma`` are the limits in force (a study, or the gateway's recorded limits,
+    resting on ``limits_from`` values); without them the first ``baseline`` values (or all)
+    set the limits. Subgroups are consecutive values in groups of ``subgroup_size``; an
+    incomplete last group is left out of the subgroup chart until it is complete.
+    """
+    xs = [float(v) for v in values]
+    if len(xs) < 2:
+        return Figures(None, None, None, f"{len(xs)} value(s): a chart needs at least 2")
+    notes: list[str] = []
+    chart: Chart | None
+    groups: list[list[float]] | None = None
+    if subgroup_size and subgroup_size > 1:
+        k = len(xs) // subgroup_size
+        if k < 2:
+            chart = None
+            notes.append(f"{k} complete subgroup(s) of {subgroup_size}: a subgroup chart needs at least 2")
+        else:
+            groups = [xs[i * subgroup_size : (i + 1) * subgroup_size] for i in range(k)]
+            sub_base = max(2, baseline // subgroup_size) if baseline else None
+            chart = subgroup_chart(
+                groups, method=method, baseline=sub_base, rules=rules, lsl=lsl, usl=usl, target=target
+            )
+    else:
+        try:
+            chart = individuals_chart(
+                xs, baseline=baseline, centre=centre, sigma=sigma, rules=rules, lsl=lsl, usl=usl, target=target
+            )
+        except ValueError as exc:
+            return Figures(None, None, None, str(exc))
+        if centre is not None and sigma is not None and limits_from is not None:
+            chart = Chart(
+                chart.kind,
+                chart.location,
+                chart.dispersion,
+                1,
+                limits_from,
+                limits_from < MIN_INDIVIDUALS,
+                lsl,
+                usl,
+                target,
+            )
+    if chart is not None and chart.baseline_short:
+        minimum = MIN_INDIVIDUALS if chart.subgroup_size == 1 else MIN_SUBGROUPS
+        notes.append(
+            f"the control limits rest on {chart.baseline_count} "
+            f"{'values' if chart.subgroup_size == 1 else 'subgroups'}, fewer than the {minimum} the AIAG manual "
+            "asks for: they are provisional"
+        )
+    hist = histogram(xs, include=(lsl, usl))
+    summary: CapabilitySummary | None = None
+    if lsl is not None or usl is not None:
+        try:
+            if groups is not None:  # within-subgroup sigma: R-bar/d2 or s-bar/c4, as the chart
+                sigma_by: Literal["rbar", "sbar"] = "rbar" if method == "r" else "sbar"
+                summary = capability_summary(subgroups=groups, method=sigma_by, lsl=lsl, usl=usl, target=target)
+            else:
+                summary = capability_summary(xs, lsl=lsl, usl=usl, target=target)
+        except ValueError as exc:
+            notes.append(f"no capability: {exc}")
+    return Figures(chart, hist, summary, "; ".join(notes))
+
+
 # -- the chi-square quantile (no SciPy on a gateway) -----------------------------------------------
 def _lower_gamma_regularised(a: float, x: float) -> float:
     """P(a, x), by the series for x < a + 1 and Lentz's continued fraction otherwise (Numerical Recipes §6.2)."""
@@ -373,10 +463,12 @@ __all__ = [
     "MIN_SUBGROUPS",
     "CapabilitySummary",
     "Chart",
+    "Figures",
     "Histogram",
     "Interval",
     "Panel",
     "capability_summary",
+    "characteristic_figures",
     "chi2_quantile",
     "histogram",
     "individuals_chart",

@@ -140,6 +140,9 @@ class Dispose(_Command):
     decision: Decision
     concession: Text | None = None
     comment: Text | None = None
+    #: only on the acknowledgement topic, from a dashboard that authenticated its user; the
+    #: gateway still looks the person up in its register and checks the quality role
+    by: PersonId | None = None
     roles = frozenset({Role.QUALITY})
     always_signed = True
     meaning = SignatureMeaning.DISPOSITIONED
@@ -168,6 +171,9 @@ class AckAlert(_Command):
     record_id: RecordId
     comment: Text | None = None
     by: PersonId | None = None
+    #: from the characteristic's reaction plan: required when it has one (the station checks)
+    cause: Text | None = None
+    action: Text | None = None
     roles = SUPERVISION
     meaning = SignatureMeaning.ACKNOWLEDGED
 

@@ -98,6 +98,8 @@ class Characteristic(_Frozen):
     #: a wrong unit, a dropped digit) and recorded as a refusal, never judged
     plausible_min: Decimal | None = None
     plausible_max: Decimal | None = None
+    #: what may be chosen when an alarm about this characteristic is acknowledged (else the plan's)
+    reaction_plan: ReactionPlan | None = None
 
     @field_validator("unit")
     @classmethod
@@ -162,6 +164,13 @@ class Characteristic(_Frozen):
         return None
 
 
+class ReactionPlan(_Frozen):
+    """The assignable causes and corrective actions one chooses from when acknowledging an alarm."""
+
+    causes: tuple[Name, ...] = Field(min_length=1)
+    actions: tuple[Name, ...] = Field(min_length=1)
+
+
 class SpcSettings(_Frozen):
     """Statistical process control for a characteristic: control limits and the rules to watch.
 
@@ -175,6 +184,19 @@ class SpcSettings(_Frozen):
     centre: Decimal | None = None
     sigma: Decimal | None = Field(default=None, gt=0)
     baseline: int = Field(default=25, ge=5, le=1000)
+    #: limits from fewer values are provisional (flagged) and recomputed once this many exist;
+    #: None: the AIAG manual's 100 individuals (or 25 subgroups when charted in subgroups)
+    min_baseline: int | None = Field(default=None, ge=5, le=1000)
+    #: charts plot consecutive values in rational subgroups of this size (X-bar/R or X-bar/S)
+    subgroup_size: int | None = Field(default=None, ge=2, le=10)
+    subgroup_chart: Literal["r", "s"] = "r"
+
+    @property
+    def minimum(self) -> int:
+        """How many individual values the limits must rest on before they are final."""
+        if self.min_baseline is not None:
+            return self.min_baseline
+        return 25 * self.subgroup_size if self.subgroup_size else 100
 
     @model_validator(mode="after")
     def _both(self) -> SpcSettings:
@@ -193,6 +215,12 @@ class InspectionPlan(_Frozen):
     revision: Name
     description: str = ""
     characteristics: tuple[Characteristic, ...] = Field(min_length=1)
+    #: for every characteristic that has none of its own
+    reaction_plan: ReactionPlan | None = None
+
+    def reaction_plan_for(self, characteristic: str) -> ReactionPlan | None:
+        c = next((c for c in self.characteristics if c.id == characteristic), None)
+        return (c.reaction_plan if c is not None else None) or self.reaction_plan
 
     @model_validator(mode="after")
     def _unique_ids(self) -> InspectionPlan:
@@ -543,6 +571,13 @@ class Alert(_Frozen):
     rules: list[int] = Field(default_factory=list)  # trend: the SPC rules that fired
     message: str
     at: UtcTimestamp
+    #: one alarm per episode: the record id that opened it, and whether this message opens,
+    #: updates or closes it (absent from gateways before episodes: each alert its own episode)
+    episode: str | None = None
+    state: Literal["opened", "updated", "closed"] | None = None
+    #: trend: how many values the control limits rest on, and whether that is below the minimum
+    baseline_n: int | None = None
+    baseline_short: bool = False
 
 
 RECORD_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(AnyRecord)

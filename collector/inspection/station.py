@@ -37,6 +37,7 @@ tolerance rule) lives in its own module.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -50,7 +51,16 @@ from collector.config import CalibrationPolicy, DeviceSettings, PartContext, Sta
 from collector.errors import CollectorError, SpecificationError
 from collector.inspection import records as rec
 from collector.inspection.commands import CommandError, CommandRefused
-from collector.inspection.models import Characteristic, Gauge, GaugeStatus, InspectionPlan, ReasonForTest, Verdict
+from collector.inspection.models import (
+    Characteristic,
+    Gauge,
+    GaugeStatus,
+    InspectionPlan,
+    ReactionPlan,
+    ReasonForTest,
+    SpcSettings,
+    Verdict,
+)
 from collector.inspection.records import Record
 from collector.inspection.spc import ControlLimits, RuleChecker, RuleSet
 from collector.inspection.tolerance import judge
@@ -61,6 +71,13 @@ from drivers.base import Reading, ReadingStatus
 __all__ = ["CommandError", "CommandRefused", "Outcome", "PeopleGate", "Refusal", "ScanError", "Station"]
 
 CONTEXT_KEYS = ("part_number", "serial", "lot", "work_order", "operator")
+_DISPOSED_KEPT = 5000  # nonconformances remembered as decided (the store holds them all)
+
+
+def _rules(spc: SpcSettings) -> RuleSet:
+    return RuleSet.parse(spc.rules, run_length=spc.run_length)
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: audit events made by a person's command -> what their signature on it means
 _MEANINGS = {
@@ -232,6 +249,10 @@ class Station:
         self._checkers: dict[str, RuleChecker] = {}
         self._device_error: dict[str, str | None] = {}
         self._baselines: dict[str, list[float]] = {}
+        #: how many values the limits in force rest on, per characteristic (None: a study's limits)
+        self._limits_basis: dict[str, int | None] = {}
+        #: the nonconformances decided here (a second disposition is refused); bounded, oldest forgotten
+        self._disposed: dict[str, None] = {}
         if saved_state:
             self._restore(saved_state)
         self._apply_template()
@@ -257,6 +278,7 @@ class Station:
                 "pending": self._pending,
                 "andon": self._andon_on,
                 "baselines": self._baselines,
+                "disposed": list(self._disposed),
             }
         )
 
@@ -280,6 +302,7 @@ class Station:
         self._pending = saved.get("pending")
         self._andon_on = bool(saved.get("andon", False))
         self._baselines = {k: list(v) for k, v in (saved.get("baselines") or {}).items()}
+        self._disposed = dict.fromkeys(saved.get("disposed") or [])
 
     def _part_from(self, data: dict[str, Any] | None) -> _Part | None:
         if not data or data.get("part_number") not in self.plans:
@@ -526,9 +549,10 @@ class Station:
             out.drafts.append(nc)
             out.andon = True
             self._andon_on = True
-        rules = self._spc(result)
+        rules, limits = self._spc(result)
         if rules:
             out.trends[result["id"]] = rules
+        out.drafts.extend(limits)
         out.extend(self._after_measurement(result, automatic=bool(device and device.channels)))
         andon = self.settings.andon
         accepted = any(d["kind"] == "part" and d["verdict"] == "accept" for d in out.drafts)
@@ -891,6 +915,11 @@ class Station:
         nc = self.own(nonconformance, str(nonconformance.get("id")), kinds=("nonconformance",))
         if decision == "use_as_is" and not concession:
             raise CommandError("use as is needs a concession (deviation permit) reference")
+        if str(nc["id"]) in self._disposed:
+            raise CommandError(f"nonconformance {nc['id']} is decided already: a decision is not taken twice")
+        self._disposed[str(nc["id"])] = None
+        while len(self._disposed) > _DISPOSED_KEPT:
+            del self._disposed[next(iter(self._disposed))]
         draft = rec.disposition_record(
             site=self.site,
             line=self.line,
@@ -917,10 +946,29 @@ class Station:
             message="patrol inspection: the next part is recorded as a patrol",
         )
 
-    def ack_alert(self, target: Record, signature: Signature, comment: str | None) -> Outcome:
-        """A supervisor acknowledged the alert about ``target``, a record of this station."""
+    def ack_alert(
+        self,
+        target: Record,
+        signature: Signature,
+        comment: str | None,
+        cause: str | None = None,
+        action: str | None = None,
+    ) -> Outcome:
+        """A supervisor acknowledged the alert about ``target``, a record of this station.
+
+        When the characteristic (or its plan) has a reaction plan, the assignable cause and the
+        corrective action must be chosen from it; both go into the audit record's detail.
+        """
         record_id = str(self.own(target, str(target.get("id")))["id"])
-        detail = f"alert acknowledged{': ' + comment if comment else ''}"
+        plan = self._reaction_plan(target)
+        chosen = ""
+        if plan is not None:
+            if cause not in plan.causes:
+                raise CommandError(f"choose the cause from the reaction plan ({', '.join(plan.causes)})")
+            if action not in plan.actions:
+                raise CommandError(f"choose the action from the reaction plan ({', '.join(plan.actions)})")
+            chosen = f" (cause: {cause}; action: {action})"
+        detail = f"alert acknowledged{chosen}{': ' + comment if comment else ''}"
         draft = self._audit("alert_ack", signature.user, record_id, detail, signature)
         return Outcome(drafts=[draft], message=detail)
 
@@ -947,28 +995,71 @@ class Station:
         return draft
 
     # -- SPC ---------------------------------------------------------------------------------
-    def _spc(self, record: Record) -> list[int]:
+    def _reaction_plan(self, target: Record) -> ReactionPlan | None:
+        if target.get("kind") != "measurement" or not target.get("characteristic"):
+            return None
+        plan = self.plans.get(str(target.get("part_number")), self.plan)
+        return plan.reaction_plan_for(str(target["characteristic"]))
+
+    def spc_basis(self, cid: str) -> tuple[int, bool] | None:
+        """How many values the control limits in force for ``cid`` rest on, and whether that is
+        below the minimum (None: a study's limits, or none yet)."""
+        n = self._limits_basis.get(cid)
+        spc = next((c.spc for c in self.plan.characteristics if c.id == cid), None)
+        if n is None or spc is None:
+            return None
+        return n, n < spc.minimum
+
+    def _spc(self, record: Record) -> tuple[list[int], list[Record]]:
+        """The rules the value breaks, and the audit record of new limits when they were (re)computed.
+
+        Without a study's limits the first ``baseline`` values set provisional limits; the
+        values keep being collected until ``minimum`` exist (AIAG: 100 individuals), then the
+        limits are computed again from all of them and frozen. Each set of limits is put on
+        record (``spc_limits``), so the chain shows which limits judged which values.
+        """
         cid = str(record["characteristic"])
         characteristic = self._characteristic(cid)
         spc = characteristic.spc
         if spc is None or record.get("supersedes"):
-            return []
+            return [], []
         value = float(Decimal(str(record["judged_value"])))
         checker = self._checkers.get(cid)
-        if checker is None:
-            if spc.centre is not None and spc.sigma is not None:
-                limits = ControlLimits(float(spc.centre), float(spc.sigma))
-            else:
-                baseline = self._baselines.setdefault(cid, [])
-                baseline.append(value)
-                if len(baseline) < spc.baseline:
-                    return []
-                try:
-                    limits = ControlLimits.from_baseline(baseline)
-                except ValueError:
-                    baseline.pop(0)  # no spread yet: keep collecting
-                    return []
-            checker = self._checkers[cid] = RuleChecker(limits, RuleSet.parse(spc.rules, run_length=spc.run_length))
-            if spc.centre is None:
-                return []  # the baseline's last value set the limits; watch from the next one
-        return sorted({v.rule for v in checker.update(value)})
+        if spc.centre is not None and spc.sigma is not None:
+            if checker is None:
+                study = ControlLimits(float(spc.centre), float(spc.sigma))
+                checker = self._checkers[cid] = RuleChecker(study, _rules(spc))
+            return sorted({v.rule for v in checker.update(value)}), []
+        baseline = self._baselines.setdefault(cid, [])
+        if checker is None and len(baseline) >= spc.baseline:
+            # after a restart: the same limits again, from the same saved values (on record already)
+            with contextlib.suppress(ValueError):
+                checker = self._checkers[cid] = RuleChecker(ControlLimits.from_baseline(baseline), _rules(spc))
+                self._limits_basis[cid] = len(baseline)
+        broken = sorted({v.rule for v in checker.update(value)}) if checker is not None else []
+        minimum = spc.minimum
+        if len(baseline) >= minimum:
+            return broken, []
+        baseline.append(value)
+        if not (len(baseline) == minimum or (checker is None and len(baseline) >= spc.baseline)):
+            return broken, []
+        try:
+            limits = ControlLimits.from_baseline(baseline)
+        except ValueError:
+            if checker is None:
+                baseline.pop(0)  # no spread yet: keep collecting
+            return broken, []
+        self._checkers[cid] = RuleChecker(limits, _rules(spc))
+        self._limits_basis[cid] = len(baseline)
+        summary = {
+            "characteristic": cid,
+            "centre": limits.centre,
+            "sigma": limits.sigma,
+            "ucl": limits.ucl,
+            "lcl": limits.lcl,
+            "n": len(baseline),
+            "minimum": minimum,
+            "provisional": len(baseline) < minimum,
+            "from_record": record["id"],
+        }
+        return broken, [self._audit("spc_limits", "system", cid, json.dumps(summary, sort_keys=True))]

@@ -25,12 +25,13 @@ UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
 
 
 class DashboardUser(BaseModel):
-    """Someone who may sign in: ``viewer`` sees, ``supervisor`` also acknowledges alerts."""
+    """Someone who may sign in: ``viewer`` sees, ``supervisor`` also acknowledges alerts,
+    ``quality`` also decides nonconformances (its name must be its id in the gateways' register)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: UserName
-    role: Literal["viewer", "supervisor"] = "viewer"
+    role: Literal["viewer", "supervisor", "quality"] = "viewer"
     #: from ``collector hash-password`` (never the password itself; kept out of reprs)
     password_hash: str = Field(repr=False)
 

@@ -150,7 +150,9 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
         # a dashboard acknowledges on its own topic, for its signed-in user; nothing else goes there
         assert op.ack(record_id=first_id, by="sam", comment="seen, re-bored")["ok"]
         wrong_topic = op.ack("invalidate", record_id=first_id, reason="x")
-        assert wrong_topic["error"] == "only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)"
+        assert wrong_topic["error"] == (
+            "only ack_alert and dispose may be sent on the acknowledgement topic (acknowledgement topic)"
+        )
         head = gateway.journal.head[0]
         wait_for(lambda: count_all(v1_store) == head, timeout=20, what="every record in InfluxDB")
         stored_alerts = wait_for(

@@ -117,9 +117,15 @@
   }
 
   function buildAlert(a) {
-    const li = el("li", "alert sev-" + (a.severity || "warning") + " kind-" + (a.kind || ""));
+    const state = a.state || "opened";
+    const li = el("li", "alert sev-" + (a.severity || "warning") + " kind-" + (a.kind || "") + " state-" + state);
     li.dataset.key = a.key;
     li.dataset.recordId = a.record_id;
+    li.dataset.episode = a.episode || a.record_id;
+    li.dataset.state = state;
+    li.dataset.kind = a.kind || "";
+    li.dataset.station = a.station_key || "";
+    li.dataset.points = String(a.points || 1);
     li.appendChild(el("div", "alert-bar"));
     const main = el("div", "alert-main");
     li.appendChild(main);
@@ -128,6 +134,8 @@
     top.appendChild(el("span", "sev", String(a.severity || "warning").toUpperCase()));
     top.appendChild(el("span", "kind", KINDS[a.kind] || a.kind));
     top.appendChild(el("span", "where", a.station));
+    top.appendChild(el("span", "episode-state", state === "closed" ? "EPISODE CLOSED" : "EPISODE OPEN"));
+    if ((a.points || 1) > 1) top.appendChild(el("span", "points", (a.points || 1) + " values"));
     if (a.retained) top.appendChild(el("span", "earlier", "raised before this screen started"));
     const when = el("span", "alert-time");
     const time = el("time", "", clockText(a.at));
@@ -150,6 +158,12 @@
     }
     if (a.limit) facts.appendChild(fact("Beyond", a.limit === "upper" ? "▲ upper limit" : "▼ lower limit"));
     if (a.rules && a.rules.length) facts.appendChild(fact("SPC rules", a.rules.join(", ")));
+    if (a.baseline_short) facts.appendChild(fact("Limits", "provisional: from " + a.baseline_n + " values", "baseline-short"));
+    if (a.characteristic && a.station_key && (a.kind === "trend" || a.kind === "out_of_tolerance")) {
+      const link = el("a", "chart-link", "chart");
+      link.href = "/chart?" + new URLSearchParams({ station: a.station_key, characteristic: a.characteristic });
+      facts.appendChild(fact("See", link));
+    }
     facts.appendChild(fact("Part number", a.part_number));
     main.appendChild(facts);
     if (a.message) main.appendChild(el("div", "alert-msg", a.message));
@@ -166,6 +180,12 @@
       li.classList.add("acked");
       const note = el("div", "acked-note");
       note.append(document.createTextNode("✓ acknowledged by " + show(a.ack.by)));
+      if (a.ack.cause) {
+        note.append(document.createTextNode(" · cause: "));
+        note.appendChild(el("span", "cause", a.ack.cause));
+        note.append(document.createTextNode(" · action: "));
+        note.appendChild(el("span", "action", a.ack.action));
+      }
       if (a.ack.comment) {
         note.append(document.createTextNode(": "));
         note.appendChild(el("span", "comment", a.ack.comment));
@@ -180,10 +200,30 @@
       return;
     }
     const form = el("form", "ack-form");
+    const plan = a.reaction_plan;
+    const choices = [];
+    if (plan && (a.kind === "out_of_tolerance" || a.kind === "trend")) {
+      for (const [name, label, options] of [["cause", "Cause", plan.causes], ["action", "Action", plan.actions]]) {
+        const select = el("select", "ack-" + name);
+        select.name = name;
+        select.setAttribute("aria-required", "true"); // checked on submit, with a message
+        select.setAttribute("aria-label", label + " from the reaction plan");
+        const empty = el("option", "", label + "…");
+        empty.value = "";
+        select.appendChild(empty);
+        for (const o of options || []) {
+          const opt = el("option", "", o);
+          opt.value = o;
+          select.appendChild(opt);
+        }
+        choices.push(select);
+        form.appendChild(select);
+      }
+    }
     const input = el("input", "ack-comment");
     input.name = "comment";
     input.maxLength = 500;
-    input.placeholder = "Comment: cause, containment, action taken";
+    input.placeholder = choices.length ? "Comment (optional)" : "Comment: cause, containment, action taken";
     input.setAttribute("aria-label", "comment for the acknowledgement");
     const button = el("button", "ack-button", "Acknowledge");
     button.type = "submit";
@@ -192,12 +232,21 @@
     form.append(input, button, result);
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      acknowledge(a.record_id, input, button, result);
+      acknowledge(a.record_id, input, button, result, choices);
     });
     area.appendChild(form);
   }
 
-  async function acknowledge(recordId, input, button, result) {
+  async function acknowledge(recordId, input, button, result, choices) {
+    const payload = { comment: input.value };
+    for (const select of choices || []) {
+      if (!select.value) {
+        result.className = "ack-result error";
+        result.textContent = "choose the " + select.name + " from the reaction plan";
+        return;
+      }
+      payload[select.name] = select.value;
+    }
     button.disabled = true;
     input.disabled = true;
     result.className = "ack-result";
@@ -209,7 +258,7 @@
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-        body: JSON.stringify({ comment: input.value }),
+        body: JSON.stringify(payload),
       });
       status = resp.status;
       data = await resp.json().catch(function () { return {}; });
@@ -242,11 +291,18 @@
   function addAlert(a, live) {
     const known = alerts.get(a.key);
     if (known) {
-      if (JSON.stringify(known.data.ack) !== JSON.stringify(a.ack)) {
-        known.data.ack = a.ack;
-        renderAck(known.el, known.el.querySelector(".ack-area"), known.data);
+      const samePoint = (known.data.points || 1) === (a.points || 1) && known.data.state === a.state;
+      if (samePoint) {
+        if (JSON.stringify(known.data.ack) !== JSON.stringify(a.ack)) {
+          known.data.ack = a.ack;
+          renderAck(known.el, known.el.querySelector(".ack-area"), known.data);
+        }
+        return;
       }
-      return;
+      // a further value of the episode, or its end: the card is drawn again, on top
+      if (!a.ack && known.data.ack) a.ack = known.data.ack;
+      known.el.remove();
+      alerts.delete(a.key);
     }
     const li = buildAlert(a);
     let before = null;
@@ -274,7 +330,37 @@
     summarizeAlerts();
   }
 
+  /* -- filters -------------------------------------------------------------------------------------- */
+  const filterStation = document.getElementById("filter-station");
+  const filterKind = document.getElementById("filter-kind");
+  const filterStatus = document.getElementById("filter-status");
+  function passes(data) {
+    if (filterStation.value && data.station_key !== filterStation.value) return false;
+    if (filterKind.value && data.kind !== filterKind.value) return false;
+    const status = filterStatus.value;
+    if (status === "open" && data.ack) return false;
+    if (status === "acked" && !data.ack) return false;
+    if (status === "active" && data.state === "closed") return false;
+    if (status === "closed" && data.state !== "closed") return false;
+    return true;
+  }
+  function applyFilters() {
+    const known = new Set(Array.from(filterStation.options).map(function (o) { return o.value; }));
+    alerts.forEach(function (entry) {
+      const key = entry.data.station_key;
+      if (key && !known.has(key)) {
+        const opt = el("option", "", entry.data.station || key);
+        opt.value = key;
+        filterStation.appendChild(opt);
+        known.add(key);
+      }
+      entry.el.classList.toggle("filtered", !passes(entry.data));
+    });
+  }
+  for (const f of [filterStation, filterKind, filterStatus]) f.addEventListener("change", applyFilters);
+
   function summarizeAlerts() {
+    applyFilters();
     let open = 0, done = 0;
     alerts.forEach(function (entry) { if (entry.data.ack) done += 1; else open += 1; });
     noAlerts.classList.toggle("hidden", alerts.size > 0);
