@@ -489,6 +489,8 @@ class Gateway:
         for station, out in outcomes:
             if out.drafts or out.message or out.refusal is not None:
                 latest[station.id] = (station, out)
+            if out.drafts:  # every value of the batch for the trend charts, not only the last shown
+                self.views.remember(station.id, [d for d in out.drafts if d["kind"] == "measurement"])
         for sid, (station, out) in latest.items():
             view = station.view()
             measured = [d for d in out.drafts if d["kind"] == "measurement"]

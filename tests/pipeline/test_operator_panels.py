@@ -23,13 +23,16 @@ from tests.helpers import wait_for
 
 # the fixtures (browser, labelled_gateway) are the operator view tests': imported, pytest finds them
 from tests.pipeline.test_operator_view import (  # noqa: F401
+    Client,
     badge_and_pin,
     browser,
     labelled_gateway,
     measurements,
     open_station,
+    plain_gateway,
     scanner,
     screenshot,
+    view_of,
 )
 
 pytestmark = pytest.mark.services
@@ -71,7 +74,8 @@ def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def check_layout(page: Any, width: int, height: int) -> None:
-    boxes = page.evaluate(BOXES, CARDS)
+    shown = page.evaluate("getComputedStyle(document.getElementById('chart-card')).display") != "none"
+    boxes = page.evaluate(BOXES, [*CARDS, "#chart-card"] if shown else CARDS)
     for box in boxes:
         assert box["h"] >= MIN_TARGET, f"{width}x{height}: {box['name']} is {box['h']:.0f} px high"
         assert box["x"] >= -0.5 and box["x"] + box["w"] <= width + 0.5, f"{width}x{height}: {box['name']} off screen"
@@ -103,6 +107,13 @@ def test_every_panel_size_lays_out_without_overlaps_and_with_big_enough_targets(
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(50)  # one frame for the big numbers to be fitted to the new size
         check_layout(page, width, height)
+        chart = page.locator("#chart")
+        if width >= 1200:  # room for the trend card: the next characteristic's values, drawn by the gateway
+            expect(chart).to_be_visible()
+            expect(chart).to_have_attribute("src", re.compile(r"/chart\.svg\?characteristic=L1&"))
+            wait_for(lambda: page.evaluate("document.getElementById('chart').naturalWidth") > 0, what="chart loaded")
+        else:
+            expect(chart).to_be_hidden()
         screenshot(page, tmp_path, f"operator-view-{width}x{height}.png")
         page.get_by_role("button", name="Re-measure").click()
         dialog = page.locator("#dlg-remeasure")
@@ -169,3 +180,27 @@ def test_a_scan_while_a_dialog_is_open_goes_to_the_scan_field_and_tab_ends_a_sca
     scanner(page, "HX-4711|HX000401|L-7")  # scanned again with the dialog closed: taken
     expect(page.locator("#serial")).to_have_text("HX000401")
     assert [r["serial"] for r in measurements(gateway)] == ["HX000400"]
+
+
+def test_the_trend_chart_draws_the_values_the_gateway_judged(
+    plain_gateway: Gateway,  # noqa: F811
+    caliper: MitutoyoSimulator,
+) -> None:
+    """The chart the page shows is the gateway's drawing of the values it judged, re-measures in place."""
+    gateway = plain_gateway  # a part context with an operator: every value is judged
+    d1 = ["12.004", "12.010", "11.996"]
+    for n, value in enumerate(d1):
+        caliper.send_value(Decimal(value))  # D1
+        caliper.send_value(Decimal("12.00"))  # L1: the part is complete
+        wait_for(lambda n=n: gateway.stats.measurements == 2 * (n + 1), what=f"part {n + 1} measured")
+    client = Client(view_of(gateway))
+    status, headers, body = client.request("GET", "/station/st-10/chart.svg?characteristic=D1")
+    svg = body.decode()
+    assert status == 200 and headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg" class="control-chart" data-kind="imr"')
+    drawn = re.findall(r'<circle[^>]*data-value="([^"]+)"', svg)
+    assert [float(x) for x in drawn[: len(d1)]] == [float(v) for v in d1]  # the X panel, oldest first
+    assert gateway.views.history("st-10", "D1") == [float(v) for v in d1]
+    assert client.request("GET", "/station/st-10/chart.svg?characteristic=ZZ")[0] == 404
+    status, _, body = client.request("GET", "/station/st-10/chart.svg?characteristic=L1")
+    assert status == 200 and b"control-chart" in body

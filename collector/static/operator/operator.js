@@ -128,6 +128,7 @@
 
     // last value
     renderLast(v);
+    renderChart(v);
 
     // plan tiles
     renderPlan(v);
@@ -184,6 +185,17 @@
       text = String(last.verdict || "").toUpperCase();
     }
     $("last-verdict").textContent = text;
+  }
+
+  // the trend of the next characteristic, drawn by the gateway (only where the card is shown)
+  function renderChart(v) {
+    const cid = v.next && v.next.characteristic;
+    const card = $("chart-card");
+    if (!cid || getComputedStyle(card).display === "none") return;
+    $("chart-char").textContent = cid + " " + (v.next.name || "");
+    const src = base + "/chart.svg?characteristic=" + encodeURIComponent(cid) + "&v=" + encodeURIComponent(v.version);
+    const img = $("chart");
+    if (img.getAttribute("src") !== src) img.setAttribute("src", src);
   }
 
   // the big numbers shrink to fit their card rather than overflow it
@@ -583,7 +595,10 @@
   $("btn-patrol").addEventListener("click", () => command("patrol", {}));
   $("btn-signout").addEventListener("click", () => command("sign_out", {}));
 
-  window.addEventListener("resize", fitAll);
+  window.addEventListener("resize", () => {
+    fitAll();
+    if (view) renderChart(view);
+  });
 
   // -- start ----------------------------------------------------------------------------------------------
   connected(false);
