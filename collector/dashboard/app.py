@@ -316,7 +316,7 @@ class Dashboard(web.WebApp):
 
     def figures(self, station_key: str, characteristic: str) -> Figures:
         """The chart, histogram and capability of a characteristic, from the points on hand."""
-        points, limits = self.state.chart_data(station_key, characteristic)
+        points, limits = self.state.charts.data(station_key, characteristic)
         if not points:
             return Figures(None, None, None, "no values of this characteristic yet")
         last = points[-1]
@@ -342,7 +342,8 @@ class Dashboard(web.WebApp):
             target=target,
             subgroup_size=spc.subgroup_size if spc is not None else None,
             method=spc.subgroup_chart if spc is not None else "r",
-            baseline=spc.baseline if spc is not None and centre is None else None,
+            # subgroup charts take their limits from the first subgroups: the gateway's limits are for individuals
+            baseline=spc.baseline if spc is not None and (centre is None or spc.subgroup_size) else None,
             centre=centre,
             sigma=sigma,
             limits_from=basis,

@@ -17,11 +17,9 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from markupsafe import Markup
-
-from collector import web, web_charts
-from collector.dashboard import records
-from collector.dashboard.auth import Session, SignInBusy, csrf_problem, may_acknowledge, may_dispose, safe_next
+from collector import web
+from collector.dashboard import quality_pages, records
+from collector.dashboard.auth import Session, SignInBusy, csrf_problem, may_acknowledge, safe_next
 from collector.errors import CollectorError, StoreError
 from collector.evidence.trace import TraceFilter
 from collector.web import RequestError
@@ -43,15 +41,6 @@ DEVICE_DAYS = 180  # how long a browser that signed in keeps its device cookie
 _STATIC = "dashboard"  # collector/static/dashboard/
 _ACK_PATH = re.compile(r"^/alerts/([^/]+)/ack$")
 _DISPOSE_PATH = re.compile(r"^/mrb/([^/]+)/dispose$")
-#: the material review board's decisions (the gateway's command knows the same words)
-DECISIONS = (
-    ("scrap", "Scrap"),
-    ("rework", "Rework"),
-    ("use_as_is", "Use as is (with concession)"),
-    ("return_to_supplier", "Return to supplier"),
-)
-MRB_DAYS = 30  # how far back the material review page looks
-HISTORY_DAYS = 7  # how far back a chart opened with no live values reads the store
 _CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
@@ -118,7 +107,7 @@ class DashboardHandler(web.Handler["Dashboard"]):
                 return self._ack(session, unquote(m.group(1)))
             m = _DISPOSE_PATH.match(path)
             if m is not None:
-                return self._dispose(session, unquote(m.group(1)))
+                return quality_pages.dispose(self, session, unquote(m.group(1)))
             raise RequestError(HTTPStatus.NOT_FOUND, "not found")
         self.need(method, "GET", "HEAD")
         if path == "/":
@@ -133,11 +122,11 @@ class DashboardHandler(web.Handler["Dashboard"]):
         if path == "/trace":
             return self._trace_page(session)
         if path == "/chart":
-            return self._chart_page(session)
+            return quality_pages.chart_page(self, session)
         if path == "/chart/figures":
-            return self._chart_figures()
+            return quality_pages.chart_figures(self)
         if path == "/mrb":
-            return self._mrb_page(session)
+            return quality_pages.mrb_page(self, session)
         if path == "/trace/export":
             return self._export()
         if path == "/trace/report":
@@ -297,102 +286,8 @@ class DashboardHandler(web.Handler["Dashboard"]):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"comment is longer than {MAX_COMMENT} characters")
         if len(record_id) > 64:
             raise RequestError(HTTPStatus.NOT_FOUND, "no such alert")
-        cause, action = _text_field(body, "cause"), _text_field(body, "action")
+        cause, action = quality_pages.text_field(body, "cause"), quality_pages.text_field(body, "action")
         result = self.dash.acknowledge(record_id, session.user, comment, cause, action)
-        self.send_json(result.status, result.body)
-
-    # -- charts ----------------------------------------------------------------------------------------
-    def _chart_target(self) -> tuple[str, str]:
-        station, characteristic = self._q("station"), self._q("characteristic")
-        if not station or not characteristic or len(station) > 200 or len(characteristic) > 200:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "give station (site/line/station) and characteristic")
-        return station, characteristic
-
-    def _figures_html(self, station: str, characteristic: str) -> str:
-        dash = self.dash
-        points, _ = dash.state.chart_data(station, characteristic)
-        if not points and station.count("/") == 2:
-            since = int((dash.state.clock() - HISTORY_DAYS * 86400) * 1_000_000)
-            try:
-                found = records.characteristic_history(
-                    dash.store, station.rsplit("/", 1)[1], characteristic, since, dash.keys
-                )
-            except StoreError as exc:
-                log.warning("dashboard: chart history: the store did not answer: %s", exc)
-                found = []
-            dash.state.seed_series(station, characteristic, found)
-        return str(web_charts.figures_html(dash.figures(station, characteristic), title=characteristic))
-
-    def _chart_page(self, session: Session) -> None:
-        series = self.dash.state.series_list()
-        station, characteristic = self._q("station"), self._q("characteristic")
-        if not (station and characteristic) and series:
-            station, characteristic = series[0]["station_key"], series[0]["characteristic"]
-        figures = self._figures_html(station, characteristic) if station and characteristic else ""
-        values = {
-            **self._signed_in(session),
-            "series": [
-                {
-                    **x,
-                    "href": "/chart?" + urlencode({"station": x["station_key"], "characteristic": x["characteristic"]}),
-                }
-                for x in series
-            ],
-            "station": station,
-            "characteristic": characteristic,
-            "figures": Markup(figures),
-        }
-        self._page(HTTPStatus.OK, "chart.html", values)
-
-    def _chart_figures(self) -> None:
-        station, characteristic = self._chart_target()
-        body = self._figures_html(station, characteristic).encode("utf-8")
-        self.send(HTTPStatus.OK, "text/html; charset=utf-8", body, cache="no-store")
-
-    # -- material review -------------------------------------------------------------------------------
-    def _nonconformances(self) -> list[records.Nonconformance]:
-        since = int((self.dash.state.clock() - MRB_DAYS * 86400) * 1_000_000)
-        try:
-            return records.nonconformances(self.dash.store, since, self.dash.keys)
-        except StoreError as exc:
-            raise self._store_down("material review", exc) from None
-
-    def _mrb_page(self, session: Session) -> None:
-        error = ""
-        found: list[records.Nonconformance] = []
-        try:
-            found = self._nonconformances()
-        except RequestError as exc:
-            error = exc.message
-        rows = [mrb_row(n) for n in found]
-        values = {
-            **self._signed_in(session),
-            "error": error,
-            "open": [r for r in rows if r["open"]],
-            "closed": [r for r in rows if not r["open"]][:100],
-            "decisions": DECISIONS,
-            "may_dispose": may_dispose(session.role),
-            "days": MRB_DAYS,
-        }
-        self._page(HTTPStatus.OK, "mrb.html", values)
-
-    def _dispose(self, session: Session, nc_id: str) -> None:
-        if not may_dispose(session.role):
-            log.warning("dashboard: %s (%s) tried to decide a nonconformance: refused", session.user, session.role)
-            raise RequestError(HTTPStatus.FORBIDDEN, "only the quality role may decide nonconformances")
-        body = self._read_json()
-        decision = body.get("decision")
-        if decision not in dict(DECISIONS):
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"decision must be one of {', '.join(dict(DECISIONS))}")
-        concession, comment = _text_field(body, "concession"), _text_field(body, "comment")
-        if decision == "use_as_is" and not concession:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "use as is needs a concession (deviation permit) reference")
-        nc = next((n for n in self._nonconformances() if n.record.get("id") == nc_id), None)
-        if nc is None:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"no such nonconformance in the last {MRB_DAYS} days")
-        if not nc.open:
-            raise RequestError(HTTPStatus.CONFLICT, "this nonconformance is closed already")
-        result = self.dash.dispose(nc.record, session.user, str(decision), concession, comment)
         self.send_json(result.status, result.body)
 
     # -- traceability ----------------------------------------------------------------------------------
@@ -535,43 +430,6 @@ class DashboardHandler(web.Handler["Dashboard"]):
         for cookie in cookies:
             self.send_header("Set-Cookie", cookie)
         self.end_headers()
-
-
-def _text_field(body: Record, key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} must be text")
-    value = (value or "").strip() or None
-    if value is not None and len(value) > MAX_COMMENT:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} is longer than {MAX_COMMENT} characters")
-    return value
-
-
-def mrb_row(n: records.Nonconformance) -> dict[str, Any]:
-    """What the material review page shows of a nonconformance (plain text: the template escapes it)."""
-    r = n.record
-    closed_by = ""
-    if n.disposition is not None:
-        d = n.disposition
-        closed_by = f"{d.get('decision')} by {d.get('signed_by') or d.get('by')}" + (
-            f", concession {d['concession']}" if d.get("concession") else ""
-        )
-    elif n.remeasure is not None:
-        m = n.remeasure
-        closed_by = f"superseded by a re-measure: {m.get('judged_value')} {m.get('unit') or ''} {m.get('verdict')}"
-    return {
-        "id": _text(r.get("id")),
-        "time": str(r.get("recorded_at") or "")[:19].replace("T", " "),
-        "station": _text(r.get("station")),
-        "serial": _text(r.get("serial")),
-        "part_number": _text(r.get("part_number")),
-        "characteristic": _text(r.get("characteristic")),
-        "value": f"{_text(r.get('judged_value'))} {_text(r.get('unit'))}".strip(),
-        "limits": f"{_text(r.get('lsl'))} … {_text(r.get('usl'))}",
-        "limit": _text(r.get("limit")),
-        "open": n.open,
-        "closed_by": closed_by,
-    }
 
 
 def report_href(serial: str) -> str:

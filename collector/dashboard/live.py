@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import logging
 import re
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from collector import web
+from collector.dashboard.series import Charts
 from collector.dashboard.shifts import Shift, iso_us, shift_at
 from collector.inspection.records import parse_utc_us
 from collector.people.accounts import DashboardSettings
@@ -145,9 +145,6 @@ _ALERT_FIELDS = (
     "baseline_short",
     "reaction_plan",
 )
-#: points kept per characteristic for its chart, and characteristics charted at most
-SERIES_POINTS = 500
-SERIES_KEPT = 300
 _ACK_DETAIL = re.compile(r"^alert acknowledged(?: \(cause: (.*?); action: (.*?)\))?(?:: (.*))?$", re.DOTALL)
 
 
@@ -220,45 +217,6 @@ def ack_from_record(r: Record) -> tuple[str, Record] | None:
     return str(r["subject"]), ack
 
 
-def limits_from_record(r: Record) -> Record | None:
-    """The control limits an ``spc_limits`` audit record put in force (None if it is not one)."""
-    if r.get("kind") != "audit" or r.get("event") != "spc_limits":
-        return None
-    try:
-        limits = json.loads(str(r.get("detail")))
-        return {
-            "characteristic": str(limits["characteristic"]),
-            "centre": float(limits["centre"]),
-            "sigma": float(limits["sigma"]),
-            "n": int(limits["n"]),
-            "provisional": bool(limits.get("provisional")),
-            "record": r.get("id"),
-            "at": r.get("recorded_at"),
-        }
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def chart_point(r: Record) -> Record | None:
-    """A measurement as a point of its characteristic's chart (a re-measure is not one)."""
-    if r.get("kind") != "measurement" or r.get("supersedes") or r.get("judged_value") is None:
-        return None
-    try:
-        value = float(str(r["judged_value"]))
-    except ValueError:
-        return None
-    return {
-        "value": value,
-        "id": r.get("id"),
-        "at": r.get("recorded_at"),
-        "verdict": r.get("verdict"),
-        "lsl": r.get("lsl"),
-        "usl": r.get("usl"),
-        "unit": r.get("unit"),
-        "part_number": r.get("part_number"),
-    }
-
-
 class LiveState:
     """Alerts, stations and shift counts as the broker tells them; events for the pages."""
 
@@ -279,9 +237,8 @@ class LiveState:
         self._alerts_counted: set[str] = set()
         self._dirty: set[str] = set()
         self.malformed = 0
-        #: (station key, characteristic) -> its latest points, and the limits the gateway put in force
-        self.series: collections.OrderedDict[tuple[str, str], collections.deque[Record]] = collections.OrderedDict()
-        self.limits: dict[tuple[str, str], Record] = {}
+        #: each characteristic's latest points and the limits in force, for its chart
+        self.charts = Charts()
 
     def _shift_now(self) -> Shift:
         return shift_at(dt.datetime.fromtimestamp(self.clock(), dt.UTC), self.settings.shift_starts, self.zone)
@@ -416,18 +373,13 @@ class LiveState:
                     st.counts["records"] += 1
                     if r.get("kind") == "measurement" and r.get("verdict") == "fail":
                         st.counts["fails"] += 1
-                point = chart_point(r)
-                if point is not None:
-                    self._series(st.key, str(r.get("characteristic"))).append(point)
-                    touched.add((st.key, str(r.get("characteristic"))))
+                charted = self.charts.add(st.key, r)
+                if charted is not None:
+                    touched.add(charted)
                 if r.get("kind") == "audit":
                     found = ack_from_record(r)
                     if found is not None:
                         acks.append(found)
-                    limits = limits_from_record(r)
-                    if limits is not None:
-                        self.limits[(st.key, limits["characteristic"])] = limits
-                        touched.add((st.key, limits["characteristic"]))
             # a backlog comes hundreds to a message: only the ones the list keeps are summarised
             for r in fresh[-self.settings.records_per_station :]:
                 st.records.appendleft(summarize(r))
@@ -435,44 +387,7 @@ class LiveState:
             for record_id, ack in acks:
                 self._apply_ack(record_id, ack)
             if touched:
-                self.hub.emit("series", [self._series_dict(k) for k in sorted(touched)])
-
-    def _series(self, station_key: str, characteristic: str) -> collections.deque[Record]:
-        key = (station_key, characteristic)
-        points = self.series.get(key)
-        if points is None:
-            points = self.series[key] = collections.deque(maxlen=SERIES_POINTS)
-            while len(self.series) > SERIES_KEPT:
-                old, _ = self.series.popitem(last=False)
-                self.limits.pop(old, None)
-        return points
-
-    def _series_dict(self, key: tuple[str, str]) -> Record:
-        return {"station_key": key[0], "characteristic": key[1], "n": len(self.series.get(key, ()))}
-
-    def seed_series(self, station_key: str, characteristic: str, records: list[Record]) -> None:
-        """Points (and limits) read back from the store, for a chart opened before any arrived live."""
-        with self._lock:
-            points = self._series(station_key, characteristic)
-            if points:
-                return
-            for r in records:
-                point = chart_point(r)
-                if point is not None and r.get("characteristic") == characteristic:
-                    points.append(point)
-                limits = limits_from_record(r)
-                if limits is not None and limits["characteristic"] == characteristic:
-                    self.limits[(station_key, characteristic)] = limits
-
-    def chart_data(self, station_key: str, characteristic: str) -> tuple[list[Record], Record | None]:
-        """The points of a characteristic's chart (oldest first) and the limits in force."""
-        with self._lock:
-            key = (station_key, characteristic)
-            return list(self.series.get(key, ())), self.limits.get(key)
-
-    def series_list(self) -> list[Record]:
-        with self._lock:
-            return [self._series_dict(k) for k in sorted(self.series)]
+                self.hub.emit("series", [self.charts.describe(k) for k in sorted(touched)])
 
     def on_ack(self, record_id: str, ack: Record) -> None:
         with self._lock:

@@ -72,6 +72,7 @@ __all__ = ["CommandError", "CommandRefused", "Outcome", "PeopleGate", "Refusal",
 
 CONTEXT_KEYS = ("part_number", "serial", "lot", "work_order", "operator")
 _DISPOSED_KEPT = 5000  # nonconformances remembered as decided (the store holds them all)
+_OUT_OF_CONTROL_KEPT = 1000  # rule-breaking values whose alarms need the reaction plan's choice
 
 
 def _rules(spc: SpcSettings) -> RuleSet:
@@ -253,6 +254,9 @@ class Station:
         self._limits_basis: dict[str, int | None] = {}
         #: the nonconformances decided here (a second disposition is refused); bounded, oldest forgotten
         self._disposed: dict[str, None] = {}
+        #: values that broke a run rule: acknowledging their alarm needs the reaction plan's choice
+        #: (in memory, the last _OUT_OF_CONTROL_KEPT: after a restart only failed values need it)
+        self._out_of_control: dict[str, None] = {}
         if saved_state:
             self._restore(saved_state)
         self._apply_template()
@@ -956,11 +960,13 @@ class Station:
     ) -> Outcome:
         """A supervisor acknowledged the alert about ``target``, a record of this station.
 
-        When the characteristic (or its plan) has a reaction plan, the assignable cause and the
-        corrective action must be chosen from it; both go into the audit record's detail.
+        When ``target`` is out of tolerance or broke a run rule and its characteristic (or its
+        plan) has a reaction plan, the assignable cause and the corrective action must be chosen
+        from it; both go into the audit record's detail.
         """
         record_id = str(self.own(target, str(target.get("id")))["id"])
-        plan = self._reaction_plan(target)
+        alarmed = target.get("verdict") == "fail" or record_id in self._out_of_control
+        plan = self._reaction_plan(target) if alarmed else None
         chosen = ""
         if plan is not None:
             if cause not in plan.causes:
@@ -1001,6 +1007,11 @@ class Station:
         plan = self.plans.get(str(target.get("part_number")), self.plan)
         return plan.reaction_plan_for(str(target["characteristic"]))
 
+    def _remember_out_of_control(self, record_id: str) -> None:
+        self._out_of_control[record_id] = None
+        if len(self._out_of_control) > _OUT_OF_CONTROL_KEPT:
+            del self._out_of_control[next(iter(self._out_of_control))]
+
     def spc_basis(self, cid: str) -> tuple[int, bool] | None:
         """How many values the control limits in force for ``cid`` rest on, and whether that is
         below the minimum (None: a study's limits, or none yet)."""
@@ -1029,7 +1040,10 @@ class Station:
             if checker is None:
                 study = ControlLimits(float(spc.centre), float(spc.sigma))
                 checker = self._checkers[cid] = RuleChecker(study, _rules(spc))
-            return sorted({v.rule for v in checker.update(value)}), []
+            broken = sorted({v.rule for v in checker.update(value)})
+            if broken:
+                self._remember_out_of_control(str(record["id"]))
+            return broken, []
         baseline = self._baselines.setdefault(cid, [])
         if checker is None and len(baseline) >= spc.baseline:
             # after a restart: the same limits again, from the same saved values (on record already)
@@ -1037,6 +1051,8 @@ class Station:
                 checker = self._checkers[cid] = RuleChecker(ControlLimits.from_baseline(baseline), _rules(spc))
                 self._limits_basis[cid] = len(baseline)
         broken = sorted({v.rule for v in checker.update(value)}) if checker is not None else []
+        if broken:
+            self._remember_out_of_control(str(record["id"]))
         minimum = spc.minimum
         if len(baseline) >= minimum:
             return broken, []

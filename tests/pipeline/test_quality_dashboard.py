@@ -25,6 +25,7 @@ from collector.store.influx_v1 import InfluxV1Store
 from collector.testing.services import InfluxD, Mosquitto
 from simulators.mitutoyo import MitutoyoSimulator
 from tests.helpers import wait_for
+from tests.pipeline.conftest import PLAN as BASE_PLAN
 from tests.pipeline.conftest import build_config, count_all, write_config
 from tests.pipeline.people import write_register
 from tests.pipeline.test_dashboard import VIEWPORT, browser, journal, register, screenshot_dir  # noqa: F401
@@ -37,23 +38,11 @@ pytestmark = pytest.mark.services
 
 PASSWORDS = {"sv-3": "sam-supervises-line-a", "qe-7": "quentin-decides", "op-42": "olga-only-looks"}
 REACTION = {"causes": ["tool wear", "material batch"], "actions": ["tool changed", "parts sorted 100 %"]}
-# D1 alone: every caliper value is one part's D1
+# D1 alone (every caliper value is one part's D1), with SPC from a small baseline and a reaction plan
 PLAN = {
-    "part_number": "HX-4711",
-    "revision": "C",
+    **BASE_PLAN,
     "characteristics": [
-        {
-            "id": "D1",
-            "name": "Bore diameter",
-            "nominal": "12.000",
-            "lower_tol": "-0.020",
-            "upper_tol": "0.020",
-            "unit": "mm",
-            "decimals": 3,
-            "criticality": "critical",
-            "spc": {"baseline": 6, "min_baseline": 50},
-            "reaction_plan": REACTION,
-        }
+        {**BASE_PLAN["characteristics"][0], "spc": {"baseline": 6, "min_baseline": 50}, "reaction_plan": REACTION}
     ],
 }
 IN_CONTROL = ["12.001", "11.999", "12.002", "11.998", "12.000", "12.001", "11.999", "12.000"]

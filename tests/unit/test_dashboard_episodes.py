@@ -39,7 +39,7 @@ def test_points_and_the_limits_in_force_of_a_characteristic() -> None:
     audit = record(3, kind="audit", event="spc_limits", subject="D1", detail=json.dumps(limits))
     remeasure = record(4, judged_value="12.002", supersedes="r2")
     s.on_records("s", "l", "st-10", [record(1), record(2, judged_value="12.030", verdict="fail"), audit, remeasure])
-    points, in_force = s.chart_data("s/l/st-10", "D1")
+    points, in_force = s.charts.data("s/l/st-10", "D1")
     assert [p["value"] for p in points] == [12.001, 12.030]  # a re-measure is not a point of the chart
     assert in_force is not None and (in_force["centre"], in_force["sigma"], in_force["n"]) == (12.0, 0.002, 25)
 
@@ -66,3 +66,14 @@ def test_an_acknowledgement_with_cause_and_action_is_read_back() -> None:
     )
     plain = {**r, "detail": "alert acknowledged: seen"}
     assert ack_from_record(plain) == ("r1", {"by": "sv-3", "comment": "seen", "at": None, "record": "a1"})
+
+
+def test_a_chart_seeded_from_the_store_and_none_for_names_with_no_values() -> None:
+    s = state()
+    limits = {"characteristic": "D1", "centre": 12.0, "sigma": 0.002, "n": 100, "provisional": False}
+    audit = record(3, kind="audit", event="spc_limits", subject="D1", detail=json.dumps(limits))
+    s.charts.seed("s/l/st-10", "D1", [record(1), record(2, characteristic="L1"), audit])
+    points, in_force = s.charts.data("s/l/st-10", "D1")
+    assert [p["id"] for p in points] == ["r1"] and in_force is not None and in_force["n"] == 100
+    s.charts.seed("s/l/st-99", "made-up", [])
+    assert [k["characteristic"] for k in s.charts.listing()] == ["D1"]

@@ -12,7 +12,8 @@ from collector import config as config_mod
 from collector.gateway.episodes import Episodes
 from collector.inspection.station import CommandError, Station
 from collector.people.register import Signature
-from tests.unit.test_station import CONFIG, LENIENT, TODAY, reading
+from tests.unit import test_station
+from tests.unit.test_station import CONFIG, LENIENT, reading
 
 SPC = CONFIG.replace(
     "{id: D1, name: Bore, nominal: 12.000, lower_tol: -0.020, upper_tol: 0.020, unit: mm, decimals: 3}",
@@ -23,17 +24,8 @@ SPC = CONFIG.replace(
 
 
 def station() -> Station:
-    cfg = config_mod.parse(SPC.replace("FIRST", "1"), "session.yaml")
-    st = cfg.stations[1]  # st-20: no part template, one device, every value for D1 first
-    return Station(
-        st,
-        {p.part_number: p for p in cfg.plans},
-        {g.id: g for g in cfg.gauges},
-        site="plant-1",
-        line="line-a",
-        calibration=LENIENT,
-        today=lambda: TODAY,
-    )
+    """st-20: no part template, one device, D1 first in every part."""
+    return test_station.station(config_mod.parse(SPC.replace("FIRST", "1"), "session.yaml"), index=1)
 
 
 def _d1(s: Station, value: str, n: int) -> list[dict[str, object]]:
@@ -75,6 +67,22 @@ def test_acknowledging_needs_a_cause_and_an_action_from_the_reaction_plan() -> N
         s.ack_alert(m, sam, None, "tool wear", "prayed")
     (audit,) = s.ack_alert(m, sam, "insert 3", "tool wear", "tool changed").drafts
     assert audit["detail"] == "alert acknowledged (cause: tool wear; action: tool changed): insert 3"
+    # a value in tolerance and in control (an overdue gauge's alert, say) needs no choice
+    (good, *_) = _d1(s, "12.001", 10)
+    assert s.ack_alert(good, sam, "gauge sent to the lab").drafts[0]["detail"] == (
+        "alert acknowledged: gauge sent to the lab"
+    )
+
+
+def test_a_value_that_broke_a_run_rule_needs_the_reaction_plan_too() -> None:
+    s = station()
+    for i, v in enumerate(["12.001", "11.999", "12.002", "11.998", "12.000"]):
+        _d1(s, v, 10 * i)
+    (m, *_) = _d1(s, "12.015", 100)  # in tolerance, far beyond the control limit
+    assert m["verdict"] == "pass"
+    sam = Signature("sv-3", "Sam Vogt", "dashboard")
+    with pytest.raises(CommandError, match="choose the cause"):
+        s.ack_alert(m, sam, "seen")
 
 
 def test_a_nonconformance_is_decided_once() -> None:
