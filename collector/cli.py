@@ -394,13 +394,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not records:
             print(f"no records for serial {args.serial!r}", file=sys.stderr)
             return EXIT_FAILED
-        capability = signoff.process_capability(store, records, keys, days=args.capability_days)
+        process = signoff.process_capability(store, records, keys, days=args.capability_days)
         gws = sorted({str(r["gateway"]) for r in records})
         # the whole chains of the gateways involved: gaps show only there
         verification = None if args.no_verify else verify(store, keys=keys, only=gws, grace=args.grace)
     finally:
         store.close()
-    html = part_report_html(records, verification=verification, capability=capability)
+    html = part_report_html(records, verification=verification, process=process)
     if args.out:
         try:
             Path(args.out).write_text(html, encoding="utf-8")

@@ -128,8 +128,8 @@ def part_report(store: Store, records: list[Record], keys: KeyRing | None = None
     """The self-contained HTML report of one serial's records, with the invalidations and
     dispositions that point at them and the verification of the chain they lie in."""
     records = report.with_related(store, records, keys)
-    capability = signoff.process_capability(store, records, keys)
-    return report.part_report_html(records, verification=verify_span(store, records, keys), capability=capability)
+    process = signoff.process_capability(store, records, keys)
+    return report.part_report_html(records, verification=verify_span(store, records, keys), process=process)
 
 
 def verify_span(store: Store, records: list[Record], keys: KeyRing | None = None) -> verify.Report | None:

@@ -46,7 +46,9 @@ from collector.evidence import signoff
 from collector.evidence.trace import related
 from collector.evidence.trace import with_related as trace_with_related
 from collector.evidence.verify import Report
+from collector.inspection.charts import characteristic_figures
 from collector.store.base import Store
+from collector.web_charts import control_chart_svg
 
 __all__ = [
     "ChainCheck",
@@ -173,6 +175,7 @@ footer { margin-top: 12px; }
 .signoff { display: grid; grid-template-columns: repeat(3, 1fr); gap: 12px; margin-top: 8px; }
 .signoff div { border-bottom: 1px solid #111; height: 3.2em; padding-top: 2px; }
 .clock-bad { color: #b00020; font-weight: 700; }
+figure.chart { margin: 8px 0; max-width: 760px; break-inside: avoid; page-break-inside: avoid; }
 @media print {
   body { margin: 0; font-size: 8.5pt; }
   h1 { font-size: 13pt; }
@@ -230,15 +233,15 @@ def part_report_html(
     *,
     verification: Report | str | None = None,
     generated_at: dt.datetime | None = None,
-    capability: tuple[Mapping[str, signoff.CapabilityFigure], str] | None = None,
+    process: signoff.Process | None = None,
 ) -> str:
     """The report page for the records of one serial (``trace()`` output, all kinds).
 
     ``verification`` is a :class:`collector.evidence.verify.Report` (or its formatted text) from a
     store verification covering these records; the page always adds its own check of the
-    records shown. ``capability``: the figures per characteristic and the scope they cover
-    (:func:`collector.evidence.signoff.process_capability`); without, the page says none were
-    computed. Raises :class:`ReportError` for no records or several serials.
+    records shown. ``process``: capability and values per characteristic and the scope they
+    cover (:func:`collector.evidence.signoff.process_capability`); without, the page says none
+    were computed. Raises :class:`ReportError` for no records or several serials.
     """
     if not records:
         raise ReportError("no records to report")
@@ -295,7 +298,7 @@ def part_report_html(
 
     out.extend(_values_section(measurements, by_kind.get("invalidation", [])))
     order = list(dict.fromkeys(str(m.get("characteristic")) for m in measurements))
-    out.extend(_capability_section(order, capability))
+    out.extend(_capability_section(order, process, measurements))
     out.extend(_part_section(parts, latest_part))
     shown = {str(r.get("id")) for r in records}
     out.extend(_nonconformance_section(by_kind.get("nonconformance", []), records, shown))
@@ -474,13 +477,13 @@ def _figure(value: float | None) -> str:
 
 
 def _capability_section(
-    order: Sequence[str], capability: tuple[Mapping[str, signoff.CapabilityFigure], str] | None
+    order: Sequence[str], process: signoff.Process | None, measurements: Sequence[Mapping[str, Any]]
 ) -> list[str]:
     out = ["<section>", "<h2>Process capability</h2>"]
-    if capability is None:
+    if process is None:
         out.extend(["<p>Not computed for this report (no process values were given).</p>", "</section>"])
         return out
-    figures, scope = capability
+    figures, scope = process.capability, process.scope
     out.append(f'<p class="muted">From the {_e(scope)}.</p>')
     out.append('<table id="capability">')
     out.append(
@@ -500,8 +503,31 @@ def _capability_section(
             + "".join(f'<td class="num">{_figure(v)}</td>' for v in (fig.cp, fig.cpk, fig.pp, fig.ppk))
             + f"<td>{_e(note)}</td></tr>"
         )
-    out.extend(["</tbody></table>", "</section>"])
+    out.append("</tbody></table>")
+    out.extend(_charts(order, process, measurements))
+    out.append("</section>")
     return out
+
+
+def _charts(order: Sequence[str], process: signoff.Process, measurements: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The control chart of each characteristic over the window (the dashboard's drawing)."""
+    out = []
+    for cid in order:
+        values = process.values.get(cid) or []
+        if len(values) < 2:
+            continue
+        spec = next(m for m in measurements if str(m.get("characteristic")) == cid)
+        figures = characteristic_figures(
+            values, lsl=_float(spec.get("lsl")), usl=_float(spec.get("usl")), target=_float(spec.get("nominal"))
+        )
+        if figures.chart is not None:
+            svg = control_chart_svg(figures.chart, title=f"{cid} {spec.get('characteristic_name') or ''}".strip())
+            out.append(f'<figure class="chart" data-characteristic="{_e(cid)}">{svg}</figure>')
+    return out
+
+
+def _float(value: object) -> float | None:
+    return None if value in (None, "") else float(str(value))
 
 
 def _signature_section(records: Sequence[Mapping[str, Any]]) -> list[str]:

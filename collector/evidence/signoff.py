@@ -39,6 +39,7 @@ __all__ = [
     "RELIABLE_VALUES",
     "ClockState",
     "NcState",
+    "Process",
     "Signature",
     "capability_of",
     "clock_state",
@@ -63,17 +64,22 @@ def _void(records: Sequence[Record]) -> set[str]:
     return out
 
 
+def valid_values(process: Sequence[Record], characteristic: str) -> list[Record]:
+    """The measurement records of ``characteristic`` that are still its values (in order)."""
+    void = _void(process)
+    return [
+        r
+        for r in process
+        if r.get("kind") == "measurement" and r.get("characteristic") == characteristic and str(r.get("id")) not in void
+    ]
+
+
 def capability_of(process: Sequence[Record], characteristics: Sequence[str]) -> dict[str, CapabilityFigure]:
     """Capability per characteristic from the measurement records ``process`` (all kinds may be
     given: re-measures and invalidations take their targets out)."""
-    void = _void(process)
     out: dict[str, CapabilityFigure] = {}
     for cid in characteristics:
-        values = [
-            r
-            for r in process
-            if r.get("kind") == "measurement" and r.get("characteristic") == cid and str(r.get("id")) not in void
-        ]
+        values = valid_values(process, cid)
         if len(values) < MIN_VALUES:
             out[cid] = f"too few values ({len(values)}; at least {MIN_VALUES})"
             continue
@@ -98,14 +104,24 @@ def _number(text: object) -> float | None:
     return None if text in (None, "") else float(str(text))
 
 
+@dataclass(frozen=True)
+class Process:
+    """The process behind a part: capability per characteristic, the values, and their scope."""
+
+    capability: dict[str, CapabilityFigure]
+    scope: str
+    #: the valid values of each characteristic in the window, oldest first (for the charts)
+    values: dict[str, list[float]]
+
+
 def process_capability(
     store: Store,
     records: Sequence[Record],
     keys: KeyRing | None = None,
     *,
     days: int = DEFAULT_WINDOW_DAYS,
-) -> tuple[dict[str, CapabilityFigure], str]:
-    """The capability of each of the part's characteristics, and the scope it covers in words.
+) -> Process:
+    """The capability of each of the part's characteristics, its values, and the scope in words.
 
     The values of the part's part number and plan revision measured in the ``days`` before
     its last value, up to and including it (read with :func:`trace`, so only verified
@@ -113,7 +129,7 @@ def process_capability(
     """
     measured = [r for r in records if r.get("kind") == "measurement"]
     if not measured:
-        return {}, "no values"
+        return Process({}, "no values", {})
     last = max(str(r["measured_at"]) for r in measured)
     part_number, revision = str(measured[0].get("part_number")), str(measured[0].get("plan_revision"))
     end = dt.datetime.fromisoformat(last.replace("Z", "+00:00"))
@@ -135,7 +151,8 @@ def process_capability(
         f"values of {part_number} rev {revision} measured from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC "
         f"({days} days up to this part's last value), re-measured and invalidated values left out"
     )
-    return capability_of(process, order), scope
+    values = {cid: [float(r["value"]) for r in valid_values(process, cid)] for cid in order}
+    return Process(capability_of(process, order), scope, values)
 
 
 @dataclass(frozen=True)

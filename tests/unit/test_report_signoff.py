@@ -132,10 +132,17 @@ def test_capability_against_an_independent_computation() -> None:
     assert cap.ppk == pytest.approx(min(12.020 - mean, mean - 11.980) / (3 * sigma_overall), rel=1e-9)
 
     records = copy.deepcopy(golden("SN-001"))
-    page = Page(part_report_html(records, generated_at=NOW, capability=(figures, "test window")))
+    process = signoff.Process(figures, "test window", {"D1": [float(x) for x in values], "L1": []})
+    page = Page(part_report_html(records, generated_at=NOW, process=process))
     rows = {a["data-characteristic"]: text for a, text in page.find("tr") if "data-characteristic" in a}
     assert f"{cap.cpk:.2f}" in rows["D1"] and "41" in rows["D1"] and "rests on few values (under 100)" in rows["D1"]
     assert "too few values" in rows["L1"]
+    # the control chart of D1 over the window, the dashboard's drawing of the same values
+    assert [a.get("data-characteristic") for a, _ in page.find("figure")] == ["D1"]  # L1 has too few values
+    charts = [a for tag, a, _ in page.elements if tag == "svg" and a.get("class") == "control-chart"]
+    assert len(charts) == 1 and charts[0]["data-kind"] == "imr"
+    drawn = [float(a["data-value"]) for tag, a, _ in page.elements if tag == "circle" and "data-value" in a]
+    assert drawn[: len(values)] == [float(x) for x in values]
 
 
 def test_without_capability_the_report_says_none_was_computed() -> None:
