@@ -119,6 +119,7 @@ class Dashboard(web.WebApp):
         self.state = LiveState(settings, clock)
         #: the downloads the traceability page offers (format name -> how)
         self.exporters: dict[str, records.ExportFormat] = dict(records.EXPORTS)
+        self.exporters["dfq"] = records.site_dfq(config, settings.shift_timezone)  # local time, K1002
         self._threads: list[threading.Thread] = []
         self._pending: dict[str, _Pending] = {}
         self._acking: set[str] = set()

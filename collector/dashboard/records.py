@@ -24,14 +24,18 @@ did not verify is not shown as one.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime as dt
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 from collector.chain import blocks
 from collector.chain.keys import KeyRing
+from collector.config import Config
 from collector.dashboard.live import ack_from_record
 from collector.dashboard.shifts import iso_us
 from collector.errors import CollectorError
@@ -92,9 +96,16 @@ def write_safe_csv(records: list[Record], out: IO[str]) -> None:
         writer.writerow([spreadsheet_safe(cell) for cell in row])
 
 
-def write_dfq(records: list[Record], out: IO[str]) -> None:
-    """One Q-DAS DFQ file: the records must be of one part number and plan revision."""
-    files = dfq.dfq_files(records)
+def write_dfq(
+    records: list[Record],
+    out: IO[str],
+    *,
+    descriptions: Mapping[str, str] | None = None,
+    zone: dt.tzinfo = dt.UTC,
+) -> None:
+    """One Q-DAS DFQ file: the records must be of one part number and plan revision
+    (``descriptions``: K1002 per part number; ``zone``: the site's time zone for K0004)."""
+    files = dfq.dfq_files(records, descriptions=descriptions, zone=zone)
     if not files:
         raise CollectorError("no measurement records to export as DFQ")
     if len(files) > 1:
@@ -119,6 +130,18 @@ EXPORTS: dict[str, ExportFormat] = {
     "csv": ExportFormat(write_safe_csv, "text/csv; charset=utf-8", "csv"),
     "dfq": ExportFormat(write_dfq, "text/plain; charset=iso-8859-1", "dfq"),  # AQDEF's customary 8-bit text
 }
+
+
+def site_dfq(config: Config, zone_name: str | None) -> ExportFormat:
+    """The DFQ download as the site's tools want it: K1002 from the plans, K0004 in the site's
+    time zone (``dashboard.shift_timezone``, else this machine's)."""
+    descriptions = {p.part_number: p.description for p in config.plans if p.description}
+    zone = ZoneInfo(zone_name) if zone_name else dt.datetime.now().astimezone().tzinfo or dt.UTC
+
+    def write(records: list[Record], out: IO[str]) -> None:
+        write_dfq(records, out, descriptions=descriptions, zone=zone)
+
+    return dataclasses.replace(EXPORTS["dfq"], write=write)
 
 
 # -- the part report --------------------------------------------------------------------------------

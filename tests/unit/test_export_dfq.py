@@ -8,6 +8,7 @@ two long texts.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 from collections import defaultdict
@@ -17,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from collector import config as config_mod
+from collector.dashboard.records import site_dfq
 from collector.evidence.dfq import (
     CLASS_CODES,
     REASON_CODES,
@@ -262,3 +265,21 @@ def test_write_dfq_files_writes_nothing_when_one_file_cannot_be_encoded(tmp_path
     with pytest.raises(DfqError, match="U\\+03A9"):
         write_dfq_files(files, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_dashboards_download_writes_local_time_and_k1002() -> None:
+    cfg = config_mod.parse(
+        """
+plans:
+  - part_number: HX-4711
+    revision: C
+    description: Hydraulic valve housing, final inspection
+    characteristics:
+      - {id: D1, name: Bore diameter, nominal: 12.000, lower_tol: -0.020, upper_tol: 0.020, unit: mm, decimals: 3}
+""",
+        "site.yaml",
+    )
+    out = io.StringIO()
+    site_dfq(cfg, "Europe/Berlin").write(load("local_time_remeasure"), out)
+    expected = (GOLDEN / "local_time_remeasure" / "expected.dfq").read_text(encoding="utf-8")
+    assert out.getvalue() == expected.replace("\n", "\r\n")  # the same file the CLI writes, CR LF
