@@ -609,7 +609,7 @@ class Gateway:
         out = station.handle(reading)
         if out.refusal is not None:
             r = out.refusal
-            if r.reason_code in ("unstable", "repeated", "not_sampled"):
+            if r.reason_code in ("unstable", "repeated", "not_sampled", "no_load"):  # no reading of a part
                 self.stats.unstable += 1
             else:
                 self.stats.refused += 1
