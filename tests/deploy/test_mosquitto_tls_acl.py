@@ -413,10 +413,11 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
             ):
                 reason = dashboard.publish(cmd, json.dumps(attack).encode())
                 assert reason.is_failure and reason.value == NOT_AUTHORISED, attack
-            # on its own topic it acknowledges, for its signed-in user, and does nothing else
+            # on its own topic it acknowledges (and sends quality users' dispositions), nothing else
             wrong = ask(dashboard, ack, "invalidate", record_id=failed["id"], reason="x")
             assert (wrong["ok"], wrong["refused"]) == (False, "forbidden")
-            assert wrong["error"] == "only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)"
+            only = "only ack_alert and dispose may be sent on the acknowledgement topic"
+            assert wrong["error"] == f"{only} (acknowledgement topic)"
             name = ask(dashboard, ack, "ack_alert", record_id=failed["id"], by="plant\nmanager")
             assert name["error"] == "by is not a user id (letters, digits, '.', '_', '@', '-')"
             assert ask(dashboard, ack, "ack_alert", record_id=failed["id"], by="sam", comment="seen")["ok"]
@@ -458,7 +459,8 @@ def test_a_real_gateway_and_recorder_work_through_tls_and_the_acl(
         (
             None,
             "invalidate",
-            "invalidate refused: only ack_alert may be sent on the acknowledgement topic (acknowledgement topic)",
+            "invalidate refused: only ack_alert and dispose may be sent on the acknowledgement topic"
+            " (acknowledgement topic)",
         ),
         (
             None,
