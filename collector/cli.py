@@ -1,9 +1,4 @@
-"""The ``collector`` command.
-
-Why one module of this size: one short function per subcommand and the parser that names
-them; each imports its role's modules only when it runs, so that starting one role does not
-load the others.
-"""
+"""The ``collector`` command."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from collector.errors import CollectorError, ConfigError
 
@@ -61,6 +56,46 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pymodbus logs an error of its own for every probe of a dead slave; the driver says it once
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class UsageError(CollectorError):
+    """A mistake on the command line: one line on stderr naming the option, exit 2."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line (what was wrong, and where help is), exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _time(text: str) -> str:
+    """An argparse type: a date or an RFC 3339 time, refused at once when it is neither."""
+    from collector.evidence.trace import TraceFilter
+
+    try:
+        TraceFilter(start=text).start_us()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or an RFC 3339 time (e.g. 2026-11-21 or 2026-11-21T08:00:00Z)"
+        ) from None
+    return text
+
+
+def _zone(text: str) -> dt.tzinfo | None:
+    """An argparse type: an IANA time zone name (Europe/Berlin), or "local" (None: this
+    machine's zone rules, applied per instant, so a summer value gets the summer offset)."""
+    if text == "local":
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text!r} (an IANA name such as Europe/Berlin)") from None
 
 
 def _load(path: str, *sections: str) -> config_mod.Config:
@@ -188,11 +223,11 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
     from collector.evidence.trace import TraceFilter
 
     flt = TraceFilter(
-        serial=getattr(args, "serial", None),
-        lot=getattr(args, "lot", None),
-        work_order=getattr(args, "work_order", None),
-        part_number=getattr(args, "part_number", None),
-        station=getattr(args, "station", None),
+        serial=args.serial,
+        lot=args.lot,
+        work_order=args.work_order,
+        part_number=args.part_number,
+        station=args.station,
         characteristic=getattr(args, "characteristic", None),
         gauge=getattr(args, "gauge", None),
         start=args.start,
@@ -201,7 +236,7 @@ def _filter(args: argparse.Namespace) -> TraceFilter:
     try:
         flt.conditions()
     except ValueError as exc:
-        raise ConfigError("command line", [("--from/--to", f"not a date or an RFC 3339 time: {exc}")]) from None
+        raise UsageError("--from/--to", f"not a date or an RFC 3339 time: {exc}") from None
     return flt
 
 
@@ -257,8 +292,8 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
             if getpass.getpass("Again: ") != password:
                 print("the passwords differ", file=sys.stderr)
                 return EXIT_CONFIG
-    except EOFError:  # input closed before a line came (e.g. `< /dev/null` without --stdin)
-        print("no password given (input ended; use --stdin to pipe one)", file=sys.stderr)
+    except EOFError:  # the input ended before a line (no terminal, or Ctrl-D)
+        print("\nno password given (the input ended)", file=sys.stderr)
         return EXIT_CONFIG
     if not password:
         print("an empty password cannot be used", file=sys.stderr)
@@ -276,21 +311,17 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from collector.evidence.trace import trace_evidence, write_csv, write_json
     from collector.store.factory import open_store
 
-    influx, register = load_store_section(args.config)
-    _zone(args.timezone)  # a mistyped zone or a wrong --out is a usage error before anything is read
     if args.out and args.format != "dfq":
-        _output_file(args.out, f"trace.{args.format}")
+        raise UsageError("--out", f"is a directory for --format dfq; {args.format} goes to standard output")
+    # the influxdb section (and recorder.keys) alone: the whole configuration is read only
+    # for a DFQ export, whose K1002 comes from the plans
+    influx, register = load_store_section(args.config)
     flt = _filter(args)
     if flt.empty():
-        raise ConfigError(
-            "command line",
-            [
-                (
-                    "filter",
-                    "give at least one of --serial, --lot, --work-order, "
-                    "--part-number, --station, --characteristic, --gauge, --from, --to",
-                )
-            ],
+        raise UsageError(
+            "filter",
+            "give at least one of --serial, --lot, --work-order, "
+            "--part-number, --station, --characteristic, --gauge, --from, --to",
         )
     keys = _key_ring(args, register)
     store = open_store(influx)
@@ -306,68 +337,33 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if keys is None and found.records:
         print("signatures not checked (no --keys): every record is marked unverified", file=sys.stderr)
     if args.format == "dfq":
-        code = _write_dfq(_load(args.config), found.records, args)  # the plans name the parts (K1002)
+        code = _write_dfq(_load(args.config), found.records, args)
     else:
-        write = write_csv if args.format == "csv" else write_json
-        if args.out:
-            path = _output_file(args.out, f"trace.{args.format}")
-            with path.open("w", encoding="utf-8", newline="") as out:
-                write(found.records, out)
-            print(path)
-        else:
-            write(found.records, sys.stdout)
+        (write_csv if args.format == "csv" else write_json)(found.records, sys.stdout)
         print(f"{len(found.records)} record(s) from {found.blocks} block(s)", file=sys.stderr)
         code = EXIT_OK
     return EXIT_FAILED if problems else code
 
 
-def _output_file(out: str, name: str) -> Path:
-    """Where ``--out`` writes: into ``out`` when it is a directory, else the file ``out``.
-
-    A missing directory is a usage error (exit 2), not a traceback; nothing is overwritten.
-    """
-    path = Path(out)
-    if path.is_dir():
-        path = path / name
-    if not path.parent.is_dir():
-        raise ConfigError("command line", [("--out", f"directory {path.parent} does not exist")])
-    if path.exists():
-        raise ConfigError("command line", [("--out", f"{path} exists already; an export never overwrites a file")])
-    return path
-
-
-def _zone(name: str | None) -> dt.tzinfo | None:
-    """The IANA time zone ``name`` (None: this machine's own); exit 2 for an unknown name."""
-    if name is None:
-        return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            "command line", [("--timezone", f"unknown time zone {name!r} (e.g. Europe/Berlin, UTC)")]
-        ) from None
-
-
 def _write_dfq(cfg: config_mod.Config, records: list[dict[str, Any]], args: argparse.Namespace) -> int:
     from collector.evidence.dfq import dfq_files, encode_dfq, write_dfq_files
 
-    zone = _zone(args.timezone)
     descriptions = {p.part_number: p.description for p in cfg.plans if p.description}
-    files = dfq_files(records, descriptions=descriptions, zone=zone)
+    files = dfq_files(records, descriptions=descriptions, zone=args.time_zone)
     if not files:
         print("no measurement records match", file=sys.stderr)
         return EXIT_FAILED
+    numbers = sorted({str(r.get("part_number")) for r in records if r.get("kind") == "measurement"})
+    for number in (n for n in numbers if n not in descriptions):
+        print(
+            f"part number {number}: K1002 left out (the configuration has no plan description for it)", file=sys.stderr
+        )
     if args.out:
         for path in write_dfq_files(files, Path(args.out), args.encoding):
             print(path)
         return EXIT_OK
     if len(files) > 1:
-        raise ConfigError(
-            "command line",
-            [("--out", f"the records make {len(files)} DFQ files ({', '.join(files)}): give --out DIR")],
-        )
+        raise UsageError("--out", f"the records make {len(files)} DFQ files ({', '.join(files)}): give --out DIR")
     sys.stdout.flush()
     sys.stdout.buffer.write(encode_dfq(next(iter(files.values())), args.encoding))
     sys.stdout.buffer.flush()
@@ -380,6 +376,8 @@ def cmd_impact(args: argparse.Namespace) -> int:
     from collector.evidence.impact import format_impact, impact, impact_json
     from collector.store.factory import open_store
 
+    if args.start is None:
+        raise UsageError("--from", "give the date the gauge is suspect from")
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
     offset = None
@@ -387,11 +385,11 @@ def cmd_impact(args: argparse.Namespace) -> int:
         try:
             offset = Decimal(args.offset)
         except InvalidOperation:
-            raise ConfigError("command line", [("--offset", f"not a number: {args.offset!r}")]) from None
+            raise UsageError("--offset", f"not a number: {args.offset!r}") from None
     keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        report = impact(store, args.gauge, args.since, offset, args.until, offset_unit=args.offset_unit, keys=keys)
+        report = impact(store, args.gauge, args.start, offset, args.end, offset_unit=args.offset_unit, keys=keys)
     finally:
         store.close()
     if args.json:
@@ -402,15 +400,16 @@ def cmd_impact(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from collector.evidence import signoff
     from collector.evidence.report import part_report_html
     from collector.evidence.trace import TraceFilter, trace
     from collector.evidence.verify import verify
     from collector.store.factory import open_store
 
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise UsageError("--out", f"the folder of {args.out} does not exist")
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
-    if args.out:
-        _output_file(args.out, f"report-{args.serial}.html")  # a wrong --out before the store is read
     keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
@@ -418,33 +417,38 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not records:
             print(f"no records for serial {args.serial!r}", file=sys.stderr)
             return EXIT_FAILED
+        process = signoff.process_capability(store, records, keys, days=args.capability_days)
         gws = sorted({str(r["gateway"]) for r in records})
         # the whole chains of the gateways involved: gaps show only there
         verification = None if args.no_verify else verify(store, keys=keys, only=gws, grace=args.grace)
     finally:
         store.close()
-    html = part_report_html(records, verification=verification)
+    html = part_report_html(records, verification=verification, process=process)
     if args.out:
-        path = _output_file(args.out, f"report-{args.serial}.html")
-        path.write_text(html, encoding="utf-8")
-        print(path)
+        try:
+            Path(args.out).write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError("--out", f"cannot write {args.out}: {exc.strerror}") from None
+        print(args.out)
     else:
         sys.stdout.write(html)
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from collector.evidence.trace import TraceFilter
     from collector.evidence.verify import format_report, verify
     from collector.store.factory import open_store
 
     cfg = _load(args.config, "influxdb")
     assert cfg.influxdb is not None
-    flt = _filter(args)
+    flt = TraceFilter(start=args.start, end=args.end)
     keys = _keys(args, cfg)
     store = open_store(cfg.influxdb)
     try:
-        stations = list(args.station_set or [])
-        report = verify(store, flt, keys=keys, only=args.gateway or None, stations=stations or None, grace=args.grace)
+        report = verify(
+            store, flt, keys=keys, only=args.gateway or None, stations=args.station or None, grace=args.grace
+        )
     finally:
         store.close()
     if args.json:
@@ -478,17 +482,35 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-CONFIG_HELP = "the configuration file (YAML)"
+def _period(p: argparse.ArgumentParser, what: str = "records recorded") -> None:
+    """``--from``/``--to``, the same in every command."""
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=_time,
+        metavar="TIME",
+        help=f"{what} from this date or RFC 3339 time on (inclusive; UTC without an offset)",
+    )
+    p.add_argument(
+        "--to",
+        dest="end",
+        type=_time,
+        metavar="TIME",
+        help=f"{what} before this date or RFC 3339 time (exclusive; default: now)",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--serial", help="the part's serial number")
-    p.add_argument("--lot", help="a lot (batch) number")
-    p.add_argument("--work-order", help="a work (production) order")
-    p.add_argument("--part-number", help="a part number (every serial of it)")
-    p.add_argument("--station", help="a station id")
-    p.add_argument("--from", dest="start", metavar="TIME", help="RFC 3339 time or date, inclusive")
-    p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
+    p.add_argument("--serial", help="only this part's records (its serial number)")
+    p.add_argument("--lot", help="only records of this lot")
+    p.add_argument("--work-order", help="only records of this work order")
+    p.add_argument("--part-number", help="only records of this part number")
+    p.add_argument("--station", help="only records of this station")
+    _period(p)
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE", help="the configuration file (YAML)")
 
 
 def _keys_option(p: argparse.ArgumentParser) -> None:
@@ -511,18 +533,18 @@ def _grace_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="collector", description="Shop-floor inspection data collector.")
+    parser = _Parser(prog="collector", description="Shop-floor inspection data collector.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file as the daemons would (exit 2 if invalid)")
-    p.add_argument("file", help=CONFIG_HELP)
+    p.add_argument("file", help="the configuration file (YAML)")
     p.add_argument("--role", choices=DAEMON_ROLES, help="check only what this daemon needs")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("keygen", help="make a gateway's Ed25519 key pair (private .key, public .pub)")
-    p.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (gateway.id)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory for <id>.key and <id>.pub")
+    p.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (gateway.id in its configuration)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write ID.key and ID.pub")
     p.set_defaults(func=cmd_keygen)
 
     for name, func, text in (
@@ -531,22 +553,27 @@ def build_parser() -> argparse.ArgumentParser:
         ("dashboard", cmd_dashboard, "serve the supervisors' live dashboard and traceability pages"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", required=True, help=CONFIG_HELP)
+        _config_option(p)
         if name == "dashboard":
             _keys_option(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("trace", help="print the history of a serial, lot, part number, station")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    _config_option(p)
     _filters(p)
-    p.add_argument("--characteristic", help="a characteristic id (e.g. D1)")
-    p.add_argument("--gauge", help="a gauge id: every value it measured")
-    p.add_argument("--format", choices=("json", "csv", "dfq"), default="json", help="output format (default: json)")
+    p.add_argument("--characteristic", help="only records of this characteristic (its id, e.g. D1)")
+    p.add_argument("--gauge", help="only records measured with this gauge (its id in the gauge register)")
+    p.add_argument("--format", choices=("json", "csv", "dfq"), default="json", help="output format (default json)")
     p.add_argument(
-        "--out",
-        metavar="PATH",
-        help="json/csv: write this file (or trace.<format> in this directory) instead of standard output; "
-        "dfq: write one file per part number and revision into this directory",
+        "--out", metavar="DIR", help="dfq only: write one file per part number and revision into DIR (else stdout)"
+    )
+    p.add_argument(
+        "--time-zone",
+        type=_zone,
+        default="local",
+        metavar="ZONE",
+        help="dfq: the site's time zone for K0004, as the statistics tools show local time "
+        "(IANA name, e.g. Europe/Berlin; default: this machine's zone)",
     )
     _keys_option(p)
     p.add_argument(
@@ -555,23 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("iso-8859-1", "cp1252", "utf-8"),
         help="dfq: file encoding (characters it cannot carry are refused, never replaced)",
     )
-    p.add_argument(
-        "--timezone",
-        metavar="ZONE",
-        help="dfq: the site's time zone for the value times, an IANA name such as Europe/Berlin "
-        "(default: this machine's); the statistics tools show times as written",
-    )
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("impact", help="every value a gauge measured since a date, and what its error changes")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
-    p.add_argument("--gauge", required=True, help="the gauge's id")
-    p.add_argument(
-        "--from", "--since", dest="since", required=True, metavar="TIME", help="RFC 3339 time or date, inclusive"
-    )
-    p.add_argument(
-        "--to", "--until", dest="until", metavar="TIME", help="RFC 3339 time or date, exclusive (default: now)"
-    )
+    _config_option(p)
+    p.add_argument("--gauge", required=True, help="the suspect gauge (its id in the gauge register)")
+    _period(p, "values measured")
+    # the names before --from/--to were made the same in every command; kept for scripts
+    p.add_argument("--since", dest="start", type=_time, help=argparse.SUPPRESS)
+    p.add_argument("--until", dest="end", type=_time, help=argparse.SUPPRESS)
     p.add_argument("--offset", metavar="DELTA", help="what the gauge read too high (negative: too low), e.g. 0.004")
     p.add_argument("--offset-unit", metavar="UNIT", help="unit of --offset (default: each reading's unit)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -579,49 +598,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("report", help="a printable HTML inspection report of one serial")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    _config_option(p)
     p.add_argument("--serial", required=True, help="the part's serial number")
-    p.add_argument(
-        "--out", metavar="PATH", help="write the page to this file (or report-<serial>.html in this directory)"
-    )
+    p.add_argument("--out", metavar="FILE", help="write the page here (default: stdout)")
     p.add_argument("--no-verify", action="store_true", help="skip verifying the gateways' whole chains")
+    p.add_argument(
+        "--capability-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="capability from the part number's values of this many days up to the part (default 30)",
+    )
     _keys_option(p)
     _grace_option(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", help="check every gateway's chain for gaps and alterations (exit 1 if any)")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
-    p.add_argument("--from", dest="start", metavar="TIME", help="RFC 3339 time or date, inclusive")
-    p.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or date, exclusive")
+    _config_option(p)
+    _period(p)
     p.add_argument("--gateway", action="append", metavar="ID", help="only this gateway (repeatable)")
     p.add_argument(
         "--station",
-        "--stations",
-        dest="station_set",
         action="append",
         metavar="STATION",
         help="only the gateways serving this station (repeatable); their chains are verified whole",
     )
+    p.add_argument("--stations", dest="station", action="append", help=argparse.SUPPRESS)  # the former name
     p.add_argument("--json", action="store_true", help="machine-readable report")
     _keys_option(p)
     _grace_option(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", help="run the whole local stack with simulated devices")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument("--config", default=None, help="demo configuration (default: config/demo.yaml)")
     p.add_argument("--workdir", default=None, help="where services keep their data (default: ./var/demo)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="a gateway's health from its journal (exit 1 if records wait too long)")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
-    p.add_argument("--json", action="store_true", help="machine-readable report")
+    _config_option(p)
+    p.add_argument("--json", action="store_true", help="machine-readable status")
     p.add_argument(
         "--max-age",
         type=float,
         default=300.0,
         metavar="SECONDS",
-        help="exit 1 when a record has waited longer than this for the store (default: 300)",
+        help="exit 1 when the oldest unpublished record is older than this (default 300)",
     )
     p.set_defaults(func=cmd_status)
 
@@ -630,7 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the payloads and configuration")
-    p.add_argument("--out", default="config/schemas", metavar="DIR", help="directory (default: config/schemas)")
+    p.add_argument(
+        "--out", default="config/schemas", metavar="DIR", help="where to write them (default config/schemas)"
+    )
     p.set_defaults(func=cmd_schemas)
     return parser
 
@@ -641,6 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EXIT_CONFIG

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -274,7 +275,7 @@ class PartContext(_Section):
 
 
 #: the keys of a device entry that belong to the collector, not to the driver
-DEVICE_KEYS = ("gauge", "characteristics", "channels", "serial_channel", "ask_when_next")
+DEVICE_KEYS = ("gauge", "characteristics", "channels", "serial_channel", "ask_when_next", "min_load")
 
 
 class DeviceSettings(_Section):
@@ -289,7 +290,12 @@ class DeviceSettings(_Section):
     - ``serial_channel``: a text reading on this channel (a serial number read from PLC
       registers) starts a new part with that serial;
     - ``ask_when_next``: when one of its ``characteristics`` is next, the gateway asks the
-      device for a reading (a balance polled on demand: no stream of weights to sort out).
+      device for a reading (a balance polled on demand: no stream of weights to sort out);
+    - ``min_load``: the least value (in the characteristic's unit) that shows a part is on
+      the device: a reading below it is "no load", refused and not judged. With
+      ``ask_when_next`` the gateway then asks for the immediate value once a second until a
+      stable value at or above ``min_load`` comes, and only that one is judged (an empty
+      balance weighed is not a light part).
 
     Every other key belongs to the driver and is validated by the driver's own model.
     """
@@ -301,6 +307,7 @@ class DeviceSettings(_Section):
     channels: dict[str, str] = Field(default_factory=dict)
     serial_channel: str | None = None
     ask_when_next: bool = False
+    min_load: Decimal | None = Field(default=None, gt=0)
     driver_config: SerializeAsAny[DriverConfig]
 
     @model_validator(mode="before")
@@ -355,8 +362,9 @@ class StationSettings(_Section):
     first_piece: bool = False
     #: an operator signed in by badge is signed out after this many idle seconds
     operator_idle_timeout: float | None = Field(default=None, gt=0)
-    #: refuse readings while no operator is signed in
-    require_operator: bool = False
+    #: refuse readings while no operator is signed in (the default: every record names who
+    #: measured; set false only for an automatic station whose records name no person)
+    require_operator: bool = True
     andon: AndonSettings | None = None
     #: a sample plan: only some parts are inspected; the others are recorded as not sampled
     sampling: SamplingSettings | None = None

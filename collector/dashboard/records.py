@@ -37,7 +37,7 @@ from collector.chain.keys import KeyRing
 from collector.dashboard.live import ack_from_record
 from collector.dashboard.shifts import iso_us
 from collector.errors import CollectorError
-from collector.evidence import dfq, report, verify
+from collector.evidence import dfq, report, signoff, verify
 from collector.evidence.trace import TraceFilter, trace, write_csv, write_json
 from collector.inspection.records import parse_utc_us
 from collector.store.base import Store
@@ -146,7 +146,8 @@ def part_report(store: Store, records: list[Record], keys: KeyRing | None = None
     """The self-contained HTML report of one serial's records, with the invalidations and
     dispositions that point at them and the verification of the chain they lie in."""
     records = report.with_related(store, records, keys)
-    return report.part_report_html(records, verification=verify_span(store, records, keys))
+    process = signoff.process_capability(store, records, keys)
+    return report.part_report_html(records, verification=verify_span(store, records, keys), process=process)
 
 
 def verify_span(store: Store, records: list[Record], keys: KeyRing | None = None) -> verify.Report | None:

@@ -5,12 +5,17 @@ it, all kinds) into one self-contained HTML page: inline CSS, no scripts, no ext
 fonts or images, so it opens anywhere, can be archived as a file, and prints (or "prints
 to PDF") as a clean A4 landscape document.
 
-What it shows: the part's identity and context; every value of every characteristic with
-its specification, verdict, gauge and calibration status, operator and time; values that
-were superseded or invalidated struck through, with the reason and a link to the value
-that replaced them (nothing is hidden: the original stays visible); the part verdict and
-who released it; nonconformances and their dispositions; refused readings; and, per
-record, whether the block that holds it verified.
+What it shows: the part's identity and context, and whether the gateway's clock was
+synchronised; every value of every characteristic with its specification, verdict, gauge
+and calibration status, operator and time; values that were superseded or invalidated
+struck through, with the reason and a link to the value that replaced them (nothing is
+hidden: the original stays visible); the process capability of each characteristic (when
+the caller gives it: :func:`collector.evidence.signoff.process_capability`); the part
+verdict and who released it; nonconformances and their dispositions, open only while
+really open; the signatures of the release, dispositions, re-measures and invalidations
+with their meaning; refused readings; per record, whether the block that holds it
+verified; and a block for the reviewer's own signature. Printed, each page says "page x
+of y" (CSS ``@page`` margin boxes and the ``page``/``pages`` counters).
 
 The records come from a trace (:func:`collector.evidence.trace.trace`), which reads them
 from their blocks and checks each block: canonical text matching its hash, its stored point,
@@ -37,10 +42,13 @@ from typing import Any
 
 from collector.chain.keys import KeyRing
 from collector.errors import CollectorError
+from collector.evidence import signoff
 from collector.evidence.trace import related
 from collector.evidence.trace import with_related as trace_with_related
 from collector.evidence.verify import Report
+from collector.inspection.charts import characteristic_figures
 from collector.store.base import Store
+from collector.web_charts import control_chart_svg
 
 __all__ = [
     "ChainCheck",
@@ -135,7 +143,12 @@ def with_related(store: Store, records: Sequence[Mapping[str, Any]], keys: KeyRi
 # --- the page ------------------------------------------------------------------------------------
 
 _CSS = """
-@page { size: A4 landscape; margin: 10mm; }
+@page {
+  size: A4 landscape;
+  margin: 10mm 10mm 14mm;
+  @bottom-left { content: "Inspection report SERIAL"; font: 8pt Arial, sans-serif; color: #444; }
+  @bottom-right { content: "Page " counter(page) " of " counter(pages); font: 8pt Arial, sans-serif; color: #444; }
+}
 * { box-sizing: border-box; }
 body { font: 9.5pt/1.35 "Helvetica Neue", Arial, "Liberation Sans", sans-serif; color: #111; margin: 16px; }
 h1 { font-size: 15pt; margin: 0 0 4px; }
@@ -159,6 +172,10 @@ tr.note td { border-top: none; font-size: 8.5pt; color: #333; padding-left: 2em;
 .verification.bad { border-color: #b00020; }
 pre { white-space: pre-wrap; margin: 4px 0; font-size: 8.5pt; }
 footer { margin-top: 12px; }
+.signoff { display: grid; grid-template-columns: repeat(3, 1fr); gap: 12px; margin-top: 8px; }
+.signoff div { border-bottom: 1px solid #111; height: 3.2em; padding-top: 2px; }
+.clock-bad { color: #b00020; font-weight: 700; }
+figure.chart { margin: 8px 0; max-width: 760px; break-inside: avoid; page-break-inside: avoid; }
 @media print {
   body { margin: 0; font-size: 8.5pt; }
   h1 { font-size: 13pt; }
@@ -174,6 +191,12 @@ footer { margin-top: 12px; }
 
 def _e(value: object) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
+
+
+def _css_text(text: str) -> str:
+    """``text`` inside a CSS string: every character but letters and digits as a CSS escape
+    (a serial comes from a scanner: no quote or brace may end the string or the rule)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\{ord(c):06x}" for c in text)
 
 
 def _time(value: object) -> str:
@@ -210,12 +233,15 @@ def part_report_html(
     *,
     verification: Report | str | None = None,
     generated_at: dt.datetime | None = None,
+    process: signoff.Process | None = None,
 ) -> str:
     """The report page for the records of one serial (``trace()`` output, all kinds).
 
     ``verification`` is a :class:`collector.evidence.verify.Report` (or its formatted text) from a
     store verification covering these records; the page always adds its own check of the
-    records shown. Raises :class:`ReportError` for no records or several serials.
+    records shown. ``process``: capability and values per characteristic and the scope they
+    cover (:func:`collector.evidence.signoff.process_capability`); without, the page says none
+    were computed. Raises :class:`ReportError` for no records or several serials.
     """
     if not records:
         raise ReportError("no records to report")
@@ -239,7 +265,7 @@ def part_report_html(
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>Inspection report {_e(_joined(context, 'part_number'))} {_e(serial)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{_CSS.replace('SERIAL', _css_text(serial))}</style>",
         "</head>",
         "<body>",
         "<header>",
@@ -261,21 +287,29 @@ def part_report_html(
         ("Work order", _joined(context, "work_order")),
         ("Reason for test", _joined(context, "reason_for_test")),
     ]
+    clock = signoff.clock_state(records)
     out.append('<table class="facts">')
     for i in range(0, len(facts), 3):  # three per row: the header stays short on a landscape page
         out.append("<tr>" + "".join(f"<th>{_e(k)}</th><td>{_e(v) or '-'}</td>" for k, v in facts[i : i + 3]) + "</tr>")
+    clock_css = "pass" if clock.synced else "clock-bad"
+    out.append(f'<tr><th>Gateway clock</th><td colspan="5" class="{clock_css}" id="clock">{_e(clock.text)}</td></tr>')
     out.append("</table>")
     out.append("</header>")
 
     out.extend(_values_section(measurements, by_kind.get("invalidation", [])))
+    order = list(dict.fromkeys(str(m.get("characteristic")) for m in measurements))
+    out.extend(_capability_section(order, process, measurements))
     out.extend(_part_section(parts, latest_part))
     shown = {str(r.get("id")) for r in records}
-    out.extend(_nonconformance_section(by_kind.get("nonconformance", []), by_kind.get("disposition", []), shown))
+    out.extend(_nonconformance_section(by_kind.get("nonconformance", []), records, shown))
+    out.extend(_signature_section(records))
     out.extend(_refusal_section(by_kind.get("refusal", [])))
     out.extend(_audit_section(by_kind.get("audit", [])))
     out.extend(_verification_section(records, verification))
+    out.extend(_reviewer_block())
     out.append(
-        f'<footer class="muted">All times are UTC. Generated {_e(now.strftime("%Y-%m-%d %H:%M:%S"))} UTC from '
+        f'<footer class="muted">Inspection report {_e(serial)}. All times are UTC. Generated '
+        f"{_e(now.strftime('%Y-%m-%d %H:%M:%S'))} UTC from "
         f"{len(records)} record(s). Superseded and invalidated values stay on record and are shown struck "
         "through.</footer>"
     )
@@ -397,14 +431,17 @@ def _part_section(parts: Sequence[Mapping[str, Any]], latest: Mapping[str, Any] 
 
 
 def _nonconformance_section(
-    ncs: Sequence[Mapping[str, Any]], dispositions: Sequence[Mapping[str, Any]], shown: set[str]
+    ncs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]], shown: set[str]
 ) -> list[str]:
     out = ["<section>", "<h2>Nonconformances</h2>"]
     if not ncs:
         out.extend(["<p>None.</p>", "</section>"])
         return out
+    states = {str(nc.get("id")): signoff.nonconformance_state(nc, records) for nc in ncs}
+    still_open = sum(1 for s in states.values() if s.open)
+    out.append(f'<p id="open-items">Open items: <strong>{still_open}</strong> of {len(ncs)}.</p>')
     decided: dict[str, list[Mapping[str, Any]]] = {}
-    for d in dispositions:
+    for d in (r for r in records if r.get("kind") == "disposition"):
         decided.setdefault(str(d.get("nonconformance_id")), []).append(d)
     out.append("<table>")
     out.append(
@@ -422,7 +459,9 @@ def _nonconformance_section(
         )
         ds = decided.get(str(nc.get("id")), [])
         if not ds:
-            out.append(f'<tr>{head}<td class="open" colspan="5">OPEN: no disposition recorded</td></tr>')
+            state = states[str(nc.get("id"))]
+            css = "open" if state.open else "muted"
+            out.append(f'<tr class="nc">{head}<td class="{css}" colspan="5">{_e(state.text)}</td></tr>')
         for d in ds:
             out.append(
                 f"<tr>{head}<td>{_e(str(d.get('decision')).replace('_', ' '))}</td>"
@@ -431,6 +470,96 @@ def _nonconformance_section(
             )
     out.extend(["</tbody></table>", "</section>"])
     return out
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _capability_section(
+    order: Sequence[str], process: signoff.Process | None, measurements: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    out = ["<section>", "<h2>Process capability</h2>"]
+    if process is None:
+        out.extend(["<p>Not computed for this report (no process values were given).</p>", "</section>"])
+        return out
+    figures, scope = process.capability, process.scope
+    out.append(f'<p class="muted">From the {_e(scope)}.</p>')
+    out.append('<table id="capability">')
+    out.append(
+        "<thead><tr><th>Characteristic</th><th>n</th><th>Mean</th><th>&sigma; within</th><th>&sigma; overall</th>"
+        "<th>Cp</th><th>Cpk</th><th>Pp</th><th>Ppk</th><th>Note</th></tr></thead><tbody>"
+    )
+    for cid in order:
+        fig = figures.get(cid, "not computed")
+        if isinstance(fig, str):
+            out.append(f'<tr data-characteristic="{_e(cid)}"><td>{_e(cid)}</td><td colspan="9">{_e(fig)}</td></tr>')
+            continue
+        note = f"rests on few values (under {signoff.RELIABLE_VALUES})" if fig.n < signoff.RELIABLE_VALUES else ""
+        out.append(
+            f'<tr data-characteristic="{_e(cid)}"><td>{_e(cid)}</td><td class="num">{fig.n}</td>'
+            f'<td class="num">{fig.mean:.6g}</td><td class="num">{fig.sigma_within:.4g}</td>'
+            f'<td class="num">{fig.sigma_overall:.4g}</td>'
+            + "".join(f'<td class="num">{_figure(v)}</td>' for v in (fig.cp, fig.cpk, fig.pp, fig.ppk))
+            + f"<td>{_e(note)}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    out.extend(_charts(order, process, measurements))
+    out.append("</section>")
+    return out
+
+
+def _charts(order: Sequence[str], process: signoff.Process, measurements: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The control chart of each characteristic over the window (the dashboard's drawing)."""
+    out = []
+    for cid in order:
+        values = process.values.get(cid) or []
+        if len(values) < 2:
+            continue
+        spec = next(m for m in measurements if str(m.get("characteristic")) == cid)
+        figures = characteristic_figures(
+            values, lsl=_float(spec.get("lsl")), usl=_float(spec.get("usl")), target=_float(spec.get("nominal"))
+        )
+        if figures.chart is not None:
+            svg = control_chart_svg(figures.chart, title=f"{cid} {spec.get('characteristic_name') or ''}".strip())
+            out.append(f'<figure class="chart" data-characteristic="{_e(cid)}">{svg}</figure>')
+    return out
+
+
+def _float(value: object) -> float | None:
+    return None if value in (None, "") else float(str(value))
+
+
+def _signature_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    signed = signoff.signatures(records)
+    out = ["<section>", "<h2>Signatures</h2>"]
+    if not signed:
+        out.extend(["<p>No signed acts on this part's records.</p>", "</section>"])
+        return out
+    out.append('<table id="signatures">')
+    out.append(
+        "<thead><tr><th>Act</th><th>What</th><th>Signed by</th><th>Name</th><th>Meaning</th><th>Method</th>"
+        "<th>Signed (UTC)</th><th>Record</th></tr></thead><tbody>"
+    )
+    for s in signed:
+        who = _e(s.signed_by) if s.signed else '<span class="open">NOT SIGNED</span>'
+        out.append(
+            f'<tr data-act="{_e(s.act)}"><td>{_e(s.act)}</td><td>{_e(s.detail)}</td><td>{who}</td>'
+            f"<td>{_e(s.signer_name) or '-'}</td><td>{_e(s.meaning) or '-'}</td><td>{_e(s.method) or '-'}</td>"
+            f'<td>{_e(_time(s.at))}</td><td class="muted">{_e(s.record_id)}</td></tr>'
+        )
+    out.extend(["</tbody></table>", "</section>"])
+    return out
+
+
+def _reviewer_block() -> list[str]:
+    """Room for the reviewer's own signature on paper (the records' signatures are above)."""
+    return [
+        '<section class="review">',
+        "<h2>Review</h2>",
+        '<div class="signoff"><div>Reviewed by (name)</div><div>Date</div><div>Signature</div></div>',
+        "</section>",
+    ]
 
 
 def _refusal_section(refusals: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -468,14 +468,19 @@ class Gateway:
             if station.awaiting_label or not station.sampled:
                 continue
             nxt = station.next_characteristic
-            key = (station.number, nxt, station.context.get("serial"))
+            key: tuple[Any, ...] = (station.number, nxt, station.context.get("serial"))
             for dev in station.settings.devices:
-                if not dev.ask_when_next or nxt not in dev.characteristics or self._asked.get(dev.id) == key:
+                if not dev.ask_when_next or nxt not in dev.characteristics:
+                    continue
+                # with min_load: no load yet, or not stable, so ask again once a second (the
+                # tick) until a part is on it; only a stable value above min_load is judged
+                want = key if dev.min_load is None else (*key, int(time.monotonic()))
+                if self._asked.get(dev.id) == want:
                     continue
                 driver = self._driver_of.get(dev.id)
                 if driver is None:
                     continue
-                self._asked[dev.id] = key
+                self._asked[dev.id] = want
                 try:
                     driver.request("read")
                 except (DriverError, OSError) as exc:
@@ -488,10 +493,15 @@ class Gateway:
         for station, out in outcomes:
             if out.drafts or out.message or out.refusal is not None:
                 latest[station.id] = (station, out)
+            if out.drafts:  # every value of the batch for the trend charts, not only the last shown
+                self.views.remember(station.id, [d for d in out.drafts if d["kind"] == "measurement"])
         for sid, (station, out) in latest.items():
             view = station.view()
             measured = [d for d in out.drafts if d["kind"] == "measurement"]
             parts = [d for d in out.drafts if d["kind"] == "part"]
+            previous = self.views.get(sid) or {}
+            if view.get("serial") and view.get("serial") != previous.get("serial") and not measured and not parts:
+                previous = {}  # a new part's label: its screen starts blank
             view["last"] = (
                 {
                     k: measured[-1].get(k)
@@ -603,7 +613,7 @@ class Gateway:
         out = station.handle(reading)
         if out.refusal is not None:
             r = out.refusal
-            if r.reason_code in ("unstable", "repeated", "not_sampled"):
+            if r.reason_code in ("unstable", "repeated", "not_sampled", "no_load"):  # no reading of a part
                 self.stats.unstable += 1
             else:
                 self.stats.refused += 1

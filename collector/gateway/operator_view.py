@@ -16,6 +16,9 @@ Routes:
 
 - ``GET /``: the stations (redirects to the station when there is only one);
 - ``GET /station/<id>``: the page; ``GET /station/<id>/view``: the view as JSON;
+- ``GET /station/<id>/chart.svg?characteristic=D1``: a small I-MR chart of the last values
+  the gateway judged for it (:class:`collector.gateway.views.ViewHub` keeps them), drawn on
+  the server as the dashboard's are; the page shows it on screens with room for it;
 - ``GET /station/<id>/events``: the view at once, then every new version (SSE);
 - ``POST /station/<id>/scan`` ``{"code": ...}`` and ``POST /station/<id>/command``
   ``{"command": ..., "args": {...}, "signer": {"user": ..., "secret": ...}}`` (the command
@@ -56,14 +59,16 @@ import re
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from collector import web
 from collector.config import OperatorViewSettings
 from collector.errors import CollectorError, JournalError
+from collector.inspection.charts import characteristic_figures
 from collector.inspection.commands import CommandRefused, Scan, SignIn, SignOut, parse_request
 from collector.inspection.station import CommandError, ScanError
 from collector.web import RequestError
+from collector.web_charts import control_chart_svg
 
 if TYPE_CHECKING:
     from collector.gateway.daemon import Gateway
@@ -85,7 +90,7 @@ _STATUS = {
 }
 
 _STATIC = "operator"  # collector/static/operator/
-_STATION_PATH = re.compile(r"^/station/([^/]+)(?:/(view|events|scan|command))?/?$")
+_STATION_PATH = re.compile(r"^/station/([^/]+)(?:/(view|events|scan|command|chart\.svg))?/?$")
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -217,6 +222,9 @@ class _Handler(web.Handler[OperatorView]):
         elif action == "events":
             self.need(method, "GET")
             self._events(station)
+        elif action == "chart.svg":
+            self.need(method, "GET", "HEAD")
+            self._chart(station)
         else:
             self.need(method, "POST")
             self._post(station, action)
@@ -249,6 +257,16 @@ class _Handler(web.Handler[OperatorView]):
             },
         )
         self.send(HTTPStatus.OK, "text/html; charset=utf-8", body)
+
+    def _chart(self, station: str) -> None:
+        """A small individuals chart of one characteristic's recent values (``?characteristic=``)."""
+        query = parse_qs(urlsplit(self.path).query)
+        cid = (query.get("characteristic") or [""])[0]
+        view = self.view.gateway.views.get(station) or {}
+        plan = {str(c.get("characteristic")) for c in view.get("plan") or []}
+        if cid not in plan:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no characteristic {cid!r} in the station's plan")
+        self.send(HTTPStatus.OK, "image/svg+xml; charset=utf-8", chart_svg(self.view.gateway, station, cid).encode())
 
     # -- live view ---------------------------------------------------------------------------------
     def _events(self, station: str) -> None:
@@ -327,6 +345,30 @@ class _Handler(web.Handler[OperatorView]):
         hosts = (self.headers.get("Host", ""), self.headers.get("X-Forwarded-Host", "").split(",")[0])
         if not web.same_origin(origin, hosts):
             raise RequestError(HTTPStatus.FORBIDDEN, "commands are accepted from this view's own pages only")
+
+
+def chart_svg(gateway: Gateway, station: str, characteristic: str) -> str:
+    """The I-MR chart of the last values the gateway judged for ``characteristic``, as SVG
+    (the same drawing as the dashboard's, smaller); a short note while there are too few."""
+    values = gateway.views.history(station, characteristic)
+    spec = next((c for c in gateway.stations[station].plan.characteristics if c.id == characteristic), None)
+
+    def number(v: Any) -> float | None:
+        return None if v is None else float(v)
+
+    figures = characteristic_figures(
+        values,
+        lsl=number(spec.lower_limit) if spec else None,
+        usl=number(spec.upper_limit) if spec else None,
+        target=number(spec.nominal) if spec else None,
+    )
+    if figures.chart is None:
+        note = html.escape(f"{characteristic}: {figures.note}")
+        return (
+            '<svg xmlns="http://www.w3.org/2000/svg" class="control-chart empty" viewBox="0 0 520 60" '
+            f'width="100%"><text x="8" y="34" font-family="sans-serif" font-size="14">{note}</text></svg>'
+        )
+    return str(control_chart_svg(figures.chart, title=f"{characteristic}, last {len(values)}", width=520, height=260))
 
 
 def _event(view: dict[str, Any]) -> bytes:

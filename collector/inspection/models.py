@@ -97,6 +97,11 @@ class Characteristic(_Frozen):
     rounding: Rounding = Rounding.HALF_EVEN
     gauge_types: tuple[str, ...] = ()  # empty: any gauge may measure it
     spc: SpcSettings | None = None
+    #: the range a real value of this characteristic can have at all (wider than the
+    #: tolerance): a reading outside it is refused as implausible (a gauge not on the part,
+    #: a wrong unit, a dropped digit) and recorded as a refusal, never judged
+    plausible_min: Decimal | None = None
+    plausible_max: Decimal | None = None
     #: what may be chosen when an alarm about this characteristic is acknowledged (else the plan's)
     reaction_plan: ReactionPlan | None = None
 
@@ -133,6 +138,12 @@ class Characteristic(_Frozen):
             raise ValueError("a characteristic needs at least one limit")
         if low is not None and high is not None and low > high:
             raise ValueError(f"lower limit {low} is above upper limit {high}")
+        pmin, pmax = self.plausible_min, self.plausible_max
+        if pmin is not None and pmax is not None and pmin >= pmax:
+            raise ValueError(f"plausible_min {pmin} is not below plausible_max {pmax}")
+        below = pmin is not None and low is not None and pmin > low
+        if below or (pmax is not None and high is not None and pmax < high):
+            raise ValueError("the plausible range must contain the tolerance (a value in tolerance is plausible)")
         return self
 
     @cached_property

@@ -182,6 +182,15 @@ class _Part:
         }
 
 
+def _implausible(characteristic: Characteristic, value: Decimal) -> str | None:
+    """Why ``value`` (in the characteristic's unit) cannot be a value of it, or None."""
+    low, high = characteristic.plausible_min, characteristic.plausible_max
+    if (low is not None and value < low) or (high is not None and value > high):
+        shown = f"{'' if low is None else low} … {'' if high is None else high}".strip()
+        return f"implausible: {value} {characteristic.unit} for {characteristic.id} is outside {shown}; not judged"
+    return None
+
+
 def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
@@ -327,7 +336,12 @@ class Station:
     def view(self) -> dict[str, Any]:
         """The station's state as an operator screen shows it."""
         nxt = self._next_characteristic()
-        part = self._current or self._last
+        # the part just finished stays on the screen until the next part's label (or a
+        # re-measure of it); a new part starts blank
+        part = self._current
+        remeasuring_last = self._pending is not None and self._last_has(str(self._pending["supersedes"]))
+        if part is None and (self.awaiting_label or remeasuring_last):
+            part = self._last
         return {
             "station": self.id,
             "operator": self.context.get("operator"),
@@ -518,8 +532,9 @@ class Station:
             self._device_error.pop(reading.device, None)
         result = self.accept(reading)
         if isinstance(result, Refusal):
-            if result.reason_code == "not_sampled":
-                # the part's not_sampled audit record is the evidence; its readings are not
+            if result.reason_code in ("not_sampled", "no_load"):
+                # the part's not_sampled audit record is the evidence; its readings are not;
+                # an empty balance answering the gateway's poll is no reading of a part
                 return Outcome(refusal=result, message=result.reason)
             return Outcome(drafts=[self._refusal_record(result, reading)], refusal=result, message=result.reason)
         out = Outcome(
@@ -600,6 +615,14 @@ class Station:
             judgement = judge(characteristic, reading.value, reading.unit)
         except SpecificationError as exc:
             return Refusal(self.id, reading.device, str(exc), "specification")
+        if device.min_load is not None and judgement.value < device.min_load:
+            return Refusal(
+                self.id, reading.device, f"no load: place the part ({judgement.value} {characteristic.unit})", "no_load"
+            )
+        if characteristic.plausible_min is not None or characteristic.plausible_max is not None:
+            implausible = _implausible(characteristic, judgement.value)
+            if implausible is not None:
+                return Refusal(self.id, reading.device, implausible, "implausible")
         pending = self._pending if self._pending and self._pending["characteristic"] == characteristic.id else None
         context, revision = self.context, self.plan.revision
         if pending is not None and self._last is not None and self._last_has(str(pending["supersedes"])):

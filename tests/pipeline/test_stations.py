@@ -81,6 +81,7 @@ def stations_config(tmp: Path, plc_port: int, base: dict[str, Any]) -> dict[str,
             "id": "st-20",
             "plan": "PF-220",
             "part": {"part_number": "PF-220", "operator": None},
+            "require_operator": False,  # automatic: the PLC measures
             "andon": {"device": "plc-1", "point": "andon"},
             "devices": [
                 {

@@ -227,6 +227,8 @@ def test_out_of_tolerance_remeasure_invalidation_and_disposition(
     assert capsys.readouterr().out.strip() == str(report_file)
     page = report_file.read_text()
     assert "HX000001" in page and "12.035" in page and "hashes intact" in page
+    # the process behind the part, read from the store: D1's values of the window (too few for a figure here)
+    assert '<tr data-characteristic="D1"><td>D1</td>' in page and 'Page " counter(page)' in page
     assert (
         cli.main(
             [

@@ -95,13 +95,17 @@ def test_structure_is_a_self_contained_printable_page() -> None:
     page = Page(html)
     assert [t for _, t in page.find("h2")] == [
         "Characteristics",
+        "Process capability",
         "Part verdict and release",
         "Nonconformances",
+        "Signatures",
         "Integrity",
+        "Review",
     ]
     assert page.find("meta", charset="utf-8")
     style = page.find("style")[0][1]
     assert "@media print" in style and "size: A4" in style
+    assert 'content: "Page " counter(page) " of " counter(pages)' in style  # page x of y, printed
     # nothing to fetch: no scripts, stylesheets, images, fonts or remote addresses
     for tag in ("script", "link", "img", "iframe", "object"):
         assert not page.find(tag), tag

@@ -53,6 +53,7 @@ stations:
       - {id: loose-1, driver: mitutoyo, port: /dev/null}
   - id: st-20
     plan: HX-4711
+    require_operator: false
     devices:
       - {id: ind-1, driver: mitutoyo, port: /dev/null}
 """

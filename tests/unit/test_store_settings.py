@@ -65,14 +65,3 @@ def test_the_roles_the_parser_offers_are_the_configurations() -> None:
     from collector import cli, config
 
     assert sorted(cli.DAEMON_ROLES) == sorted(config.ROLES)
-
-
-def test_an_unknown_time_zone_for_the_dfq_export_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from collector import cli
-
-    path = write(tmp_path, f"influxdb: {{kind: v1, url: 'http://127.0.0.1:{free_port()}'}}\n")
-    code = cli.main(["trace", "--config", str(path), "--serial", "S", "--format", "dfq", "--timezone", "Mars/Base"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--timezone: unknown time zone 'Mars/Base'" in err and "Traceback" not in err

@@ -128,6 +128,7 @@
 
     // last value
     renderLast(v);
+    renderChart(v);
 
     // plan tiles
     renderPlan(v);
@@ -184,6 +185,17 @@
       text = String(last.verdict || "").toUpperCase();
     }
     $("last-verdict").textContent = text;
+  }
+
+  // the trend of the next characteristic, drawn by the gateway (only where the card is shown)
+  function renderChart(v) {
+    const cid = v.next && v.next.characteristic;
+    const card = $("chart-card");
+    if (!cid || getComputedStyle(card).display === "none") return;
+    $("chart-char").textContent = cid + " " + (v.next.name || "");
+    const src = base + "/chart.svg?characteristic=" + encodeURIComponent(cid) + "&v=" + encodeURIComponent(v.version);
+    const img = $("chart");
+    if (img.getAttribute("src") !== src) img.setAttribute("src", src);
   }
 
   // the big numbers shrink to fit their card rather than overflow it
@@ -394,13 +406,56 @@
     if (document.activeElement !== scan) scan.focus({ preventScroll: true });
   }
 
+  // scanners end a code with Enter or Tab (as configured in the scanner); an empty field's
+  // Tab still moves the focus, for people using the keyboard
   scan.addEventListener("keydown", (event) => {
-    if (event.key !== "Enter") return;
-    event.preventDefault();
+    if (event.key !== "Enter" && event.key !== "Tab") return;
     const code = scan.value.trim();
+    if (event.key === "Tab" && !code) return;
+    event.preventDefault();
     scan.value = "";
     if (code) post("/scan", { code });
   });
+
+  // A scan while a dialog is open: the scanner types into the dialog's focused field, where
+  // it would be lost or, worse, taken as a comment or a PIN. A scanner types far faster than
+  // a person (a few ms a key; people need 80 ms and more): a burst of at least SCAN_MIN keys,
+  // each within SCAN_GAP ms of the last, ended by Enter or Tab, is a scan. It is taken out
+  // of the field again and refused with a message in the dialog (the part in front of the
+  // station does not change behind an open dialog); the operator closes it and scans again.
+  const SCAN_GAP = 30;
+  const SCAN_MIN = 6;
+  let burst = null; // {field, before, keys, last}
+  document.addEventListener(
+    "keydown",
+    (event) => {
+      const dialog = document.querySelector("dialog[open]");
+      if (!dialog) {
+        burst = null;
+        return;
+      }
+      const now = performance.now();
+      const field = document.activeElement;
+      if (event.key.length === 1 && !event.ctrlKey && !event.altKey && !event.metaKey) {
+        if (!burst || now - burst.last > SCAN_GAP || burst.field !== field) {
+          const before = field && "value" in field ? field.value : null;
+          burst = { field, before, keys: 0, last: now };
+        }
+        burst.keys += 1;
+        burst.last = now;
+        return;
+      }
+      if ((event.key === "Enter" || event.key === "Tab") && burst && burst.keys >= SCAN_MIN && now - burst.last <= SCAN_GAP) {
+        event.preventDefault();
+        event.stopPropagation();
+        if (burst.field && burst.before !== null && "value" in burst.field) burst.field.value = burst.before;
+        const error = dialog.querySelector(".dlg-error");
+        if (error) error.textContent = "scan not taken while this dialog is open: close it, then scan again";
+      }
+      burst = null;
+    },
+    true
+  );
   scan.addEventListener("blur", () => setTimeout(refocus, 0));
   document.addEventListener("click", () => setTimeout(refocus, 0));
   window.addEventListener("focus", refocus);
@@ -540,7 +595,10 @@
   $("btn-patrol").addEventListener("click", () => command("patrol", {}));
   $("btn-signout").addEventListener("click", () => command("sign_out", {}));
 
-  window.addEventListener("resize", fitAll);
+  window.addEventListener("resize", () => {
+    fitAll();
+    if (view) renderChart(view);
+  });
 
   // -- start ----------------------------------------------------------------------------------------------
   connected(false);
