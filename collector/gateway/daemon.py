@@ -499,9 +499,9 @@ class Gateway:
             view = station.view()
             measured = [d for d in out.drafts if d["kind"] == "measurement"]
             parts = [d for d in out.drafts if d["kind"] == "part"]
-            previous = self.views.get(sid) or {}
-            if view.get("serial") and view.get("serial") != previous.get("serial") and not measured and not parts:
-                previous = {}  # a new part's label: its screen starts blank
+            # a new part's label: its screen starts blank (no last value, no verdict of the part before)
+            blank = bool(view.get("serial")) and view.get("serial") != self.views.field(sid, "serial")
+            blank = blank and not measured and not parts
             view["last"] = (
                 {
                     k: measured[-1].get(k)
@@ -519,11 +519,15 @@ class Gateway:
                     )
                 }
                 if measured
+                else None
+                if blank
                 else self.views.field(sid, "last")
             )
             view["part_verdict"] = (
                 {k: parts[-1].get(k) for k in ("serial", "verdict", "failed", "missing", "released_by", "id")}
                 if parts
+                else None
+                if blank
                 else self.views.field(sid, "part_verdict")
             )
             view["message"] = out.message
