@@ -72,10 +72,9 @@ if TYPE_CHECKING:
     from collector.chain.keys import KeyRing
     from collector.config import Config
     from collector.inspection.models import Characteristic
+    from collector.inspection.record_types import Record
 
 log = logging.getLogger(__name__)
-
-Record = dict[str, Any]
 
 
 @dataclass

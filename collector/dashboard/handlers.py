@@ -26,10 +26,10 @@ from collector.web import RequestError
 
 if TYPE_CHECKING:
     from collector.dashboard.app import Dashboard
+    from collector.inspection.record_types import Record
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
 
 MAX_BODY = 16 * 1024
 MAX_COMMENT = 500

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from collector import web
@@ -26,9 +26,10 @@ from collector.dashboard.shifts import Shift, iso_us, shift_at
 from collector.inspection.records import parse_utc_us
 from collector.people.accounts import DashboardSettings
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from collector.inspection.record_types import Record
 
-Record = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class EventHub:

@@ -22,10 +22,10 @@ from collector.web import RequestError
 
 if TYPE_CHECKING:
     from collector.dashboard.handlers import DashboardHandler
+    from collector.inspection.record_types import Record
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
 MAX_TEXT = 500
 
 #: the material review board's decisions (the gateway's command knows the same words)

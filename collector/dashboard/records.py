@@ -30,7 +30,7 @@ import io
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from collector.chain import blocks
 from collector.chain.keys import KeyRing
@@ -42,7 +42,8 @@ from collector.evidence.trace import TraceFilter, trace, write_csv, write_json
 from collector.inspection.records import parse_utc_us
 from collector.store.base import Store
 
-Record = dict[str, Any]
+if TYPE_CHECKING:
+    from collector.inspection.record_types import Record
 
 
 def records_in_message(payload: bytes) -> tuple[list[Record], int]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import collections
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
-Record = dict[str, Any]
+if TYPE_CHECKING:
+    from collector.inspection.record_types import Record
+
 Key = tuple[str, str]  # (station key site/line/station, characteristic)
 
 SERIES_POINTS = 500

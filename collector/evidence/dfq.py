@@ -87,9 +87,12 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector.errors import CollectorError
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "CLASS_CODES",
@@ -104,7 +107,6 @@ __all__ = [
     "write_dfq_files",
 ]
 
-Record = dict[str, Any]
 
 #: Criticality -> K2005 (AQDEF: 4 critical .. 0 unimportant; nothing of ours is unimportant)
 CLASS_CODES: dict[str, int] = {"critical": 4, "major": 3, "minor": 2, "incidental": 1}

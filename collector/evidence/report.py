@@ -38,7 +38,7 @@ import datetime as dt
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector.chain.keys import KeyRing
 from collector.errors import CollectorError
@@ -50,6 +50,9 @@ from collector.inspection.charts import characteristic_figures
 from collector.store.base import Store
 from collector.web_charts import control_chart_svg
 
+if TYPE_CHECKING:
+    from collector.inspection.record_types import Record
+
 __all__ = [
     "ChainCheck",
     "ReportError",
@@ -58,8 +61,6 @@ __all__ = [
     "related_records",
     "with_related",
 ]
-
-Record = dict[str, Any]
 
 
 class ReportError(CollectorError):

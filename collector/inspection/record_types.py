@@ -24,9 +24,9 @@ from collector.inspection.models import (
     SignatureMethodText,
     VerdictText,
 )
+from collector.inspection.records import Record as Record  # a record of any kind (defined once)
 
-#: a record of any kind, before its kind is looked at
-Record = dict[str, Any]
+#: a record of any kind, before its kind is looked at (defined once, with the record drafts)
 
 Limit = Literal["lower", "upper"]
 
