@@ -1,4 +1,10 @@
-"""The ``collector`` command."""
+"""The ``collector`` command: one sub-command per task, its options and its exit codes.
+
+Why one module of this size: the parser and the thin command functions are the command
+line's whole vocabulary; kept together, the same option means the same thing everywhere
+(``--from``/``--to``, ``--station``, ``--config``, ``--keys``) and a test walks all of it.
+The work itself lives in the packages each command imports when it runs.
+"""
 
 from __future__ import annotations
 

@@ -44,9 +44,6 @@ A block's payload never holds a line break: canonical JSON escapes control chara
 Why one module of this size: it is the storage schema. What each point holds, how it is
 written fast, and what :func:`record_columns` says it must be (which verify compares stored
 points with) belong together; split, they would drift apart.
-
-Why one module of this size: it is the whole storage schema, what every kind of point is
-written as and read back from, in one place so that writer and reader cannot drift apart.
 """
 
 from __future__ import annotations
