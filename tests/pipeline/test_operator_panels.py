@@ -125,6 +125,20 @@ def test_every_panel_size_lays_out_without_overlaps_and_with_big_enough_targets(
         screenshot(page, tmp_path, f"operator-view-{width}x{height}-dialog.png")
         dialog.get_by_role("button", name="Cancel").click()
         expect(dialog).to_be_hidden()
+        # the other dialogs (abandon, sign-in, release), shown as the page shows them, measured alike
+        for name in ("abandon", "signin", "release"):
+            other = page.locator(f"#dlg-{name}")
+            page.evaluate("(id) => document.getElementById(id).showModal()", f"dlg-{name}")
+            expect(other).to_be_visible()
+            box = other.bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height + 0.5, (name, box)
+            targets = page.evaluate(TARGETS, f"#dlg-{name}")
+            assert any(t["id"] == "Cancel" for t in targets), (name, targets)  # measured, not an empty list
+            small = [t for t in targets if t["h"] < MIN_TARGET]
+            assert not small, f"{width}x{height}: {name} dialog targets under {MIN_TARGET} px: {small}"
+            screenshot(page, tmp_path, f"operator-view-{width}x{height}-{name}.png")
+            other.get_by_role("button", name="Cancel").click()
+            expect(other).to_be_hidden()
 
     # the finished part, then the next label: verdict and tiles of the first do not carry over
     page.set_viewport_size({"width": 800, "height": 480})
