@@ -94,8 +94,9 @@ def test_a_full_disk_loses_the_readings_loudly_and_nothing_else(
                 for _ in range(40):
                     caliper.send_value(Decimal(v))
             wait_for(lambda: gateway.stats.readings == 121, timeout=20, what="121 readings processed")
-        # a few may still fit in the journal's last free page; the rest are lost, and counted
-        assert gateway.stats.lost >= 100
+        # some still fit in the journal's free pages (how many depends on how the readings were
+        # batched into compressed blocks); the rest are lost, and every one is counted
+        assert gateway.stats.lost > 121 // 2
         assert gateway.stats.lost + gateway.stats.measurements == 121
         assert any("disk or journal budget full" in r.getMessage() for r in caplog.records)
         assert sum("budget full" in r.getMessage() for r in caplog.records) < 10  # one line per burst
