@@ -100,6 +100,7 @@ stations:
   - id: st-plc
     plan: PW-1
     part: {{part_number: PW-1, serial: "PW{{n:08d}}", operator: null}}
+    require_operator: false     # automatic: the PLC measures, nobody signs in
     devices:
       - id: plc-1
         driver: modbus
