@@ -40,6 +40,7 @@ class Inbox:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        # bounded by put(): it waits (or fails) while the readings held reach ``capacity``
         self._items: deque[tuple[Any, int]] = deque()
         self._held = 0
         self._cond = threading.Condition()

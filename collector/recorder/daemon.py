@@ -119,6 +119,8 @@ class Recorder:
             self.settings.dead_letter_file, int(self.settings.dead_letter_max_bytes), self.settings.dead_letter_keep
         )
         self._throttle = Throttle()
+        # bounded by MQTT flow control: acks are manual, so the broker sends at most
+        # ``receive_maximum`` messages this recorder has not acknowledged yet
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage | None] = queue.SimpleQueue()
         self._checked: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()

@@ -155,6 +155,8 @@ class ModbusDriver(Driver):
         self.missed_triggers = 0
         #: wall-clock seconds of recent polls (bounded), for benchmarks and status pages
         self.poll_durations: deque[float] = deque(maxlen=10_000)
+        # bounded by its callers: each write() waits for its job (or its timeout, which marks
+        # the job cancelled, skipped by the bus thread), and a stopped driver fails them all
         self._jobs: queue.SimpleQueue[_WriteJob] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
