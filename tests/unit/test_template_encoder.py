@@ -14,21 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.chain.canonical import TemplateEncoder, canonical_text, dumps_sorted
-from collector.inspection.models import Characteristic
 from collector.inspection.records import MEASUREMENT_CONSTANT, MEASUREMENT_VARIABLE, measurement_record
 from collector.inspection.tolerance import judge
-from drivers.base import Reading
+from tests.unit.test_records import CHAR, reading
 
 D = Decimal
-CHAR = Characteristic(
-    id="D1",
-    name="Bore diameter",
-    nominal=D("12.000"),
-    lower_tol=D("-0.020"),
-    upper_tol=D("0.020"),
-    unit="mm",
-    decimals=3,
-)
 
 
 def entry(
@@ -50,7 +40,7 @@ def entry(
         plan_revision="C",
         characteristic=CHAR,
         judgement=judge(CHAR, D(value), "mm"),
-        reading=Reading("caliper-1", "01", D(value), "mm", raw, 1_795_000_000_123_456_000),
+        reading=reading(value, raw),
         gauge="CAL-0042",
         gauge_calibration_due="2027-06-30",
         binary=binary,
