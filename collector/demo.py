@@ -420,10 +420,9 @@ def _finish(
         )
         stored = queries.count_records(store)
         register = KeyRing.load(cfg.recorder.keys) if cfg.recorder is not None else None
-        station_records = trace(store, TraceFilter(station=cfg.stations[0].id), register)
-        first = [r for r in station_records if r.get("serial")][:1]
-        history = trace(store, TraceFilter(serial=first[0]["serial"]), register) if first else []
         every_record = trace(store, TraceFilter(start="2000-01-01"), register, related=False)
+        first = [r for r in every_record if r.get("station") == cfg.stations[0].id and r.get("serial")][:1]
+        history = trace(store, TraceFilter(serial=first[0]["serial"]), register) if first else []
         without_operator = [
             r["seq"] for r in every_record if r["kind"] == RecordKind.MEASUREMENT and not r.get("operator")
         ]

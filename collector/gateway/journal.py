@@ -799,9 +799,9 @@ class Journal:
                     continue
                 if block is None:
                     continue
-                for r in block.records:
+                for i, r in enumerate(block.records):
                     if r.get("id") == record_id:
-                        return block.materialise()[block.records.index(r)]
+                        return block.materialise()[i]
         return None
 
     def iter_blocks(self, after_seq: int = 0, chunk: int = 200) -> Iterator[tuple[Block, str]]:
